@@ -1,0 +1,763 @@
+//! The security lattice: which label dominates which, the least upper bound (roll-up) of two
+//! labels, and the checks of a person's clearance and a backend's accreditation against data.
+//!
+//! Dominance looks only at what controls *access*: the level, the compartments (SCI, SAP,
+//! restricted Atomic Energy Act data, NATO ATOMAL/BALK/BOHEMIA) and releasability (to whom the
+//! information may be released or displayed). Handling caveats such as ORCON, IMCON, FOUO or
+//! PROPIN do not block access; they are carried along by [`Label::join`] so that everything
+//! derived from the data stays marked with them. Dominance is therefore a partial order on
+//! [`AccessClass`]es — two labels that differ only in handling caveats dominate each other.
+
+use std::collections::BTreeSet;
+
+use crate::label::{Aea, Cui, Dissem, Fgi, Label, Level, NonIc, Owner, common_list, expand_list};
+use crate::registry::{Country, USA};
+
+/// The access-relevant part of a label: an element of the lattice.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AccessClass {
+    rank: u8,
+    compartments: BTreeSet<String>,
+    release: Nations,
+    display: Nations,
+}
+
+/// A set of nationalities, or everyone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Nations {
+    /// No foreign-disclosure restriction.
+    All,
+    /// Only these (groups expanded to their public members; USA always included).
+    Only(BTreeSet<Country>),
+}
+
+impl Nations {
+    /// Whether a person or operator of this nationality is included.
+    pub fn contains(&self, nationality: Country) -> bool {
+        match self {
+            Nations::All => true,
+            Nations::Only(set) => set.contains(&nationality),
+        }
+    }
+
+    /// Whether every nationality in `other` is also in `self`.
+    pub fn includes(&self, other: &Nations) -> bool {
+        match (self, other) {
+            (Nations::All, _) => true,
+            (Nations::Only(_), Nations::All) => false,
+            (Nations::Only(a), Nations::Only(b)) => b.is_subset(a),
+        }
+    }
+
+    fn intersect(&self, other: &Nations) -> Nations {
+        match (self, other) {
+            (Nations::All, x) | (x, Nations::All) => x.clone(),
+            (Nations::Only(a), Nations::Only(b)) => {
+                Nations::Only(a.intersection(b).copied().collect())
+            }
+        }
+    }
+}
+
+impl AccessClass {
+    /// The level's rank: UNCLASSIFIED 0, CUI 1, CONFIDENTIAL (and foreign RESTRICTED) 2, SECRET
+    /// 3, TOP SECRET 4.
+    pub fn rank(&self) -> u8 {
+        self.rank
+    }
+
+    /// Compartments, each prefixed by its kind (`SCI:SI-G`, `SAP:BP`, `AEA:RD`, `NATO:ATOMAL`).
+    pub fn compartments(&self) -> &BTreeSet<String> {
+        &self.compartments
+    }
+
+    /// To whom the information may be released.
+    pub fn release(&self) -> &Nations {
+        &self.release
+    }
+
+    /// To whom the information may be shown (release plus DISPLAY ONLY).
+    pub fn display(&self) -> &Nations {
+        &self.display
+    }
+
+    /// `self` dominates `other`: at least its rank, all its compartments, and releasable to no
+    /// one `other` is not releasable to.
+    pub fn dominates(&self, other: &AccessClass) -> bool {
+        self.rank >= other.rank
+            && self.compartments.is_superset(&other.compartments)
+            && other.release.includes(&self.release)
+            && other.display.includes(&self.display)
+    }
+
+    /// The least upper bound.
+    pub fn join(&self, other: &AccessClass) -> AccessClass {
+        AccessClass {
+            rank: self.rank.max(other.rank),
+            compartments: self
+                .compartments
+                .union(&other.compartments)
+                .cloned()
+                .collect(),
+            release: self.release.intersect(&other.release),
+            display: self.display.intersect(&other.display),
+        }
+    }
+}
+
+/// Why a clearance or accreditation does not cover a label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// The data's level is above the holder's.
+    Level,
+    /// The data needs compartments the holder lacks (named, without their kind prefix).
+    Compartments(Vec<String>),
+    /// The data may not be released (or shown) to the holder's nationality.
+    Releasability,
+}
+
+impl Label {
+    /// The access-relevant part of the label.
+    pub fn access(&self) -> AccessClass {
+        let rank = match self.level {
+            Level::Unclassified if self.cui.is_some() => 1,
+            Level::Unclassified => 0,
+            Level::Restricted | Level::Confidential => 2,
+            Level::Secret => 3,
+            Level::TopSecret => 4,
+        };
+        let mut compartments = BTreeSet::new();
+        for t in &self.sci {
+            compartments.insert(format!("SCI:{t}"));
+        }
+        for p in &self.sap {
+            compartments.insert(format!("SAP:{p}"));
+        }
+        for a in &self.aea {
+            // SECURITY: access to RD implies access to FRD and TFNI (a Q clearance covers them),
+            // so a label that rolls FRD up into RD still dominates the FRD portion.
+            let implied: &[&str] = match a {
+                Aea::Rd => &["RD", "FRD", "TFNI"],
+                Aea::Frd => &["FRD", "TFNI"],
+                Aea::Tfni => &["TFNI"],
+                Aea::Cnwdi => &["CNWDI"],
+                Aea::RdSigma(_) | Aea::FrdSigma(_) | Aea::Dcni | Aea::Ucni => &[],
+            };
+            for i in implied {
+                compartments.insert(format!("AEA:{i}"));
+            }
+            if let Aea::RdSigma(n) | Aea::FrdSigma(n) = a {
+                compartments.insert(format!("AEA:SIGMA-{n}"));
+            }
+        }
+        for c in &self.non_us_controls {
+            compartments.insert(format!("NATO:{}", c.as_str()));
+        }
+        let has = |d: Dissem| self.dissem.contains(&d);
+        let usa_only = || Nations::Only(BTreeSet::from([USA]));
+        let release = if has(Dissem::Nf)
+            || self.non_ic.contains(&NonIc::LesNf)
+            || self.non_ic.contains(&NonIc::SbuNf)
+        {
+            usa_only()
+        } else if has(Dissem::Rel) {
+            self.rel_to
+                .as_ref()
+                .map_or_else(usa_only, |l| Nations::Only(expand_list(l)))
+        } else if has(Dissem::Eyes) {
+            self.eyes_only
+                .as_ref()
+                .map_or_else(usa_only, |l| Nations::Only(expand_list(l)))
+        } else if self.level.is_classified() || has(Dissem::Relido) || has(Dissem::DisplayOnly) {
+            // SECURITY: classified information with no foreign-disclosure marking has had no
+            // release decision, so it is not releasable.
+            usa_only()
+        } else {
+            Nations::All
+        };
+        let display = match (&release, &self.display_only) {
+            (Nations::Only(r), Some(d)) if has(Dissem::DisplayOnly) => {
+                Nations::Only(r.union(&expand_list(d)).copied().collect())
+            }
+            _ => release.clone(),
+        };
+        AccessClass {
+            rank,
+            compartments,
+            release,
+            display,
+        }
+    }
+
+    /// `self` dominates `other` for access: see [`AccessClass::dominates`]. Handling caveats
+    /// (ORCON, FOUO, …) are not compared.
+    ///
+    /// ```
+    /// use enclave_label::Label;
+    /// let session: Label = "TOP SECRET//SI//NOFORN".parse().unwrap();
+    /// let portion: Label = "(S//SI//REL TO USA, GBR)".parse().unwrap();
+    /// assert!(session.dominates(&portion));
+    /// assert!(!portion.dominates(&session));
+    /// ```
+    pub fn dominates(&self, other: &Label) -> bool {
+        self.access().dominates(&other.access())
+    }
+
+    /// The roll-up of two labels into the label of a whole that contains both: the highest
+    /// level, the union of compartments and caveats, and the foreign-disclosure result of the
+    /// register's precedence rules (NOFORN wins; REL TO lists intersect, with FVEY and ACGU
+    /// expanded to their members; no common partner gives NOFORN; …).
+    ///
+    /// For access, the result is the least upper bound: `a.join(b).access()` equals
+    /// `a.access().join(&b.access())`.
+    ///
+    /// ```
+    /// use enclave_label::Label;
+    /// let a: Label = "(S//REL TO USA, FVEY)".parse().unwrap();
+    /// let b: Label = "(S//REL TO USA, GBR)".parse().unwrap();
+    /// assert_eq!(a.join(&b).to_string(), "SECRET//REL TO USA, GBR");
+    /// ```
+    pub fn join(&self, other: &Label) -> Label {
+        let (owner, fgi) = join_owner(self, other);
+        let mut level = self.level.max(other.level);
+        if owner == Owner::Usa && level == Level::Restricted {
+            level = Level::Confidential;
+        }
+        let classified = level.is_classified();
+        let mut out = Label::new(Level::Unclassified);
+        out.owner = owner;
+        out.level = level;
+        out.fgi = fgi;
+        out.sci = self.sci.union(&other.sci).cloned().collect();
+        out.sap = self.sap.union(&other.sap).cloned().collect();
+        out.non_us_controls = self
+            .non_us_controls
+            .union(&other.non_us_controls)
+            .copied()
+            .collect();
+        out.aea = join_aea(&self.aea, &other.aea);
+
+        // Caveats that are not foreign-disclosure controls accumulate.
+        out.dissem = self
+            .dissem
+            .union(&other.dissem)
+            .copied()
+            .filter(|d| !d.is_fdr())
+            .collect();
+        if out.dissem.contains(&Dissem::Oc) {
+            out.dissem.remove(&Dissem::OcUsgov);
+        }
+
+        // Non-IC markings.
+        out.non_ic = self.non_ic.union(&other.non_ic).copied().collect();
+        for (plain, nf) in [(NonIc::Les, NonIc::LesNf), (NonIc::Sbu, NonIc::SbuNf)] {
+            if out.non_ic.contains(&nf) {
+                out.non_ic.remove(&plain);
+            }
+        }
+        if classified {
+            out.non_ic.remove(&NonIc::Ds);
+        }
+
+        // CUI: dropped from a classified banner, merged otherwise.
+        out.cui = if classified {
+            None
+        } else {
+            match (&self.cui, &other.cui) {
+                (None, None) => None,
+                (Some(c), None) | (None, Some(c)) => Some(c.clone()),
+                (Some(a), Some(b)) => {
+                    let specified: BTreeSet<String> =
+                        a.specified.union(&b.specified).cloned().collect();
+                    let basic = a
+                        .basic
+                        .union(&b.basic)
+                        .filter(|c| !specified.contains(*c))
+                        .cloned()
+                        .collect();
+                    Some(Cui {
+                        specified,
+                        basic,
+                        ldc: a.ldc.union(&b.ldc).copied().collect(),
+                    })
+                }
+            }
+        };
+
+        join_fdr(self, other, &mut out);
+
+        // FOUO conveys only alone with foreign-disclosure markings on unclassified information.
+        let other_caveats = out.dissem.iter().any(|d| !d.is_fdr() && *d != Dissem::Fouo)
+            || !out.non_ic.is_empty()
+            || out.cui.is_some();
+        if classified || other_caveats {
+            out.dissem.remove(&Dissem::Fouo);
+        }
+        out
+    }
+}
+
+/// Rolls up any number of labels; UNCLASSIFIED when there are none.
+pub fn rollup<'a>(labels: impl IntoIterator<Item = &'a Label>) -> Label {
+    let mut iter = labels.into_iter();
+    let Some(first) = iter.next() else {
+        return Label::unclassified();
+    };
+    iter.fold(first.clone(), |acc, l| acc.join(l))
+}
+
+fn foreign_sources(l: &Label) -> (BTreeSet<Country>, bool) {
+    let mut set = BTreeSet::new();
+    let mut concealed = false;
+    match &l.owner {
+        Owner::Usa => {}
+        Owner::Foreign(c) => {
+            set.insert(*c);
+        }
+        Owner::Nato => {
+            if let Some(nato) = Country::from_code("NATO") {
+                set.insert(nato);
+            }
+        }
+        Owner::Joint(owners) => set.extend(owners.iter().copied().filter(|c| *c != USA)),
+        Owner::ConcealedForeign => concealed = true,
+    }
+    match &l.fgi {
+        Some(Fgi::Sources(s)) => set.extend(s.iter().copied()),
+        Some(Fgi::Concealed) => concealed = true,
+        None => {}
+    }
+    (set, concealed)
+}
+
+fn join_owner(a: &Label, b: &Label) -> (Owner, Option<Fgi>) {
+    if a.owner == b.owner {
+        let fgi = match (&a.fgi, &b.fgi) {
+            (Some(Fgi::Concealed), _) | (_, Some(Fgi::Concealed)) => Some(Fgi::Concealed),
+            (Some(Fgi::Sources(x)), Some(Fgi::Sources(y))) => {
+                Some(Fgi::Sources(x.union(y).copied().collect()))
+            }
+            (Some(f), None) | (None, Some(f)) => Some(f.clone()),
+            (None, None) => None,
+        };
+        return (a.owner.clone(), fgi);
+    }
+    let (mut sources, ca) = foreign_sources(a);
+    let (sb, cb) = foreign_sources(b);
+    sources.extend(sb);
+    let fgi = if ca || cb {
+        Some(Fgi::Concealed)
+    } else if sources.is_empty() {
+        None
+    } else {
+        Some(Fgi::Sources(sources))
+    };
+    (Owner::Usa, fgi)
+}
+
+fn join_aea(a: &BTreeSet<Aea>, b: &BTreeSet<Aea>) -> BTreeSet<Aea> {
+    let mut out: BTreeSet<Aea> = a.union(b).copied().collect();
+    // RD takes precedence over FRD, and both over TFNI; SIGMA categories follow RD.
+    if out.contains(&Aea::Rd) {
+        out.remove(&Aea::Frd);
+        out.remove(&Aea::Tfni);
+        let sigmas: Vec<u8> = out
+            .iter()
+            .filter_map(|x| {
+                if let Aea::FrdSigma(n) = x {
+                    Some(*n)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for n in sigmas {
+            out.remove(&Aea::FrdSigma(n));
+            out.insert(Aea::RdSigma(n));
+        }
+    } else if out.contains(&Aea::Frd) {
+        out.remove(&Aea::Tfni);
+    }
+    out
+}
+
+/// A label's foreign-disclosure state, as the roll-up rules see it.
+struct FdrView {
+    /// Unclassified with no foreign-disclosure marking: no effect on the roll-up.
+    neutral: bool,
+    nf: bool,
+    /// No foreign-disclosure marking at all on classified information.
+    bare: bool,
+    /// REL TO (or EYES ONLY) list.
+    rel: Option<BTreeSet<Country>>,
+    /// Everyone it may be shown to: the REL TO list plus DISPLAY ONLY, USA included.
+    display: BTreeSet<Country>,
+    relido: bool,
+    eyes: bool,
+    explicit_nf: bool,
+}
+
+fn fdr_view(l: &Label) -> FdrView {
+    let has = |d: Dissem| l.dissem.contains(&d);
+    let les_nf = l.non_ic.contains(&NonIc::LesNf) || l.non_ic.contains(&NonIc::SbuNf);
+    let any = l.has_fdr();
+    let rel = if has(Dissem::Rel) {
+        Some(l.rel_to.clone().unwrap_or_else(|| BTreeSet::from([USA])))
+    } else if has(Dissem::Eyes) {
+        Some(l.eyes_only.clone().unwrap_or_else(|| BTreeSet::from([USA])))
+    } else {
+        None
+    };
+    let mut display: BTreeSet<Country> = rel.clone().unwrap_or_default();
+    if has(Dissem::DisplayOnly) {
+        display.extend(l.display_only.iter().flatten().copied());
+    }
+    display.insert(USA);
+    FdrView {
+        neutral: !any && !l.level.is_classified(),
+        nf: has(Dissem::Nf) || les_nf,
+        bare: !any,
+        rel,
+        display,
+        relido: has(Dissem::Relido),
+        eyes: has(Dissem::Eyes) && !has(Dissem::Rel),
+        explicit_nf: has(Dissem::Nf),
+    }
+}
+
+/// Sets the foreign-disclosure controls of `out` from the roll-up of `a` and `b`.
+fn join_fdr(a: &Label, b: &Label, out: &mut Label) {
+    let va = fdr_view(a);
+    let vb = fdr_view(b);
+    let explicit_nf = va.explicit_nf || vb.explicit_nf;
+    // A neutral side leaves the other's controls as they are.
+    let (src, view) = match (va.neutral, vb.neutral) {
+        (true, true) => (None, None),
+        (true, false) => (Some(b), None),
+        (false, true) => (Some(a), None),
+        (false, false) => (None, Some((va, vb))),
+    };
+    if let Some(src) = src {
+        for d in src.dissem.iter().filter(|d| d.is_fdr()) {
+            out.dissem.insert(*d);
+        }
+        out.rel_to = src.rel_to.clone();
+        out.display_only = src.display_only.clone();
+        out.eyes_only = src.eyes_only.clone();
+    } else if let Some((va, vb)) = view {
+        if va.nf || vb.nf {
+            out.dissem.insert(Dissem::Nf);
+        } else if va.bare && vb.bare {
+            // Both classified without foreign-disclosure markings: the whole has none either.
+        } else {
+            let rel = match (&va.rel, &vb.rel) {
+                (Some(x), Some(y)) => common_list(x, y),
+                _ => BTreeSet::new(),
+            };
+            let shown = common_list(&va.display, &vb.display);
+            let covered = expand_list(&rel);
+            let display_only: BTreeSet<Country> = shown
+                .iter()
+                .copied()
+                .filter(|c| *c != USA && !covered.contains(c))
+                .collect();
+            if rel.iter().any(|c| *c != USA) {
+                if va.eyes && vb.eyes {
+                    out.dissem.insert(Dissem::Eyes);
+                    out.eyes_only = Some(rel);
+                } else {
+                    out.dissem.insert(Dissem::Rel);
+                    out.rel_to = Some(rel);
+                }
+                if !display_only.is_empty() {
+                    out.dissem.insert(Dissem::DisplayOnly);
+                    out.display_only = Some(display_only);
+                }
+                if va.relido && vb.relido {
+                    out.dissem.insert(Dissem::Relido);
+                }
+            } else if !display_only.is_empty() {
+                out.dissem.insert(Dissem::DisplayOnly);
+                out.display_only = Some(display_only);
+            } else if va.relido && vb.relido {
+                out.dissem.insert(Dissem::Relido);
+            } else {
+                out.dissem.insert(Dissem::Nf);
+            }
+        }
+    }
+    // LES NOFORN and SBU NOFORN keep their own form only on unclassified information that no
+    // other marking made NOFORN; otherwise they become LES (SBU) plus NOFORN.
+    let has_nf_form = out.non_ic.contains(&NonIc::LesNf) || out.non_ic.contains(&NonIc::SbuNf);
+    if has_nf_form {
+        if out.level.is_classified() || explicit_nf {
+            for (plain, nf) in [(NonIc::Les, NonIc::LesNf), (NonIc::Sbu, NonIc::SbuNf)] {
+                if out.non_ic.remove(&nf) {
+                    out.non_ic.insert(plain);
+                }
+            }
+            out.dissem.retain(|d| !d.is_fdr());
+            out.dissem.insert(Dissem::Nf);
+        } else {
+            out.dissem.retain(|d| !d.is_fdr());
+        }
+        out.rel_to = None;
+        out.display_only = None;
+        out.eyes_only = None;
+    }
+    if !out.dissem.contains(&Dissem::Rel) {
+        out.rel_to = None;
+    }
+    if !out.dissem.contains(&Dissem::DisplayOnly) {
+        out.display_only = None;
+    }
+    if !out.dissem.contains(&Dissem::Eyes) {
+        out.eyes_only = None;
+    }
+}
+
+/// A person's clearance: the highest label they may see, and their nationality.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clearance {
+    label: Label,
+    nationality: Country,
+}
+
+impl Clearance {
+    /// A clearance at `label` for a person of `nationality`.
+    pub fn new(label: Label, nationality: Country) -> Clearance {
+        Clearance { label, nationality }
+    }
+
+    /// The cleared label.
+    pub fn label(&self) -> &Label {
+        &self.label
+    }
+
+    /// The holder's nationality.
+    pub fn nationality(&self) -> Country {
+        self.nationality
+    }
+
+    /// Whether the holder may see data labeled `data`: the clearance covers its level and
+    /// compartments, and the data may be shown to the holder's nationality. (The clearance
+    /// label's own foreign-disclosure controls do not matter: nationality decides.)
+    pub fn permits(&self, data: &Label) -> bool {
+        self.check(data).is_ok()
+    }
+
+    /// Why the holder may not see data labeled `data`, if they may not.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Denial`] found: level, then compartments, then releasability.
+    pub fn check(&self, data: &Label) -> Result<(), Denial> {
+        let mine = self.label.access();
+        let theirs = data.access();
+        check_common(&mine, &theirs)?;
+        if !theirs.display.contains(self.nationality) {
+            return Err(Denial::Releasability);
+        }
+        Ok(())
+    }
+}
+
+/// What a backend may process: the highest label, and the nationality of its operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accreditation {
+    label: Label,
+    operators: BTreeSet<Country>,
+}
+
+impl Accreditation {
+    /// An accreditation at `label` for a backend run by operators of these nationalities.
+    pub fn new(label: Label, operators: impl IntoIterator<Item = Country>) -> Accreditation {
+        let mut operators: BTreeSet<Country> = operators.into_iter().collect();
+        if operators.is_empty() {
+            operators.insert(USA);
+        }
+        Accreditation { label, operators }
+    }
+
+    /// The accredited label.
+    pub fn label(&self) -> &Label {
+        &self.label
+    }
+
+    /// The operators' nationalities.
+    pub fn operators(&self) -> &BTreeSet<Country> {
+        &self.operators
+    }
+
+    /// Whether the backend may process data labeled `data`: the accreditation covers its level
+    /// and compartments, and the data may be released to every operator's nationality.
+    pub fn permits(&self, data: &Label) -> bool {
+        self.check(data).is_ok()
+    }
+
+    /// Why the backend may not process data labeled `data`, if it may not.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Denial`] found: level, then compartments, then releasability (every
+    /// operator's nationality must be one the data may be *released* to).
+    pub fn check(&self, data: &Label) -> Result<(), Denial> {
+        let mine = self.label.access();
+        let theirs = data.access();
+        check_common(&mine, &theirs)?;
+        // SECURITY: processing is release, not display: DISPLAY ONLY does not let data go to a
+        // backend run by foreign operators.
+        if !self.operators.iter().all(|o| theirs.release.contains(*o)) {
+            return Err(Denial::Releasability);
+        }
+        Ok(())
+    }
+}
+
+fn check_common(mine: &AccessClass, theirs: &AccessClass) -> Result<(), Denial> {
+    if mine.rank < theirs.rank {
+        return Err(Denial::Level);
+    }
+    let missing: Vec<String> = theirs
+        .compartments
+        .difference(&mine.compartments)
+        .map(|c| c.split_once(':').map_or(c.as_str(), |(_, n)| n).to_owned())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Denial::Compartments(missing));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(s: &str) -> Label {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn up(portions: &[&str]) -> String {
+        let labels: Vec<Label> = portions.iter().map(|p| l(p)).collect();
+        rollup(&labels).to_string()
+    }
+
+    fn c(code: &str) -> Country {
+        Country::from_code(code).unwrap()
+    }
+
+    #[test]
+    fn rollup_precedence_rules() {
+        assert_eq!(up(&["(S)", "(C)"]), "SECRET");
+        assert_eq!(
+            up(&["(U)", "(S//REL TO USA, GBR)"]),
+            "SECRET//REL TO USA, GBR"
+        );
+        assert_eq!(up(&["(S)", "(S//REL TO USA, GBR)"]), "SECRET//NOFORN");
+        assert_eq!(up(&["(S//RELIDO)", "(S//RELIDO)"]), "SECRET//RELIDO");
+        assert_eq!(
+            up(&["(S//REL TO USA, GBR)", "(S//RELIDO)"]),
+            "SECRET//NOFORN"
+        );
+        assert_eq!(
+            up(&["(S//RELIDO)", "(S//DISPLAY ONLY AFG)"]),
+            "SECRET//NOFORN"
+        );
+        assert_eq!(
+            up(&["(S//DISPLAY ONLY AFG)", "(S//REL TO USA, AFG, GBR)"]),
+            "SECRET//DISPLAY ONLY AFG"
+        );
+        assert_eq!(
+            up(&[
+                "(S//REL TO USA, GBR, JPN/DISPLAY ONLY AFG)",
+                "(S//REL TO USA, GBR/DISPLAY ONLY AFG, JPN)"
+            ]),
+            "SECRET//REL TO USA, GBR/DISPLAY ONLY AFG, JPN"
+        );
+        assert_eq!(
+            up(&["(S//REL TO USA, FVEY)", "(S//REL TO USA, FVEY)"]),
+            "SECRET//REL TO USA, FVEY"
+        );
+        assert_eq!(
+            up(&["(S//REL TO USA, FVEY)", "(S//REL TO USA, ACGU)"]),
+            "SECRET//REL TO USA, AUS, CAN, GBR"
+        );
+        assert_eq!(up(&["(U//LES-NF)", "(U//LES)"]), "UNCLASSIFIED//LES NOFORN");
+        assert_eq!(up(&["(//GBR R)", "(U)"]), "CONFIDENTIAL//FGI GBR");
+        assert_eq!(up(&["(//GBR S)", "(//GBR C)"]), "//GBR SECRET");
+        assert_eq!(up(&["(//NS)", "(S//NF)"]), "SECRET//FGI NATO//NOFORN");
+        assert_eq!(up(&["(S//RD//NF)", "(C//FRD//NF)"]), "SECRET//RD//NOFORN");
+        assert_eq!(
+            up(&["(CUI//SP-CTI)", "(U)", "(CUI//PRVCY//FED ONLY)"]),
+            "CUI//SP-CTI/PRVCY//FED ONLY"
+        );
+        assert_eq!(up(&["(CUI//SP-CTI)", "(S//NF)"]), "SECRET//NOFORN");
+        assert_eq!(up(&[]), "UNCLASSIFIED");
+    }
+
+    #[test]
+    fn join_access_is_the_lub_of_access() {
+        let pairs = [
+            ("(S//REL TO USA, GBR)", "(S)"),
+            ("(//GBR R)", "(U)"),
+            ("(S//RD//NF)", "(C//FRD//NF)"),
+            ("(S//DISPLAY ONLY AFG)", "(C//REL TO USA, AFG, GBR)"),
+            ("(U//LES-NF)", "(S//REL TO USA, JPN)"),
+        ];
+        for (a, b) in pairs {
+            let (a, b) = (l(a), l(b));
+            assert_eq!(
+                a.join(&b).access(),
+                a.access().join(&b.access()),
+                "{a} ⊔ {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn clearance_bounds_level_compartments_and_nationality() {
+        let ts = Clearance::new(l("TOP SECRET//SI/TK//NOFORN"), USA);
+        assert!(ts.permits(&l("SECRET//NOFORN")));
+        assert!(ts.permits(&l("(S//OC/NF)")));
+        assert!(ts.permits(&l("CUI//SP-CTI")));
+        assert_eq!(
+            ts.check(&l("TOP SECRET//HCS-P//NOFORN")),
+            Err(Denial::Compartments(vec!["HCS".into(), "HCS-P".into()]))
+        );
+        let gbr = Clearance::new(l("SECRET//REL TO USA, GBR"), c("GBR"));
+        assert!(gbr.permits(&l("SECRET//REL TO USA, GBR")));
+        assert!(gbr.permits(&l("SECRET//REL TO USA, FVEY")));
+        assert_eq!(gbr.check(&l("SECRET//NOFORN")), Err(Denial::Releasability));
+        assert_eq!(gbr.check(&l("SECRET")), Err(Denial::Releasability));
+        assert_eq!(
+            gbr.check(&l("TOP SECRET//REL TO USA, GBR")),
+            Err(Denial::Level)
+        );
+        assert!(gbr.permits(&l("UNCLASSIFIED")));
+        let afg = Clearance::new(l("SECRET//DISPLAY ONLY AFG"), c("AFG"));
+        assert!(afg.permits(&l("SECRET//DISPLAY ONLY AFG")));
+    }
+
+    #[test]
+    fn accreditation_keeps_noforn_with_us_operators() {
+        let gov = Accreditation::new(l("SECRET//NOFORN"), [USA]);
+        assert!(gov.permits(&l("SECRET//NOFORN")));
+        assert!(gov.permits(&l("SECRET//REL TO USA, GBR")));
+        assert!(gov.permits(&l("CUI")));
+        assert_eq!(gov.check(&l("TOP SECRET//NOFORN")), Err(Denial::Level));
+        let foreign = Accreditation::new(l("TOP SECRET//REL TO USA, GBR"), [c("GBR")]);
+        assert_eq!(
+            foreign.check(&l("SECRET//NOFORN")),
+            Err(Denial::Releasability)
+        );
+        assert_eq!(
+            foreign.check(&l("SECRET//DISPLAY ONLY GBR")),
+            Err(Denial::Releasability)
+        );
+        assert!(foreign.permits(&l("SECRET//REL TO USA, GBR")));
+        assert!(foreign.permits(&l("UNCLASSIFIED")));
+        let cui = Accreditation::new(l("CUI"), [USA]);
+        assert!(cui.permits(&l("CUI//SP-CTI//NOFORN")));
+        assert_eq!(cui.check(&l("CONFIDENTIAL")), Err(Denial::Level));
+    }
+}

@@ -1,0 +1,516 @@
+//! Finding markings in free text: banner lines, portion marks at paragraph starts, and banners
+//! or portion marks written inline — disguised or not.
+//!
+//! The scanner runs on every request, so it is built to be fast on text without markings: it
+//! looks only at paragraph starts, at `//` separators and at short lines, and only text with
+//! non-ASCII characters pays for folding look-alikes. What it finds is parsed in detection mode,
+//! which accepts abbreviated banners such as `TS//SI//NF` and never rejects a marking for
+//! breaking a rule: an invalid marking is still an indicator.
+
+use std::ops::Range;
+
+use memchr::memmem;
+
+use crate::fold::{self, Folded};
+use crate::label::{Dissem, Label};
+use crate::lattice::rollup;
+use crate::marking::{Form, Mode, detect_marking, parse_marking};
+use crate::registry;
+
+/// The longest marking the scanner will consider, in bytes.
+const MAX_CANDIDATE_BYTES: usize = 320;
+/// How many shorter readings of one candidate the scanner tries before giving up.
+const MAX_TRIMS: usize = 24;
+
+/// A marking found in text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Byte span in the scanned text.
+    pub span: Range<usize>,
+    /// What the marking means.
+    pub label: Label,
+    /// Banner or portion.
+    pub form: Form,
+    /// Whether the marking was disguised with look-alike, invisible or full-width characters.
+    pub disguised: bool,
+}
+
+/// The result of scanning a text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Every marking found, in order.
+    pub markings: Vec<Found>,
+    /// The roll-up of every marking found; UNCLASSIFIED when none was.
+    pub label: Label,
+}
+
+impl Scan {
+    /// Whether any marking was disguised.
+    pub fn any_disguised(&self) -> bool {
+        self.markings.iter().any(|m| m.disguised)
+    }
+}
+
+/// Finds the markings in `text` and rolls them up.
+///
+/// ```
+/// use enclave_label::scan;
+/// let s = scan("TOP SECRET//SI//NOFORN\n\n(S//NF) The plan.\n(U) Weather.");
+/// assert_eq!(s.markings.len(), 3);
+/// assert_eq!(s.label.to_string(), "TOP SECRET//SI//NOFORN");
+/// ```
+pub fn scan(text: &str) -> Scan {
+    let folded;
+    let (view, map): (&str, Option<&Folded>) = if text.is_ascii() {
+        (text, None)
+    } else {
+        folded = fold::fold(text);
+        (folded.text.as_str(), Some(&folded))
+    };
+    let mut scanner = Scanner {
+        original: text,
+        view,
+        map,
+        found: Vec::new(),
+        list_letters: [false; 26],
+    };
+    scanner.scan_lines();
+    let mut found = scanner.found;
+    found.sort_by_key(|f| f.span.start);
+    // A portion's bare `REL` means the REL TO list of the banner above it.
+    let mut banner: Option<Label> = None;
+    for f in &mut found {
+        if f.form == Form::Banner {
+            banner = Some(f.label.clone());
+        } else if f.label.dissem().contains(&Dissem::Rel) && f.label.rel_to().is_none() {
+            if let Some(b) = &banner {
+                f.label.rel_to = b.rel_to.clone();
+            }
+        }
+    }
+    let label = rollup(found.iter().map(|f| &f.label));
+    Scan {
+        markings: found,
+        label,
+    }
+}
+
+struct Scanner<'a> {
+    original: &'a str,
+    view: &'a str,
+    map: Option<&'a Folded>,
+    found: Vec<Found>,
+    /// Letters seen as `(A)`, `(B)`, … at paragraph starts: a following `(C)` is a list item.
+    list_letters: [bool; 26],
+}
+
+impl Scanner<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.view.as_bytes()
+    }
+
+    fn original_span(&self, r: &Range<usize>) -> Range<usize> {
+        match self.map {
+            Some(m) => m.original(r.start)..m.original(r.end),
+            None => r.clone(),
+        }
+    }
+
+    fn record(&mut self, r: Range<usize>, label: Label, form: Form) {
+        let span = self.original_span(&r);
+        let disguised = self
+            .original
+            .get(span.clone())
+            .is_some_and(|s| !s.is_ascii());
+        self.found.push(Found {
+            span,
+            label,
+            form,
+            disguised,
+        });
+    }
+
+    /// Portion marks at paragraph starts and banner lines with no controls (`SECRET`).
+    fn scan_lines(&mut self) {
+        let len = self.bytes().len();
+        let mut start = 0;
+        while start < len {
+            let end = memchr::memchr(b'\n', self.bytes().get(start..).unwrap_or_default())
+                .map_or(len, |i| start + i);
+            let from = self.scan_line_start(start, end).unwrap_or(start);
+            if end - start <= 40 {
+                self.scan_bare_banner(start, end);
+            }
+            self.scan_separators(from, end);
+            start = end + 1;
+        }
+    }
+
+    /// Reads a portion mark at the start of the line; returns where it ends.
+    fn scan_line_start(&mut self, start: usize, end: usize) -> Option<usize> {
+        let bytes = self.bytes();
+        let mut i = start;
+        // Skip indentation, quote marks and list bullets (`-`, `*`, `1.`, `a)`).
+        while let Some(&b) = bytes.get(i) {
+            if i >= end {
+                return None;
+            }
+            match b {
+                b' ' | b'\t' | b'\r' | b'>' | b'-' | b'*' | b'+' | b'#' => i += 1,
+                b'0'..=b'9' => {
+                    let digits = bytes.get(i..end).unwrap_or_default();
+                    let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+                    if matches!(digits.get(n), Some(b'.' | b')')) {
+                        i += n + 1;
+                    } else {
+                        return None;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if bytes.get(i) != Some(&b'(') {
+            return None;
+        }
+        let limit = end.min(i + MAX_CANDIDATE_BYTES);
+        let close = bytes
+            .get(i..limit)
+            .and_then(|w| memchr::memchr(b')', w))
+            .map(|j| i + j)?;
+        let inner = self.view.get(i + 1..close).unwrap_or_default().trim();
+        if inner.len() == 1 {
+            let &letter = inner.as_bytes().first()?;
+            if !self.single_letter_is_marking(i..close + 1, letter) {
+                return None;
+            }
+        }
+        if !inner
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'/')
+        {
+            return None;
+        }
+        let candidate = self.view.get(i..=close).unwrap_or_default();
+        let m = parse_marking(candidate, Mode::Detect, None).ok()?;
+        self.record(i..close + 1, m.label, Form::Portion);
+        Some(close + 1)
+    }
+
+    /// `(C)` is CONFIDENTIAL unless it is written in lower case or continues a lettered list
+    /// `(A)`, `(B)`; a disguised letter always counts.
+    fn single_letter_is_marking(&mut self, r: Range<usize>, letter: u8) -> bool {
+        let span = self.original_span(&r);
+        let disguised = self.original.get(span).is_some_and(|s| !s.is_ascii());
+        let upper = letter.to_ascii_uppercase();
+        let Some(idx) = upper.checked_sub(b'A').map(usize::from) else {
+            return false;
+        };
+        let continues_list = idx > 0 && self.list_letters.get(idx - 1).copied().unwrap_or(false);
+        if let Some(seen) = self.list_letters.get_mut(idx) {
+            *seen = true;
+        }
+        if disguised {
+            return true;
+        }
+        letter.is_ascii_uppercase() && !continues_list && matches!(upper, b'U' | b'C' | b'S')
+    }
+
+    /// A short line that is only a classification: `SECRET`, `TOP SECRET`, `CUI`.
+    fn scan_bare_banner(&mut self, start: usize, end: usize) {
+        let line = self.view.get(start..end).unwrap_or_default();
+        let trimmed = line.trim_matches(|c: char| {
+            c.is_ascii_whitespace() || matches!(c, '*' | '#' | '_' | '=' | '-')
+        });
+        if trimmed.is_empty() || trimmed.contains('/') {
+            return;
+        }
+        let upper = trimmed.to_ascii_uppercase();
+        let words: Vec<&str> = upper.split_whitespace().collect();
+        let canonical = words.join(" ");
+        if !matches!(
+            canonical.as_str(),
+            "TOP SECRET"
+                | "SECRET"
+                | "CONFIDENTIAL"
+                | "UNCLASSIFIED"
+                | "CUI"
+                | "COSMIC TOP SECRET"
+                | "NATO SECRET"
+                | "NATO CONFIDENTIAL"
+        ) {
+            return;
+        }
+        let offset = line.find(trimmed).unwrap_or(0);
+        let from = start + offset;
+        let text = if canonical.starts_with("NATO") || canonical.starts_with("COSMIC") {
+            format!("//{canonical}")
+        } else {
+            canonical
+        };
+        if let Ok(m) = parse_marking(&text, Mode::Detect, None) {
+            self.record(from..from + trimmed.len(), m.label, Form::Banner);
+        }
+    }
+
+    /// Banners and portion marks around each `//` in `from..end`.
+    fn scan_separators(&mut self, from: usize, end: usize) {
+        let view = self.view;
+        let line = view.as_bytes().get(..end).unwrap_or_default();
+        let mut at = from;
+        while let Some(i) = memmem::find(line.get(at..).unwrap_or_default(), b"//").map(|i| at + i)
+        {
+            at = i + 2;
+            if let Some(end) = self.try_separator(i, from) {
+                at = at.max(end);
+            } else {
+                // Skip the rest of a run of slashes.
+                while view.as_bytes().get(at) == Some(&b'/') {
+                    at += 1;
+                }
+            }
+        }
+    }
+
+    /// Tries to read a marking around the `//` at `i`; returns where it ends if one was found.
+    fn try_separator(&mut self, i: usize, line_start: usize) -> Option<usize> {
+        let bytes = self.bytes();
+        let window_start = i.saturating_sub(24).max(line_start);
+        let before = self.view.get(window_start..i).unwrap_or_default();
+        let (start, abbreviated) = match classification_suffix(before) {
+            Some((len, abbreviated)) => (i - len, abbreviated),
+            None => {
+                // A non-U.S. banner opens with `//`: it must stand at a word boundary.
+                let prev = i.checked_sub(1).and_then(|p| bytes.get(p)).copied();
+                if prev.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b':') {
+                    return None;
+                }
+                (i, false)
+            }
+        };
+        // Inline portion mark: `(TS//SI//NF)`.
+        let opens = start
+            .checked_sub(1)
+            .filter(|&p| bytes.get(p) == Some(&b'('));
+        if let Some(open) = opens {
+            let limit = bytes.len().min(open + MAX_CANDIDATE_BYTES);
+            let close = bytes
+                .get(open..limit)
+                .and_then(|w| memchr::memchr(b')', w))?
+                + open;
+            let candidate = self.view.get(open..=close)?;
+            let m = parse_marking(candidate, Mode::Detect, None).ok()?;
+            if abbreviated && !has_registered_control(&m.label) {
+                return None;
+            }
+            self.record(open..close + 1, m.label, Form::Portion);
+            return Some(close + 1);
+        }
+        let line_end = memchr::memchr(b'\n', bytes.get(i..).unwrap_or_default())
+            .map_or(bytes.len(), |p| i + p);
+        let limit = line_end.min(start + MAX_CANDIDATE_BYTES);
+        let mut end = i + 2;
+        while end < limit && bytes.get(end).is_some_and(|&b| is_marking_byte(b)) {
+            end += 1;
+        }
+        let mut candidate_end = end;
+        let mut best: Option<(usize, Label)> = None;
+        for _ in 0..MAX_TRIMS {
+            let candidate = self
+                .view
+                .get(start..candidate_end)?
+                .trim_end_matches([' ', ',', '-']);
+            let real_end = start + candidate.len();
+            if real_end <= i + 2 && start != i {
+                break;
+            }
+            if let Some((label, complete)) = detect(candidate) {
+                if complete {
+                    best = Some((real_end, label));
+                    break;
+                }
+                if best.is_none() {
+                    best = Some((real_end, label));
+                }
+            }
+            // Drop the last word or element and try again.
+            let cut = candidate.rfind([' ', '/', ','])?;
+            if cut <= i - start + 1 {
+                break;
+            }
+            candidate_end = start + cut;
+        }
+        let (real_end, label) = best?;
+        if abbreviated && !has_registered_control(&label) {
+            return None;
+        }
+        if start == i && real_end <= i + 2 {
+            return None;
+        }
+        self.record(start..real_end, label, Form::Banner);
+        Some(real_end)
+    }
+}
+
+/// Parses a candidate in detection mode; `complete` when every category was understood.
+fn detect(candidate: &str) -> Option<(Label, bool)> {
+    detect_marking(candidate).map(|(m, complete)| (m.label, complete))
+}
+
+/// An abbreviated banner (`TS//SI//NF`) counts only when it names a registered control, so that
+/// `s//comment` in code is not read as SECRET.
+fn has_registered_control(label: &Label) -> bool {
+    let published_sci =
+        !label.sci().is_empty() && label.sci().iter().all(|t| registry::is_published_sci(t));
+    let unpublished_sci = label.sci().iter().any(|t| !registry::is_published_sci(t));
+    !unpublished_sci
+        && (published_sci
+            || !label.dissem().is_empty()
+            || !label.aea().is_empty()
+            || !label.non_ic().is_empty()
+            || label.fgi().is_some()
+            || !label.sap().is_empty())
+}
+
+fn is_marking_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b' ' | b'/' | b',' | b'-')
+}
+
+/// The classification that `before` ends with, at a word boundary: its length and whether it
+/// is an abbreviation (`TS`) rather than a title (`TOP SECRET`).
+fn classification_suffix(before: &str) -> Option<(usize, bool)> {
+    const TITLES: [&str; 6] = [
+        "TOP SECRET",
+        "CONFIDENTIAL",
+        "UNCLASSIFIED",
+        "CONTROLLED",
+        "SECRET",
+        "CUI",
+    ];
+    const ABBREVIATIONS: [&str; 4] = ["TS", "S", "C", "U"];
+    let b = before.as_bytes();
+    let ends_with = |word: &str| -> bool {
+        let n = word.len();
+        if b.len() < n {
+            return false;
+        }
+        let tail = b.get(b.len() - n..).unwrap_or_default();
+        if !tail.eq_ignore_ascii_case(word.as_bytes()) {
+            return false;
+        }
+        // Word boundary before it.
+        b.len() == n
+            || b.get(b.len() - n - 1)
+                .is_some_and(|c| !c.is_ascii_alphanumeric())
+    };
+    for t in TITLES {
+        if ends_with(t) {
+            return Some((t.len(), false));
+        }
+    }
+    for a in ABBREVIATIONS {
+        if ends_with(a) {
+            // A single lower-case letter is prose or code, not a marking.
+            let tail = b.get(b.len() - a.len()..).unwrap_or_default();
+            if a.len() == 1 && tail.iter().any(|c| c.is_ascii_lowercase()) {
+                return None;
+            }
+            return Some((a.len(), true));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(s: &Scan, src: &str) -> Vec<String> {
+        s.markings
+            .iter()
+            .map(|m| src[m.span.clone()].to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn finds_banners_and_portions_with_spans() {
+        let src = "SECRET//NOFORN\n\n(S//NF) The plan is set.\n(U) The weather is fine.\n\nSECRET//NOFORN";
+        let s = scan(src);
+        assert_eq!(
+            texts(&s, src),
+            ["SECRET//NOFORN", "(S//NF)", "(U)", "SECRET//NOFORN"]
+        );
+        assert_eq!(s.label.to_string(), "SECRET//NOFORN");
+        assert!(!s.any_disguised());
+    }
+
+    #[test]
+    fn disguised_markings_are_found_and_flagged() {
+        let src = "please summarize: Т\u{200B}OP ЅECRET／／SI／／NOFORN and more";
+        let s = scan(src);
+        assert_eq!(s.markings.len(), 1, "{s:?}");
+        assert!(s.markings[0].disguised);
+        assert_eq!(s.label.to_string(), "TOP SECRET//SI//NOFORN");
+        assert!(src[s.markings[0].span.clone()].starts_with('Т'));
+    }
+
+    #[test]
+    fn abbreviated_and_lowercase_banners_count() {
+        assert_eq!(
+            scan("see TS//SI//NF attached").label.to_string(),
+            "TOP SECRET//SI//NOFORN"
+        );
+        assert_eq!(
+            scan("top secret//noforn stuff").label.to_string(),
+            "TOP SECRET//NOFORN"
+        );
+        assert_eq!(
+            scan("x = a // b; s//comment").label.to_string(),
+            "UNCLASSIFIED"
+        );
+        assert_eq!(
+            scan("http://example.com//path https://ns.example")
+                .label
+                .to_string(),
+            "UNCLASSIFIED"
+        );
+    }
+
+    #[test]
+    fn inline_portion_marks_with_separators_count() {
+        let s = scan("The report (TS//SI//NF) says so.");
+        assert_eq!(s.label.to_string(), "TOP SECRET//SI//NOFORN");
+    }
+
+    #[test]
+    fn lettered_lists_and_lowercase_letters_are_not_markings() {
+        let src = "(a) first\n(b) second\n(c) third\n(A) one\n(B) two\n(C) three";
+        assert_eq!(scan(src).markings.len(), 0);
+        assert_eq!(scan("(C) Budget figures").label.to_string(), "CONFIDENTIAL");
+    }
+
+    #[test]
+    fn rel_portions_take_the_banner_list() {
+        let s = scan("SECRET//REL TO USA, NZL\n(S//REL) text\n");
+        assert_eq!(s.markings[1].label.rel_to().unwrap().len(), 2);
+        assert_eq!(s.label.to_string(), "SECRET//REL TO USA, NZL");
+    }
+
+    #[test]
+    fn inline_banner_stops_at_prose() {
+        let src = "It is SECRET//REL TO USA, GBR and must not leak.";
+        let s = scan(src);
+        assert_eq!(texts(&s, src), ["SECRET//REL TO USA, GBR"]);
+    }
+
+    #[test]
+    fn hostile_text_is_bounded() {
+        let seps = "/".repeat(2 << 20);
+        assert!(scan(&seps).markings.is_empty());
+        let many = "SECRET//".repeat(100_000);
+        let s = scan(&many);
+        assert_eq!(s.label.level(), crate::Level::Secret);
+        let parens = "(".repeat(100_000) + &")".repeat(100_000);
+        assert!(scan(&parens).markings.is_empty());
+    }
+}
