@@ -1,1 +1,102 @@
-fn main() {}
+//! The `enclave` command line.
+//!
+//! Today it carries the marking tools (`enclave marking …`); `serve`, `init`, `principal`,
+//! `key`, `screen`, `audit` and `eval` join it as the gateway, safety stack and audit log land.
+//! Errors are one line on stderr and exit code 1 (invalid input) or 2 (usage, I/O).
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod marking;
+
+/// Enclave: a classification-aware gateway for language models.
+#[derive(Debug, Parser)]
+#[command(name = "enclave", version, about, long_about = None)]
+struct Cli {
+    /// The configuration file (TOML). Also `ENCLAVE_CONFIG`.
+    #[arg(long, global = true, value_name = "FILE", env = "ENCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse, normalize, roll up and find security markings.
+    #[command(subcommand)]
+    Marking(marking::MarkingCommand),
+}
+
+/// How a command failed: the exit code and the one line for stderr.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: u8,
+    line: String,
+}
+
+impl Failure {
+    /// Invalid input (exit 1).
+    pub(crate) fn invalid(line: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            line: line.into(),
+        }
+    }
+
+    /// Broken machinery: I/O, serialization (exit 2).
+    pub(crate) fn io(context: &str, err: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: 2,
+            line: format!("{context}: {err}"),
+        }
+    }
+}
+
+/// Output of a command: what to print on stdout.
+pub(crate) type Outcome = Result<String, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = &cli.config;
+    let result = match cli.command {
+        Command::Marking(cmd) => marking::run(cmd),
+    };
+    match result {
+        Ok(out) => {
+            let mut stdout = io::stdout().lock();
+            if let Err(e) = stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    let _ = writeln!(io::stderr(), "writing output: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            let _ = writeln!(io::stderr(), "{}", f.line);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Reads all of stdin as UTF-8; invalid UTF-8 is invalid input, named by its byte offset.
+pub(crate) fn read_stdin() -> Result<String, Failure> {
+    let mut bytes = Vec::new();
+    io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::io("reading stdin", e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Failure::invalid(format!(
+            "MALFORMED_MARKING: stdin is not valid UTF-8 (first bad byte at offset {}): convert the input to UTF-8",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}

@@ -30,6 +30,7 @@
 #![deny(clippy::indexing_slicing)]
 
 mod error;
+mod fields;
 mod fold;
 mod label;
 mod lattice;
@@ -38,6 +39,7 @@ mod registry;
 mod scan;
 
 pub use error::{MarkingError, ReasonCode};
+pub use fields::{CuiFields, MarkingFields};
 pub use label::{Aea, Cui, Dissem, Fgi, Label, Ldc, Level, NonIc, NonUsControl, Owner};
 pub use lattice::{AccessClass, Accreditation, Clearance, Denial, Nations, rollup};
 pub use marking::{Form, MAX_MARKING_BYTES, Marking, Mode, parse_marking};

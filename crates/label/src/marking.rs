@@ -1387,6 +1387,16 @@ fn dissem_elements(cat: &str) -> Vec<String> {
     out
 }
 
+/// Where a CUI limited-dissemination control (or a foreign-disclosure control written among
+/// them) sorts in the CUI Registry's order.
+pub(crate) fn ldc_rank(ldc: Option<Ldc>, fdr: Option<Dissem>) -> u8 {
+    match (ldc, fdr) {
+        (Some(l), _) => LdcKey::Ldc(l).rank(),
+        (None, Some(d)) => LdcKey::Fdr(d).rank(),
+        (None, None) => u8::MAX,
+    }
+}
+
 /// Where a CUI limited-dissemination control sorts in the registry's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LdcKey {

@@ -1,0 +1,167 @@
+//! `enclave marking …`: the marking tools over `enclave-label`.
+
+use clap::Subcommand;
+use enclave_label::{Form, Label, MarkingError, Mode, country_codes, parse_marking, rollup, scan};
+use serde::Serialize;
+
+use crate::{Failure, Outcome, read_stdin};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MarkingCommand {
+    /// Parse a banner or portion marking and print its fields as JSON.
+    Parse {
+        /// Accept only the canonical form.
+        #[arg(long)]
+        strict: bool,
+        /// The banner a portion sits under (resolves a bare `REL`).
+        #[arg(long, value_name = "BANNER")]
+        context: Option<String>,
+        /// The marking, e.g. `SECRET//NOFORN` or `(S//NF)`.
+        marking: String,
+    },
+    /// Print the canonical form of a marking (banner for a banner, portion for a portion).
+    Normalize {
+        /// Accept only the canonical form.
+        #[arg(long)]
+        strict: bool,
+        /// The marking.
+        marking: String,
+    },
+    /// Read portion marks, one per line, on stdin and print the rolled-up banner.
+    Rollup {
+        /// Accept only canonical portion marks.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Read a document on stdin and print the markings found in it as JSON.
+    Scan,
+    /// List the registered country and organization codes.
+    List,
+}
+
+pub(crate) fn run(cmd: MarkingCommand) -> Outcome {
+    match cmd {
+        MarkingCommand::Parse {
+            strict,
+            context,
+            marking,
+        } => {
+            let context = match context {
+                Some(c) => Some(
+                    parse(&c, strict, None)
+                        .map_err(|e| invalid(&e, "--context"))?
+                        .label,
+                ),
+                None => None,
+            };
+            let m = parse(&marking, strict, context.as_ref()).map_err(|e| invalid(&e, ""))?;
+            json(&m.label.fields().with_form(m.form))
+        }
+        MarkingCommand::Normalize { strict, marking } => {
+            let m = parse(&marking, strict, None).map_err(|e| invalid(&e, ""))?;
+            Ok(match m.form {
+                Form::Banner => format!("{}\n", m.label.banner()),
+                Form::Portion => format!("{}\n", m.label.portion()),
+            })
+        }
+        MarkingCommand::Rollup { strict } => {
+            let input = read_stdin()?;
+            let mut labels: Vec<Label> = Vec::new();
+            let mut context: Option<Label> = None;
+            for (n, line) in input.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let m = parse(line, strict, context.as_ref())
+                    .map_err(|e| invalid(&e, &format!("line {}", n + 1)))?;
+                if m.form == Form::Banner {
+                    context = Some(m.label.clone());
+                }
+                labels.push(m.label);
+            }
+            if labels.is_empty() {
+                return Err(Failure::invalid(
+                    "EMPTY_MARKING: no portion marks on stdin: give one portion mark per line",
+                ));
+            }
+            Ok(format!("{}\n", rollup(&labels).banner()))
+        }
+        MarkingCommand::Scan => {
+            let input = read_stdin()?;
+            let result = scan(&input);
+            let out = ScanOutput {
+                banner: result.label.banner(),
+                disguised: result.any_disguised(),
+                markings: result
+                    .markings
+                    .iter()
+                    .map(|m| FoundOutput {
+                        text: input.get(m.span.clone()).unwrap_or_default(),
+                        start: m.span.start,
+                        end: m.span.end,
+                        disguised: m.disguised,
+                        form: match m.form {
+                            Form::Banner => "banner",
+                            Form::Portion => "portion",
+                        },
+                        label: m.label.banner(),
+                    })
+                    .collect(),
+            };
+            json(&out)
+        }
+        MarkingCommand::List => {
+            let mut out = String::new();
+            for c in country_codes() {
+                let kind = if c.is_tetragraph() {
+                    "group"
+                } else {
+                    "country"
+                };
+                out.push_str(&format!("{}\t{kind}\t{}\n", c.code(), c.name()));
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn parse(
+    marking: &str,
+    strict: bool,
+    context: Option<&Label>,
+) -> Result<enclave_label::Marking, MarkingError> {
+    let mode = if strict { Mode::Strict } else { Mode::Lenient };
+    parse_marking(marking, mode, context)
+}
+
+/// `<CODE>: [where: ]<message>`, the one-line error format.
+fn invalid(e: &MarkingError, place: &str) -> Failure {
+    if place.is_empty() {
+        Failure::invalid(format!("{}: {}", e.code(), e.message()))
+    } else {
+        Failure::invalid(format!("{}: {place}: {}", e.code(), e.message()))
+    }
+}
+
+fn json(value: &impl Serialize) -> Outcome {
+    let mut s = serde_json::to_string(value).map_err(|e| Failure::io("writing JSON", e))?;
+    s.push('\n');
+    Ok(s)
+}
+
+#[derive(Serialize)]
+struct ScanOutput<'a> {
+    banner: String,
+    disguised: bool,
+    markings: Vec<FoundOutput<'a>>,
+}
+
+#[derive(Serialize)]
+struct FoundOutput<'a> {
+    text: &'a str,
+    start: usize,
+    end: usize,
+    disguised: bool,
+    form: &'static str,
+    label: String,
+}
