@@ -71,11 +71,10 @@ fn main() -> ExitCode {
             if let Err(e) = stdout
                 .write_all(out.as_bytes())
                 .and_then(|()| stdout.flush())
+                && e.kind() != io::ErrorKind::BrokenPipe
             {
-                if e.kind() != io::ErrorKind::BrokenPipe {
-                    let _ = writeln!(io::stderr(), "writing output: {e}");
-                    return ExitCode::from(2);
-                }
+                let _ = writeln!(io::stderr(), "writing output: {e}");
+                return ExitCode::from(2);
             }
             ExitCode::SUCCESS
         }

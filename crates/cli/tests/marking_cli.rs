@@ -1,6 +1,13 @@
 //! Runs the real `enclave` binary: every worked example of `examples.jsonl`, the machine-readable
 //! contracts of `marking normalize|rollup|scan`, and hostile input.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

@@ -78,10 +78,10 @@ pub fn parse_marking(
     if let Some(ctx) = context {
         resolve_rel(&mut marking.label, ctx);
     }
-    if mode == Mode::Strict {
-        if let Some(note) = parser.notes.into_iter().next() {
-            return Err(note);
-        }
+    if mode == Mode::Strict
+        && let Some(note) = parser.notes.into_iter().next()
+    {
+        return Err(note);
     }
     Ok(marking)
 }
@@ -274,8 +274,11 @@ impl Parser {
                 ));
             }
             let kind = self.category_of(cat, &label);
-            if let Some((prev, prev_text)) = last {
-                if kind <= prev && !self.detect() {
+            if let Some((prev, prev_text)) = last
+                && kind <= prev
+                && !self.detect()
+            {
+                {
                     if kind == prev && prev_text == cat {
                         return Err(err(
                             ReasonCode::DuplicateToken,
@@ -929,7 +932,7 @@ impl Parser {
             }
             if let Some(p) = prev {
                 // USA leads a REL TO list; the rest follow the list order.
-                if !(in_order(&p, &country)) && !(what == "REL TO" && p == USA) {
+                if !(in_order(&p, &country) || (what == "REL TO" && p == USA)) {
                     ordered = false;
                 }
             }

@@ -82,10 +82,11 @@ pub fn scan(text: &str) -> Scan {
     for f in &mut found {
         if f.form == Form::Banner {
             banner = Some(f.label.clone());
-        } else if f.label.dissem().contains(&Dissem::Rel) && f.label.rel_to().is_none() {
-            if let Some(b) = &banner {
-                f.label.rel_to = b.rel_to.clone();
-            }
+        } else if f.label.dissem().contains(&Dissem::Rel)
+            && f.label.rel_to().is_none()
+            && let Some(b) = &banner
+        {
+            f.label.rel_to = b.rel_to.clone();
         }
     }
     let label = rollup(found.iter().map(|f| &f.label));

@@ -1,6 +1,13 @@
 //! Runs every case of `data/examples.jsonl` (the worked examples of the marking rules) through
 //! the library. The CLI crate runs the same cases through the `enclave` binary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use enclave_label::{Form, Label, Mode, parse_marking, rollup};
 use serde_json::Value;
 
