@@ -83,6 +83,25 @@ fn marked(bytes: usize) -> String {
     out
 }
 
+/// Densely marked, but no portion mark repeats: the scanner's per-document cache cannot help.
+fn marked_distinct(bytes: usize) -> String {
+    const PARTNERS: &[&str] = &[
+        "AUS", "CAN", "DEU", "FRA", "GBR", "ITA", "JPN", "KOR", "NLD", "NOR", "NZL", "POL",
+    ];
+    let mut out = String::from("SECRET//REL TO USA, GBR\n\n");
+    let mut i = 0usize;
+    while out.len() < bytes {
+        let a = PARTNERS[i % PARTNERS.len()];
+        let b = PARTNERS[(i / PARTNERS.len()) % PARTNERS.len()];
+        let level = ["S", "C", "TS"][i % 3];
+        out.push_str(&format!(
+            "({level}//REL TO USA, {a}, {b}) Paragraph {i} of the coalition plan.\n"
+        ));
+        i += 1;
+    }
+    out
+}
+
 fn bench_parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
     for (name, m) in [
@@ -125,11 +144,13 @@ fn bench_scan(c: &mut Criterion) {
     let clean = prose(1 << 20);
     let dense = marked(1 << 20);
     let unicode = prose(1 << 20).replace("the ", "thé ").replace("and", "ånd");
+    let distinct = marked_distinct(1 << 20);
     assert!(scan(&clean).markings.is_empty());
     assert!(scan(&dense).markings.len() > 10_000);
     for (name, text) in [
         ("prose_no_markings", &clean),
         ("dense_markings", &dense),
+        ("dense_distinct_markings", &distinct),
         ("prose_non_ascii", &unicode),
     ] {
         g.throughput(Throughput::Bytes(text.len() as u64));

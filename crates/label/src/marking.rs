@@ -526,7 +526,7 @@ impl Parser {
         {
             return Category::Fgi;
         }
-        if dissem_token(first).is_some() || is_list_head(first) || cat.contains(" EYES ONLY") {
+        if dissem_token(first).is_some() || is_list_head(first) || is_eyes_only(cat) {
             return Category::Dissem;
         }
         if non_ic_token(first).is_some() {
@@ -1342,6 +1342,15 @@ fn cui_ldc_token(s: &str) -> Option<Ldc> {
         .find(|l| s == l.banner() || s == l.ism_token())
 }
 
+/// Whether a category holds an EYES ONLY control (`USA/GBR EYES ONLY`): an element that is a
+/// country code followed by ` EYES ONLY`.
+fn is_eyes_only(cat: &str) -> bool {
+    cat.split('/').any(|el| {
+        el.strip_suffix(" EYES ONLY")
+            .is_some_and(|code| Country::from_code(code).is_some())
+    })
+}
+
 /// Whether an element starts a control that carries a country list.
 fn is_list_head(s: &str) -> bool {
     s == "REL"
@@ -1830,6 +1839,15 @@ mod tests {
     fn abbreviated_banner_is_an_indicator_in_detection() {
         let m = parse_marking("TS//SI//NF", Mode::Detect, None).unwrap();
         assert_eq!(m.label.to_string(), "TOP SECRET//SI//NOFORN");
+    }
+
+    #[test]
+    fn eyes_only_inside_sci_words_is_not_a_dissemination_control() {
+        // Found by the parse_marking fuzz target: sub-compartment words spelling ` EYES ONLY`.
+        let m = lenient("(S//D-CNTRTT EYES ONLYCNT)").unwrap();
+        assert_eq!(m.label.portion(), "(S//D-CNTRTT EYES ONLYCNT)");
+        let again = parse_marking(&m.label.portion(), Mode::Strict, None).unwrap();
+        assert_eq!(again.label, m.label);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! which accepts abbreviated banners such as `TS//SI//NF` and never rejects a marking for
 //! breaking a rule: an invalid marking is still an indicator.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use memchr::memmem;
@@ -73,6 +74,7 @@ pub fn scan(text: &str) -> Scan {
         map,
         found: Vec::new(),
         list_letters: [false; 26],
+        cache: HashMap::new(),
     };
     scanner.scan_lines();
     let mut found = scanner.found;
@@ -89,7 +91,19 @@ pub fn scan(text: &str) -> Scan {
             f.label.rel_to = b.rel_to.clone();
         }
     }
-    let label = rollup(found.iter().map(|f| &f.label));
+    // Documents repeat the same few portion marks; roll up each distinct label once. (A label
+    // joined with itself is its roll-up normal form, hence the second join when all are equal.)
+    let mut distinct: Vec<&Label> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for f in &found {
+        if seen.insert(&f.label) {
+            distinct.push(&f.label);
+        }
+    }
+    let mut label = rollup(distinct.iter().copied());
+    if distinct.len() == 1 && found.len() > 1 {
+        label = label.join(&label);
+    }
     Scan {
         markings: found,
         label,
@@ -103,11 +117,26 @@ struct Scanner<'a> {
     found: Vec<Found>,
     /// Letters seen as `(A)`, `(B)`, … at paragraph starts: a following `(C)` is a list item.
     list_letters: [bool; 26],
+    /// Detection results by candidate text: documents repeat the same markings.
+    cache: HashMap<String, Option<(Label, bool)>>,
 }
 
 impl Scanner<'_> {
     fn bytes(&self) -> &[u8] {
         self.view.as_bytes()
+    }
+
+    /// Parses a candidate in detection mode, once per distinct text; `complete` when every
+    /// category was understood.
+    fn detect(&mut self, candidate: &str) -> Option<(Label, bool)> {
+        if let Some(hit) = self.cache.get(candidate) {
+            return hit.clone();
+        }
+        let result = detect_marking(candidate).map(|(m, complete)| (m.label, complete));
+        if self.cache.len() < 4096 {
+            self.cache.insert(candidate.to_owned(), result.clone());
+        }
+        result
     }
 
     fn original_span(&self, r: &Range<usize>) -> Range<usize> {
@@ -193,8 +222,8 @@ impl Scanner<'_> {
             return None;
         }
         let candidate = self.view.get(i..=close).unwrap_or_default();
-        let m = parse_marking(candidate, Mode::Detect, None).ok()?;
-        self.record(i..close + 1, m.label, Form::Portion);
+        let (label, _) = self.detect(candidate)?;
+        self.record(i..close + 1, label, Form::Portion);
         Some(close + 1)
     }
 
@@ -300,11 +329,11 @@ impl Scanner<'_> {
                 .and_then(|w| memchr::memchr(b')', w))?
                 + open;
             let candidate = self.view.get(open..=close)?;
-            let m = parse_marking(candidate, Mode::Detect, None).ok()?;
-            if abbreviated && !has_registered_control(&m.label) {
+            let (label, _) = self.detect(candidate)?;
+            if abbreviated && !has_registered_control(&label) {
                 return None;
             }
-            self.record(open..close + 1, m.label, Form::Portion);
+            self.record(open..close + 1, label, Form::Portion);
             return Some(close + 1);
         }
         let line_end = memchr::memchr(b'\n', bytes.get(i..).unwrap_or_default())
@@ -325,7 +354,7 @@ impl Scanner<'_> {
             if real_end <= i + 2 && start != i {
                 break;
             }
-            if let Some((label, complete)) = detect(candidate) {
+            if let Some((label, complete)) = self.detect(candidate) {
                 if complete {
                     best = Some((real_end, label));
                     break;
@@ -351,11 +380,6 @@ impl Scanner<'_> {
         self.record(start..real_end, label, Form::Banner);
         Some(real_end)
     }
-}
-
-/// Parses a candidate in detection mode; `complete` when every category was understood.
-fn detect(candidate: &str) -> Option<(Label, bool)> {
-    detect_marking(candidate).map(|(m, complete)| (m.label, complete))
 }
 
 /// An abbreviated banner (`TS//SI//NF`) counts only when it names a registered control, so that
