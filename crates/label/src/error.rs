@@ -66,8 +66,8 @@ reason_codes! {
     FgiOrder = "FGI_ORDER", strict_only: true;
     /// FOUO on classified information.
     FouoRequiresUnclassified = "FOUO_REQUIRES_UNCLASSIFIED", strict_only: false;
-    /// HCS without a compartment. Strict mode rejects it; lenient mode still labels it HCS.
-    HcsRequiresCompartment = "HCS_REQUIRES_COMPARTMENT", strict_only: true;
+    /// HCS without a compartment. Rejected in every mode; the scanner still labels it HCS.
+    HcsRequiresCompartment = "HCS_REQUIRES_COMPARTMENT", strict_only: false;
     /// HCS without NOFORN.
     HcsRequiresNoforn = "HCS_REQUIRES_NOFORN", strict_only: false;
     /// IMCON below SECRET.

@@ -1090,10 +1090,10 @@ impl Parser {
                 ));
             }
             if !label.sci.iter().any(|t| t.starts_with("HCS-")) {
-                self.note(
+                return Err(err(
                     R::HcsRequiresCompartment,
                     "HCS is used with a compartment, as in `HCS-P`",
-                );
+                ));
             }
         }
         if !classified && !label.sci.is_empty() {
@@ -1801,12 +1801,16 @@ mod tests {
     }
 
     #[test]
-    fn hcs_without_compartment_is_strict_only() {
+    fn hcs_without_compartment_is_rejected_but_detected() {
         assert_eq!(
             code("SECRET//HCS//NOFORN", Mode::Strict),
             ReasonCode::HcsRequiresCompartment
         );
-        let m = lenient("SECRET//HCS//NOFORN").unwrap();
+        assert_eq!(
+            code("SECRET//HCS//NOFORN", Mode::Lenient),
+            ReasonCode::HcsRequiresCompartment
+        );
+        let m = parse_marking("SECRET//HCS//NOFORN", Mode::Detect, None).unwrap();
         assert!(m.label.sci().contains("HCS"));
     }
 
