@@ -307,8 +307,11 @@ impl Scanner<'_> {
         let bytes = self.bytes();
         let window_start = i.saturating_sub(24).max(line_start);
         let before = self.view.get(window_start..i).unwrap_or_default();
-        let (start, abbreviated) = match classification_suffix(before) {
-            Some((len, abbreviated)) => (i - len, abbreviated),
+        // `SECRET // NOFORN`: spaces before the separator do not hide the classification.
+        let spaced = before.trim_end_matches([' ', '\t']);
+        let gap = before.len() - spaced.len();
+        let (start, abbreviated) = match classification_suffix(spaced).filter(|_| gap <= 2) {
+            Some((len, abbreviated)) => (i - gap - len, abbreviated),
             None => {
                 // A non-U.S. banner opens with `//`: it must stand at a word boundary.
                 let prev = i.checked_sub(1).and_then(|p| bytes.get(p)).copied();
@@ -519,6 +522,23 @@ mod tests {
         let s = scan("SECRET//REL TO USA, NZL\n(S//REL) text\n");
         assert_eq!(s.markings[1].label.rel_to().unwrap().len(), 2);
         assert_eq!(s.label.to_string(), "SECRET//REL TO USA, NZL");
+    }
+
+    #[test]
+    fn spaced_separators_do_not_hide_a_banner() {
+        let src = "Header: SECRET // NOFORN\nbody";
+        let s = scan(src);
+        assert_eq!(texts(&s, src), ["SECRET // NOFORN"]);
+        assert_eq!(s.label.to_string(), "SECRET//NOFORN");
+        assert_eq!(
+            scan("**TOP SECRET//SI//NOFORN**").label.to_string(),
+            "TOP SECRET//SI//NOFORN"
+        );
+        // Garbage after the separator reads as an unpublished SCI system: conservative.
+        assert_eq!(
+            scan("SECRET//NOFORNXYZ").label.level(),
+            crate::Level::Secret
+        );
     }
 
     #[test]
