@@ -83,19 +83,17 @@ fn marked(bytes: usize) -> String {
     out
 }
 
-/// Densely marked, but no portion mark repeats: the scanner's per-document cache cannot help.
+/// Densely marked, but no portion mark repeats (each names its own unpublished SCI system), so
+/// the scanner's per-document cache cannot help: the worst case.
 fn marked_distinct(bytes: usize) -> String {
-    const PARTNERS: &[&str] = &[
-        "AUS", "CAN", "DEU", "FRA", "GBR", "ITA", "JPN", "KOR", "NLD", "NOR", "NZL", "POL",
-    ];
+    const PARTNERS: &[&str] = &["AUS", "CAN", "DEU", "FRA", "GBR", "ITA", "JPN", "NZL"];
     let mut out = String::from("SECRET//REL TO USA, GBR\n\n");
     let mut i = 0usize;
     while out.len() < bytes {
         let a = PARTNERS[i % PARTNERS.len()];
-        let b = PARTNERS[(i / PARTNERS.len()) % PARTNERS.len()];
         let level = ["S", "C", "TS"][i % 3];
         out.push_str(&format!(
-            "({level}//REL TO USA, {a}, {b}) Paragraph {i} of the coalition plan.\n"
+            "({level}//X{i}//REL TO USA, {a}) Paragraph {i} of the coalition plan.\n"
         ));
         i += 1;
     }

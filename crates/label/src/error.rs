@@ -117,6 +117,8 @@ reason_codes! {
     RsenRequiresSOrTs = "RSEN_REQUIRES_S_OR_TS", strict_only: false;
     /// RESERVE without a compartment.
     RsvRequiresCompartment = "RSV_REQUIRES_COMPARTMENT", strict_only: false;
+    /// The `SAR-` indicator is repeated for a second program.
+    SapIndicatorRepeated = "SAP_INDICATOR_REPEATED", strict_only: true;
     /// SAP programs out of order.
     SapOrder = "SAP_ORDER", strict_only: true;
     /// SCI control systems or compartments out of order.

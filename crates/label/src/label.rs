@@ -394,7 +394,7 @@ pub enum Ldc {
 }
 
 impl Ldc {
-    /// Every control, in the CUI Registry's order.
+    /// Every control.
     pub const ALL: [Ldc; 6] = [
         Ldc::FedOnly,
         Ldc::Fedcon,

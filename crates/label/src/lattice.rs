@@ -158,6 +158,8 @@ impl Label {
         let release = if has(Dissem::Nf)
             || self.non_ic.contains(&NonIc::LesNf)
             || self.non_ic.contains(&NonIc::SbuNf)
+            || self.aea.contains(&Aea::Dcni)
+            || self.aea.contains(&Aea::Ucni)
         {
             usa_only()
         } else if has(Dissem::Rel) {
@@ -168,9 +170,13 @@ impl Label {
             self.eyes_only
                 .as_ref()
                 .map_or_else(usa_only, |l| Nations::Only(expand_list(l)))
-        } else if self.level.is_classified() || has(Dissem::Relido) || has(Dissem::DisplayOnly) {
+        } else if self.level.is_classified()
+            || has(Dissem::Relido)
+            || has(Dissem::DisplayOnly)
+            || has(Dissem::Fisa)
+        {
             // SECURITY: classified information with no foreign-disclosure marking has had no
-            // release decision, so it is not releasable.
+            // release decision, so it is not releasable; FISA information counts as RELIDO.
             usa_only()
         } else {
             Nations::All
@@ -255,9 +261,6 @@ impl Label {
                 out.non_ic.remove(&plain);
             }
         }
-        if classified {
-            out.non_ic.remove(&NonIc::Ds);
-        }
 
         // CUI: dropped from a classified banner, merged otherwise.
         out.cui = if classified {
@@ -285,6 +288,18 @@ impl Label {
         };
 
         join_fdr(self, other, &mut out);
+
+        // Markings that a classified banner does not carry (CAPCO16 templates): LIMDIS, SBU,
+        // DOD UCNI and DOE UCNI (which contribute NOFORN instead). NODIS has priority over EXDIS.
+        if classified {
+            out.non_ic.remove(&NonIc::Ds);
+            out.non_ic.remove(&NonIc::Sbu);
+            out.aea.remove(&Aea::Dcni);
+            out.aea.remove(&Aea::Ucni);
+        }
+        if out.non_ic.contains(&NonIc::Nd) {
+            out.non_ic.remove(&NonIc::Xd);
+        }
 
         // FOUO conveys only alone with foreign-disclosure markings on unclassified information.
         let other_caveats = out.dissem.iter().any(|d| !d.is_fdr() && *d != Dissem::Fouo)
@@ -394,13 +409,18 @@ struct FdrView {
     display: BTreeSet<Country>,
     relido: bool,
     eyes: bool,
-    explicit_nf: bool,
+    /// Carries a foreign-disclosure dissemination control of its own (not only LES NOFORN).
+    other_fdr: bool,
 }
 
 fn fdr_view(l: &Label) -> FdrView {
     let has = |d: Dissem| l.dissem.contains(&d);
-    let les_nf = l.non_ic.contains(&NonIc::LesNf) || l.non_ic.contains(&NonIc::SbuNf);
+    let nf_form = l.non_ic.contains(&NonIc::LesNf)
+        || l.non_ic.contains(&NonIc::SbuNf)
+        || l.aea.contains(&Aea::Dcni)
+        || l.aea.contains(&Aea::Ucni);
     let any = l.has_fdr();
+    let classified = l.level.is_classified();
     let rel = if has(Dissem::Rel) {
         Some(l.rel_to.clone().unwrap_or_else(|| BTreeSet::from([USA])))
     } else if has(Dissem::Eyes) {
@@ -413,15 +433,26 @@ fn fdr_view(l: &Label) -> FdrView {
         display.extend(l.display_only.iter().flatten().copied());
     }
     display.insert(USA);
+    // CAPCO16 Table 2: classified U.S. information with no FD&R marking counts as RELIDO when
+    // it is uncaveated (SCI alone does not make it caveated) and as NOFORN otherwise; FGI
+    // without FD&R counts as NOFORN. (The table's other input, the origination date, is not in
+    // a marking: information is taken to be current.) `(U//FISA)` counts as RELIDO.
+    let caveated = !l.aea.is_empty()
+        || !l.sap.is_empty()
+        || !l.non_ic.is_empty()
+        || l.dissem.iter().any(|d| !d.is_fdr());
+    let foreign = l.owner != Owner::Usa || l.fgi.is_some() || !l.non_us_controls.is_empty();
+    let bare_relido = !any && classified && !caveated && !foreign;
+    let fisa_relido = !any && !classified && has(Dissem::Fisa);
     FdrView {
-        neutral: !any && !l.level.is_classified(),
-        nf: has(Dissem::Nf) || les_nf,
-        bare: !any,
+        neutral: !any && !classified && !fisa_relido && !nf_form,
+        nf: has(Dissem::Nf) || nf_form,
+        bare: !any && !nf_form,
         rel,
         display,
-        relido: has(Dissem::Relido),
+        relido: has(Dissem::Relido) || bare_relido || fisa_relido,
         eyes: has(Dissem::Eyes) && !has(Dissem::Rel),
-        explicit_nf: has(Dissem::Nf),
+        other_fdr: l.dissem.iter().any(|d| d.is_fdr()),
     }
 }
 
@@ -429,7 +460,7 @@ fn fdr_view(l: &Label) -> FdrView {
 fn join_fdr(a: &Label, b: &Label, out: &mut Label) {
     let va = fdr_view(a);
     let vb = fdr_view(b);
-    let explicit_nf = va.explicit_nf || vb.explicit_nf;
+    let other_fdr = va.other_fdr || vb.other_fdr;
     // A neutral side leaves the other's controls as they are.
     let (src, view) = match (va.neutral, vb.neutral) {
         (true, true) => (None, None),
@@ -486,11 +517,12 @@ fn join_fdr(a: &Label, b: &Label, out: &mut Label) {
             }
         }
     }
-    // LES NOFORN and SBU NOFORN keep their own form only on unclassified information that no
-    // other marking made NOFORN; otherwise they become LES (SBU) plus NOFORN.
+    // LES NOFORN and SBU NOFORN keep their own form only on unclassified information where no
+    // portion carries another FD&R marking; otherwise they become LES (SBU) plus NOFORN
+    // (CAPCO16 LES NOFORN and SBU NOFORN templates: `SECRET//NOFORN//LES`).
     let has_nf_form = out.non_ic.contains(&NonIc::LesNf) || out.non_ic.contains(&NonIc::SbuNf);
     if has_nf_form {
-        if out.level.is_classified() || explicit_nf {
+        if out.level.is_classified() || other_fdr {
             for (plain, nf) in [(NonIc::Les, NonIc::LesNf), (NonIc::Sbu, NonIc::SbuNf)] {
                 if out.non_ic.remove(&nf) {
                     out.non_ic.insert(plain);
@@ -693,6 +725,32 @@ mod tests {
         );
         assert_eq!(up(&["(CUI//SP-CTI)", "(S//NF)"]), "SECRET//NOFORN");
         assert_eq!(up(&[]), "UNCLASSIFIED");
+        // Table 2: uncaveated classified portions count as RELIDO, caveated ones as NOFORN.
+        assert_eq!(up(&["(S)", "(S//RELIDO)"]), "SECRET//RELIDO");
+        assert_eq!(up(&["(S//SI)", "(S//RELIDO)"]), "SECRET//SI//RELIDO");
+        assert_eq!(up(&["(S//PR)", "(S//RELIDO)"]), "SECRET//NOFORN/PROPIN");
+        assert_eq!(up(&["(//GBR S)", "(S//RELIDO)"]), "SECRET//FGI GBR//NOFORN");
+        assert_eq!(up(&["(U//FISA)", "(S//RELIDO)"]), "SECRET//RELIDO/FISA");
+        // Non-IC markings in classified banners.
+        assert_eq!(
+            up(&["(U//SBU-NF)", "(U//FOUO)", "(S//REL TO USA, AUS)"]),
+            "SECRET//NOFORN"
+        );
+        assert_eq!(
+            up(&["(U//SBU-NF)", "(U//REL TO USA, GBR)"]),
+            "UNCLASSIFIED//NOFORN//SBU"
+        );
+        assert_eq!(
+            up(&["(U//SBU-NF)", "(U//FOUO)"]),
+            "UNCLASSIFIED//SBU NOFORN"
+        );
+        assert_eq!(up(&["(U//DS)", "(S//NF)"]), "SECRET//NOFORN");
+        assert_eq!(up(&["(S//NF//XD)", "(S//NF//ND)"]), "SECRET//NOFORN//NODIS");
+        assert_eq!(up(&["(U//DCNI)", "(S//REL TO USA, GBR)"]), "SECRET//NOFORN");
+        assert_eq!(
+            up(&["(S//SAR-GB//NF)", "(TS//SAR-BP//NF)"]),
+            "TOP SECRET//SAR-BP/GB//NOFORN"
+        );
     }
 
     #[test]

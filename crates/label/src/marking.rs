@@ -643,11 +643,17 @@ impl Parser {
 
     fn parse_sap(&mut self, cat: &str, label: &mut Label) -> Result<(), MarkingError> {
         let mut programs = Vec::new();
-        for el in cat.split('/') {
-            let program = el
+        for (i, el) in cat.split('/').enumerate() {
+            let stripped = el
                 .strip_prefix("SAR-")
-                .or_else(|| el.strip_prefix("SPECIAL ACCESS REQUIRED-"))
-                .unwrap_or(el);
+                .or_else(|| el.strip_prefix("SPECIAL ACCESS REQUIRED-"));
+            if i > 0 && stripped.is_some() {
+                self.note(
+                    ReasonCode::SapIndicatorRepeated,
+                    "the SAP indicator is written once: `SAR-BP/GB`, not `SAR-BP/SAR-GB`",
+                );
+            }
+            let program = stripped.unwrap_or(el);
             if program.is_empty()
                 || !program
                     .bytes()
@@ -1027,7 +1033,7 @@ impl Parser {
         if !is_sorted(&order) {
             self.note(
                 ReasonCode::DissemOrder,
-                "limited-dissemination controls go in the CUI Registry's order",
+                "limited-dissemination controls go in alphabetical order",
             );
         }
         Ok(())
@@ -1419,16 +1425,17 @@ enum LdcKey {
 impl LdcKey {
     fn rank(self) -> u8 {
         match self {
-            LdcKey::Fdr(Dissem::Nf) => 0,
-            LdcKey::Ldc(Ldc::FedOnly) => 1,
-            LdcKey::Ldc(Ldc::Fedcon) => 2,
-            LdcKey::Ldc(Ldc::Nocon) => 3,
-            LdcKey::Ldc(Ldc::DlOnly) => 4,
-            LdcKey::Fdr(Dissem::Rel) => 5,
-            LdcKey::Fdr(Dissem::DisplayOnly) => 6,
-            LdcKey::Fdr(_) => 7,
-            LdcKey::Ldc(Ldc::AttorneyClient) => 8,
-            LdcKey::Ldc(Ldc::AttorneyWp) => 9,
+            // Alphabetical by the marking text, as the CUI Marking Handbook requires.
+            LdcKey::Ldc(Ldc::AttorneyClient) => 0,
+            LdcKey::Ldc(Ldc::AttorneyWp) => 1,
+            LdcKey::Fdr(Dissem::DisplayOnly) => 2,
+            LdcKey::Ldc(Ldc::DlOnly) => 3,
+            LdcKey::Ldc(Ldc::FedOnly) => 4,
+            LdcKey::Ldc(Ldc::Fedcon) => 5,
+            LdcKey::Ldc(Ldc::Nocon) => 6,
+            LdcKey::Fdr(Dissem::Nf) => 7,
+            LdcKey::Fdr(Dissem::Rel) => 8,
+            LdcKey::Fdr(_) => 9,
         }
     }
 }
@@ -1533,7 +1540,7 @@ fn render(label: &Label, form: Form) -> String {
         cats.push(render_sci(&label.sci));
     }
     if !label.sap.is_empty() {
-        cats.push(join(label.sap.iter().map(|p| format!("SAR-{p}"))));
+        cats.push(format!("SAR-{}", join(label.sap.iter().cloned())));
     }
     if !label.aea.is_empty() {
         cats.push(render_aea(&label.aea, banner));
@@ -1826,7 +1833,8 @@ mod tests {
             "SECRET//SAR-BP//NOFORN",
             "SECRET//RD-CNWDI-SIGMA 14 20//NOFORN",
             "UNCLASSIFIED//FOUO/NOFORN",
-            "CUI//SP-CTI/PRVCY//NOFORN/FED ONLY",
+            "CUI//SP-CTI/PRVCY//FED ONLY/NOFORN",
+            "TOP SECRET//SAR-BP/GB//NOFORN",
             "SECRET//USA/GBR EYES ONLY",
             "SECRET//REL TO USA, AUS/DISPLAY ONLY AFG, IRQ",
             "UNCLASSIFIED//SBU/SSI",

@@ -55,7 +55,7 @@ fn portion() -> impl Strategy<Value = String> {
         0usize..3,     // AEA: none, RD, FRD
         subsequence(&["RS", "OC", "IMC", "PR", "FISA"][..], 0..3),
         fdr(),
-        subsequence(&["LES", "SSI"][..], 0..2),
+        subsequence(&["DS", "LES", "SBU", "SBU-NF", "SSI"][..], 0..3),
         prop_oneof![4 => Just(""), 1 => Just("FGI GBR"), 1 => Just("FGI")],
         any::<bool>(), // FOUO when unclassified
     )
@@ -89,6 +89,7 @@ fn portion() -> impl Strategy<Value = String> {
                 match aea {
                     1 if classified && !cui => cats.push("RD".to_owned()),
                     2 if classified && !cui => cats.push("FRD".to_owned()),
+                    3 if !cui => cats.push("DCNI".to_owned()),
                     _ => {}
                 }
                 if !fgi.is_empty() && owner.is_empty() && !cui {
@@ -125,6 +126,18 @@ fn portion() -> impl Strategy<Value = String> {
                 }
                 if !dissem.is_empty() {
                     cats.push(dissem.join("/"));
+                }
+                let has_fdr = !matches!(fdr, Fdr::None);
+                let mut non_ic: Vec<&str> = non_ic
+                    .into_iter()
+                    .filter(|m| match *m {
+                        "DS" => !classified,
+                        "SBU-NF" => !has_fdr,
+                        _ => true,
+                    })
+                    .collect();
+                if non_ic.contains(&"SBU-NF") {
+                    non_ic.retain(|m| *m != "SBU");
                 }
                 if !non_ic.is_empty() && !cui {
                     cats.push(non_ic.join("/"));
