@@ -184,6 +184,25 @@ fn ten_thousand_portion_marks_roll_up() {
 }
 
 #[test]
+fn ten_thousand_distinct_portion_marks_roll_up() {
+    // Each names its own SCI system, so the banner accumulates 10,000 of them: the roll-up must
+    // stay linear in the input, not quadratic.
+    let input: String = (0..10_000).map(|i| format!("(S//X{i}//NF)\n")).collect();
+    let out = enclave(&["marking", "rollup"], input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let banner = stdout(&out);
+    assert!(
+        banner.starts_with("SECRET//X0/X1/X10/"),
+        "{}",
+        &banner[..40]
+    );
+    assert!(banner.ends_with("//NOFORN\n"));
+    let out = enclave(&["marking", "scan"], input.as_bytes());
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["markings"].as_array().unwrap().len(), 10_000);
+}
+
+#[test]
 fn rollup_names_the_bad_line() {
     let out = enclave(&["marking", "rollup"], b"(S//NF)\n\n(S//NF/NF)\n");
     assert_eq!(out.status.code(), Some(1));

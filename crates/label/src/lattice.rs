@@ -224,91 +224,84 @@ impl Label {
     /// assert_eq!(a.join(&b).to_string(), "SECRET//REL TO USA, GBR");
     /// ```
     pub fn join(&self, other: &Label) -> Label {
+        let mut out = self.clone();
+        out.join_assign(other);
+        out
+    }
+
+    /// Joins `other` into `self` in place: `a.join_assign(&b)` leaves `a` equal to
+    /// `a.join(&b)`. Rolling up many labels this way costs time proportional to their total
+    /// size, not to its square.
+    pub fn join_assign(&mut self, other: &Label) {
+        // The foreign-disclosure views are taken before anything changes.
+        let va = fdr_view(self);
+        let vb = fdr_view(other);
         let (owner, fgi) = join_owner(self, other);
         let mut level = self.level.max(other.level);
         if owner == Owner::Usa && level == Level::Restricted {
             level = Level::Confidential;
         }
         let classified = level.is_classified();
-        let mut out = Label::new(Level::Unclassified);
-        out.owner = owner;
-        out.level = level;
-        out.fgi = fgi;
-        out.sci = self.sci.union(&other.sci).cloned().collect();
-        out.sap = self.sap.union(&other.sap).cloned().collect();
-        out.non_us_controls = self
-            .non_us_controls
-            .union(&other.non_us_controls)
-            .copied()
-            .collect();
-        out.aea = join_aea(&self.aea, &other.aea);
+        self.owner = owner;
+        self.level = level;
+        self.fgi = fgi;
+        self.sci.extend(other.sci.iter().cloned());
+        self.sap.extend(other.sap.iter().cloned());
+        self.non_us_controls
+            .extend(other.non_us_controls.iter().copied());
+        self.aea = join_aea(&self.aea, &other.aea);
 
         // Caveats that are not foreign-disclosure controls accumulate.
-        out.dissem = self
-            .dissem
-            .union(&other.dissem)
-            .copied()
-            .filter(|d| !d.is_fdr())
-            .collect();
-        if out.dissem.contains(&Dissem::Oc) {
-            out.dissem.remove(&Dissem::OcUsgov);
+        self.dissem
+            .extend(other.dissem.iter().copied().filter(|d| !d.is_fdr()));
+        if self.dissem.contains(&Dissem::Oc) {
+            self.dissem.remove(&Dissem::OcUsgov);
         }
 
         // Non-IC markings.
-        out.non_ic = self.non_ic.union(&other.non_ic).copied().collect();
+        self.non_ic.extend(other.non_ic.iter().copied());
         for (plain, nf) in [(NonIc::Les, NonIc::LesNf), (NonIc::Sbu, NonIc::SbuNf)] {
-            if out.non_ic.contains(&nf) {
-                out.non_ic.remove(&plain);
+            if self.non_ic.contains(&nf) {
+                self.non_ic.remove(&plain);
             }
         }
 
         // CUI: dropped from a classified banner, merged otherwise.
-        out.cui = if classified {
-            None
-        } else {
-            match (&self.cui, &other.cui) {
-                (None, None) => None,
-                (Some(c), None) | (None, Some(c)) => Some(c.clone()),
-                (Some(a), Some(b)) => {
-                    let specified: BTreeSet<String> =
-                        a.specified.union(&b.specified).cloned().collect();
-                    let basic = a
-                        .basic
-                        .union(&b.basic)
-                        .filter(|c| !specified.contains(*c))
-                        .cloned()
-                        .collect();
-                    Some(Cui {
-                        specified,
-                        basic,
-                        ldc: a.ldc.union(&b.ldc).copied().collect(),
-                    })
-                }
-            }
-        };
+        if classified {
+            self.cui = None;
+        } else if let Some(theirs) = &other.cui {
+            let mine = self.cui.get_or_insert_with(Cui::default);
+            mine.specified.extend(theirs.specified.iter().cloned());
+            mine.basic.extend(theirs.basic.iter().cloned());
+            let specified = &mine.specified;
+            mine.basic.retain(|c| !specified.contains(c));
+            mine.ldc.extend(theirs.ldc.iter().copied());
+        }
 
-        join_fdr(self, other, &mut out);
+        join_fdr(va, vb, other, self);
 
         // Markings that a classified banner does not carry (CAPCO16 templates): LIMDIS, SBU,
         // DOD UCNI and DOE UCNI (which contribute NOFORN instead). NODIS has priority over EXDIS.
         if classified {
-            out.non_ic.remove(&NonIc::Ds);
-            out.non_ic.remove(&NonIc::Sbu);
-            out.aea.remove(&Aea::Dcni);
-            out.aea.remove(&Aea::Ucni);
+            self.non_ic.remove(&NonIc::Ds);
+            self.non_ic.remove(&NonIc::Sbu);
+            self.aea.remove(&Aea::Dcni);
+            self.aea.remove(&Aea::Ucni);
         }
-        if out.non_ic.contains(&NonIc::Nd) {
-            out.non_ic.remove(&NonIc::Xd);
+        if self.non_ic.contains(&NonIc::Nd) {
+            self.non_ic.remove(&NonIc::Xd);
         }
 
         // FOUO conveys only alone with foreign-disclosure markings on unclassified information.
-        let other_caveats = out.dissem.iter().any(|d| !d.is_fdr() && *d != Dissem::Fouo)
-            || !out.non_ic.is_empty()
-            || out.cui.is_some();
+        let other_caveats = self
+            .dissem
+            .iter()
+            .any(|d| !d.is_fdr() && *d != Dissem::Fouo)
+            || !self.non_ic.is_empty()
+            || self.cui.is_some();
         if classified || other_caveats {
-            out.dissem.remove(&Dissem::Fouo);
+            self.dissem.remove(&Dissem::Fouo);
         }
-        out
     }
 }
 
@@ -318,7 +311,11 @@ pub fn rollup<'a>(labels: impl IntoIterator<Item = &'a Label>) -> Label {
     let Some(first) = iter.next() else {
         return Label::unclassified();
     };
-    iter.fold(first.clone(), |acc, l| acc.join(l))
+    let mut acc = first.clone();
+    for l in iter {
+        acc.join_assign(l);
+    }
+    acc
 }
 
 fn foreign_sources(l: &Label) -> (BTreeSet<Country>, bool) {
@@ -456,19 +453,25 @@ fn fdr_view(l: &Label) -> FdrView {
     }
 }
 
-/// Sets the foreign-disclosure controls of `out` from the roll-up of `a` and `b`.
-fn join_fdr(a: &Label, b: &Label, out: &mut Label) {
-    let va = fdr_view(a);
-    let vb = fdr_view(b);
+/// Sets the foreign-disclosure controls of `out` (which holds `a`'s) from the roll-up of `a`
+/// and `b`, whose views are `va` and `vb`.
+fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
     let other_fdr = va.other_fdr || vb.other_fdr;
+    let clear = |out: &mut Label| {
+        out.dissem.retain(|d| !d.is_fdr());
+        out.rel_to = None;
+        out.display_only = None;
+        out.eyes_only = None;
+    };
     // A neutral side leaves the other's controls as they are.
     let (src, view) = match (va.neutral, vb.neutral) {
         (true, true) => (None, None),
         (true, false) => (Some(b), None),
-        (false, true) => (Some(a), None),
+        (false, true) => (None, None),
         (false, false) => (None, Some((va, vb))),
     };
     if let Some(src) = src {
+        clear(out);
         for d in src.dissem.iter().filter(|d| d.is_fdr()) {
             out.dissem.insert(*d);
         }
@@ -476,6 +479,7 @@ fn join_fdr(a: &Label, b: &Label, out: &mut Label) {
         out.display_only = src.display_only.clone();
         out.eyes_only = src.eyes_only.clone();
     } else if let Some((va, vb)) = view {
+        clear(out);
         if va.nf || vb.nf {
             out.dissem.insert(Dissem::Nf);
         } else if va.bare && vb.bare {

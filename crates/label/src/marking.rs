@@ -1625,22 +1625,35 @@ fn dissem_text(label: &Label, d: Dissem, banner: bool) -> String {
 
 /// `SI-G ABCD EFGH-XYZ/TK` from the tokens `SI`, `SI-G`, `SI-G-ABCD`, `SI-G-EFGH`, `SI-XYZ`, `TK`.
 fn render_sci(tokens: &BTreeSet<String>) -> String {
+    // Range queries keep this linear in the number of tokens (a roll-up may carry thousands).
+    let children = |prefix: String| {
+        tokens
+            .range(prefix.clone()..)
+            .take_while(move |t| t.starts_with(&prefix))
+    };
     let mut out = String::new();
     for system in tokens.iter().filter(|t| !t.contains('-')) {
         if !out.is_empty() {
             out.push('/');
         }
         out.push_str(system);
-        let comp_prefix = format!("{system}-");
-        for comp in tokens.iter().filter_map(|t| t.strip_prefix(&comp_prefix)) {
+        for comp_token in children(format!("{system}-")) {
+            let Some(comp) = comp_token
+                .strip_prefix(system.as_str())
+                .and_then(|c| c.strip_prefix('-'))
+            else {
+                continue;
+            };
             if comp.contains('-') {
                 continue;
             }
             out.push('-');
             out.push_str(comp);
-            let sub_prefix = format!("{system}-{comp}-");
-            for sub in tokens.iter().filter_map(|t| t.strip_prefix(&sub_prefix)) {
-                let _ = write!(out, " {sub}");
+            let sub_prefix = format!("{comp_token}-");
+            for sub_token in children(sub_prefix.clone()) {
+                if let Some(sub) = sub_token.strip_prefix(&sub_prefix) {
+                    let _ = write!(out, " {sub}");
+                }
             }
         }
     }
