@@ -3,8 +3,37 @@
 //! Every table comes from a CSV file under `crates/label/data/` (see its `SOURCE.md`), embedded
 //! with `include_str!` and parsed once on first use. Nothing is read from disk at run time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
+
+/// A fast, non-cryptographic hasher (the Fx hash of rustc) for lookups keyed by marking
+/// tokens. The keys are short and the maps are not exposed to collision attacks that matter:
+/// the registry tables are fixed, and the scanner's per-document cache is bounded.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` with [`FxHasher`].
+pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// A country or international organization that may appear in a `REL TO`, `DISPLAY ONLY` or
 /// `FGI` list.
@@ -51,7 +80,10 @@ impl Country {
     /// The publicly known members of a tetragraph that the roll-up rules allow to be expanded
     /// (`FVEY`, `ACGU`); `None` for countries and for groups whose membership is not public.
     pub fn members(self) -> Option<&'static BTreeSet<Country>> {
-        REGISTRY.tetragraph_members.get(&self)
+        REGISTRY
+            .tetragraph_members
+            .get(usize::from(self.0))
+            .and_then(Option::as_ref)
     }
 }
 
@@ -96,12 +128,13 @@ struct CountryRow {
 
 struct Registry {
     countries: Vec<CountryRow>,
-    countries_by_code: HashMap<&'static str, Country>,
-    tetragraph_members: HashMap<Country, BTreeSet<Country>>,
-    sci: HashMap<&'static str, &'static str>,
-    sci_titles: HashMap<&'static str, &'static str>,
-    cui_specified: std::collections::HashSet<&'static str>,
-    cui_basic: std::collections::HashSet<&'static str>,
+    countries_by_code: FxMap<&'static str, Country>,
+    /// Public members of each expandable group, indexed by the group's list position.
+    tetragraph_members: Vec<Option<BTreeSet<Country>>>,
+    sci: FxMap<&'static str, &'static str>,
+    sci_titles: FxMap<&'static str, &'static str>,
+    cui_specified: HashSet<&'static str, BuildHasherDefault<FxHasher>>,
+    cui_basic: HashSet<&'static str, BuildHasherDefault<FxHasher>>,
 }
 
 const REL_TO_CSV: &str = include_str!("../data/rel_to_codes.csv");
@@ -115,7 +148,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::load);
 impl Registry {
     fn load() -> Registry {
         let mut countries = Vec::new();
-        let mut countries_by_code = HashMap::new();
+        let mut countries_by_code = FxMap::default();
         // INVARIANT: rel_to_codes.csv lists codes in CVE order starting with USA (checked by the
         // `usa_is_first_and_order_is_cve_order` test), so the row index is the list order.
         for row in csv_rows(REL_TO_CSV) {
@@ -132,7 +165,8 @@ impl Registry {
                 tetragraph: *kind == "tetragraph",
             });
         }
-        let mut tetragraph_members = HashMap::new();
+        let mut tetragraph_members: Vec<Option<BTreeSet<Country>>> = Vec::new();
+        tetragraph_members.resize(countries.len(), None);
         for row in csv_rows(MEMBERSHIP_CSV) {
             let (Some(tetra), Some(members)) = (row.first(), row.get(1)) else {
                 continue;
@@ -145,12 +179,14 @@ impl Registry {
                 .filter_map(|m| countries_by_code.get(m).copied())
                 .collect();
             // A group with no public membership cannot be expanded (TEYE).
-            if !set.is_empty() {
-                tetragraph_members.insert(tetra, set);
+            if !set.is_empty()
+                && let Some(slot) = tetragraph_members.get_mut(usize::from(tetra.0))
+            {
+                *slot = Some(set);
             }
         }
-        let mut sci = HashMap::new();
-        let mut sci_titles = HashMap::new();
+        let mut sci = FxMap::default();
+        let mut sci_titles = FxMap::default();
         for row in csv_rows(SCI_CSV) {
             let (Some(value), Some(title)) = (row.first(), row.get(1)) else {
                 continue;
@@ -163,7 +199,7 @@ impl Registry {
         let first_column = |text: &'static str| {
             csv_rows(text)
                 .filter_map(|r| r.first().copied())
-                .collect::<std::collections::HashSet<_>>()
+                .collect::<HashSet<_, BuildHasherDefault<FxHasher>>>()
         };
         Registry {
             countries,

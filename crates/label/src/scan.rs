@@ -7,7 +7,6 @@
 //! which accepts abbreviated banners such as `TS//SI//NF` and never rejects a marking for
 //! breaking a rule: an invalid marking is still an indicator.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use memchr::memmem;
@@ -16,7 +15,7 @@ use crate::fold::{self, Folded};
 use crate::label::{Dissem, Label};
 use crate::lattice::rollup;
 use crate::marking::{Form, Mode, detect_marking, parse_marking};
-use crate::registry;
+use crate::registry::{self, FxMap};
 
 /// The longest marking the scanner will consider, in bytes.
 const MAX_CANDIDATE_BYTES: usize = 320;
@@ -74,14 +73,18 @@ pub fn scan(text: &str) -> Scan {
         map,
         found: Vec::new(),
         list_letters: [false; 26],
-        cache: HashMap::new(),
+        cache: FxMap::default(),
+        ids: Vec::new(),
+        current_id: usize::MAX,
     };
     scanner.scan_lines();
+    // Markings are recorded line by line, in order.
+    let mut ids = scanner.ids;
     let mut found = scanner.found;
-    found.sort_by_key(|f| f.span.start);
-    // A portion's bare `REL` means the REL TO list of the banner above it.
+    // A portion's bare `REL` means the REL TO list of the banner above it. (The resolved label
+    // no longer equals others of the same text, so it loses its id.)
     let mut banner: Option<Label> = None;
-    for f in &mut found {
+    for (f, id) in found.iter_mut().zip(ids.iter_mut()) {
         if f.form == Form::Banner {
             banner = Some(f.label.clone());
         } else if f.label.dissem().contains(&Dissem::Rel)
@@ -89,15 +92,21 @@ pub fn scan(text: &str) -> Scan {
             && let Some(b) = &banner
         {
             f.label.rel_to = b.rel_to.clone();
+            *id = usize::MAX;
         }
     }
     // Documents repeat the same few portion marks; roll up each distinct label once. (A label
     // joined with itself is its roll-up normal form, hence the second join when all are equal.)
     let mut distinct: Vec<&Label> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for f in &found {
-        if seen.insert(&f.label) {
-            distinct.push(&f.label);
+    let mut seen = vec![false; 4096];
+    for (f, &id) in found.iter().zip(&ids) {
+        match seen.get_mut(id) {
+            Some(true) => {}
+            Some(slot) => {
+                *slot = true;
+                distinct.push(&f.label);
+            }
+            None => distinct.push(&f.label),
         }
     }
     let mut label = rollup(distinct.iter().copied());
@@ -117,8 +126,13 @@ struct Scanner<'a> {
     found: Vec<Found>,
     /// Letters seen as `(A)`, `(B)`, … at paragraph starts: a following `(C)` is a list item.
     list_letters: [bool; 26],
-    /// Detection results by candidate text: documents repeat the same markings.
-    cache: HashMap<String, Option<(Label, bool)>>,
+    /// Detection results by candidate text, with an id per distinct text: documents repeat
+    /// the same markings.
+    cache: FxMap<String, Option<(Label, bool, usize)>>,
+    /// For each marking found, the id of its text (`usize::MAX` when it was not cached).
+    ids: Vec<usize>,
+    /// The id of the marking being recorded.
+    current_id: usize,
 }
 
 impl Scanner<'_> {
@@ -130,11 +144,18 @@ impl Scanner<'_> {
     /// category was understood.
     fn detect(&mut self, candidate: &str) -> Option<(Label, bool)> {
         if let Some(hit) = self.cache.get(candidate) {
-            return hit.clone();
+            return hit.as_ref().map(|(label, complete, id)| {
+                self.current_id = *id;
+                (label.clone(), *complete)
+            });
         }
+        self.current_id = usize::MAX;
         let result = detect_marking(candidate).map(|(m, complete)| (m.label, complete));
         if self.cache.len() < 4096 {
-            self.cache.insert(candidate.to_owned(), result.clone());
+            let id = self.cache.len();
+            self.current_id = id;
+            let entry = result.as_ref().map(|(l, c)| (l.clone(), *c, id));
+            self.cache.insert(candidate.to_owned(), entry);
         }
         result
     }
@@ -158,6 +179,8 @@ impl Scanner<'_> {
             form,
             disguised,
         });
+        self.ids.push(self.current_id);
+        self.current_id = usize::MAX;
     }
 
     /// Portion marks at paragraph starts and banner lines with no controls (`SECRET`).
@@ -539,6 +562,14 @@ mod tests {
             scan("SECRET//NOFORNXYZ").label.level(),
             crate::Level::Secret
         );
+    }
+
+    #[test]
+    fn the_same_rel_portion_under_two_banners_keeps_both_lists() {
+        let src = "SECRET//REL TO USA, GBR\n(S//REL) a\nSECRET//REL TO USA, AUS\n(S//REL) b\n";
+        let s = scan(src);
+        assert_eq!(s.markings.len(), 4);
+        assert_eq!(s.label.to_string(), "SECRET//NOFORN");
     }
 
     #[test]
