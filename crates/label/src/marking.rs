@@ -654,11 +654,9 @@ impl Parser {
                 );
             }
             let program = stripped.unwrap_or(el);
-            if program.is_empty()
-                || !program
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ' || b == b'-')
-            {
+            // A program identifier, then compartments after `-` and sub-compartments after a
+            // space: every piece a token of capitals and digits.
+            if !program.split(['-', ' ']).all(is_token) {
                 return Err(unknown_token(el, "a special access program identifier"));
             }
             if !label.sap.insert(program.to_owned()) {
@@ -1873,6 +1871,21 @@ mod tests {
         assert_eq!(m.label.portion(), "(S//D-CNTRTT EYES ONLYCNT)");
         let again = parse_marking(&m.label.portion(), Mode::Strict, None).unwrap();
         assert_eq!(again.label, m.label);
+    }
+
+    #[test]
+    fn sap_identifiers_are_tokens() {
+        // Found by the parse_marking fuzz target: `SAR- -E` rendered with a stray space.
+        assert_eq!(
+            code("(S//SAR- -E)", Mode::Lenient),
+            ReasonCode::UnknownMarkingToken
+        );
+        assert_eq!(
+            code("(S//SAR-BP-)", Mode::Lenient),
+            ReasonCode::UnknownMarkingToken
+        );
+        let m = lenient("(TS//SAR-BP-123/CA-XYZ YYY//NF)").unwrap();
+        assert_eq!(m.label.portion(), "(TS//SAR-BP-123/CA-XYZ YYY//NF)");
     }
 
     #[test]
