@@ -656,7 +656,10 @@ impl Parser {
             let program = stripped.unwrap_or(el);
             // A program identifier, then compartments after `-` and sub-compartments after a
             // space: every piece a token of capitals and digits.
-            if !program.split(['-', ' ']).all(is_token) {
+            // The indicator itself is not a program name (`SAR-SAR-X` would not read back).
+            let names_indicator = program.split(['-', ' ']).next() == Some("SAR")
+                || program.starts_with("SPECIAL ACCESS REQUIRED");
+            if names_indicator || !program.split(['-', ' ']).all(is_token) {
                 return Err(unknown_token(el, "a special access program identifier"));
             }
             if !label.sap.insert(program.to_owned()) {
