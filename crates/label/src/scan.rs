@@ -333,15 +333,16 @@ impl Scanner<'_> {
         // `SECRET // NOFORN`: spaces before the separator do not hide the classification.
         let spaced = before.trim_end_matches([' ', '\t']);
         let gap = before.len() - spaced.len();
-        let (start, abbreviated) = match classification_suffix(spaced).filter(|_| gap <= 2) {
-            Some((len, abbreviated)) => (i - gap - len, abbreviated),
+        let (start, abbreviated, rewrite) = match classification_suffix(spaced).filter(|_| gap <= 2)
+        {
+            Some(found) => (i - gap - found.len, found.abbreviated, found.rewrite),
             None => {
                 // A non-U.S. banner opens with `//`: it must stand at a word boundary.
                 let prev = i.checked_sub(1).and_then(|p| bytes.get(p)).copied();
                 if prev.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b':') {
                     return None;
                 }
-                (i, false)
+                (i, false, None)
             }
         };
         // Inline portion mark: `(TS//SI//NF)`.
@@ -380,7 +381,15 @@ impl Scanner<'_> {
             if real_end <= i + 2 && start != i {
                 break;
             }
-            if let Some((label, complete)) = self.detect(candidate) {
+            // `TOP-SECRET//…`, `TOPSECRET//…`: read with the classification spelled properly.
+            let detected = match rewrite {
+                Some((len, canonical)) => {
+                    let text = format!("{canonical}{}", candidate.get(len..).unwrap_or_default());
+                    self.detect(&text)
+                }
+                None => self.detect(candidate),
+            };
+            if let Some((label, complete)) = detected {
                 if complete {
                     best = Some((real_end, label));
                     break;
@@ -411,9 +420,10 @@ impl Scanner<'_> {
 /// An abbreviated banner (`TS//SI//NF`) counts only when it names a registered control, so that
 /// `s//comment` in code is not read as SECRET.
 fn has_registered_control(label: &Label) -> bool {
-    let published_sci =
-        !label.sci().is_empty() && label.sci().iter().all(|t| registry::is_published_sci(t));
-    let unpublished_sci = label.sci().iter().any(|t| !registry::is_published_sci(t));
+    // `TS//SCI` is the everyday shorthand for TOP SECRET compartmented information.
+    let known = |t: &String| registry::is_published_sci(t) || t == "SCI";
+    let published_sci = !label.sci().is_empty() && label.sci().iter().all(known);
+    let unpublished_sci = label.sci().iter().any(|t| !known(t));
     !unpublished_sci
         && (published_sci
             || !label.dissem().is_empty()
@@ -427,9 +437,19 @@ fn is_marking_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b' ' | b'/' | b',' | b'-')
 }
 
-/// The classification that `before` ends with, at a word boundary: its length and whether it
-/// is an abbreviation (`TS`) rather than a title (`TOP SECRET`).
-fn classification_suffix(before: &str) -> Option<(usize, bool)> {
+/// A classification found just before a `//`.
+struct Suffix {
+    /// Its length in bytes.
+    len: usize,
+    /// Written as an abbreviation (`TS`) rather than a title.
+    abbreviated: bool,
+    /// For a disguised spelling (`TOP-SECRET`, `TOPSECRET`, `TOP  SECRET`): how many bytes it
+    /// takes and the proper spelling to read it as.
+    rewrite: Option<(usize, &'static str)>,
+}
+
+/// The classification that `before` ends with, at a word boundary.
+fn classification_suffix(before: &str) -> Option<Suffix> {
     const TITLES: [&str; 6] = [
         "TOP SECRET",
         "CONFIDENTIAL",
@@ -440,33 +460,64 @@ fn classification_suffix(before: &str) -> Option<(usize, bool)> {
     ];
     const ABBREVIATIONS: [&str; 4] = ["TS", "S", "C", "U"];
     let b = before.as_bytes();
-    let ends_with = |word: &str| -> bool {
-        let n = word.len();
-        if b.len() < n {
-            return false;
-        }
-        let tail = b.get(b.len() - n..).unwrap_or_default();
-        if !tail.eq_ignore_ascii_case(word.as_bytes()) {
-            return false;
-        }
-        // Word boundary before it.
+    let tail_is = |word: &str| -> bool {
+        b.len() >= word.len()
+            && b.get(b.len() - word.len()..)
+                .is_some_and(|t| t.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    let boundary_before = |n: usize| -> bool {
         b.len() == n
             || b.get(b.len() - n - 1)
                 .is_some_and(|c| !c.is_ascii_alphanumeric())
     };
+    // SECURITY: `TOP` glued to `SECRET` by nothing, a hyphen, an underscore, a dot or extra
+    // spaces is still TOP SECRET; reading it as SECRET would under-classify the content.
+    if tail_is("SECRET") {
+        let head = b.get(..b.len() - 6).unwrap_or_default();
+        let glue = head
+            .iter()
+            .rev()
+            .take_while(|c| matches!(c, b' ' | b'\t' | b'-' | b'_' | b'.'))
+            .count();
+        let top_end = head.len() - glue;
+        let top = head
+            .get(top_end.saturating_sub(3)..top_end)
+            .unwrap_or_default();
+        let top_boundary = top_end == 3
+            || head
+                .get(top_end.wrapping_sub(4))
+                .is_some_and(|c| !c.is_ascii_alphanumeric());
+        if top_end >= 3 && top.eq_ignore_ascii_case(b"TOP") && top_boundary && glue <= 3 {
+            let len = 3 + glue + 6;
+            let proper = glue == 1 && head.get(top_end) == Some(&b' ');
+            return Some(Suffix {
+                len,
+                abbreviated: false,
+                rewrite: (!proper).then_some((len, "TOP SECRET")),
+            });
+        }
+    }
     for t in TITLES {
-        if ends_with(t) {
-            return Some((t.len(), false));
+        if tail_is(t) && boundary_before(t.len()) {
+            return Some(Suffix {
+                len: t.len(),
+                abbreviated: false,
+                rewrite: None,
+            });
         }
     }
     for a in ABBREVIATIONS {
-        if ends_with(a) {
+        if tail_is(a) && boundary_before(a.len()) {
             // A single lower-case letter is prose or code, not a marking.
             let tail = b.get(b.len() - a.len()..).unwrap_or_default();
             if a.len() == 1 && tail.iter().any(|c| c.is_ascii_lowercase()) {
                 return None;
             }
-            return Some((a.len(), true));
+            return Some(Suffix {
+                len: a.len(),
+                abbreviated: true,
+                rewrite: None,
+            });
         }
     }
     None
@@ -570,6 +621,30 @@ mod tests {
         let s = scan(src);
         assert_eq!(s.markings.len(), 4);
         assert_eq!(s.label.to_string(), "SECRET//NOFORN");
+    }
+
+    #[test]
+    fn glued_or_hyphenated_top_secret_is_not_read_as_secret() {
+        for src in [
+            "TOP-SECRET//SI//NOFORN",
+            "TopSecret//SI//NOFORN",
+            "TOP  SECRET//SI//NOFORN",
+            "top_secret // si // noforn",
+            "x TOP.SECRET//NOFORN",
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.level(), crate::Level::TopSecret, "{src}");
+            assert_eq!(s.markings.len(), 1, "{src}");
+        }
+        assert_eq!(
+            scan("STOP SECRET//NOFORN").label.level(),
+            crate::Level::Secret
+        );
+        assert_eq!(
+            scan("She holds TS//SCI access").label.level(),
+            crate::Level::TopSecret
+        );
+        assert_eq!(scan("requires a TS/SCI clearance").markings.len(), 0);
     }
 
     #[test]
