@@ -1267,7 +1267,24 @@ fn is_token(s: &str) -> bool {
 
 /// Words that are markings of their own and so cannot be unpublished SCI system names.
 fn is_reserved_word(s: &str) -> bool {
-    matches!(s, "CUI" | "CONTROLLED" | "FGI" | "JOINT" | "NATO" | "SAR")
+    matches!(
+        s,
+        "CUI"
+            | "CONTROLLED"
+            | "FGI"
+            | "JOINT"
+            | "NATO"
+            | "SAR"
+            | "RD"
+            | "FRD"
+            | "CNWDI"
+            | "DCNI"
+            | "UCNI"
+            | "TFNI"
+            | "ATOMAL"
+            | "BALK"
+            | "BOHEMIA"
+    ) || is_list_head(s)
         || level_from_title(s).is_some()
         || level_from_portion(s).is_some()
         || dissem_token(s).is_some()
@@ -1889,6 +1906,23 @@ mod tests {
         );
         let m = lenient("(TS//SAR-BP-123/CA-XYZ YYY//NF)").unwrap();
         assert_eq!(m.label.portion(), "(TS//SAR-BP-123/CA-XYZ YYY//NF)");
+    }
+
+    #[test]
+    fn sci_systems_may_not_be_named_like_other_categories() {
+        // Found by fuzzing: an unpublished SCI system `RD` rendered first and read back as AEA.
+        for m in [
+            "(C//SP-EXPT/RD-QTO BR)",
+            "(S//DISPLAYONLY)",
+            "(S//X/TFNI)",
+            "(S//A/ATOMAL)",
+        ] {
+            assert_eq!(
+                code(m, Mode::Lenient),
+                ReasonCode::UnknownMarkingToken,
+                "{m}"
+            );
+        }
     }
 
     #[test]
