@@ -10,8 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_marking(text, Mode::Strict, None);
     let Ok(m) = parse_marking(text, Mode::Lenient, None) else { return };
     let label = m.label;
-    if label.dissem().contains(&Dissem::Rel) && label.rel_to().is_none() {
-        return; // a bare `REL` has no banner form until a banner resolves it
+    let unresolved = (label.dissem().contains(&Dissem::Rel) && label.rel_to().is_none())
+        || (label.dissem().contains(&Dissem::Eyes) && label.eyes_only().is_none());
+    if unresolved {
+        return; // a bare `REL` or `EYES` has no banner form until a banner resolves it
     }
     for rendered in [label.banner(), label.portion()] {
         match parse_marking(&rendered, Mode::Strict, None) {
