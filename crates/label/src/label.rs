@@ -688,6 +688,10 @@ pub(crate) fn expand_list(set: &BTreeSet<Country>) -> BTreeSet<Country> {
 
 /// The countries two lists have in common, groups expanded, in canonical form.
 pub(crate) fn common_list(a: &BTreeSet<Country>, b: &BTreeSet<Country>) -> BTreeSet<Country> {
+    let has_groups = |s: &BTreeSet<Country>| s.iter().any(|c| c.members().is_some());
+    if !has_groups(a) && !has_groups(b) {
+        return a.intersection(b).copied().collect();
+    }
     let a = expand_list(a);
     let b = expand_list(b);
     canonical_list(a.intersection(&b).copied().collect())

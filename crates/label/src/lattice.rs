@@ -402,8 +402,9 @@ struct FdrView {
     bare: bool,
     /// REL TO (or EYES ONLY) list.
     rel: Option<BTreeSet<Country>>,
-    /// Everyone it may be shown to: the REL TO list plus DISPLAY ONLY, USA included.
-    display: BTreeSet<Country>,
+    /// Everyone it may be shown to when it carries DISPLAY ONLY: the REL TO list plus the
+    /// DISPLAY ONLY list, USA included. Without DISPLAY ONLY it adds nothing to the REL TO list.
+    display: Option<BTreeSet<Country>>,
     relido: bool,
     eyes: bool,
     /// Carries a foreign-disclosure dissemination control of its own (not only LES NOFORN).
@@ -425,11 +426,12 @@ fn fdr_view(l: &Label) -> FdrView {
     } else {
         None
     };
-    let mut display: BTreeSet<Country> = rel.clone().unwrap_or_default();
-    if has(Dissem::DisplayOnly) {
-        display.extend(l.display_only.iter().flatten().copied());
-    }
-    display.insert(USA);
+    let display = has(Dissem::DisplayOnly).then(|| {
+        let mut d: BTreeSet<Country> = rel.clone().unwrap_or_default();
+        d.extend(l.display_only.iter().flatten().copied());
+        d.insert(USA);
+        d
+    });
     // CAPCO16 Table 2: classified U.S. information with no FD&R marking counts as RELIDO when
     // it is uncaveated (SCI alone does not make it caveated) and as NOFORN otherwise; FGI
     // without FD&R counts as NOFORN. (The table's other input, the origination date, is not in
@@ -489,13 +491,25 @@ fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
                 (Some(x), Some(y)) => common_list(x, y),
                 _ => BTreeSet::new(),
             };
-            let shown = common_list(&va.display, &vb.display);
-            let covered = expand_list(&rel);
-            let display_only: BTreeSet<Country> = shown
-                .iter()
-                .copied()
-                .filter(|c| *c != USA && !covered.contains(c))
-                .collect();
+            // DISPLAY ONLY results only where a side carries DISPLAY ONLY: otherwise what both
+            // may show is exactly what both may release.
+            let display_only: BTreeSet<Country> = if va.display.is_some() || vb.display.is_some() {
+                let shown_by = |v: &FdrView| {
+                    v.display.clone().unwrap_or_else(|| {
+                        let mut d = v.rel.clone().unwrap_or_default();
+                        d.insert(USA);
+                        d
+                    })
+                };
+                let shown = common_list(&shown_by(&va), &shown_by(&vb));
+                let covered = expand_list(&rel);
+                shown
+                    .into_iter()
+                    .filter(|c| *c != USA && !covered.contains(c))
+                    .collect()
+            } else {
+                BTreeSet::new()
+            };
             if rel.iter().any(|c| *c != USA) {
                 if va.eyes && vb.eyes {
                     out.dissem.insert(Dissem::Eyes);

@@ -1913,7 +1913,7 @@ mod tests {
         // Found by fuzzing: an unpublished SCI system `RD` rendered first and read back as AEA.
         for m in [
             "(C//SP-EXPT/RD-QTO BR)",
-            "(S//DISPLAYONLY)",
+            "(S//X/DISPLAYONLY)",
             "(S//X/TFNI)",
             "(S//A/ATOMAL)",
         ] {
