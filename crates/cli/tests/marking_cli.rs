@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 const EXAMPLES: &str = include_str!("../../label/data/examples.jsonl");
+const MORE_EXAMPLES: &str = include_str!("../../label/tests/data/more_examples.jsonl");
 
 fn enclave(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_enclave"))
@@ -51,7 +52,11 @@ fn s<'a>(case: &'a Value, key: &str) -> &'a str {
 #[test]
 fn every_example_passes_through_the_binary() {
     let mut failures = Vec::new();
-    for line in EXAMPLES.lines().filter(|l| !l.trim().is_empty()) {
+    for line in EXAMPLES
+        .lines()
+        .chain(MORE_EXAMPLES.lines())
+        .filter(|l| !l.trim().is_empty())
+    {
         let case: Value = serde_json::from_str(line).unwrap();
         let id = s(&case, "id");
         let fail = |why: String| format!("{id}: {why}");
