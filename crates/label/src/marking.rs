@@ -7,16 +7,18 @@
 //! scanner uses a third, internal detection mode that accepts anything recognizable, never
 //! validates the rules, and labels what it understood conservatively.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use crate::error::{MarkingError, ReasonCode};
 use crate::fold;
 use crate::label::{
     Aea, Cui, Dissem, Fgi, Label, Ldc, Level, NonIc, NonUsControl, Owner, canonical_list,
 };
-use crate::registry::{self, Country, USA};
+use crate::registry::{self, Country, FxMap, USA};
 
 /// Longest marking accepted, in bytes. Real banners are well under 1 KiB; the limit keeps
 /// hostile input from costing more than a bounded amount of work.
@@ -187,7 +189,7 @@ impl Parser {
             inner
         } else {
             self.form = Form::Banner;
-            text.as_str()
+            &*text
         };
         if body.contains(['(', ')']) {
             return Err(err(
@@ -203,7 +205,16 @@ impl Parser {
     }
 
     /// Folds look-alikes, upper-cases and fixes spacing, noting each change for strict mode.
-    fn normalize(&mut self, input: &str) -> Result<String, MarkingError> {
+    fn normalize<'a>(&mut self, input: &'a str) -> Result<Cow<'a, str>, MarkingError> {
+        // The common case — canonical ASCII — is used as it is, without copying.
+        if input.is_ascii()
+            && !input
+                .bytes()
+                .any(|b| b.is_ascii_lowercase() || b.is_ascii_control())
+            && spacing_is_canonical(input)
+        {
+            return Ok(Cow::Borrowed(input));
+        }
         let mut text = if input.is_ascii() {
             input.to_owned()
         } else {
@@ -244,7 +255,7 @@ impl Parser {
                 format!("separators take no spaces and words one space: write `{spaced}`"),
             );
         }
-        Ok(spaced)
+        Ok(Cow::Owned(spaced))
     }
 
     fn parse_body(&mut self, body: &str) -> Result<Label, MarkingError> {
@@ -1258,6 +1269,19 @@ fn fix_spacing(text: &str) -> String {
     out
 }
 
+/// Whether `fix_spacing` would leave `text` as it is (checked without allocating).
+fn spacing_is_canonical(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.first() == Some(&b' ') || b.last() == Some(&b' ') {
+        return false;
+    }
+    b.windows(2).all(|w| match w {
+        [b' ', b' ' | b'/' | b')' | b','] | [b'/' | b'(', b' '] => false,
+        [b',', next] => *next == b' ',
+        _ => true,
+    }) && b.last() != Some(&b',')
+}
+
 /// A token of the marking alphabet: capital letters and digits.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
@@ -1267,29 +1291,40 @@ fn is_token(s: &str) -> bool {
 
 /// Words that are markings of their own and so cannot be unpublished SCI system names.
 fn is_reserved_word(s: &str) -> bool {
-    matches!(
-        s,
-        "CUI"
-            | "CONTROLLED"
-            | "FGI"
-            | "JOINT"
-            | "NATO"
-            | "SAR"
-            | "RD"
-            | "FRD"
-            | "CNWDI"
-            | "DCNI"
-            | "UCNI"
-            | "TFNI"
-            | "ATOMAL"
-            | "BALK"
-            | "BOHEMIA"
-    ) || is_list_head(s)
-        || level_from_title(s).is_some()
-        || level_from_portion(s).is_some()
-        || dissem_token(s).is_some()
-        || non_ic_token(s).is_some()
-        || cui_ldc_token(s).is_some()
+    static RESERVED: LazyLock<FxMap<&'static str, ()>> = LazyLock::new(|| {
+        let mut words: Vec<&'static str> = vec![
+            "CUI",
+            "CONTROLLED",
+            "FGI",
+            "JOINT",
+            "NATO",
+            "SAR",
+            "RD",
+            "FRD",
+            "CNWDI",
+            "DCNI",
+            "UCNI",
+            "TFNI",
+            "ATOMAL",
+            "BALK",
+            "BOHEMIA",
+        ];
+        for l in Level::ALL {
+            words.extend([l.title(), l.portion()]);
+        }
+        for d in Dissem::ALL {
+            words.extend([d.portion(), d.banner(), d.title()]);
+        }
+        for m in NonIc::ALL {
+            words.extend([m.portion(), m.banner(), m.title()]);
+        }
+        for l in Ldc::ALL {
+            words.extend([l.banner(), l.ism_token()]);
+        }
+        words.extend(["REL", "EYES", "RAW FISA"]);
+        words.into_iter().map(|w| (w, ())).collect()
+    });
+    RESERVED.contains_key(s) || is_list_head(s)
 }
 
 fn is_sorted<T: PartialOrd>(items: &[T]) -> bool {
@@ -1318,46 +1353,43 @@ enum TokenForm {
 }
 
 fn dissem_token(s: &str) -> Option<(Dissem, TokenForm)> {
-    for d in Dissem::ALL {
-        if matches!(d, Dissem::Rel | Dissem::Eyes | Dissem::DisplayOnly) {
-            continue;
+    static TOKENS: LazyLock<FxMap<&'static str, (Dissem, TokenForm)>> = LazyLock::new(|| {
+        let mut map = FxMap::default();
+        for d in Dissem::ALL {
+            if matches!(d, Dissem::Rel | Dissem::Eyes | Dissem::DisplayOnly) {
+                continue;
+            }
+            if d.portion() == d.banner() {
+                map.entry(d.portion()).or_insert((d, TokenForm::Both));
+            } else {
+                map.entry(d.portion()).or_insert((d, TokenForm::Portion));
+                map.entry(d.banner()).or_insert((d, TokenForm::Banner));
+            }
+            map.entry(d.title()).or_insert((d, TokenForm::Title));
         }
-        let form = if s == d.portion() && s == d.banner() {
-            TokenForm::Both
-        } else if s == d.portion() {
-            TokenForm::Portion
-        } else if s == d.banner() {
-            TokenForm::Banner
-        } else if s == d.title() {
-            TokenForm::Title
-        } else {
-            continue;
-        };
-        return Some((d, form));
-    }
-    match s {
-        "REL" => Some((Dissem::Rel, TokenForm::Portion)),
-        "EYES" => Some((Dissem::Eyes, TokenForm::Portion)),
-        "RAW FISA" => Some((Dissem::Rawfisa, TokenForm::Title)),
-        _ => None,
-    }
+        map.insert("REL", (Dissem::Rel, TokenForm::Portion));
+        map.insert("EYES", (Dissem::Eyes, TokenForm::Portion));
+        map.insert("RAW FISA", (Dissem::Rawfisa, TokenForm::Title));
+        map
+    });
+    TOKENS.get(s).copied()
 }
 
 fn non_ic_token(s: &str) -> Option<(NonIc, TokenForm)> {
-    NonIc::ALL.into_iter().find_map(|m| {
-        let form = if s == m.portion() && s == m.banner() {
-            TokenForm::Both
-        } else if s == m.portion() {
-            TokenForm::Portion
-        } else if s == m.banner() {
-            TokenForm::Banner
-        } else if s == m.title() {
-            TokenForm::Title
-        } else {
-            return None;
-        };
-        Some((m, form))
-    })
+    static TOKENS: LazyLock<FxMap<&'static str, (NonIc, TokenForm)>> = LazyLock::new(|| {
+        let mut map = FxMap::default();
+        for m in NonIc::ALL {
+            if m.portion() == m.banner() {
+                map.entry(m.portion()).or_insert((m, TokenForm::Both));
+            } else {
+                map.entry(m.portion()).or_insert((m, TokenForm::Portion));
+                map.entry(m.banner()).or_insert((m, TokenForm::Banner));
+            }
+            map.entry(m.title()).or_insert((m, TokenForm::Title));
+        }
+        map
+    });
+    TOKENS.get(s).copied()
 }
 
 fn cui_ldc_token(s: &str) -> Option<Ldc> {
@@ -1737,6 +1769,31 @@ mod tests {
 
     fn code(s: &str, mode: Mode) -> ReasonCode {
         parse_marking(s, mode, None).unwrap_err().code()
+    }
+
+    #[test]
+    fn canonical_spacing_is_recognized_without_fixing() {
+        for t in [
+            "SECRET//NOFORN",
+            "(S//REL TO USA, GBR)",
+            "TOP SECRET//SI-G ABCD/TK",
+        ] {
+            assert!(spacing_is_canonical(t), "{t}");
+            assert_eq!(fix_spacing(t), t);
+        }
+        for t in [
+            "SECRET //NOFORN",
+            "( S)",
+            "A,B",
+            "TOP  SECRET",
+            " S",
+            "S ",
+            "A ,B",
+            "S )",
+            "A,",
+        ] {
+            assert!(!spacing_is_canonical(t), "{t}");
+        }
     }
 
     #[test]
