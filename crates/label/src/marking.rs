@@ -418,6 +418,9 @@ impl Parser {
         }
         let owner = if head == "FGI" {
             Owner::ConcealedForeign
+        } else if head == "NATO" {
+            // `//NATO C` is NATO's own CONFIDENTIAL (`//NC`), not a foreign owner named NATO.
+            Owner::Nato
         } else if head == "USA" {
             if !self.detect() {
                 return Err(err(
@@ -1980,6 +1983,15 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn nato_with_a_us_level_word_is_the_nato_owner() {
+        // Found by fuzzing: `(//NATO C)` read back from its banner as a different owner.
+        let m = lenient("(//NATO C)").unwrap();
+        assert_eq!(m.label.owner(), &Owner::Nato);
+        assert_eq!(m.label.portion(), "(//NC)");
+        assert_eq!(lenient(&m.label.banner()).unwrap().label, m.label);
     }
 
     #[test]
