@@ -75,7 +75,6 @@ pub fn scan(text: &str) -> Scan {
         list_letters: [false; 26],
         cache: FxMap::default(),
         ids: Vec::new(),
-        current_id: usize::MAX,
     };
     scanner.scan_lines();
     // Markings are recorded line by line, in order.
@@ -131,8 +130,6 @@ struct Scanner<'a> {
     cache: FxMap<String, Option<(Label, bool, usize)>>,
     /// For each marking found, the id of its text (`usize::MAX` when it was not cached).
     ids: Vec<usize>,
-    /// The id of the marking being recorded.
-    current_id: usize,
 }
 
 impl Scanner<'_> {
@@ -142,22 +139,19 @@ impl Scanner<'_> {
 
     /// Parses a candidate in detection mode, once per distinct text; `complete` when every
     /// category was understood.
-    fn detect(&mut self, candidate: &str) -> Option<(Label, bool)> {
+    /// The id is shared by every occurrence of the same text (`usize::MAX` when not cached).
+    fn detect(&mut self, candidate: &str) -> Option<(Label, bool, usize)> {
         if let Some(hit) = self.cache.get(candidate) {
-            return hit.as_ref().map(|(label, complete, id)| {
-                self.current_id = *id;
-                (label.clone(), *complete)
-            });
+            return hit.clone();
         }
-        self.current_id = usize::MAX;
         let result = detect_marking(candidate).map(|(m, complete)| (m.label, complete));
         if self.cache.len() < 4096 {
             let id = self.cache.len();
-            self.current_id = id;
-            let entry = result.as_ref().map(|(l, c)| (l.clone(), *c, id));
-            self.cache.insert(candidate.to_owned(), entry);
+            let entry = result.map(|(l, c)| (l, c, id));
+            self.cache.insert(candidate.to_owned(), entry.clone());
+            return entry;
         }
-        result
+        result.map(|(l, c)| (l, c, usize::MAX))
     }
 
     fn original_span(&self, r: &Range<usize>) -> Range<usize> {
@@ -167,7 +161,7 @@ impl Scanner<'_> {
         }
     }
 
-    fn record(&mut self, r: Range<usize>, label: Label, form: Form) {
+    fn record(&mut self, r: Range<usize>, label: Label, form: Form, id: usize) {
         let span = self.original_span(&r);
         let disguised = self
             .original
@@ -179,8 +173,7 @@ impl Scanner<'_> {
             form,
             disguised,
         });
-        self.ids.push(self.current_id);
-        self.current_id = usize::MAX;
+        self.ids.push(id);
     }
 
     /// Portion marks at paragraph starts and banner lines with no controls (`SECRET`).
@@ -245,8 +238,8 @@ impl Scanner<'_> {
             return None;
         }
         let candidate = self.view.get(i..=close).unwrap_or_default();
-        let (label, _) = self.detect(candidate)?;
-        self.record(i..close + 1, label, Form::Portion);
+        let (label, _, id) = self.detect(candidate)?;
+        self.record(i..close + 1, label, Form::Portion, id);
         Some(close + 1)
     }
 
@@ -302,7 +295,12 @@ impl Scanner<'_> {
             canonical
         };
         if let Ok(m) = parse_marking(&text, Mode::Detect, None) {
-            self.record(from..from + trimmed.len(), m.label, Form::Banner);
+            self.record(
+                from..from + trimmed.len(),
+                m.label,
+                Form::Banner,
+                usize::MAX,
+            );
         }
     }
 
@@ -356,11 +354,11 @@ impl Scanner<'_> {
                 .and_then(|w| memchr::memchr(b')', w))?
                 + open;
             let candidate = self.view.get(open..=close)?;
-            let (label, _) = self.detect(candidate)?;
+            let (label, _, id) = self.detect(candidate)?;
             if abbreviated && !has_registered_control(&label) {
                 return None;
             }
-            self.record(open..close + 1, label, Form::Portion);
+            self.record(open..close + 1, label, Form::Portion, id);
             return Some(close + 1);
         }
         let line_end = memchr::memchr(b'\n', bytes.get(i..).unwrap_or_default())
@@ -371,7 +369,7 @@ impl Scanner<'_> {
             end += 1;
         }
         let mut candidate_end = end;
-        let mut best: Option<(usize, Label)> = None;
+        let mut best: Option<(usize, Label, usize)> = None;
         for _ in 0..MAX_TRIMS {
             let candidate = self
                 .view
@@ -389,13 +387,13 @@ impl Scanner<'_> {
                 }
                 None => self.detect(candidate),
             };
-            if let Some((label, complete)) = detected {
+            if let Some((label, complete, id)) = detected {
                 if complete {
-                    best = Some((real_end, label));
+                    best = Some((real_end, label, id));
                     break;
                 }
                 if best.is_none() {
-                    best = Some((real_end, label));
+                    best = Some((real_end, label, id));
                 }
             }
             // Drop the last word or element and try again.
@@ -405,14 +403,14 @@ impl Scanner<'_> {
             }
             candidate_end = start + cut;
         }
-        let (real_end, label) = best?;
+        let (real_end, label, id) = best?;
         if abbreviated && !has_registered_control(&label) {
             return None;
         }
         if start == i && real_end <= i + 2 {
             return None;
         }
-        self.record(start..real_end, label, Form::Banner);
+        self.record(start..real_end, label, Form::Banner, id);
         Some(real_end)
     }
 }
@@ -645,6 +643,19 @@ mod tests {
             crate::Level::TopSecret
         );
         assert_eq!(scan("requires a TS/SCI clearance").markings.len(), 0);
+    }
+
+    #[test]
+    fn a_shorter_reading_keeps_its_own_identity_in_the_roll_up() {
+        // Found by the scan_text fuzz target: a marking recorded from an earlier, longer
+        // reading took the cache id of the last (shorter) reading tried, and the roll-up
+        // skipped it as a duplicate of an earlier marking.
+        let src = "CUI//SP-C//\nCUI//SP-C//RELIDO/CUI/oSI";
+        let s = scan(src);
+        for m in &s.markings {
+            assert!(s.label.dominates(&m.label), "{} vs {}", s.label, m.label);
+        }
+        assert_eq!(s.label.to_string(), "CUI//RELIDO");
     }
 
     #[test]
