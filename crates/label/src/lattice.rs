@@ -170,13 +170,13 @@ impl Label {
             self.eyes_only
                 .as_ref()
                 .map_or_else(usa_only, |l| Nations::Only(expand_list(l)))
-        } else if self.level.is_classified()
-            || has(Dissem::Relido)
-            || has(Dissem::DisplayOnly)
-            || has(Dissem::Fisa)
-        {
-            // SECURITY: classified information with no foreign-disclosure marking has had no
-            // release decision, so it is not releasable; FISA information counts as RELIDO.
+        } else if self.level.is_classified() || has(Dissem::Relido) || has(Dissem::DisplayOnly) || {
+            let (caveated, foreign, fisa) = table2_inputs(self);
+            caveated || foreign || fisa
+        } {
+            // SECURITY: classified (or caveated, or foreign) information with no
+            // foreign-disclosure marking has had no release decision, so it is not releasable;
+            // FISA information counts as RELIDO.
             usa_only()
         } else {
             Nations::All
@@ -432,27 +432,41 @@ fn fdr_view(l: &Label) -> FdrView {
         d.insert(USA);
         d
     });
-    // CAPCO16 Table 2: classified U.S. information with no FD&R marking counts as RELIDO when
-    // it is uncaveated (SCI alone does not make it caveated) and as NOFORN otherwise; FGI
-    // without FD&R counts as NOFORN. (The table's other input, the origination date, is not in
-    // a marking: information is taken to be current.) `(U//FISA)` counts as RELIDO.
-    let caveated = !l.aea.is_empty()
-        || !l.sap.is_empty()
-        || !l.non_ic.is_empty()
-        || l.dissem.iter().any(|d| !d.is_fdr());
-    let foreign = l.owner != Owner::Usa || l.fgi.is_some() || !l.non_us_controls.is_empty();
-    let bare_relido = !any && classified && !caveated && !foreign;
-    let fisa_relido = !any && !classified && has(Dissem::Fisa);
+    // CAPCO16 Table 2: information with no FD&R marking counts as RELIDO when it is
+    // uncaveated (SCI alone does not make it caveated) and as NOFORN when it is caveated or
+    // foreign. (The table's other input, the origination date, is not in a marking:
+    // information is taken to be current.) `(U//FISA)` counts as RELIDO. Only unclassified
+    // information with no controls at all is left out of the FD&R roll-up (CAPCO16 p51).
+    let (caveated, foreign, fisa) = table2_inputs(l);
+    let neutral = !any && !classified && !caveated && !foreign && !fisa && !nf_form;
+    let bare = !any && !nf_form;
     FdrView {
-        neutral: !any && !classified && !fisa_relido && !nf_form,
+        neutral,
         nf: has(Dissem::Nf) || nf_form,
-        bare: !any && !nf_form,
+        bare,
         rel,
         display,
-        relido: has(Dissem::Relido) || bare_relido || fisa_relido,
+        relido: has(Dissem::Relido) || (bare && !caveated && !foreign),
         eyes: has(Dissem::Eyes) && !has(Dissem::Rel),
         other_fdr: l.dissem.iter().any(|d| d.is_fdr()),
     }
+}
+
+/// What CAPCO16 Table 2 looks at in a label without FD&R markings: whether it is caveated,
+/// foreign, or FISA. Only caveats that a roll-up never drops count (FOUO, LIMDIS and SBU drop
+/// out of classified banners, so counting them would make the roll-up depend on portion order);
+/// FISA counts as RELIDO rather than as a caveat.
+fn table2_inputs(l: &Label) -> (bool, bool, bool) {
+    let caveated = !l.aea.is_empty()
+        || !l.sap.is_empty()
+        || l.non_ic
+            .iter()
+            .any(|m| !matches!(m, NonIc::Ds | NonIc::Sbu))
+        || l.dissem
+            .iter()
+            .any(|d| !d.is_fdr() && !matches!(d, Dissem::Fouo | Dissem::Fisa));
+    let foreign = l.owner != Owner::Usa || l.fgi.is_some() || !l.non_us_controls.is_empty();
+    (caveated, foreign, l.dissem.contains(&Dissem::Fisa))
 }
 
 /// Sets the foreign-disclosure controls of `out` (which holds `a`'s) from the roll-up of `a`
@@ -749,6 +763,20 @@ mod tests {
         assert_eq!(up(&["(S//PR)", "(S//RELIDO)"]), "SECRET//NOFORN/PROPIN");
         assert_eq!(up(&["(//GBR S)", "(S//RELIDO)"]), "SECRET//FGI GBR//NOFORN");
         assert_eq!(up(&["(U//FISA)", "(S//RELIDO)"]), "SECRET//RELIDO/FISA");
+        // Found by the rollup fuzz target: the result must not depend on portion order, so a
+        // caveated unclassified portion counts like a caveated classified one.
+        for order in [
+            ["(U//DSEN)", "(S)", "(S//RELIDO)"],
+            ["(S//RELIDO)", "(S)", "(U//DSEN)"],
+        ] {
+            assert_eq!(up(&order), "SECRET//NOFORN/DEA SENSITIVE");
+        }
+        for order in [
+            ["(U//FOUO)", "(S)", "(S//RELIDO)"],
+            ["(S//RELIDO)", "(S)", "(U//FOUO)"],
+        ] {
+            assert_eq!(up(&order), "SECRET//RELIDO");
+        }
         // Non-IC markings in classified banners.
         assert_eq!(
             up(&["(U//SBU-NF)", "(U//FOUO)", "(S//REL TO USA, AUS)"]),
