@@ -357,7 +357,11 @@ fn join_owner(a: &Label, b: &Label) -> (Owner, Option<Fgi>) {
     let (mut sources, ca) = foreign_sources(a);
     let (sb, cb) = foreign_sources(b);
     sources.extend(sb);
-    let fgi = if ca || cb {
+    let was_foreign = |l: &Label| l.owner != Owner::Usa || l.fgi.is_some();
+    // A foreign side whose source cannot be named (a JOINT marking read without its owners)
+    // still makes the whole foreign: its source is concealed.
+    let unnamed = sources.is_empty() && (was_foreign(a) || was_foreign(b));
+    let fgi = if ca || cb || unnamed {
         Some(Fgi::Concealed)
     } else if sources.is_empty() {
         None
@@ -497,7 +501,12 @@ fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
     } else if let Some((va, vb)) = view {
         clear(out);
         if va.nf || vb.nf {
-            out.dissem.insert(Dissem::Nf);
+            // On unclassified information whose NOFORN comes only from LES NOFORN, SBU NOFORN or
+            // UCNI, those markings carry it themselves; writing NOFORN as well would make the
+            // roll-up depend on portion order (see the LES NOFORN rule below).
+            if out.level.is_classified() || va.other_fdr || vb.other_fdr {
+                out.dissem.insert(Dissem::Nf);
+            }
         } else if va.bare && vb.bare {
             // Both classified without foreign-disclosure markings: the whole has none either.
         } else {

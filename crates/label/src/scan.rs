@@ -659,6 +659,15 @@ mod tests {
     }
 
     #[test]
+    fn an_ownerless_joint_banner_still_makes_the_whole_foreign() {
+        // Found by the scan_text fuzz target.
+        let s = scan("(U//SBU) text\n\nsee //JOINT U here");
+        for m in &s.markings {
+            assert!(s.label.dominates(&m.label), "{} vs {}", s.label, m.label);
+        }
+    }
+
+    #[test]
     fn inline_banner_stops_at_prose() {
         let src = "It is SECRET//REL TO USA, GBR and must not leak.";
         let s = scan(src);
