@@ -285,8 +285,15 @@ impl Label {
         if classified {
             self.non_ic.remove(&NonIc::Ds);
             self.non_ic.remove(&NonIc::Sbu);
-            self.aea.remove(&Aea::Dcni);
-            self.aea.remove(&Aea::Ucni);
+            let ucni = self.aea.remove(&Aea::Dcni) | self.aea.remove(&Aea::Ucni);
+            if ucni {
+                // Their NOFORN stays when they leave the banner (CAPCO16 DOD UCNI template).
+                self.dissem.retain(|d| !d.is_fdr());
+                self.rel_to = None;
+                self.display_only = None;
+                self.eyes_only = None;
+                self.dissem.insert(Dissem::Nf);
+            }
         }
         if self.non_ic.contains(&NonIc::Nd) {
             self.non_ic.remove(&NonIc::Xd);
