@@ -288,10 +288,7 @@ impl Label {
             let ucni = self.aea.remove(&Aea::Dcni) | self.aea.remove(&Aea::Ucni);
             if ucni {
                 // Their NOFORN stays when they leave the banner (CAPCO16 DOD UCNI template).
-                self.dissem.retain(|d| !d.is_fdr());
-                self.rel_to = None;
-                self.display_only = None;
-                self.eyes_only = None;
+                self.clear_fdr();
                 self.dissem.insert(Dissem::Nf);
             }
         }
@@ -309,6 +306,16 @@ impl Label {
         if classified || other_caveats {
             self.dissem.remove(&Dissem::Fouo);
         }
+    }
+}
+
+impl Label {
+    /// Removes every foreign-disclosure control and its list.
+    fn clear_fdr(&mut self) {
+        self.dissem.retain(|d| !d.is_fdr());
+        self.rel_to = None;
+        self.display_only = None;
+        self.eyes_only = None;
     }
 }
 
@@ -484,12 +491,6 @@ fn table2_inputs(l: &Label) -> (bool, bool, bool) {
 /// and `b`, whose views are `va` and `vb`.
 fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
     let other_fdr = va.other_fdr || vb.other_fdr;
-    let clear = |out: &mut Label| {
-        out.dissem.retain(|d| !d.is_fdr());
-        out.rel_to = None;
-        out.display_only = None;
-        out.eyes_only = None;
-    };
     // A neutral side leaves the other's controls as they are.
     let (src, view) = match (va.neutral, vb.neutral) {
         (true, true) => (None, None),
@@ -498,7 +499,7 @@ fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
         (false, false) => (None, Some((va, vb))),
     };
     if let Some(src) = src {
-        clear(out);
+        out.clear_fdr();
         for d in src.dissem.iter().filter(|d| d.is_fdr()) {
             out.dissem.insert(*d);
         }
@@ -506,7 +507,7 @@ fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
         out.display_only = src.display_only.clone();
         out.eyes_only = src.eyes_only.clone();
     } else if let Some((va, vb)) = view {
-        clear(out);
+        out.clear_fdr();
         if va.nf || vb.nf {
             // On unclassified information whose NOFORN comes only from LES NOFORN, SBU NOFORN or
             // UCNI, those markings carry it themselves; writing NOFORN as well would make the
@@ -576,14 +577,11 @@ fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
                     out.non_ic.insert(plain);
                 }
             }
-            out.dissem.retain(|d| !d.is_fdr());
+            out.clear_fdr();
             out.dissem.insert(Dissem::Nf);
         } else {
-            out.dissem.retain(|d| !d.is_fdr());
+            out.clear_fdr();
         }
-        out.rel_to = None;
-        out.display_only = None;
-        out.eyes_only = None;
     }
     if !out.dissem.contains(&Dissem::Rel) {
         out.rel_to = None;

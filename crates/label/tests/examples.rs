@@ -30,8 +30,7 @@ fn s<'a>(case: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{}: `{key}` missing", case["id"]))
 }
 
-fn canonical(input: &str, label: &Label, form: Form) -> String {
-    let _ = input;
+fn canonical(label: &Label, form: Form) -> String {
     match form {
         Form::Banner => label.banner(),
         Form::Portion => label.portion(),
@@ -101,7 +100,7 @@ fn run(case: &Value) -> Result<(), String> {
             let input = s(case, "input");
             let m =
                 parse_marking(input, Mode::Lenient, None).map_err(|e| format!("lenient: {e}"))?;
-            let got = canonical(input, &m.label, m.form);
+            let got = canonical(&m.label, m.form);
             let want = s(case, "expected");
             if got != want {
                 return Err(format!("normalized to `{got}`, want `{want}`"));
