@@ -1,8 +1,9 @@
 //! The `enclave` command line.
 //!
-//! Today it carries the marking tools (`enclave marking …`); `serve`, `init`, `principal`,
-//! `key`, `screen`, `audit` and `eval` join it as the gateway, safety stack and audit log land.
-//! Errors are one line on stderr and exit code 1 (invalid input) or 2 (usage, I/O).
+//! `serve` runs the gateway; `init`, `principal` and `key` prepare an install and manage who may
+//! call it; `marking` holds the marking tools. `screen`, `audit` and `eval` join as the safety
+//! stack and audit log land. Errors are one line on stderr and exit code 1 (invalid input) or 2
+//! (usage, I/O, database).
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -10,7 +11,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod marking;
+mod serve;
 
 /// Enclave: a classification-aware gateway for language models.
 #[derive(Debug, Parser)]
@@ -26,6 +29,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway.
+    Serve(serve::ServeArgs),
+    /// Write a starter configuration (if none exists) and prepare the data directory, keys and
+    /// database. Never overwrites a file.
+    Init,
+    /// Add and list principals: who may call the gateway.
+    #[command(subcommand)]
+    Principal(admin::PrincipalCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Key(admin::KeyCommand),
     /// Parse, normalize, roll up and find security markings.
     #[command(subcommand)]
     Marking(marking::MarkingCommand),
@@ -47,6 +61,14 @@ impl Failure {
         }
     }
 
+    /// Broken machinery whose message is already complete: database, key files (exit 2).
+    pub(crate) fn machinery(line: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            line: line.into(),
+        }
+    }
+
     /// Broken machinery: I/O, serialization (exit 2).
     pub(crate) fn io(context: &str, err: impl std::fmt::Display) -> Failure {
         Failure {
@@ -61,8 +83,12 @@ pub(crate) type Outcome = Result<String, Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = &cli.config;
+    let config = cli.config.as_deref();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args, config),
+        Command::Init => admin::init(config),
+        Command::Principal(cmd) => admin::principal(cmd, config),
+        Command::Key(cmd) => admin::key(cmd, config),
         Command::Marking(cmd) => marking::run(cmd),
     };
     match result {

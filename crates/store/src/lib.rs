@@ -1,0 +1,55 @@
+//! Persistence for Enclave: principals and API keys on SQLite (the default) or PostgreSQL
+//! (several gateway replicas sharing one database), and the install's secrets on disk.
+//!
+//! This crate is the I/O edge for identities. It checks what it stores (names, roles,
+//! nationalities, clearance markings) but makes no access decisions: the gateway and
+//! `enclave-policy` do that with the records it returns.
+//!
+//! - [`install::prepare`] creates the data directory, the master key and the audit signing key
+//!   once, and reads them afterwards; it never overwrites a key file.
+//! - [`Store::open`] connects, creates a missing SQLite file and runs the embedded migrations.
+//! - API keys look like `enk_<16 hex id>_<64 hex secret>`. Only the id and an HMAC-SHA256 of
+//!   the key, under a key derived from the master key, are stored; keys are compared in
+//!   constant time and never logged.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), enclave_store::StoreError> {
+//! use enclave_store::{NewPrincipal, Store, install};
+//!
+//! let install = install::prepare("./enclave-data".as_ref())?;
+//! let store = Store::open(
+//!     "sqlite://./enclave-data/enclave.db",
+//!     install.master_key().api_key_hasher(),
+//! )
+//! .await?;
+//! store
+//!     .add_principal(&NewPrincipal {
+//!         name: "alice".into(),
+//!         tenant: "agency-a".into(),
+//!         clearance: "SECRET//NOFORN".into(),
+//!         nationality: "USA".into(),
+//!         role: "user".into(),
+//!     })
+//!     .await?;
+//! let (_record, key) = store.create_key("alice").await?;
+//! let (_, principal) = store.authenticate_key(&key).await?.expect("a fresh key is valid");
+//! assert_eq!(principal.clearance, "SECRET//NOFORN");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! It is deliberately not a general query layer: each operation the gateway needs is one method
+//! with SQL written once for both backends.
+
+mod error;
+pub mod install;
+mod key;
+mod migrations;
+mod principal;
+mod store;
+
+pub use error::StoreError;
+pub use key::{KeyHasher, KeyRecord};
+pub use migrations::SCHEMA_VERSION;
+pub use principal::{NewPrincipal, PrincipalRecord};
+pub use store::Store;

@@ -1,0 +1,133 @@
+//! One helper that runs a test once per backend: SQLite in a temporary directory always, and
+//! PostgreSQL when `ENCLAVE_TEST_POSTGRES_URL` is set, each run in a fresh schema of its own
+//! (through `search_path`) that is dropped afterwards, so tests neither see each other's rows nor
+//! those of earlier runs.
+
+use std::future::Future;
+
+use enclave_store::install::MasterKey;
+use enclave_store::{KeyHasher, Store};
+use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::{Connection, PgConnection};
+use tempfile::TempDir;
+
+/// The variable naming the PostgreSQL server to test against.
+const POSTGRES_ENV: &str = "ENCLAVE_TEST_POSTGRES_URL";
+
+/// One database to run a test against.
+#[derive(Clone, Debug)]
+pub(crate) struct Db {
+    /// `sqlite` or `postgres`.
+    pub(crate) backend: &'static str,
+    /// The storage URL.
+    pub(crate) url: String,
+}
+
+impl Db {
+    /// Opens the store with the test master key.
+    pub(crate) async fn open(&self) -> Store {
+        self.open_with(hasher(1)).await
+    }
+
+    /// Opens the store with another hash key.
+    pub(crate) async fn open_with(&self, hasher: KeyHasher) -> Store {
+        let store = Store::open(&self.url, hasher)
+            .await
+            .unwrap_or_else(|e| panic!("opening the {} store: {e}", self.backend));
+        assert_eq!(store.backend_name(), self.backend);
+        store
+    }
+}
+
+/// An API-key hasher from a master key filled with `byte`.
+pub(crate) fn hasher(byte: u8) -> KeyHasher {
+    MasterKey::from_bytes([byte; 32]).api_key_hasher()
+}
+
+/// What to clean up after a test.
+enum Owned {
+    Sqlite(TempDir),
+    Postgres { admin_url: String, schema: String },
+}
+
+/// Runs `test` once per backend. A panic in the test fails it after its database is cleaned up.
+pub(crate) async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut dbs = vec![sqlite()];
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.is_empty() => dbs.push(postgres(&url).await),
+        _ => eprintln!("skipping PostgreSQL store tests: {POSTGRES_ENV} is not set"),
+    }
+    for (db, owned) in dbs {
+        let result = tokio::spawn(test(db.clone())).await;
+        cleanup(owned).await;
+        if let Err(e) = result {
+            match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("{} test did not finish: {e}", db.backend),
+            }
+        }
+    }
+}
+
+fn sqlite() -> (Db, Owned) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("enclave.db").display());
+    let db = Db {
+        backend: "sqlite",
+        url,
+    };
+    (db, Owned::Sqlite(dir))
+}
+
+async fn postgres(admin_url: &str) -> (Db, Owned) {
+    let mut nonce = [0u8; 8];
+    SystemRandom::new().fill(&mut nonce).unwrap();
+    let schema: String = std::iter::once("enclave_test_".to_owned())
+        .chain(nonce.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is set but PostgreSQL is not reachable: {e}"));
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let sep = if admin_url.contains('?') { '&' } else { '?' };
+    let url = format!("{admin_url}{sep}options=-c%20search_path%3D{schema}");
+    let db = Db {
+        backend: "postgres",
+        url,
+    };
+    (
+        db,
+        Owned::Postgres {
+            admin_url: admin_url.to_owned(),
+            schema,
+        },
+    )
+}
+
+async fn cleanup(owned: Owned) {
+    match owned {
+        Owned::Sqlite(dir) => drop(dir),
+        Owned::Postgres { admin_url, schema } => {
+            let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+            sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+        }
+    }
+}
+
+/// The SQLite directory of a `sqlite://` URL, to look at the files.
+pub(crate) fn sqlite_dir(db: &Db) -> std::path::PathBuf {
+    let path = db.url.strip_prefix("sqlite://").unwrap();
+    std::path::Path::new(path).parent().unwrap().to_path_buf()
+}
