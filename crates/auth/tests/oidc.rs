@@ -1,0 +1,897 @@
+//! OpenID Connect verification against real RS256 and ES256 keys generated here, with the key
+//! set read from a file or served over HTTP on loopback.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use enclave_auth::oidc::{OidcVerifier, looks_like_jwt};
+use enclave_auth::{AuthError, ClaimMap, JwksSource, OidcConfig};
+use enclave_label::{Country, ReasonCode, USA};
+use enclave_policy::Role;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const ISSUER: &str = "https://idp.example.gov/realms/enclave";
+const AUDIENCE: &str = "enclave";
+
+// === keys ===
+
+/// A signing key and its public JWK.
+struct SigningKey {
+    kid: &'static str,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+/// The RSA key pair in the forms the tests need.
+struct RsaMaterial {
+    pkcs1_pem: String,
+    pkcs8_pem: String,
+    public_pem: String,
+    n: String,
+    e: String,
+}
+
+fn rsa_material() -> &'static RsaMaterial {
+    static KEY: OnceLock<RsaMaterial> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let key = common::rsa_private_key();
+        let public = key.to_public_key();
+        RsaMaterial {
+            pkcs1_pem: key.to_pkcs1_pem(LineEnding::LF).unwrap().to_string(),
+            pkcs8_pem: key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
+            n: b64url(&public.n().to_bytes_be()),
+            e: b64url(&public.e().to_bytes_be()),
+        }
+    })
+}
+
+fn rsa_key(kid: &'static str) -> SigningKey {
+    let m = rsa_material();
+    SigningKey {
+        kid,
+        alg: Algorithm::RS256,
+        encoding: EncodingKey::from_rsa_pem(m.pkcs8_pem.as_bytes()).unwrap(),
+        jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": m.n, "e": m.e}),
+    }
+}
+
+fn ec_key(kid: &'static str) -> SigningKey {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = pair.public_key_raw();
+    assert_eq!(point.len(), 65, "uncompressed P-256 point");
+    SigningKey {
+        kid,
+        alg: Algorithm::ES256,
+        encoding: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+        jwk: json!({
+            "kty": "EC", "kid": kid, "crv": "P-256",
+            "x": b64url(&point[1..33]), "y": b64url(&point[33..]),
+        }),
+    }
+}
+
+fn jwks(keys: &[&SigningKey]) -> String {
+    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+// === tokens ===
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims of a valid token for alice.
+fn claims() -> Value {
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "alice",
+        "tenant": "dia",
+        "clearance": "secret//noforn",
+        "iat": now(),
+        "exp": now() + 600,
+    })
+}
+
+fn with(mut claims: Value, changes: Value) -> Value {
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
+fn sign(key: &SigningKey, claims: &Value) -> String {
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.to_string());
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+fn sign_with_header(key: &SigningKey, header: Header, claims: &Value) -> String {
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+/// A token with a hand-written header and no signature.
+fn unsigned(header: &Value, claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    )
+}
+
+// === verifiers ===
+
+fn config(jwks: JwksSource) -> OidcConfig {
+    OidcConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        jwks,
+        claims: ClaimMap::default(),
+        leeway: Duration::from_secs(30),
+    }
+}
+
+/// A verifier reading its keys from a JWKS file in `dir`.
+async fn file_verifier(dir: &tempfile::TempDir, keys: &[&SigningKey]) -> OidcVerifier {
+    let path = write_jwks(dir, keys);
+    OidcVerifier::new(config(JwksSource::File(path)))
+        .await
+        .unwrap()
+}
+
+fn write_jwks(dir: &tempfile::TempDir, keys: &[&SigningKey]) -> PathBuf {
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(keys)).unwrap();
+    path
+}
+
+struct Keys {
+    rsa: SigningKey,
+    ec: SigningKey,
+    verifier: OidcVerifier,
+    _dir: tempfile::TempDir,
+}
+
+async fn keys() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = rsa_key("rsa-1");
+    let ec = ec_key("ec-1");
+    let verifier = file_verifier(&dir, &[&rsa, &ec]).await;
+    Keys {
+        rsa,
+        ec,
+        verifier,
+        _dir: dir,
+    }
+}
+
+// === accepted tokens ===
+
+#[tokio::test]
+async fn rs256_token_maps_to_principal_with_defaults() {
+    let k = keys().await;
+    let p = k.verifier.verify(&sign(&k.rsa, &claims())).await.unwrap();
+    assert_eq!(p.id.as_str(), "alice");
+    assert_eq!(p.tenant.as_str(), "dia");
+    assert_eq!(p.clearance.label().to_string(), "SECRET//NOFORN");
+    assert_eq!(p.clearance.nationality(), USA);
+    assert_eq!(p.role, Role::User);
+}
+
+#[tokio::test]
+async fn es256_token_maps_nationality_and_role() {
+    let k = keys().await;
+    let token = sign(
+        &k.ec,
+        &with(
+            claims(),
+            json!({"nationality": "GBR", "role": "auditor", "clearance": "TOP SECRET//SI//REL TO USA, GBR"}),
+        ),
+    );
+    let p = k.verifier.verify(&token).await.unwrap();
+    assert_eq!(
+        p.clearance.nationality(),
+        Country::from_code("GBR").unwrap()
+    );
+    assert_eq!(p.role, Role::Auditor);
+    assert_eq!(
+        p.clearance.label().to_string(),
+        "TOP SECRET//SI//REL TO USA, GBR"
+    );
+}
+
+#[tokio::test]
+async fn pkcs1_rsa_key_signs_the_same() {
+    let k = keys().await;
+    let pkcs1 = SigningKey {
+        encoding: EncodingKey::from_rsa_pem(rsa_material().pkcs1_pem.as_bytes()).unwrap(),
+        ..rsa_key("rsa-1")
+    };
+    let p = k.verifier.verify(&sign(&pkcs1, &claims())).await.unwrap();
+    assert_eq!(p.id.as_str(), "alice");
+}
+
+#[tokio::test]
+async fn admin_role_and_audience_list() {
+    let k = keys().await;
+    let token = sign(
+        &k.rsa,
+        &with(
+            claims(),
+            json!({"role": "admin", "aud": ["account", AUDIENCE]}),
+        ),
+    );
+    assert_eq!(k.verifier.verify(&token).await.unwrap().role, Role::Admin);
+}
+
+#[tokio::test]
+async fn leeway_covers_small_clock_skew() {
+    let k = keys().await;
+    let skewed = with(claims(), json!({"exp": now() - 10, "nbf": now() + 10}));
+    assert!(k.verifier.verify(&sign(&k.ec, &skewed)).await.is_ok());
+}
+
+#[tokio::test]
+async fn claim_names_come_from_the_claim_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key("ec-1");
+    let mut cfg = config(JwksSource::File(write_jwks(&dir, &[&ec])));
+    cfg.claims = ClaimMap {
+        principal: "preferred_username".into(),
+        tenant: "org".into(),
+        clearance: "enclave_clearance".into(),
+        nationality: "citizenship".into(),
+        role: "enclave_role".into(),
+    };
+    let verifier = OidcVerifier::new(cfg).await.unwrap();
+    let token = sign(
+        &ec,
+        &json!({
+            "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 60,
+            "sub": "0f9c-uuid", "preferred_username": "bob", "org": "nga",
+            "enclave_clearance": "CONFIDENTIAL", "citizenship": "CAN", "enclave_role": "admin",
+        }),
+    );
+    let p = verifier.verify(&token).await.unwrap();
+    assert_eq!(p.id.as_str(), "bob");
+    assert_eq!(p.tenant.as_str(), "nga");
+    assert_eq!(p.clearance.label().to_string(), "CONFIDENTIAL");
+    assert_eq!(p.clearance.nationality().code(), "CAN");
+    assert_eq!(p.role, Role::Admin);
+    // With this map, `tenant` is not the tenant claim.
+    let token = sign(
+        &ec,
+        &json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 60, "preferred_username": "bob",
+                "tenant": "nga", "enclave_clearance": "CONFIDENTIAL"}),
+    );
+    let err = verifier.verify(&token).await.unwrap_err();
+    assert_eq!(err.to_string(), "missing claim `org`");
+}
+
+#[tokio::test]
+async fn token_without_kid_is_accepted_only_with_a_single_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key("ec-1");
+    let single = file_verifier(&dir, &[&ec]).await;
+    let token = sign_with_header(&ec, Header::new(Algorithm::ES256), &claims());
+    assert!(single.verify(&token).await.is_ok());
+
+    let k = keys().await;
+    let token = sign_with_header(&k.ec, Header::new(Algorithm::ES256), &claims());
+    let err = k.verifier.verify(&token).await.unwrap_err();
+    assert!(matches!(err, AuthError::MissingKeyId), "{err}");
+}
+
+// === refused tokens ===
+
+async fn refused(verifier: &OidcVerifier, token: &str) -> AuthError {
+    match verifier.verify(token).await {
+        Ok(p) => panic!("token accepted as {p:?}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_tokens_are_refused() {
+    let k = keys().await;
+    let err = refused(
+        &k.verifier,
+        &sign(&k.rsa, &with(claims(), json!({"exp": now() - 120}))),
+    )
+    .await;
+    assert!(matches!(err, AuthError::TokenExpired), "{err}");
+    assert_eq!(err.to_string(), "token expired");
+    let err = refused(
+        &k.verifier,
+        &sign(&k.ec, &with(claims(), json!({"nbf": now() + 120}))),
+    )
+    .await;
+    assert!(matches!(err, AuthError::NotYetValid), "{err}");
+    let err = refused(
+        &k.verifier,
+        &sign(&k.ec, &with(claims(), json!({"exp": null}))),
+    )
+    .await;
+    assert_eq!(err.to_string(), "missing claim `exp`");
+    let err = refused(
+        &k.verifier,
+        &sign(&k.ec, &with(claims(), json!({"exp": "tomorrow"}))),
+    )
+    .await;
+    assert_eq!(err.to_string(), "missing claim `exp`");
+}
+
+#[tokio::test]
+async fn wrong_issuer_and_audience_are_refused() {
+    let k = keys().await;
+    let err = refused(
+        &k.verifier,
+        &sign(
+            &k.rsa,
+            &with(claims(), json!({"iss": "https://evil.example"})),
+        ),
+    )
+    .await;
+    assert!(matches!(err, AuthError::WrongIssuer), "{err}");
+    let err = refused(
+        &k.verifier,
+        &sign(&k.rsa, &with(claims(), json!({"iss": null}))),
+    )
+    .await;
+    assert_eq!(err.to_string(), "missing claim `iss`");
+    let err = refused(
+        &k.verifier,
+        &sign(&k.rsa, &with(claims(), json!({"aud": "other-app"}))),
+    )
+    .await;
+    assert!(matches!(err, AuthError::WrongAudience), "{err}");
+    assert_eq!(err.to_string(), "token audience does not match");
+    let err = refused(
+        &k.verifier,
+        &sign(&k.rsa, &with(claims(), json!({"aud": ["a", "b"]}))),
+    )
+    .await;
+    assert!(matches!(err, AuthError::WrongAudience), "{err}");
+    let err = refused(
+        &k.verifier,
+        &sign(&k.rsa, &with(claims(), json!({"aud": null}))),
+    )
+    .await;
+    assert_eq!(err.to_string(), "missing claim `aud`");
+}
+
+#[tokio::test]
+async fn signature_by_another_key_is_refused() {
+    let k = keys().await;
+    let impostor = ec_key("ec-1"); // same kid, different key
+    let err = refused(&k.verifier, &sign(&impostor, &claims())).await;
+    assert!(matches!(err, AuthError::SignatureInvalid), "{err}");
+
+    // An RS256 signature with a flipped byte.
+    let token = sign(&k.rsa, &claims());
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut sig = signature.as_bytes().to_vec();
+    sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{signed}.{}", String::from_utf8(sig).unwrap());
+    let err = refused(&k.verifier, &forged).await;
+    assert!(matches!(err, AuthError::SignatureInvalid), "{err}");
+}
+
+#[tokio::test]
+async fn tampered_payload_is_refused() {
+    let k = keys().await;
+    for key in [&k.rsa, &k.ec] {
+        let token = sign(key, &claims());
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = b64url(
+            with(claims(), json!({"clearance": "TOP SECRET//SI//NOFORN"}))
+                .to_string()
+                .as_bytes(),
+        );
+        let err = refused(&k.verifier, &parts.join(".")).await;
+        assert!(matches!(err, AuthError::SignatureInvalid), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn every_single_character_change_is_refused() {
+    let k = keys().await;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let token = sign(&k.ec, &claims());
+    for i in 0..token.len() {
+        let mut bytes = token.clone().into_bytes();
+        if bytes[i] == b'.' {
+            continue;
+        }
+        let pos = ALPHABET.iter().position(|c| *c == bytes[i]).unwrap();
+        bytes[i] = ALPHABET[(pos + 1) % ALPHABET.len()];
+        let mutated = String::from_utf8(bytes).unwrap();
+        assert!(
+            k.verifier.verify(&mutated).await.is_err(),
+            "accepted with character {i} changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let k = keys().await;
+    for header in [
+        json!({"alg": "none", "kid": "rsa-1"}),
+        json!({"alg": "none"}),
+        json!({"alg": "None", "typ": "JWT"}),
+        json!({"typ": "JWT", "kid": "rsa-1"}),
+    ] {
+        let token = unsigned(&header, &claims());
+        assert!(looks_like_jwt(&token));
+        let err = refused(&k.verifier, &token).await;
+        assert!(
+            matches!(err, AuthError::UnsupportedAlgorithm { .. }),
+            "{err}"
+        );
+    }
+    let err = refused(&k.verifier, &unsigned(&json!({"alg": "none"}), &claims())).await;
+    assert_eq!(
+        err.to_string(),
+        "token algorithm `none` is not allowed: use RS256 or ES256"
+    );
+    // `none` with a real signature attached changes nothing.
+    let token = sign(&k.rsa, &claims());
+    let signature = token.rsplit('.').next().unwrap();
+    let forged = format!(
+        "{}{signature}",
+        unsigned(&json!({"alg": "none", "kid": "rsa-1"}), &claims())
+    );
+    assert!(k.verifier.verify(&forged).await.is_err());
+}
+
+#[tokio::test]
+async fn hs256_keyed_with_the_rsa_public_key_is_refused() {
+    let k = keys().await;
+    let m = rsa_material();
+    // The classic confusion: an HMAC "signed" with the public key a naive verifier would use
+    // as the HMAC secret. Also with the JWK's modulus, another naive choice.
+    for secret in [m.public_pem.as_bytes(), m.n.as_bytes()] {
+        let hmac = SigningKey {
+            kid: "rsa-1",
+            alg: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(secret),
+            jwk: Value::Null,
+        };
+        let err = refused(&k.verifier, &sign(&hmac, &claims())).await;
+        assert!(
+            matches!(err, AuthError::UnsupportedAlgorithm { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "token algorithm `HS256` is not allowed: use RS256 or ES256"
+        );
+    }
+}
+
+#[tokio::test]
+async fn algorithm_must_match_the_key_type() {
+    let k = keys().await;
+    // An ES256 token naming the RSA key, and an RS256 token naming the EC key.
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("rsa-1".into());
+    let err = refused(&k.verifier, &sign_with_header(&k.ec, header, &claims())).await;
+    assert!(
+        matches!(err, AuthError::AlgorithmMismatch { alg: "ES256" }),
+        "{err}"
+    );
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("ec-1".into());
+    let err = refused(&k.verifier, &sign_with_header(&k.rsa, header, &claims())).await;
+    assert!(
+        matches!(err, AuthError::AlgorithmMismatch { alg: "RS256" }),
+        "{err}"
+    );
+    // Other RSA algorithms are refused even with the right key.
+    let pss = SigningKey {
+        alg: Algorithm::PS256,
+        ..rsa_key("rsa-1")
+    };
+    let err = refused(&k.verifier, &sign(&pss, &claims())).await;
+    assert!(
+        matches!(err, AuthError::UnsupportedAlgorithm { .. }),
+        "{err}"
+    );
+    let rs512 = SigningKey {
+        alg: Algorithm::RS512,
+        ..rsa_key("rsa-1")
+    };
+    let err = refused(&k.verifier, &sign(&rs512, &claims())).await;
+    assert!(
+        matches!(err, AuthError::UnsupportedAlgorithm { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_is_refused_without_a_url() {
+    let k = keys().await;
+    let stranger = ec_key("rotated-in");
+    let err = refused(&k.verifier, &sign(&stranger, &claims())).await;
+    assert!(matches!(err, AuthError::UnknownKeyId), "{err}");
+    assert_eq!(err.to_string(), "unknown signing key id");
+}
+
+#[tokio::test]
+async fn missing_and_malformed_principal_claims_are_refused() {
+    let k = keys().await;
+    let cases = [
+        (json!({"tenant": null}), "missing claim `tenant`"),
+        (json!({"clearance": null}), "missing claim `clearance`"),
+        (json!({"sub": null}), "missing claim `sub`"),
+        (json!({"tenant": ""}), "claim `tenant` must not be empty"),
+        (json!({"tenant": 7}), "claim `tenant` must be a string"),
+        (
+            json!({"clearance": ["SECRET"]}),
+            "claim `clearance` must be a string",
+        ),
+        (
+            json!({"nationality": "XYZ"}),
+            "claim `nationality` is not a known country trigraph such as `USA` or `GBR`",
+        ),
+        (
+            json!({"nationality": "FVEY"}),
+            "claim `nationality` is not a known country trigraph such as `USA` or `GBR`",
+        ),
+        (
+            json!({"role": "root"}),
+            "claim `role` must be one of `user`, `admin`, `auditor`",
+        ),
+        (json!({"role": ["admin"]}), "claim `role` must be a string"),
+    ];
+    for (change, message) in cases {
+        let err = refused(&k.verifier, &sign(&k.ec, &with(claims(), change.clone()))).await;
+        assert_eq!(err.to_string(), message, "{change}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_clearance_marking_names_the_reason_code() {
+    let k = keys().await;
+    for marking in [
+        "BANANA",
+        "TOP SECRET//HCS//NOFORN",
+        "SECRET//NOFORN//REL TO USA, GBR",
+        "",
+        "   ",
+    ] {
+        let err = refused(
+            &k.verifier,
+            &sign(&k.rsa, &with(claims(), json!({"clearance": marking}))),
+        )
+        .await;
+        match err {
+            AuthError::InvalidClearance { code } => {
+                assert_eq!(
+                    err.to_string(),
+                    format!("clearance claim is not a valid marking: {}", code.as_str())
+                );
+                assert!(ReasonCode::ALL.contains(&code));
+            }
+            AuthError::InvalidClaim { .. } if marking.trim().is_empty() => {}
+            other => panic!("{marking:?}: {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_huge_tokens_are_refused() {
+    let k = keys().await;
+    let huge = format!(
+        "eyJ{}.eyJ{}.{}",
+        "a".repeat(20_000),
+        "b".repeat(20_000),
+        "c".repeat(400)
+    );
+    let err = refused(&k.verifier, &huge).await;
+    assert!(
+        matches!(err, AuthError::TokenTooLarge { limit: 16384 }),
+        "{err}"
+    );
+    for garbage in [
+        "",
+        "enk_0123456789",
+        "eyJ",
+        "eyJ.eyJ.",
+        "eyJ..",
+        "a.b.c",
+        "eyJhbGciOiJSUzI1NiJ9.!!!.sig",
+        "eyJhbGciOiJSUzI1NiJ9.eyJ.sig.extra",
+        "eyJ9.eyJ9.eyJ9",
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIn0.bm90IGpzb24.c2ln",
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIn0.W10.c2ln",
+        "\u{0}\u{1}\u{2}",
+        "eyJ🙂.eyJ.x",
+    ] {
+        assert!(k.verifier.verify(garbage).await.is_err(), "{garbage:?}");
+    }
+}
+
+#[tokio::test]
+async fn errors_never_repeat_the_token() {
+    let k = keys().await;
+    let token = sign(&k.rsa, &with(claims(), json!({"exp": now() - 3600})));
+    let err = refused(&k.verifier, &token).await;
+    for part in token.split('.') {
+        assert!(!err.to_string().contains(part));
+        assert!(!format!("{err:?}").contains(part));
+    }
+}
+
+#[tokio::test]
+async fn verifier_is_send_and_sync_and_its_future_is_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let k = keys().await;
+    send_sync(&k.verifier);
+    let future = k.verifier.verify("x");
+    send(&future);
+    assert!(future.await.is_err());
+}
+
+// === key sets that cannot be loaded ===
+
+#[tokio::test]
+async fn unreadable_or_empty_key_files_fail_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.json");
+    let err = OidcVerifier::new(config(JwksSource::File(missing.clone())))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, AuthError::Jwks { .. }));
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+
+    let symmetric = dir.path().join("hmac.json");
+    std::fs::write(&symmetric, r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#).unwrap();
+    let err = OidcVerifier::new(config(JwksSource::File(symmetric)))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("no usable signing key"), "{err}");
+}
+
+// === key sets from a URL ===
+
+/// A JWKS endpoint on loopback that counts its requests.
+struct JwksServer {
+    url: String,
+    body: Arc<Mutex<String>>,
+    status: Arc<Mutex<&'static str>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(body: String) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let server = JwksServer {
+            url,
+            body: Arc::new(Mutex::new(body)),
+            status: Arc::new(Mutex::new("200 OK")),
+            hits: Arc::new(AtomicUsize::new(0)),
+        };
+        let (body, status, hits) = (
+            Arc::clone(&server.body),
+            Arc::clone(&server.status),
+            Arc::clone(&server.hits),
+        );
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                assert!(request.starts_with(b"GET /.well-known/jwks.json HTTP/1.1\r\n"));
+                hits.fetch_add(1, Ordering::SeqCst);
+                let body = body.lock().unwrap().clone();
+                let status = *status.lock().unwrap();
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+                socket.shutdown().await.unwrap();
+            }
+        });
+        server
+    }
+
+    fn serve(&self, keys: &[&SigningKey]) {
+        *self.body.lock().unwrap() = jwks(keys);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn url_key_set_is_fetched_at_start() {
+    let ec = ec_key("ec-1");
+    let server = JwksServer::start(jwks(&[&ec])).await;
+    let verifier = OidcVerifier::new(config(JwksSource::Url(server.url.clone())))
+        .await
+        .unwrap();
+    assert_eq!(server.hits(), 1);
+    for _ in 0..5 {
+        assert!(verifier.verify(&sign(&ec, &claims())).await.is_ok());
+    }
+    assert_eq!(server.hits(), 1, "known keys need no fetch");
+}
+
+#[tokio::test]
+async fn rotated_key_is_picked_up_and_bogus_kids_refetch_once_per_interval() {
+    let interval = Duration::from_millis(400);
+    let k1 = ec_key("k1");
+    let k2 = ec_key("k2");
+    let k3 = ec_key("k3");
+    let server = JwksServer::start(jwks(&[&k1])).await;
+    let verifier = Arc::new(
+        OidcVerifier::with_refresh_interval(config(JwksSource::Url(server.url.clone())), interval)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(server.hits(), 1);
+
+    // The IdP rotates k2 in: the first token naming it triggers one fetch.
+    server.serve(&[&k1, &k2]);
+    assert!(verifier.verify(&sign(&k2, &claims())).await.is_ok());
+    assert_eq!(server.hits(), 2);
+    assert!(verifier.verify(&sign(&k2, &claims())).await.is_ok());
+    assert!(verifier.verify(&sign(&k1, &claims())).await.is_ok());
+    assert_eq!(server.hits(), 2);
+
+    // A flood of made-up kids right after: no fetch at all (the last one was just now).
+    let flood = |verifier: &Arc<OidcVerifier>| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let verifier = Arc::clone(verifier);
+            tasks.spawn(async move {
+                let bogus = SigningKey {
+                    kid: Box::leak(format!("bogus-{i}").into_boxed_str()),
+                    ..ec_key("x")
+                };
+                verifier.verify(&sign(&bogus, &claims())).await
+            });
+        }
+        tasks
+    };
+    for result in flood(&verifier).join_all().await {
+        assert!(matches!(result, Err(AuthError::UnknownKeyId)));
+    }
+    assert_eq!(server.hits(), 2);
+
+    // Once the interval has passed, a flood costs exactly one fetch.
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    for result in flood(&verifier).join_all().await {
+        assert!(matches!(result, Err(AuthError::UnknownKeyId)));
+    }
+    assert_eq!(server.hits(), 3);
+
+    // A key rotated in during the quiet period is picked up after it.
+    server.serve(&[&k2, &k3]);
+    let err = refused(&verifier, &sign(&k3, &claims())).await;
+    assert!(matches!(err, AuthError::UnknownKeyId), "{err}");
+    assert_eq!(server.hits(), 3);
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    assert!(verifier.verify(&sign(&k3, &claims())).await.is_ok());
+    assert_eq!(server.hits(), 4);
+    // k1 was rotated out with that fetch.
+    let err = refused(&verifier, &sign(&k1, &claims())).await;
+    assert!(matches!(err, AuthError::UnknownKeyId), "{err}");
+}
+
+#[tokio::test]
+async fn default_interval_allows_one_refetch() {
+    let ec = ec_key("ec-1");
+    let server = JwksServer::start(jwks(&[&ec])).await;
+    let verifier = OidcVerifier::new(config(JwksSource::Url(server.url.clone())))
+        .await
+        .unwrap();
+    for kid in ["a", "b", "c", "d"] {
+        let bogus = SigningKey { kid, ..ec_key("x") };
+        let err = refused(&verifier, &sign(&bogus, &claims())).await;
+        assert!(matches!(err, AuthError::UnknownKeyId), "{err}");
+    }
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn failed_refresh_keeps_the_old_keys() {
+    let ec = ec_key("ec-1");
+    let server = JwksServer::start(jwks(&[&ec])).await;
+    let verifier = OidcVerifier::with_refresh_interval(
+        config(JwksSource::Url(server.url.clone())),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    *server.status.lock().unwrap() = "503 Service Unavailable";
+    let err = refused(&verifier, &sign(&ec_key("new"), &claims())).await;
+    assert!(matches!(err, AuthError::Jwks { .. }), "{err}");
+    assert!(err.to_string().contains(&server.url), "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+    assert!(verifier.verify(&sign(&ec, &claims())).await.is_ok());
+}
+
+#[tokio::test]
+async fn unreachable_or_bad_url_fails_at_start_naming_the_url() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    drop(listener);
+    let err = OidcVerifier::new(config(JwksSource::Url(url.clone())))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, AuthError::Jwks { .. }));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot load signing keys from `{url}`: ")),
+        "{err}"
+    );
+
+    let server = JwksServer::start("<html>login</html>".into()).await;
+    let err = OidcVerifier::new(config(JwksSource::Url(server.url.clone())))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not valid JSON"), "{err}");
+
+    let err = OidcVerifier::new(config(JwksSource::Url(
+        "http://idp.example.gov/jwks".into(),
+    )))
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("use `https`"), "{err}");
+}

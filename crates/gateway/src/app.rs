@@ -1,0 +1,227 @@
+//! Everything a request needs, built once from the configuration.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use enclave_models::{RetryPolicy, Router, Upstream, UpstreamSpec, http_client};
+use enclave_store::Store;
+
+use crate::config::{BackendKind, Config};
+use crate::identity::Authenticator;
+use crate::limits::{Admission, RateLimiter};
+use crate::metrics::Metrics;
+
+/// Shared state of a running gateway.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// Credentials.
+    pub auth: Authenticator,
+    /// Backends.
+    pub router: Router,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Per-key limits.
+    pub limiter: RateLimiter,
+    /// Concurrency bound.
+    pub admission: Admission,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or its keys.
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The database.
+    #[error("storage {url}: {message}")]
+    Storage {
+        /// The URL, without credentials.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A backend, OIDC or TLS setting that only fails when used.
+    #[error("{0}")]
+    Setup(String),
+    /// Binding the listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl App {
+    /// Prepares the data directory (keys on first start), opens the store, and builds the
+    /// router, authenticator and limits.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] naming what failed.
+    pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
+        let install =
+            enclave_store::install::prepare(&config.data_dir).map_err(|e| StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        for created in &install.created {
+            tracing::info!(path = %created.display(), "created");
+        }
+        let store = Store::open(&config.storage.url, install.master_key().api_key_hasher())
+            .await
+            .map_err(|e| StartError::Storage {
+                url: redact_url(&config.storage.url),
+                message: e.to_string(),
+            })?;
+        // A master key created just now next to a database that already holds API keys means
+        // the old master key was lost: every stored key would silently stop working.
+        let master_created = install.created.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n == enclave_store::install::MASTER_KEY_FILE)
+        });
+        if master_created {
+            let keys = store.list_keys().await.map_err(|e| StartError::Storage {
+                url: redact_url(&config.storage.url),
+                message: e.to_string(),
+            })?;
+            if !keys.is_empty() {
+                return Err(StartError::DataDir {
+                    path: config.data_dir.display().to_string(),
+                    message: format!(
+                        "{} was missing and has just been created, but the database holds {} API keys made with the old one. Restore the original {} (all replicas must share it), or revoke and re-issue the keys.",
+                        enclave_store::install::MASTER_KEY_FILE,
+                        keys.len(),
+                        enclave_store::install::MASTER_KEY_FILE
+                    ),
+                });
+            }
+        }
+        let client = http_client(config.limits.connect_timeout)
+            .map_err(|e| StartError::Setup(format!("TLS roots for upstream connections: {e}")))?;
+        let mut upstreams = Vec::new();
+        for b in &config.backends {
+            if b.kind != BackendKind::OpenAi {
+                return Err(StartError::Setup(format!(
+                    "backend {}: this kind is not available in this build",
+                    b.name
+                )));
+            }
+            let api_key = match &b.api_key_env {
+                Some(var) => match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    _ => {
+                        tracing::warn!(backend = %b.name, env = %var, "the upstream API key variable is not set; sending requests without a key");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let spec = UpstreamSpec {
+                name: b.name.clone(),
+                base_url: b.base_url.clone().unwrap_or_default(),
+                api_key,
+                models: b
+                    .models
+                    .iter()
+                    .map(|m| (m.name.clone(), m.upstream.clone()))
+                    .collect(),
+                accreditation: b.accreditation.clone(),
+                priority: b.priority,
+                weight: b.weight,
+            };
+            upstreams.push(Upstream::new(spec).map_err(StartError::Setup)?);
+        }
+        let router = Router::new(
+            upstreams,
+            client,
+            RetryPolicy {
+                max_retries: config.limits.max_retries,
+                ..RetryPolicy::default()
+            },
+        );
+        let oidc = match &config.oidc {
+            Some(o) => Some(
+                enclave_auth::oidc::OidcVerifier::new(o.clone())
+                    .await
+                    .map_err(|e| StartError::Setup(format!("oidc: {e}")))?,
+            ),
+            None => None,
+        };
+        let limits = &config.limits;
+        let app = App {
+            auth: Authenticator::new(store.clone(), oidc),
+            store,
+            router,
+            metrics: Metrics::default(),
+            limiter: RateLimiter::new(limits.requests_per_minute, limits.tokens_per_minute),
+            admission: Admission::new(
+                limits.max_concurrency,
+                limits.max_queue,
+                limits.queue_timeout,
+            ),
+            config,
+        };
+        Ok(Arc::new(app))
+    }
+
+    /// One line per backend, for the start-up message.
+    pub fn describe_backends(&self) -> Vec<String> {
+        self.router
+            .upstreams()
+            .iter()
+            .map(|u| {
+                let s = u.spec();
+                let ops: Vec<&str> = s
+                    .accreditation
+                    .operators()
+                    .iter()
+                    .map(|c| c.code())
+                    .collect();
+                let models: Vec<&str> = s.models.iter().map(|(m, _)| m.as_str()).collect();
+                format!(
+                    "{} (openai at {}; accredited {}; operators {}; models {})",
+                    s.name,
+                    s.base_url,
+                    s.accreditation.label().banner(),
+                    ops.join(","),
+                    models.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+}
+
+/// A database URL with any password removed, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,253 @@
+//! The listener: plain TCP or TLS (optionally with client certificates), HTTP/1.1 with
+//! keep-alive and TCP_NODELAY, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::api;
+use crate::app::{App, StartError};
+use crate::config::Config;
+use crate::identity::PeerCert;
+
+/// A bound, ready gateway.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<(TlsAcceptor, Vec<enclave_auth::CertMapping>)>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Builds the application from `config` and binds its listen address (port 0 picks one).
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] naming what failed.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let tls = match &config.tls {
+            Some(t) => {
+                let server_config = enclave_auth::mtls::server_config(t)
+                    .map_err(|e| StartError::Setup(format!("tls: {e}")))?;
+                Some((TlsAcceptor::from(server_config), t.client_map.clone()))
+            }
+            None => None,
+        };
+        let listen = config.listen;
+        let app = App::build(config).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: listen,
+                source,
+            })?;
+        Ok(Server { listener, app, tls })
+    }
+
+    /// The address actually bound.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot say.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared application state (metrics, store) — for tests and the start-up message.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish within the configured grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, app, tls } = self;
+        let tls = tls.map(Arc::new);
+        let graceful = GracefulShutdown::new();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(Duration::from_secs(30));
+        let builder = Arc::new(builder);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, remote) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let app = Arc::clone(&app);
+                    let builder = Arc::clone(&builder);
+                    let tls = tls.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        serve_connection(stream, remote, app, builder, tls, watcher).await;
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let grace = app.config.limits.shutdown_grace;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: no new connections; finishing in-flight requests"
+        );
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; closing the remaining connections");
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Arc<App>,
+    builder: Arc<http1::Builder>,
+    tls: Option<Arc<(TlsAcceptor, Vec<enclave_auth::CertMapping>)>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    match tls {
+        None => {
+            let peer = Arc::new(PeerCert::default());
+            let svc = service_fn(move |req| api::handle(Arc::clone(&app), Arc::clone(&peer), req));
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        }
+        Some(tls) => {
+            let (acceptor, map) = &*tls;
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+            let stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut peer = PeerCert::default();
+            if let Some(cert) = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+            {
+                match enclave_auth::mtls::CertNames::from_der(cert.as_ref()) {
+                    Ok(names) => {
+                        peer.principal =
+                            enclave_auth::mtls::map_certificate(map, &names).map(str::to_owned);
+                        peer.subject = Some(names.subject);
+                    }
+                    Err(e) => tracing::info!(%remote, error = %e, "unreadable client certificate"),
+                }
+            }
+            let peer = Arc::new(peer);
+            let svc = service_fn(move |req| api::handle(Arc::clone(&app), Arc::clone(&peer), req));
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        }
+    }
+}
+
+/// Runs a gateway for `config` until Ctrl-C or SIGTERM.
+///
+/// # Errors
+///
+/// [`StartError`] when it cannot start.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let server = Server::bind(config).await?;
+    let addr = server
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    announce(&server, addr);
+    server.run(shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn announce(server: &Server, addr: SocketAddr) {
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    let app = server.app();
+    let source = app.config.source.as_ref().map_or_else(
+        || "embedded defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    tracing::info!(
+        url = %format!("{scheme}://{addr}/v1"),
+        config = %source,
+        data_dir = %app.data_dir().display(),
+        storage = app.store.backend_name(),
+        "Enclave is listening"
+    );
+    let backends = app.describe_backends();
+    if backends.is_empty() {
+        tracing::warn!(
+            "no backends configured: /v1/models lists nothing and model requests get 404 model_not_found; add [[backends]] to the config"
+        );
+    }
+    for b in backends {
+        tracing::info!(backend = %b, "backend");
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("interrupt received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,310 @@
+//! Choosing accredited backends and sending to them with retries and fallback.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use enclave_label::Label;
+use enclave_policy::{Denied, eligible};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::upstream::{HttpClient, Upstream};
+
+/// How hard to try.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Retries per backend after the first attempt (connect errors, 5xx, 429).
+    pub max_retries: u32,
+    /// First backoff; doubles per retry, with jitter.
+    pub base_backoff: Duration,
+    /// Longest single backoff (also caps an upstream's `Retry-After`).
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 2,
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The backends configured, and how to reach them.
+#[derive(Debug)]
+pub struct Router {
+    upstreams: Vec<Upstream>,
+    client: HttpClient,
+    policy: RetryPolicy,
+    seed: AtomicU64,
+}
+
+/// A backend that may receive a request: its position in the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate(usize);
+
+/// A model a caller may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The model name clients send.
+    pub id: String,
+    /// The backend that serves it (the first eligible one).
+    pub backend: String,
+}
+
+/// Why no backend was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// No configured backend serves the model at all.
+    UnknownModel(String),
+    /// Backends serve the model, but none is accredited for the label.
+    NotAccredited(Denied),
+}
+
+/// Why sending failed after every retry and fallback.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The last failure, per backend tried: `backend: what happened`.
+    Exhausted(Vec<String>),
+    /// The deadline passed before any backend answered.
+    Deadline(Vec<String>),
+}
+
+impl UpstreamError {
+    /// The failures, one per attempt, oldest first.
+    pub fn attempts(&self) -> &[String] {
+        match self {
+            UpstreamError::Exhausted(a) | UpstreamError::Deadline(a) => a,
+        }
+    }
+}
+
+/// A response from a backend.
+#[derive(Debug)]
+pub struct Sent {
+    /// The backend that answered.
+    pub backend: String,
+    /// Its response; the body streams as it arrives.
+    pub response: Response<Incoming>,
+    /// Failed attempts before this one (retries and fallbacks).
+    pub failed_attempts: Vec<String>,
+}
+
+impl Router {
+    /// A router over these upstreams.
+    pub fn new(upstreams: Vec<Upstream>, client: HttpClient, policy: RetryPolicy) -> Router {
+        Router {
+            upstreams,
+            client,
+            policy,
+            seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+        }
+    }
+
+    /// The configured upstreams.
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// The upstream behind a candidate.
+    pub fn upstream(&self, c: Candidate) -> &Upstream {
+        &self.upstreams[c.0]
+    }
+
+    /// The models a request at `label` may use, each once, in configuration order.
+    pub fn models_for(&self, label: &Label) -> Vec<ModelInfo> {
+        let Ok(ok) = eligible(&self.upstreams, label) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ModelInfo> = Vec::new();
+        for u in ok {
+            for (name, _) in &u.spec().models {
+                if !out.iter().any(|m| &m.id == name) {
+                    out.push(ModelInfo {
+                        id: name.clone(),
+                        backend: u.name().to_owned(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The backends that may receive a request for `model` at `label`, in the order to try
+    /// them: by priority, and among equal priorities in a weighted random order.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError::UnknownModel`] when no backend serves the model;
+    /// [`RouteError::NotAccredited`] when some do but none is accredited for the label.
+    pub fn candidates(&self, model: &str, label: &Label) -> Result<Vec<Candidate>, RouteError> {
+        if !self
+            .upstreams
+            .iter()
+            .any(|u| u.upstream_model(model).is_some())
+        {
+            return Err(RouteError::UnknownModel(model.to_owned()));
+        }
+        let serving: Vec<Candidate> = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.upstream_model(model).is_some())
+            .map(|(i, _)| Candidate(i))
+            .collect();
+        // SECURITY: the only path to a backend goes through `eligible`, so fallback can never
+        // reach a backend whose accreditation does not dominate the label.
+        let all = eligible(&self.upstreams, label).map_err(RouteError::NotAccredited)?;
+        let mut ok: Vec<(u32, u64, Candidate)> = Vec::new();
+        for c in serving {
+            let u = &self.upstreams[c.0];
+            if all.iter().any(|e| std::ptr::eq(*e, u)) {
+                let w = u64::from(u.spec().weight.max(1));
+                // Weighted random order (Efraimidis–Spirakis with an integer key): a larger
+                // weight makes a smaller key more likely.
+                let key = self.next_random() / w;
+                ok.push((u.spec().priority, key, c));
+            }
+        }
+        if ok.is_empty() {
+            return Err(RouteError::NotAccredited(Denied::NoAccreditedBackend {
+                label: Box::new(label.clone()),
+            }));
+        }
+        ok.sort_by_key(|(p, k, _)| (*p, *k));
+        Ok(ok.into_iter().map(|(_, _, c)| c).collect())
+    }
+
+    /// POSTs `body(upstream_model)` to `path` on each candidate in turn until one answers
+    /// with a response that is neither 5xx nor 429, retrying each with backoff, all before
+    /// `deadline`. `model` is the client-facing model name.
+    ///
+    /// # Errors
+    ///
+    /// [`UpstreamError`] listing what every attempt got.
+    pub async fn send(
+        &self,
+        candidates: &[Candidate],
+        model: &str,
+        path: &str,
+        body: impl Fn(&str) -> Bytes,
+        deadline: Instant,
+    ) -> Result<Sent, UpstreamError> {
+        let mut failures: Vec<String> = Vec::new();
+        for &c in candidates {
+            let u = &self.upstreams[c.0];
+            let upstream_model = u.upstream_model(model).unwrap_or(model);
+            let bytes = body(upstream_model);
+            for attempt in 0..=self.policy.max_retries {
+                let req = match build_request(u, path, bytes.clone()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failures.push(format!("{}: {e}", u.name()));
+                        break;
+                    }
+                };
+                let result = match tokio::time::timeout_at(deadline, self.client.request(req)).await
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        failures.push(format!("{}: no answer before the deadline", u.name()));
+                        return Err(UpstreamError::Deadline(failures));
+                    }
+                };
+                let retry_after = match result {
+                    Ok(resp) if !retryable(resp.status()) => {
+                        return Ok(Sent {
+                            backend: u.name().to_owned(),
+                            response: resp,
+                            failed_attempts: failures,
+                        });
+                    }
+                    Ok(resp) => {
+                        failures.push(format!("{}: answered {}", u.name(), resp.status()));
+                        retry_after(&resp)
+                    }
+                    Err(e) if e.is_connect() => {
+                        failures.push(format!(
+                            "{}: cannot connect ({})",
+                            u.name(),
+                            error_chain(&e)
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        // The request may have reached the backend; do not repeat it there.
+                        failures.push(format!("{}: {}", u.name(), error_chain(&e)));
+                        break;
+                    }
+                };
+                if attempt == self.policy.max_retries {
+                    break;
+                }
+                let wait = self.backoff(attempt, retry_after);
+                if Instant::now() + wait >= deadline {
+                    return Err(UpstreamError::Deadline(failures));
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(UpstreamError::Exhausted(failures))
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let base = self
+            .policy
+            .base_backoff
+            .saturating_mul(1 << attempt.min(16));
+        let jitter = Duration::from_micros(self.next_random() % (base.as_micros().max(1) as u64));
+        let wait = retry_after.unwrap_or(base / 2 + jitter / 2);
+        wait.min(self.policy.max_backoff)
+    }
+
+    fn next_random(&self) -> u64 {
+        // SplitMix64 over an atomic counter: cheap, lock-free, good enough for load spreading
+        // and jitter (not for secrets).
+        let mut z = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn build_request(u: &Upstream, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(u.url(path))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream");
+    if let Some(auth) = u.authorization() {
+        b = b.header(header::AUTHORIZATION, auth.clone());
+    }
+    b.body(Full::new(body))
+        .map_err(|e| format!("invalid upstream URL: {e}"))
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+fn retry_after<B>(resp: &Response<B>) -> Option<Duration> {
+    let v = resp.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
