@@ -82,6 +82,8 @@ impl OidcVerifier {
 
     /// Like [`OidcVerifier::new`], with another minimum time between two refreshes of a JWKS
     /// URL. For tests, and for operators whose identity provider rotates keys unusually often.
+    /// The first refresh after start is never delayed; a zero interval removes the limit, which
+    /// lets every token with a made-up key id cause a fetch: do not use it in production.
     ///
     /// # Errors
     ///
@@ -215,6 +217,18 @@ impl OidcVerifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation)
             .map_err(|e| verification_error(e.kind(), header.alg))?;
         principal(&self.claims, &data.claims)
+    }
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcVerifier")
+            .field("issuer", &self.rs256.iss)
+            .field("audience", &self.rs256.aud)
+            .field("claims", &self.claims)
+            .field("keys", &*self.current_keys())
+            .field("jwks_url", &self.remote.as_ref().map(|r| &r.url))
+            .finish_non_exhaustive()
     }
 }
 

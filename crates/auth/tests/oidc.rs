@@ -1,6 +1,12 @@
 //! OpenID Connect verification against real RS256 and ES256 keys generated here, with the key
 //! set read from a file or served over HTTP on loopback.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test on broken machinery"
+)]
+
 mod common;
 
 use std::path::PathBuf;
@@ -894,4 +900,48 @@ async fn unreachable_or_bad_url_fails_at_start_naming_the_url() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("use `https`"), "{err}");
+}
+
+#[tokio::test]
+async fn https_key_set_from_an_untrusted_server_is_refused() {
+    // A TLS server whose certificate no system root vouches for.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // The client gives up during the handshake; nothing more to serve.
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    let err = OidcVerifier::new(config(JwksSource::Url(url.clone())))
+        .await
+        .err()
+        .unwrap();
+    let message = err.to_string();
+    assert!(matches!(err, AuthError::Jwks { .. }), "{err}");
+    assert!(message.contains(&url), "{message}");
+    // Either the certificate is refused, or (on a machine without a CA store) the roots are
+    // missing; never a key set.
+    assert!(
+        message.contains("certificate") || message.contains("trusted roots"),
+        "{message}"
+    );
 }

@@ -103,7 +103,12 @@ impl Authenticator {
             let principal = oidc
                 .verify(token)
                 .await
-                .map_err(|e| ApiError::unauthorized(format!("Invalid bearer token: {e}.")))?;
+                .map_err(|e| {
+                    if matches!(e, enclave_auth::AuthError::Jwks { .. }) {
+                        tracing::warn!(error = %e, "the identity provider's signing keys could not be refreshed");
+                    }
+                    ApiError::unauthorized(format!("Invalid bearer token: {e}."))
+                })?;
             Caller {
                 rate_key: format!("oidc:{}", principal.id),
                 principal,
