@@ -1,7 +1,10 @@
 //! End-to-end: the real gateway on an ephemeral loopback port, mock upstreams, and attacks on
 //! every rule of the request path.
 
-#![allow(clippy::unwrap_used, reason = "test helpers fail the test on broken machinery")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on broken machinery"
+)]
 
 mod common;
 
