@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""End-to-end test of Enclave with the official OpenAI Python SDK, unchanged.
+
+Starts `mock-upstream` and `enclave serve` with a configuration in a temporary directory, adds a
+principal (clearance SECRET//NOFORN) and an API key with the CLI, then talks to the gateway with
+`openai.OpenAI(base_url=..., api_key=key, default_headers={"X-Enclave-Classification": "SECRET"})`
+the way an application developer would. Prints PASS/FAIL per check and exits 1 on any failure.
+
+Run it through `scripts/sdk_test`, which provides the virtualenv with the `openai` package.
+Environment: ENCLAVE_BIN_DIR is the directory holding the `enclave` and `mock-upstream`
+binaries (default: $CARGO_TARGET_DIR/debug, CARGO_TARGET_DIR defaulting to
+~/.cache/enclave/target).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+
+CLEARANCE = "SECRET//NOFORN"
+SESSION = "SECRET"
+MODEL = "gpt-4o"
+# The mock pauses this long before each streamed chunk, so the stream check can tell a
+# gateway that streams from one that buffers the whole answer.
+CHUNK_DELAY_MS = 100
+STARTUP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bin_dir() -> Path:
+    explicit = os.environ.get("ENCLAVE_BIN_DIR")
+    if explicit:
+        return Path(explicit)
+    target = os.environ.get("CARGO_TARGET_DIR") or str(Path.home() / ".cache/enclave/target")
+    return Path(target) / "debug"
+
+
+class Harness:
+    """The mock upstream and the gateway, in a temporary directory; `close` kills both."""
+
+    def __init__(self, bins: Path) -> None:
+        self.bins = bins
+        self.enclave = str(bins / "enclave")
+        self.tmp = Path(tempfile.mkdtemp(prefix="enclave-sdk-test-"))
+        self.config = self.tmp / "enclave.toml"
+        self.procs: list[subprocess.Popen] = []
+        self.server_log = self.tmp / "enclave-serve.log"
+        self.mock_log = self.tmp / "mock-upstream.log"
+        self.base_url = ""
+        self.key = ""
+
+    # --- start-up ---
+
+    def start(self) -> None:
+        for name in ("enclave", "mock-upstream"):
+            if not (self.bins / name).is_file():
+                raise RuntimeError(
+                    f"{self.bins / name} is missing: build it with "
+                    "`cargo build -p enclave -p enclave-test-support` or set ENCLAVE_BIN_DIR"
+                )
+        upstream_port = free_port()
+        env = dict(os.environ, MOCK_CHUNK_DELAY_MS=str(CHUNK_DELAY_MS))
+        mock = subprocess.Popen(
+            [str(self.bins / "mock-upstream"), f"127.0.0.1:{upstream_port}"],
+            stdout=subprocess.PIPE,
+            stderr=open(self.mock_log, "wb"),
+            env=env,
+            text=True,
+        )
+        self.procs.append(mock)
+        line = mock.stdout.readline().strip() if mock.stdout else ""
+        if not line.startswith("listening "):
+            raise RuntimeError(f"mock-upstream did not start (first line {line!r})")
+        upstream_url = line.split(" ", 1)[1]
+
+        port = free_port()
+        data = self.tmp / "data"
+        self.config.write_text(
+            f"""listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+
+[storage]
+url = "sqlite://{data}/enclave.db"
+
+[[backends]]
+name = "mock"
+kind = "openai"
+base_url = "{upstream_url}"
+models = ["{MODEL}"]
+accreditation = "{CLEARANCE}"
+operators = "USA"
+"""
+        )
+        self.cli("init")
+        self.cli("principal", "add", "sdk-tester", "--tenant", "sdk", "--clearance", CLEARANCE,
+                 "--nationality", "USA", "--role", "user")
+        self.key = self.cli("key", "create", "sdk-tester").strip()
+        if not self.key or "\n" in self.key:
+            raise RuntimeError(f"`enclave key create` should print the key alone, printed {self.key!r}")
+
+        env = dict(os.environ, ENCLAVE_LOG=os.environ.get("ENCLAVE_LOG", "info"))
+        server = subprocess.Popen(
+            [self.enclave, "--config", str(self.config), "serve"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.server_log, "wb"),
+            env=env,
+        )
+        self.procs.append(server)
+        root = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"enclave serve exited with status {server.returncode} during start-up")
+            try:
+                with urllib.request.urlopen(f"{root}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"enclave serve did not answer GET /healthz within {STARTUP_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+        self.base_url = f"{root}/v1"
+
+    def cli(self, *args: str) -> str:
+        cmd = [self.enclave, "--config", str(self.config), *args]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(
+                f"`enclave {' '.join(args)}` exited {p.returncode}\nstdout: {p.stdout.strip()}\nstderr: {p.stderr.strip()}"
+            )
+        return p.stdout
+
+    # --- shut-down ---
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+            if p.stdout:
+                p.stdout.close()
+
+    def server_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.server_log.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(server log is empty)"
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.passed = 0
+
+    def run(self, name: str, fn) -> None:
+        try:
+            detail = fn()
+        except AssertionError as e:
+            self.fail(name, str(e) or "assertion failed")
+        except Exception as e:  # noqa: BLE001 - every failure of a check is reported, not raised
+            self.fail(name, f"{type(e).__name__}: {e}")
+        else:
+            self.passed += 1
+            print(f"PASS  {name}" + (f"  ({detail})" if detail else ""), flush=True)
+
+    def fail(self, name: str, why: str) -> None:
+        self.failed.append(name)
+        print(f"FAIL  {name}: {why}", flush=True)
+
+
+def error_code(e: openai.APIStatusError) -> str | None:
+    """The `code` of an OpenAI-style error, from the SDK's attribute or from the body."""
+    if getattr(e, "code", None):
+        return e.code
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return inner.get("code")
+    return None
+
+
+def expect_status_error(call, cls: type, status: int, code: str | None) -> str:
+    try:
+        call()
+    except cls as e:
+        assert e.status_code == status, f"status {e.status_code}, expected {status}"
+        got = error_code(e)
+        if code is not None:
+            assert got == code, f"error code {got!r}, expected {code!r} (body {e.body!r})"
+        body = e.body if isinstance(e.body, dict) else {}
+        inner = body.get("error", body) if isinstance(body, dict) else {}
+        for field in ("message", "type", "code", "param"):
+            assert field in inner, f"error object lacks {field!r}: {e.body!r}"
+        assert inner.get("message"), f"error message is empty: {e.body!r}"
+        return f"{cls.__name__} {e.status_code} {got}"
+    except openai.APIStatusError as e:
+        raise AssertionError(
+            f"got {type(e).__name__} {e.status_code} {error_code(e)!r}, expected {cls.__name__} {status} {code!r}"
+        ) from e
+    raise AssertionError(f"the request succeeded; expected {cls.__name__} {status} {code!r}")
+
+
+def run_checks(h: Harness) -> Checks:
+    checks = Checks()
+    client = openai.OpenAI(
+        base_url=h.base_url,
+        api_key=h.key,
+        default_headers={"X-Enclave-Classification": SESSION},
+        max_retries=0,
+        timeout=15.0,
+    )
+    user_text = "Summarize the logistics plan for the exercise in two sentences."
+
+    def chat_non_stream():
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": user_text}],
+        )
+        label = raw.headers.get("x-enclave-classification")
+        assert label == SESSION, f"x-enclave-classification is {label!r}, expected {SESSION!r}"
+        completion = raw.parse()
+        content = completion.choices[0].message.content
+        assert content == f"echo: {user_text}", f"content {content!r}"
+        return f"content {content[:30]!r}..., x-enclave-classification: {label}"
+
+    def chat_stream():
+        start = time.monotonic()
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": user_text}],
+            stream=True,
+        )
+        text = ""
+        arrivals = []
+        chunks = 0
+        for chunk in stream:
+            chunks += 1
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+                arrivals.append(time.monotonic() - start)
+        assert text == "word0 word1 word2 ", f"concatenated text {text!r}"
+        assert chunks >= 3, f"{chunks} chunks"
+        # The mock pauses CHUNK_DELAY_MS before each chunk: a streaming gateway hands the first
+        # word over well before the last one; a buffering one delivers them all at once.
+        spread = (arrivals[-1] - arrivals[0]) * 1000
+        assert spread >= CHUNK_DELAY_MS * 1.5, (
+            f"the words arrived within {spread:.0f} ms of each other: the answer was buffered, not streamed"
+        )
+        return f"{chunks} chunks, text {text!r}, first word after {arrivals[0] * 1000:.0f} ms, last after {arrivals[-1] * 1000:.0f} ms"
+
+    def models_list():
+        ids = [m.id for m in client.models.list()]
+        assert MODEL in ids, f"models {ids!r} lack {MODEL}"
+        return f"models {ids}"
+
+    def embeddings():
+        r = client.embeddings.create(model=MODEL, input="a short sentence to embed")
+        vec = r.data[0].embedding
+        assert len(vec) == 3 and abs(vec[0] - 0.25) < 1e-6, f"embedding {vec!r}"
+        return f"embedding {vec}"
+
+    def spillage():
+        return expect_status_error(
+            lambda: client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "(S) secret stuff"}],
+                extra_headers={"X-Enclave-Classification": "UNCLASSIFIED"},
+            ),
+            openai.PermissionDeniedError,
+            403,
+            "spillage_detected",
+        )
+
+    def spillage_above_session():
+        return expect_status_error(
+            lambda: client.chat.completions.create(
+                model=MODEL,
+                messages=[
+                    {"role": "system", "content": "You are a careful analyst."},
+                    {"role": "user", "content": "TOP SECRET//SI//NOFORN\n(TS//SI//NF) The source reports movement."},
+                ],
+            ),
+            openai.PermissionDeniedError,
+            403,
+            "spillage_detected",
+        )
+
+    def bad_key():
+        bad = openai.OpenAI(
+            base_url=h.base_url,
+            api_key="sk-enclave-not-a-real-key",
+            default_headers={"X-Enclave-Classification": SESSION},
+            max_retries=0,
+            timeout=15.0,
+        )
+        return expect_status_error(
+            lambda: bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello"}]),
+            openai.AuthenticationError,
+            401,
+            "invalid_api_key",
+        )
+
+    def above_clearance():
+        return expect_status_error(
+            lambda: client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "hello"}],
+                extra_headers={"X-Enclave-Classification": "TOP SECRET"},
+            ),
+            openai.PermissionDeniedError,
+            403,
+            "classification_exceeds_clearance",
+        )
+
+    checks.run("chat completion, non-streaming (content and X-Enclave-Classification)", chat_non_stream)
+    checks.run("chat completion, streaming", chat_stream)
+    checks.run("models.list() contains gpt-4o", models_list)
+    checks.run("embeddings", embeddings)
+    checks.run("spillage: (S) content in an UNCLASSIFIED session -> PermissionDeniedError spillage_detected", spillage)
+    checks.run("spillage: TOP SECRET content in a SECRET session -> PermissionDeniedError spillage_detected", spillage_above_session)
+    checks.run("unknown API key -> AuthenticationError invalid_api_key", bad_key)
+    checks.run("session TOP SECRET above clearance -> PermissionDeniedError classification_exceeds_clearance", above_clearance)
+    return checks
+
+
+def main() -> int:
+    started = time.monotonic()
+    print(f"openai {openai.__version__}, binaries from {bin_dir()}", flush=True)
+    h = Harness(bin_dir())
+    ok = False
+    try:
+        try:
+            h.start()
+        except Exception as e:  # noqa: BLE001
+            print(f"FAIL  start-up: {e}", flush=True)
+            if os.environ.get("SDK_TEST_DEBUG"):
+                traceback.print_exc()
+            checks = None
+        else:
+            print(f"PASS  start-up (gateway at {h.base_url})", flush=True)
+            checks = run_checks(h)
+        ok = checks is not None and not checks.failed
+    finally:
+        h.close()
+        if not ok:
+            print("\n--- enclave serve stderr (last lines) ---", file=sys.stderr)
+            print(h.server_tail(), file=sys.stderr)
+            print(f"--- kept {h.tmp} for inspection ---", file=sys.stderr)
+        else:
+            shutil.rmtree(h.tmp, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    if checks is None:
+        print(f"\nsdk_test: FAILED at start-up ({elapsed:.1f} s)")
+        return 1
+    total = checks.passed + len(checks.failed)
+    if checks.failed:
+        print(f"\nsdk_test: {len(checks.failed)} of {total} checks FAILED ({elapsed:.1f} s): {', '.join(checks.failed)}")
+        return 1
+    print(f"\nsdk_test: all {total} checks passed ({elapsed:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
