@@ -156,3 +156,130 @@ fn serve_prepares_a_fresh_data_dir_answers_and_stops_gracefully_on_sigterm() {
         "{rest:#?}"
     );
 }
+
+fn http(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+fn post(addr: &str, key: &str, label: &str, body: &str) -> String {
+    http(
+        addr,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nX-Enclave-Classification: {label}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn logs_name_principals_and_labels_but_never_prompt_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "127.0.0.1:0",
+        "[[backends]]\nname = \"down\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\"]\naccreditation = \"SECRET\"\n[limits]\nmax_retries = 0\n",
+    );
+    let run = |args: &[&str]| {
+        let out = enclave()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["init"]);
+    run(&[
+        "principal",
+        "add",
+        "alice",
+        "--tenant",
+        "t1",
+        "--clearance",
+        "SECRET",
+    ]);
+    let key = run(&["key", "create", "alice"]).trim().to_owned();
+    let mut child = enclave()
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("Enclave is listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            url = v["url"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let url = url.expect("listening line");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_owned();
+    const CANARY: &str = "canary-7f3a9c1e";
+    let spill = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"(S) {CANARY} troop movements"}}]}}"#
+    );
+    let resp = post(&addr, &key, "UNCLASSIFIED", &spill);
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(!resp.contains(CANARY));
+    let upstream_down =
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{CANARY}"}}]}}"#);
+    let resp = post(&addr, &key, "SECRET", &upstream_down);
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    let bad_json = format!("{{\"model\": \"m\", \"{CANARY}\": ");
+    let resp = post(&addr, &key, "SECRET", &bad_json);
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        !resp.contains(CANARY),
+        "the JSON error names the position, not the text: {resp}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    let all = log.join("\n");
+    assert!(
+        !all.contains(CANARY),
+        "prompt text leaked into the log:\n{all}"
+    );
+    assert!(!all.contains(&key), "the API key leaked into the log");
+    let spill_line = log
+        .iter()
+        .find(|l| l.contains("spillage detected"))
+        .expect("a spillage warning");
+    let v: serde_json::Value = serde_json::from_str(spill_line).unwrap();
+    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["principal"], "alice");
+    assert_eq!(v["session"], "UNCLASSIFIED");
+    assert_eq!(v["content"], "SECRET");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("\"request finished\"") || l.contains("request refused"))
+    );
+    // Each request line carries its span: request id, tenant, principal, labels.
+    let refused = log
+        .iter()
+        .find(|l| l.contains("request refused") && l.contains("502"))
+        .expect("the 502 line");
+    let v: serde_json::Value = serde_json::from_str(refused).unwrap();
+    assert_eq!(v["span"]["tenant"], "t1", "{refused}");
+    assert_eq!(v["span"]["session"], "SECRET", "{refused}");
+    assert!(v["span"]["id"].as_str().unwrap().starts_with("req_"));
+}

@@ -128,6 +128,8 @@ impl Server {
         {
             tracing::warn!("shutdown grace period over; closing the remaining connections");
         }
+        // Checkpoint and close the database so nothing durable is left in flight.
+        app.store.close().await;
     }
 }
 
