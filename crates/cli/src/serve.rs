@@ -34,13 +34,8 @@ pub(crate) fn run(args: ServeArgs, config_path: Option<&Path>) -> Outcome {
         return Ok(summary(&config));
     }
     init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("enclave")
-        .build()
-        .map_err(|e| Failure::io("starting the runtime", e))?;
-    runtime
-        .block_on(enclave_gateway::server::serve(config))
+    let threads = config.limits.worker_threads;
+    enclave_gateway::server::serve(config, threads)
         .map_err(|e| Failure::invalid(format!("cannot start: {e}")))?;
     Ok(String::new())
 }

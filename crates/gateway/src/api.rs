@@ -54,6 +54,7 @@ pub async fn handle(
         start,
         span: span.clone(),
         backend: String::new(),
+        id: id.clone(),
     };
     let result = dispatch(&app, &peer, req, &mut outcome)
         .instrument(span.clone())
@@ -99,6 +100,7 @@ struct Outcome {
     start: Instant,
     span: Span,
     backend: String,
+    id: String,
 }
 
 impl Outcome {
@@ -300,6 +302,54 @@ async fn dispatch(
         RouteError::NotAccredited(d) => denied_error(&d),
     })?;
 
+    let first = app.router.upstream(candidates[0]);
+    if first.spec().local {
+        let Some(engine) = app.local.as_ref() else {
+            tracing::error!(
+                backend = first.name(),
+                "a local backend is configured but its engine is not loaded"
+            );
+            return Err(ApiError::internal());
+        };
+        let wanted = if outcome.route == "embeddings" {
+            enclave_models::local::EMBED_MODEL
+        } else {
+            enclave_models::local::CHAT_MODEL
+        };
+        if first.upstream_model(&model) != Some(wanted) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "The model {model:?} does not serve {}.",
+                    req_path(outcome.route)
+                ),
+            )
+            .param("model"));
+        }
+        let backend = first.name().to_owned();
+        span.record("backend", backend.as_str());
+        outcome.backend.clone_from(&backend);
+        let mut resp = if outcome.route == "embeddings" {
+            crate::local_api::embeddings(engine, &model, &request).await?
+        } else {
+            crate::local_api::chat(engine, &model, &request, &outcome.id).await?
+        };
+        set_label(&mut resp, &label);
+        let status = resp.status().as_u16();
+        let body = std::mem::replace(resp.body_mut(), body::full(Bytes::new()));
+        *resp.body_mut() = watch(
+            app,
+            outcome,
+            backend,
+            status,
+            &caller,
+            raw.len(),
+            permit,
+            body,
+        );
+        return Ok(resp);
+    }
+
     let path = if outcome.route == "embeddings" {
         "/embeddings"
     } else {
@@ -357,23 +407,64 @@ async fn dispatch(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     set_label(&mut resp, &label);
+    *resp.body_mut() = watch(
+        app,
+        outcome,
+        sent.backend,
+        status.as_u16(),
+        &caller,
+        raw.len(),
+        permit,
+        up_body,
+    );
+    Ok(resp)
+}
+
+/// Wraps an answer's body so that its end records metrics, the log line and the token charge,
+/// and releases the admission slot.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per backend kind; a struct would only rename them"
+)]
+fn watch<B>(
+    app: &Arc<App>,
+    outcome: &Outcome,
+    backend: String,
+    status: u16,
+    caller: &Caller,
+    request_bytes: usize,
+    permit: OwnedSemaphorePermit,
+    body: B,
+) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::body::BodyError>,
+{
     let watcher = Watcher {
         outcome: Outcome {
             app: Arc::clone(app),
             route: outcome.route,
             start: outcome.start,
             span: outcome.span.clone(),
-            backend: sent.backend.clone(),
+            backend,
+            id: outcome.id.clone(),
         },
-        status: status.as_u16(),
+        status,
         caller: caller.rate_key.clone(),
-        request_bytes: raw.len() as u64,
+        request_bytes: request_bytes as u64,
         response_bytes: 0,
         tail: BytesMut::new(),
         _permit: permit,
     };
-    *resp.body_mut() = Observed::new(up_body, watcher).boxed_unsync();
-    Ok(resp)
+    Observed::new(body, watcher).boxed_unsync()
+}
+
+fn req_path(route: &str) -> &'static str {
+    if route == "embeddings" {
+        "/v1/embeddings"
+    } else {
+        "/v1/chat/completions"
+    }
 }
 
 fn open(caller: &Caller, headers: &HeaderMap) -> Result<Session, ApiError> {

@@ -28,6 +28,8 @@ pub struct App {
     pub limiter: RateLimiter,
     /// Concurrency bound.
     pub admission: Admission,
+    /// The embedded models, when a `kind = "local"` backend is configured.
+    pub local: Option<enclave_models::local::LocalEngine>,
 }
 
 /// Why the gateway could not start.
@@ -111,7 +113,7 @@ impl App {
             .map_err(|e| StartError::Setup(format!("TLS roots for upstream connections: {e}")))?;
         let mut upstreams = Vec::new();
         for b in &config.backends {
-            if b.kind != BackendKind::OpenAi {
+            if b.kind == BackendKind::Bedrock {
                 return Err(StartError::Setup(format!(
                     "backend {}: this kind is not available in this build",
                     b.name
@@ -139,12 +141,14 @@ impl App {
                 accreditation: b.accreditation.clone(),
                 priority: b.priority,
                 weight: b.weight,
+                local: b.kind == BackendKind::Local,
             };
             upstreams.push(Upstream::new(spec).map_err(StartError::Setup)?);
         }
         let router = Router::new(
             upstreams,
             client,
+            config.limits.connect_timeout,
             RetryPolicy {
                 max_retries: config.limits.max_retries,
                 ..RetryPolicy::default()
@@ -158,8 +162,32 @@ impl App {
             ),
             None => None,
         };
+        let local = match config
+            .backends
+            .iter()
+            .find(|b| b.kind == BackendKind::Local)
+        {
+            Some(b) => {
+                let dir = enclave_local::weights::ModelsDir::locate(
+                    config.models_dir.as_deref(),
+                    &config.data_dir,
+                );
+                let models: Vec<String> = b.models.iter().map(|m| m.upstream.clone()).collect();
+                let started = std::time::Instant::now();
+                let engine = enclave_models::local::LocalEngine::start(
+                    &dir,
+                    &models,
+                    config.limits.local_queue,
+                )
+                .map_err(|e| StartError::Setup(format!("backend {}: {e}", b.name)))?;
+                tracing::info!(backend = %b.name, models = ?models, ms = started.elapsed().as_millis() as u64, "embedded models loaded");
+                Some(engine)
+            }
+            None => None,
+        };
         let limits = &config.limits;
         let app = App {
+            local,
             auth: Authenticator::new(store.clone(), oidc),
             store,
             router,
@@ -189,10 +217,14 @@ impl App {
                     .map(|c| c.code())
                     .collect();
                 let models: Vec<&str> = s.models.iter().map(|(m, _)| m.as_str()).collect();
+                let at = if s.local {
+                    "local, in-process".to_owned()
+                } else {
+                    format!("openai at {}", s.base_url)
+                };
                 format!(
-                    "{} (openai at {}; accredited {}; operators {}; models {})",
+                    "{} ({at}; accredited {}; operators {}; models {})",
                     s.name,
-                    s.base_url,
                     s.accreditation.label().banner(),
                     ops.join(","),
                     models.join(", ")

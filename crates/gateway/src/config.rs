@@ -66,6 +66,10 @@ pub struct Limits {
     pub requests_per_minute: u32,
     /// Default per-key token rate (tokens per minute; 0 = unlimited).
     pub tokens_per_minute: u32,
+    /// Requests waiting for each embedded model; past it: 503 `overloaded`.
+    pub local_queue: usize,
+    /// Server threads, each with its own event loop (0 = one per CPU core).
+    pub worker_threads: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +85,8 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
             requests_per_minute: 0,
             tokens_per_minute: 0,
+            local_queue: 16,
+            worker_threads: 0,
         }
     }
 }
@@ -250,6 +256,18 @@ impl Config {
                 }
             }
         }
+        if config
+            .backends
+            .iter()
+            .filter(|b| b.kind == BackendKind::Local)
+            .count()
+            > 1
+        {
+            r.problem(
+                "backends",
+                "at most one kind = \"local\" backend: the embedded models are loaded once",
+            );
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, b) in config.backends.iter().enumerate() {
             if !seen.insert(b.name.clone()) {
@@ -320,6 +338,12 @@ fn read_limits(r: &mut Reader, t: &Obj<'_>, l: &mut Limits) {
     if let Some(v) = r.uint(t, "tokens_per_minute", 0, u64::from(u32::MAX)) {
         l.tokens_per_minute = v as u32;
     }
+    if let Some(v) = r.uint(t, "local_queue", 1, 100_000) {
+        l.local_queue = v as usize;
+    }
+    if let Some(v) = r.uint(t, "worker_threads", 0, 1024) {
+        l.worker_threads = v as usize;
+    }
     r.unknown(
         t,
         &[
@@ -333,6 +357,8 @@ fn read_limits(r: &mut Reader, t: &Obj<'_>, l: &mut Limits) {
             "shutdown_grace_ms",
             "requests_per_minute",
             "tokens_per_minute",
+            "local_queue",
+            "worker_threads",
         ],
     );
 }
@@ -380,14 +406,31 @@ fn read_backend(r: &mut Reader, b: &Obj<'_>) -> Option<BackendConfig> {
             "kind = \"bedrock\" is not available in this build yet",
         );
     }
-    if kind == Some(BackendKind::Local) {
+    if kind == Some(BackendKind::Local) && base_url.is_some() {
         r.problem(
-            &b.key("kind"),
-            "kind = \"local\" is not available in this build yet",
+            &b.key("base_url"),
+            "not used by kind = \"local\" (the models run in-process)",
         );
     }
     let api_key_env = r.string(b, "api_key_env");
     let models = read_models(r, b);
+    if kind == Some(BackendKind::Local) {
+        let known = [
+            enclave_models::local::CHAT_MODEL,
+            enclave_models::local::EMBED_MODEL,
+        ];
+        for m in &models {
+            if !known.contains(&m.upstream.as_str()) {
+                r.problem(
+                    &b.key("models"),
+                    &format!(
+                        "the local backend serves {:?} and {:?}, not {:?}",
+                        known[0], known[1], m.upstream
+                    ),
+                );
+            }
+        }
+    }
     let accreditation_label =
         r.required_string(b, "accreditation").and_then(|s| {
             match parse_marking(&s, Mode::Lenient, None) {
@@ -880,7 +923,14 @@ operators = "USA"
             .collect::<Vec<_>>()
             .join("\n");
         let c = Config::parse(&uncommented).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.backends[0].models[1].upstream, "gpt-4o-mini");
+        let gov = c.backends.iter().find(|b| b.name == "gov-secret").unwrap();
+        assert_eq!(gov.models[1].upstream, "gpt-4o-mini");
+        let local = c
+            .backends
+            .iter()
+            .find(|b| b.kind == BackendKind::Local)
+            .unwrap();
+        assert_eq!(local.models.len(), 2);
         assert!(c.oidc.is_some() && c.tls.is_some());
     }
 

@@ -8,9 +8,9 @@
 //! only → retries and fallback → the answer streamed back with its label.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = enclave_gateway::config::Config::load(None)?;
-//! enclave_gateway::server::serve(config).await?;
+//! enclave_gateway::server::serve(config, 0)?; // one thread per core, until SIGTERM
 //! # Ok(()) }
 //! ```
 
@@ -21,5 +21,6 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod limits;
+pub mod local_api;
 pub mod metrics;
 pub mod server;

@@ -79,57 +79,68 @@ impl Server {
         self.tls.is_some()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
-    /// finish within the configured grace period.
+    /// Serves on the current runtime until `shutdown` completes, then stops accepting and lets
+    /// in-flight requests finish within the configured grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, app, tls } = self;
-        let tls = tls.map(Arc::new);
-        let graceful = GracefulShutdown::new();
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(Duration::from_secs(30));
-        let builder = Arc::new(builder);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, remote) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let app = Arc::clone(&app);
-                    let builder = Arc::clone(&builder);
-                    let tls = tls.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        serve_connection(stream, remote, app, builder, tls, watcher).await;
-                    });
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
-        let grace = app.config.limits.shutdown_grace;
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: no new connections; finishing in-flight requests"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown grace period over; closing the remaining connections");
-        }
+        accept_loop(listener, Arc::clone(&app), tls.map(Arc::new), shutdown).await;
         // Checkpoint and close the database so nothing durable is left in flight.
         app.store.close().await;
+    }
+}
+
+type Tls = Arc<(TlsAcceptor, Vec<enclave_auth::CertMapping>)>;
+
+/// Accepts connections on `listener` until `shutdown`, then drains them.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = Arc::clone(&app);
+                let builder = Arc::clone(&builder);
+                let tls = tls.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    serve_connection(stream, remote, app, builder, tls, watcher).await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let grace = app.config.limits.shutdown_grace;
+    tracing::debug!(
+        grace_ms = grace.as_millis() as u64,
+        "no new connections; finishing in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing the remaining connections");
     }
 }
 
@@ -138,7 +149,7 @@ async fn serve_connection(
     remote: SocketAddr,
     app: Arc<App>,
     builder: Arc<http1::Builder>,
-    tls: Option<Arc<(TlsAcceptor, Vec<enclave_auth::CertMapping>)>>,
+    tls: Option<Tls>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     match tls {
@@ -191,23 +202,97 @@ async fn serve_connection(
     }
 }
 
-/// Runs a gateway for `config` until Ctrl-C or SIGTERM.
+/// Runs a gateway for `config` until Ctrl-C or SIGTERM, on `threads` threads (0 = one per
+/// CPU core). Blocks the calling thread, which must not be inside an async runtime.
+///
+/// Each thread runs its own single-threaded runtime and accepts on the shared listener, so a
+/// connection, its request tasks and the upstream connections it uses stay on one thread (the
+/// model of nginx's workers): no work stealing, no cross-thread wake-ups on the request path.
+/// Shared state (the store, limits, metrics, the embedded models) is in one `Arc<App>`.
 ///
 /// # Errors
 ///
 /// [`StartError`] when it cannot start.
-pub async fn serve(config: Config) -> Result<(), StartError> {
-    let server = Server::bind(config).await?;
+pub fn serve(config: Config, threads: usize) -> Result<(), StartError> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    } else {
+        threads
+    };
+    let runtime = single_thread_runtime()
+        .map_err(|e| StartError::Setup(format!("starting the runtime: {e}")))?;
+    let server = runtime.block_on(Server::bind(config))?;
     let addr = server
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
-    announce(&server, addr);
-    server.run(shutdown_signal()).await;
+    announce(&server, addr, threads);
+    let Server { listener, app, tls } = server;
+    let tls = tls.map(Arc::new);
+    let std_listener = {
+        let _guard = runtime.enter();
+        listener
+            .into_std()
+            .map_err(|e| StartError::Setup(format!("listener: {e}")))?
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 1..threads {
+        let listener = std_listener
+            .try_clone()
+            .map_err(|e| StartError::Setup(format!("listener: {e}")))?;
+        let app = Arc::clone(&app);
+        let tls = tls.clone();
+        let stop = stop_rx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("enclave-{i}"))
+            .spawn(move || {
+                let runtime = match single_thread_runtime() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "worker runtime failed to start");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => accept_loop(l, app, tls, stopped(stop)).await,
+                        Err(e) => tracing::error!(error = %e, "worker listener failed"),
+                    }
+                });
+            })
+            .map_err(|e| StartError::Setup(format!("starting worker thread: {e}")))?;
+        workers.push(handle);
+    }
+    runtime.block_on(async {
+        let listener = TcpListener::from_std(std_listener)
+            .map_err(|e| StartError::Setup(format!("listener: {e}")))?;
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+        accept_loop(listener, Arc::clone(&app), tls, stopped(stop_rx)).await;
+        Ok::<(), StartError>(())
+    })?;
+    for w in workers {
+        let _ = w.join();
+    }
+    runtime.block_on(app.store.close());
     tracing::info!("stopped");
     Ok(())
 }
 
-fn announce(server: &Server, addr: SocketAddr) {
+fn single_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn announce(server: &Server, addr: SocketAddr, threads: usize) {
     let scheme = if server.is_tls() { "https" } else { "http" };
     let app = server.app();
     let source = app.config.source.as_ref().map_or_else(
@@ -219,6 +304,7 @@ fn announce(server: &Server, addr: SocketAddr) {
         config = %source,
         data_dir = %app.data_dir().display(),
         storage = app.store.backend_name(),
+        threads,
         "Enclave is listening"
     );
     let backends = app.describe_backends();

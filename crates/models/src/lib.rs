@@ -10,6 +10,7 @@
 //! This crate is I/O (hyper, rustls); it knows nothing of HTTP routing on the server side,
 //! authentication or storage.
 
+pub mod local;
 mod router;
 mod upstream;
 

@@ -39,8 +39,18 @@ impl Default for RetryPolicy {
 pub struct Router {
     upstreams: Vec<Upstream>,
     client: HttpClient,
+    connect_timeout: Duration,
+    id: u64,
     policy: RetryPolicy,
     seed: AtomicU64,
+}
+
+static ROUTER_IDS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// One connection pool per thread and router, so that a request and the upstream connection
+    /// it uses stay on the thread (and single-threaded runtime) that accepted it.
+    static CLIENTS: std::cell::RefCell<Vec<(u64, HttpClient)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A backend that may receive a request: its position in the router.
@@ -96,10 +106,17 @@ pub struct Sent {
 
 impl Router {
     /// A router over these upstreams.
-    pub fn new(upstreams: Vec<Upstream>, client: HttpClient, policy: RetryPolicy) -> Router {
+    pub fn new(
+        upstreams: Vec<Upstream>,
+        client: HttpClient,
+        connect_timeout: Duration,
+        policy: RetryPolicy,
+    ) -> Router {
         Router {
             upstreams,
             client,
+            connect_timeout,
+            id: ROUTER_IDS.fetch_add(1, Ordering::Relaxed),
             policy,
             seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
@@ -194,9 +211,13 @@ impl Router {
         body: impl Fn(&str) -> Bytes,
         deadline: Instant,
     ) -> Result<Sent, UpstreamError> {
+        let client = self.thread_client();
         let mut failures: Vec<String> = Vec::new();
         for &c in candidates {
             let u = &self.upstreams[c.0];
+            if u.spec().local {
+                continue; // served in-process by the caller, never over HTTP
+            }
             let upstream_model = u.upstream_model(model).unwrap_or(model);
             let bytes = body(upstream_model);
             for attempt in 0..=self.policy.max_retries {
@@ -207,8 +228,7 @@ impl Router {
                         break;
                     }
                 };
-                let result = match tokio::time::timeout_at(deadline, self.client.request(req)).await
-                {
+                let result = match tokio::time::timeout_at(deadline, client.request(req)).await {
                     Ok(r) => r,
                     Err(_) => {
                         failures.push(format!("{}: no answer before the deadline", u.name()));
@@ -252,6 +272,20 @@ impl Router {
             }
         }
         Err(UpstreamError::Exhausted(failures))
+    }
+
+    /// This thread's client for this router (made on first use; the shared one if that fails).
+    fn thread_client(&self) -> HttpClient {
+        CLIENTS.with(|cell| {
+            let mut clients = cell.borrow_mut();
+            if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return c.clone();
+            }
+            let c = crate::upstream::http_client(self.connect_timeout)
+                .unwrap_or_else(|_| self.client.clone());
+            clients.push((self.id, c.clone()));
+            c
+        })
     }
 
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {

@@ -55,6 +55,8 @@ pub struct UpstreamSpec {
     pub priority: u32,
     /// Share among equal priorities.
     pub weight: u32,
+    /// Served in-process by the embedded models ([`crate::local`]), not over HTTP.
+    pub local: bool,
 }
 
 /// An OpenAI-compatible upstream ready to receive requests.

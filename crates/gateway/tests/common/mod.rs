@@ -50,10 +50,22 @@ pub(crate) fn backend(
 
 impl Gateway {
     pub(crate) async fn start(extra: &str) -> Gateway {
+        Gateway::start_inner(extra, None).await
+    }
+
+    /// A gateway whose `models_dir` is `models` (for `kind = "local"` backends).
+    pub(crate) async fn start_with_models(extra: &str, models: &std::path::Path) -> Gateway {
+        Gateway::start_inner(extra, Some(models)).await
+    }
+
+    async fn start_inner(extra: &str, models: Option<&std::path::Path>) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let models = models.map_or(String::new(), |m| {
+            format!("models_dir = \"{}\"\n", m.display())
+        });
         let toml = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n{extra}",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{models}[storage]\nurl = \"sqlite://{}\"\n{extra}",
             data.display(),
             data.join("enclave.db").display()
         );
