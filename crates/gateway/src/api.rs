@@ -242,20 +242,21 @@ async fn dispatch(
     }
 
     let raw = read_body(app, &parts.headers, incoming).await?;
-    let request: Value = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("The request body is not valid JSON: {e}."),
-        )
+    let summary = crate::request::summarize(&raw).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("The request body must be a JSON object: {e}."),
+            )
+        } else {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("The request body is not valid JSON: {e}."),
+            )
+        }
     })?;
-    let Some(object) = request.as_object() else {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "The request body must be a JSON object.",
-        ));
-    };
-    let model = match object.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+    let model = match summary.model {
+        Some(m) if !m.is_empty() => m,
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_request",
@@ -264,10 +265,19 @@ async fn dispatch(
             .param("model"));
         }
     };
-    let stream = matches!(object.get("stream"), Some(Value::Bool(true)));
+    let stream = summary.stream;
+    // The JSON tree, only for the routes that need it (aliases, the local model).
+    let tree = || -> Result<Value, ApiError> {
+        serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("The request body is not valid JSON: {e}."),
+            )
+        })
+    };
 
     // The content label: every marking in every string of the request, rolled up.
-    let text = request_text(&request);
+    let text = summary.text;
     let found = scan(&text);
     let label = match check_content(&session, &found) {
         Ok(label) => label,
@@ -330,9 +340,9 @@ async fn dispatch(
         span.record("backend", backend.as_str());
         outcome.backend.clone_from(&backend);
         let mut resp = if outcome.route == "embeddings" {
-            crate::local_api::embeddings(engine, &model, &request).await?
+            crate::local_api::embeddings(engine, &model, &tree()?).await?
         } else {
-            crate::local_api::chat(engine, &model, &request, &outcome.id).await?
+            crate::local_api::chat(engine, &model, &tree()?, &outcome.id).await?
         };
         set_label(&mut resp, &label);
         let status = resp.status().as_u16();
@@ -366,7 +376,7 @@ async fn dispatch(
                 if upstream_model == model {
                     raw.clone()
                 } else {
-                    let mut v = request.clone();
+                    let mut v = tree().unwrap_or(Value::Null);
                     v["model"] = Value::String(upstream_model.to_owned());
                     Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
                 }
@@ -567,29 +577,6 @@ async fn read_body(
     }
 }
 
-/// All strings of a request joined as paragraphs, so the scanner sees each as its own block.
-/// Every string counts (messages, tool definitions, metadata): markings hidden anywhere are
-/// found. The model name is left out.
-fn request_text(v: &Value) -> String {
-    let mut out = String::new();
-    collect(v, None, &mut out);
-    out
-}
-
-fn collect(v: &Value, key: Option<&str>, out: &mut String) {
-    match v {
-        Value::String(s) if key != Some("model") => {
-            if !out.is_empty() {
-                out.push_str("\n\n");
-            }
-            out.push_str(s);
-        }
-        Value::Array(a) => a.iter().for_each(|x| collect(x, None, out)),
-        Value::Object(o) => o.iter().for_each(|(k, x)| collect(x, Some(k), out)),
-        _ => {}
-    }
-}
-
 fn set_label(resp: &mut Response<Body>, label: &Label) {
     if let Ok(v) = HeaderValue::from_str(&label.banner()) {
         resp.headers_mut().insert(CLASSIFICATION_HEADER, v);
@@ -681,17 +668,5 @@ mod tests {
             Some(42)
         );
         assert_eq!(usage_total(b"data: [DONE]"), None);
-    }
-
-    #[test]
-    fn every_string_but_the_model_is_scanned() {
-        let v: Value = serde_json::json!({
-            "model": "SECRET//NOFORN",
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "(S) hidden"}]}],
-            "tools": [{"function": {"description": "TOP SECRET//SI"}}]
-        });
-        let t = request_text(&v);
-        assert!(t.contains("(S) hidden") && t.contains("TOP SECRET//SI"));
-        assert!(!t.contains("SECRET//NOFORN"));
     }
 }

@@ -23,4 +23,5 @@ pub mod identity;
 pub mod limits;
 pub mod local_api;
 pub mod metrics;
+pub mod request;
 pub mod server;
