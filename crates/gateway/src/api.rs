@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use enclave_label::{Label, scan};
 use enclave_models::{RouteError, UpstreamError};
-use enclave_policy::{Denied, Session, check_content, open_session};
+use enclave_policy::{Denied, Session, check_content, open_session, open_session_at};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
@@ -487,7 +487,40 @@ fn open(caller: &Caller, headers: &HeaderMap) -> Result<Session, ApiError> {
             )
         })?),
     };
-    open_session(&caller.principal, requested).map_err(|d| denied_error(&d))
+    let Some(text) = requested else {
+        return open_session(&caller.principal, None).map_err(|d| denied_error(&d));
+    };
+    let label = parse_header(text).map_err(|e| denied_error(&Denied::InvalidMarking(e)))?;
+    // SECURITY: only the parse is cached; the clearance check runs on every request.
+    open_session_at(&caller.principal, label).map_err(|d| denied_error(&d))
+}
+
+/// The label a session header names, parsed once per distinct header text: clients send the
+/// same few headers on every request. Parsing is a pure function of the text, so the cache
+/// holds no caller's data; it is cleared when it grows past 1,024 entries.
+fn parse_header(text: &str) -> Result<Label, enclave_label::MarkingError> {
+    static CACHE: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<String, Result<Label, enclave_label::MarkingError>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    if let Some(hit) = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(text)
+    {
+        return hit.clone();
+    }
+    let parsed =
+        enclave_label::parse_marking(text, enclave_label::Mode::Lenient, None).map(|m| m.label);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cache.len() >= 1024 {
+        cache.clear();
+    }
+    cache.insert(text.to_owned(), parsed.clone());
+    parsed
 }
 
 /// The API error for a policy denial.

@@ -599,12 +599,19 @@ fn join_fdr(va: FdrView, vb: FdrView, b: &Label, out: &mut Label) {
 pub struct Clearance {
     label: Label,
     nationality: Country,
+    /// `label.access()`, computed once: checks run on every request.
+    access: AccessClass,
 }
 
 impl Clearance {
     /// A clearance at `label` for a person of `nationality`.
     pub fn new(label: Label, nationality: Country) -> Clearance {
-        Clearance { label, nationality }
+        let access = label.access();
+        Clearance {
+            label,
+            nationality,
+            access,
+        }
     }
 
     /// The cleared label.
@@ -630,9 +637,8 @@ impl Clearance {
     ///
     /// The first [`Denial`] found: level, then compartments, then releasability.
     pub fn check(&self, data: &Label) -> Result<(), Denial> {
-        let mine = self.label.access();
         let theirs = data.access();
-        check_common(&mine, &theirs)?;
+        check_common(&self.access, &theirs)?;
         if !theirs.display.contains(self.nationality) {
             return Err(Denial::Releasability);
         }
@@ -645,6 +651,8 @@ impl Clearance {
 pub struct Accreditation {
     label: Label,
     operators: BTreeSet<Country>,
+    /// `label.access()`, computed once: routing checks every backend on every request.
+    access: AccessClass,
 }
 
 impl Accreditation {
@@ -654,7 +662,12 @@ impl Accreditation {
         if operators.is_empty() {
             operators.insert(USA);
         }
-        Accreditation { label, operators }
+        let access = label.access();
+        Accreditation {
+            label,
+            operators,
+            access,
+        }
     }
 
     /// The accredited label.
@@ -680,9 +693,8 @@ impl Accreditation {
     /// The first [`Denial`] found: level, then compartments, then releasability (every
     /// operator's nationality must be one the data may be *released* to).
     pub fn check(&self, data: &Label) -> Result<(), Denial> {
-        let mine = self.label.access();
         let theirs = data.access();
-        check_common(&mine, &theirs)?;
+        check_common(&self.access, &theirs)?;
         // SECURITY: processing is release, not display: DISPLAY ONLY does not let data go to a
         // backend run by foreign operators.
         if !self.operators.iter().all(|o| theirs.release.contains(*o)) {

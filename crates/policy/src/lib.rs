@@ -206,6 +206,16 @@ pub fn open_session(principal: &Principal, requested: Option<&str>) -> Result<Se
                 .label
         }
     };
+    open_session_at(principal, label)
+}
+
+/// Opens a session at an already parsed label within the principal's clearance (for callers
+/// that cache the parse of a header; the clearance check always runs).
+///
+/// # Errors
+///
+/// [`Denied::ClassificationExceedsClearance`] when the clearance does not cover it.
+pub fn open_session_at(principal: &Principal, label: Label) -> Result<Session, Denied> {
     // SECURITY: the session can never exceed the clearance, whatever the header says.
     principal
         .clearance
