@@ -1,5 +1,5 @@
 //! Reading a request body in one pass without building a JSON tree: the top-level `model` and
-//! `stream`, and every string anywhere else in the body (values, not keys) joined as paragraphs
+//! `stream`, and every other string anywhere in the body (keys and values) joined as paragraphs
 //! for the marking scanner.
 //! Parsing into a `serde_json::Value` tree (maps, vectors, a string per value) cost more than
 //! the scan itself; the tree is built only when a route needs it (aliases, the local model).
@@ -15,7 +15,8 @@ pub struct Summary {
     pub model: Option<String>,
     /// The top-level `stream` is `true`.
     pub stream: bool,
-    /// Every string value (not keys, not `model`), separated by blank lines.
+    /// Every string, keys included (not the top-level `model` and `stream`), separated by
+    /// blank lines.
     pub text: String,
 }
 
@@ -43,7 +44,7 @@ impl<'de> Visitor<'de> for Top<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(Key)? {
+        while let Some(key) = map.next_key_seed(Key(&mut self.0.text))? {
             match key {
                 KeyKind::Model => {
                     self.0.model = map.next_value::<Option<ModelName>>()?.and_then(|m| m.0)
@@ -65,9 +66,11 @@ enum KeyKind {
     Other,
 }
 
-struct Key;
+/// A top-level key: `model` and `stream` are read; any other key is content too (an unknown
+/// field is forwarded upstream, so its name must not carry an unscanned marking).
+struct Key<'a>(&'a mut String);
 
-impl<'de> DeserializeSeed<'de> for Key {
+impl<'de> DeserializeSeed<'de> for Key<'_> {
     type Value = KeyKind;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyKind, D::Error> {
@@ -75,7 +78,7 @@ impl<'de> DeserializeSeed<'de> for Key {
     }
 }
 
-impl Visitor<'_> for Key {
+impl Visitor<'_> for Key<'_> {
     type Value = KeyKind;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -86,7 +89,10 @@ impl Visitor<'_> for Key {
         Ok(match v {
             "model" => KeyKind::Model,
             "stream" => KeyKind::Stream,
-            _ => KeyKind::Other,
+            _ => {
+                Walk(self.0).visit_str::<E>(v)?;
+                KeyKind::Other
+            }
         })
     }
 }
@@ -248,8 +254,9 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Nested values are all content, whatever their key (a nested `model` is forwarded too).
-        while map.next_key::<de::IgnoredAny>()?.is_some() {
+        // Keys and values are all content, whatever the key (a nested `model` is forwarded too,
+        // and a key such as a JSON-schema property name can carry text).
+        while map.next_key_seed(Walk(&mut *self.0))?.is_some() {
             map.next_value_seed(Walk(&mut *self.0))?;
         }
         Ok(())
@@ -284,7 +291,15 @@ mod tests {
     fn the_same_as_walking_a_value_tree() {
         let raw = br#"{"model":"m","messages":[{"role":"system","content":"a"},{"role":"user","content":"b"}],"metadata":{"k":["c",{"d":"e"}]}}"#;
         let s = summarize(raw).unwrap();
-        assert_eq!(s.text, "system\n\na\n\nuser\n\nb\n\nc\n\ne");
+        assert_eq!(
+            s.text,
+            "messages\n\nrole\n\nsystem\n\ncontent\n\na\n\nrole\n\nuser\n\ncontent\n\nb\n\nmetadata\n\nk\n\nc\n\nd\n\ne"
+        );
+        let s = summarize(br#"{"(S) top":1,"metadata":{"(TS) nested key":true}}"#).unwrap();
+        assert!(
+            s.text.contains("(S) top") && s.text.contains("(TS) nested key"),
+            "keys are content"
+        );
     }
 
     #[test]

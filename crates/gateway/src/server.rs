@@ -222,6 +222,9 @@ pub fn serve(config: Config, threads: usize) -> Result<(), StartError> {
     let runtime = single_thread_runtime()
         .map_err(|e| StartError::Setup(format!("starting the runtime: {e}")))?;
     let server = runtime.block_on(Server::bind(config))?;
+    let signals = runtime
+        .block_on(async { ShutdownSignals::install() })
+        .map_err(|e| StartError::Setup(format!("installing signal handlers: {e}")))?;
     let addr = server
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
@@ -267,7 +270,7 @@ pub fn serve(config: Config, threads: usize) -> Result<(), StartError> {
         let listener = TcpListener::from_std(std_listener)
             .map_err(|e| StartError::Setup(format!("listener: {e}")))?;
         tokio::spawn(async move {
-            shutdown_signal().await;
+            signals.recv().await;
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
             let _ = stop_tx.send(true);
         });
@@ -318,24 +321,46 @@ fn announce(server: &Server, addr: SocketAddr, threads: usize) {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The shutdown signals (SIGINT/Ctrl-C and SIGTERM), installed when this is created, so a
+/// signal that arrives before the server waits for it still shuts it down gracefully.
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers. Must run inside a runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the handlers cannot be installed.
+    pub fn install() -> std::io::Result<ShutdownSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("interrupt received"),
-        () = term => tracing::info!("SIGTERM received"),
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    /// Completes when a signal arrives.
+    pub async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("interrupt received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("interrupt received");
+        }
     }
 }

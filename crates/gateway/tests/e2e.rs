@@ -226,15 +226,24 @@ async fn spillage_is_refused_counted_and_never_sent() {
         "tools": [{"type": "function", "function": {"name": "f", "description": "SECRET//NOFORN"}}]});
     let (s, _, _) = gw.post("/v1/chat/completions", &alice, None, &tool).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // ... and so do keys: an unknown field or a schema property name is forwarded upstream.
+    let keyed = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"(S//NF) the plan": "x"}});
+    let (s, _, v) = gw.post("/v1/chat/completions", &alice, None, &keyed).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "spillage_detected"),
+        "{v}"
+    );
     assert_eq!(up.requests(), 0, "no spilled request reached a backend");
     assert_eq!(
         gw.app.metrics.denials_of("spillage_detected"),
-        spills.len() as u64 + 2
+        spills.len() as u64 + 3
     );
     let (_, _, metrics) = gw.call(Method::GET, "/metrics", None, &[], None).await;
     assert!(
         String::from_utf8_lossy(&metrics)
-            .contains("enclave_denials_total{code=\"spillage_detected\"} 8")
+            .contains("enclave_denials_total{code=\"spillage_detected\"} 9")
     );
     // Content at or below the session label passes, and releasability-only markings raise the
     // answer's label instead of refusing.

@@ -163,13 +163,11 @@ impl Label {
         {
             usa_only()
         } else if has(Dissem::Rel) {
-            self.rel_to
-                .as_ref()
-                .map_or_else(usa_only, |l| Nations::Only(expand_list(l)))
+            self.rel_to.as_ref().map_or_else(usa_only, with_usa)
         } else if has(Dissem::Eyes) {
-            self.eyes_only
-                .as_ref()
-                .map_or_else(usa_only, |l| Nations::Only(expand_list(l)))
+            // SECURITY: a list without USA (`IRQ EYES ONLY`, read leniently) still includes the
+            // U.S.: otherwise a U.S.-only roll-up would not dominate it.
+            self.eyes_only.as_ref().map_or_else(usa_only, with_usa)
         } else if self.level.is_classified() || has(Dissem::Relido) || has(Dissem::DisplayOnly) || {
             let (caveated, foreign, fisa) = table2_inputs(self);
             caveated || foreign || fisa
@@ -702,6 +700,13 @@ impl Accreditation {
         }
         Ok(())
     }
+}
+
+/// A release list as nations, with USA always in it (the lists are releases of U.S. information).
+fn with_usa(list: &BTreeSet<Country>) -> Nations {
+    let mut set = expand_list(list);
+    set.insert(USA);
+    Nations::Only(set)
 }
 
 fn check_common(mine: &AccessClass, theirs: &AccessClass) -> Result<(), Denial> {

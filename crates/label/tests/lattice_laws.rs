@@ -275,3 +275,17 @@ proptest! {
         }
     }
 }
+
+/// Found by the rollup fuzz target: `IRQ EYES ONLY` (no USA in the list, read leniently) was
+/// releasable to Iraq alone, so a U.S.-only roll-up of it with an SCI portion did not dominate it.
+#[test]
+fn eyes_only_without_usa_still_includes_usa_and_rolls_up() {
+    let eyes: Label = "(S//IRQ EYES ONLY)".parse().unwrap();
+    assert!(eyes.access().release().contains(enclave_label::USA));
+    for other in ["(S//D)", "(S//RD)", "(S//DISPLAYG)"] {
+        let other: Label = other.parse().unwrap();
+        let up = rollup(&[other.clone(), eyes.clone()]);
+        assert!(up.dominates(&eyes) && up.dominates(&other), "{up}");
+        assert_eq!(rollup(&[eyes.clone(), other]), up);
+    }
+}
