@@ -534,7 +534,8 @@ pub fn denied_error(d: &Denied) -> ApiError {
             StatusCode::FORBIDDEN,
             "classification_exceeds_clearance",
             format!(
-                "The session label {requested} exceeds your clearance ({why:?}); ask for a session at or below your clearance."
+                "The session label {requested} exceeds your clearance ({}); ask for a session at or below your clearance.",
+                denial_text(why)
             ),
         ),
         Denied::SpillageDetected {
@@ -553,6 +554,20 @@ pub fn denied_error(d: &Denied) -> ApiError {
                 "No backend for this model is accredited for {label} (level, compartments and releasability to its operators). The request was not sent anywhere."
             ),
         ),
+    }
+}
+
+/// Which part of a clearance a label exceeds, in words.
+fn denial_text(why: &enclave_label::Denial) -> String {
+    match why {
+        enclave_label::Denial::Level => "its classification level is higher".to_owned(),
+        enclave_label::Denial::Compartments(c) => format!(
+            "it needs compartments you are not read into: {}",
+            c.join(", ")
+        ),
+        enclave_label::Denial::Releasability => {
+            "it is not releasable to your nationality".to_owned()
+        }
     }
 }
 

@@ -126,6 +126,15 @@ async fn the_session_is_bounded_by_the_clearance() {
         );
         assert_eq!(h["x-enclave-classification"], "UNCLASSIFIED");
     }
+    let (_, _, v) = gw.chat(&alice, Some("TOP SECRET"), "m", "hello").await;
+    let msg = v.pointer("/error/message").unwrap().as_str().unwrap();
+    assert!(msg.contains("classification level is higher"), "{msg}");
+    let (_, _, v) = gw.chat(&alice, Some("SECRET//SI"), "m", "hello").await;
+    let msg = v.pointer("/error/message").unwrap().as_str().unwrap();
+    assert!(
+        msg.contains("compartments you are not read into: SI"),
+        "{msg}"
+    );
     // A foreign national cannot open a NOFORN session, even at a level within the clearance.
     let (s, _, v) = gw.chat(&brit, Some("SECRET//NOFORN"), "m", "hello").await;
     assert_eq!(
