@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -21,7 +20,6 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16, String), Histogram>>,
     denials: Mutex<BTreeMap<&'static str, u64>>,
     upstream_errors: Mutex<BTreeMap<String, u64>>,
-    in_flight: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -69,17 +67,6 @@ impl Metrics {
             None => {
                 map.insert(backend.to_owned(), 1);
             }
-        }
-    }
-
-    /// A request started (`+1`) or finished (`-1`).
-    pub fn in_flight(&self, delta: i64) {
-        if delta >= 0 {
-            self.in_flight
-                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            self.in_flight
-                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
     }
 
@@ -161,13 +148,6 @@ impl Metrics {
                 "enclave_upstream_errors_total{{backend=\"{backend}\"}} {n}"
             );
         }
-        out.push_str("# HELP enclave_requests_in_flight Requests being processed.\n");
-        out.push_str("# TYPE enclave_requests_in_flight gauge\n");
-        let _ = writeln!(
-            out,
-            "enclave_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
         out
     }
 }

@@ -242,12 +242,6 @@ impl LocalEngine {
             .embed(texts)
             .map_err(|e| LocalError::Failed(e.to_string()))
     }
-
-    /// Whether the model is served here.
-    pub fn serves(&self, model: &str) -> bool {
-        (model == CHAT_MODEL && self.chat.is_some())
-            || (model == EMBED_MODEL && self.embed.is_some())
-    }
 }
 
 fn chat_worker(model: &ChatModel, jobs: &Receiver<ChatJob>) {
