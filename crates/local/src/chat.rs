@@ -6,8 +6,9 @@
 //! every call to [`ChatModel::generate`] keeps its own KV cache, so one `ChatModel` behind an
 //! `Arc` serves several threads at once.
 //!
-//! Tensor kernels run on candle's CPU backend, which parallelizes with rayon and `gemm`: set
-//! `RAYON_NUM_THREADS` before the first generation to bound the threads both use.
+//! The forward pass runs on this crate's own kernels (Q4_1 weights dequantized in registers,
+//! f32 activations, AVX2 when the CPU has it) on a rayon pool owned by the model, one thread per
+//! core unless `RAYON_NUM_THREADS` says otherwise when the model is loaded.
 //!
 //! ```no_run
 //! use enclave_local::chat::{ChatModel, GenerationParams, Message};
@@ -33,6 +34,7 @@ use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 pub use bpe::Tokenizer;
@@ -181,6 +183,41 @@ impl ChatModel {
         params: &GenerationParams,
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, ChatError> {
+        self.run(prompt, params, false, on_token)
+    }
+
+    /// Generates exactly `max_tokens` tokens (or up to a stop string), sampling past the
+    /// end-of-turn token as if it were text: fixed-length runs for benchmarks, compared with
+    /// llama.cpp's `ignore_eos`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ChatModel::generate`].
+    pub fn generate_ignoring_eos(
+        &self,
+        prompt: &str,
+        params: &GenerationParams,
+    ) -> Result<Generation, ChatError> {
+        self.run(prompt, params, true, &mut |_| true)
+    }
+
+    /// Threads of the pool the forward pass runs on.
+    pub fn threads(&self) -> usize {
+        self.llama.threads()
+    }
+
+    /// Bytes held by the weight matrices.
+    pub fn weight_bytes(&self) -> usize {
+        self.llama.weight_bytes()
+    }
+
+    fn run(
+        &self,
+        prompt: &str,
+        params: &GenerationParams,
+        ignore_eos: bool,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, ChatError> {
         let ids = self.tokenizer.encode(prompt);
         let prompt_tokens = ids.len();
         if prompt_tokens == 0 {
@@ -209,8 +246,11 @@ impl ChatModel {
             .map_err(ChatError::Inference)?;
         let eos = self.tokenizer.eos_id();
         loop {
-            let next = sampler.sample(&logits).map_err(ChatError::Inference)?;
-            if next == eos {
+            let n = logits.len();
+            let next = Tensor::from_vec(logits, n, &Device::Cpu)
+                .and_then(|l| sampler.sample(&l))
+                .map_err(ChatError::Inference)?;
+            if next == eos && !ignore_eos {
                 result.finish_reason = FinishReason::Stop;
                 break;
             }

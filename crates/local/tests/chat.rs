@@ -330,7 +330,7 @@ fn both_weight_formats_agree_on_the_first_greedy_tokens() {
     let a = load(WeightFormat::AsStored)
         .generate(prompt, &greedy(2), &mut |_| true)
         .unwrap();
-    let b = load(WeightFormat::Q8_0)
+    let b = load(WeightFormat::F32)
         .generate(prompt, &greedy(2), &mut |_| true)
         .unwrap();
     assert_eq!(a.tokens.first(), b.tokens.first());
@@ -556,12 +556,7 @@ fn measure_real_weights() {
     let Some(path) = real_model_path() else {
         return;
     };
-    for format in [
-        WeightFormat::F16,
-        WeightFormat::F32,
-        WeightFormat::AsStored,
-        WeightFormat::Q8_0,
-    ] {
+    for format in [WeightFormat::AsStored, WeightFormat::F32] {
         let rss_before = rss_kib();
         let t = Instant::now();
         let mut f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());

@@ -1,77 +1,97 @@
 //! A llama forward pass over GGUF weights, with the KV cache kept outside the weights so that
 //! one loaded model serves many generations at once.
 //!
-//! Follows `candle_transformers::models::quantized_llama`, with three differences: the rotary
-//! tables cover the whole context from the metadata (candle's stop at 4096 positions), the
-//! prompt is processed in chunks with a causal mask that accounts for the cached positions, and
-//! grouped-query attention reshapes the queries instead of copying the keys and values.
+//! The arithmetic is that of `candle_transformers::models::quantized_llama` (interleaved rotary
+//! embedding, grouped-query attention, SiLU-gated feed-forward, RMS norms), run on this crate's
+//! own kernels ([`crate::kernels`]): weights stay in the file's Q4_1 and Q8_0 blocks. Prompt
+//! tokens are processed in f32 (each weight block dequantized in registers serves eight tokens);
+//! a generated token's layer products quantize its activations to 8 bits and use integer dot
+//! products, as llama.cpp does; the logits always come from f32 activations. The matrix products of a layer that read the same
+//! input (query/key/value; gate/up) are one stacked matrix, so each layer costs four parallel
+//! regions. The rotary angles cover the whole context from the metadata, and the prompt is
+//! processed in chunks that attend to the cached positions.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::{Read, Seek};
-use std::sync::Arc;
 
+use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QTensor};
+use rayon::prelude::*;
 
 use super::error::ChatError;
+use crate::kernels::{self, Matrix};
 
 /// How the matrix weights are held in memory after loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
-    /// Keep each tensor in the file's quantization (Q4_1 for the SmolLM2 file).
-    AsStored,
-    /// Re-quantize every matrix to Q8_0 at load.
-    Q8_0,
-    /// Dequantize every matrix to f16 (about 2x the memory of Q8_0); activations stay
-    /// unquantized. The default: with SmolLM2 the quantized formats (which also quantize the
-    /// activations to 8 bits) give wrong greedy tokens from the first one, and without
-    /// `-C target-cpu` candle's quantized kernels are scalar and 4x slower than f16 `gemm`.
+    /// Keep Q4_1 and Q8_0 matrices in their blocks (0.75 and 1.125 bytes per weight),
+    /// dequantized in registers at each product; other types are widened to f32. The default.
     #[default]
-    F16,
-    /// Dequantize every matrix to f32 (about 4x the memory of Q8_0).
+    AsStored,
+    /// Dequantize every matrix to f32 at load (4 bytes per weight): the reference arithmetic,
+    /// for checking the quantized path.
     F32,
 }
 
-/// Prompt tokens processed per forward pass; bounds the attention matrix to
-/// `heads * CHUNK * context` floats.
+/// Prompt tokens processed per forward pass; bounds the activation buffers.
 const PREFILL_CHUNK: usize = 256;
 
-#[derive(Debug)]
+/// The weights of a llama model and the pool its products run on.
 pub(crate) struct Llama {
-    /// Token embeddings, `(vocab, hidden)`, f16 to halve their memory.
-    embeddings: Tensor,
+    /// Token embeddings `(vocab, hidden)`; also the output projection when the file ties them.
+    embeddings: Matrix,
+    /// A separate output projection, when the file has one.
+    output: Option<Matrix>,
+    /// [`kernels::block_l1_max`] of the output projection.
+    output_l1: Vec<f32>,
     layers: Vec<Layer>,
-    norm: Tensor,
-    output: QMatMul,
-    cos: Tensor,
-    sin: Tensor,
+    norm: Vec<f32>,
+    /// Rotary frequencies, one per pair of dimensions of a head.
+    inv_freq: Vec<f32>,
     eps: f32,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
+    hidden: usize,
+    ff: usize,
     pub(crate) context_length: usize,
-    device: Device,
+    pool: rayon::ThreadPool,
 }
 
-#[derive(Debug)]
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
-    attn_norm: Tensor,
-    ffn_norm: Tensor,
+    /// Query, key and value projections stacked: `(hidden + 2·kv, hidden)`.
+    qkv: Matrix,
+    wo: Matrix,
+    /// Gate and up projections stacked: `(2·ff, hidden)`.
+    gate_up: Matrix,
+    down: Matrix,
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
 }
 
-/// Keys and values of the positions seen so far in one generation.
+/// Keys and values of the positions seen so far in one generation, per layer:
+/// `positions × (kv heads · head size)`.
 #[derive(Debug)]
 pub(crate) struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     len: usize,
+}
+
+impl fmt::Debug for Llama {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Llama")
+            .field("layers", &self.layers.len())
+            .field("hidden", &self.hidden)
+            .field("heads", &self.n_head)
+            .field("kv_heads", &self.n_kv_head)
+            .field("context_length", &self.context_length)
+            .field("weight_bytes", &self.weight_bytes())
+            .field("threads", &self.pool.current_num_threads())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Llama {
@@ -80,7 +100,6 @@ impl Llama {
         reader: &mut R,
         format: WeightFormat,
     ) -> Result<Llama, ChatError> {
-        let device = Device::Cpu;
         let md = &content.metadata;
         let arch = md
             .get("general.architecture")
@@ -117,226 +136,339 @@ impl Llama {
                 "gives an odd head size",
             ));
         }
+        let kv = n_kv_head * head_dim;
 
-        let mut tensor = |name: &str| {
-            content
-                .tensor(reader, name, &device)
-                .map_err(ChatError::Model)
+        let mut load = |name: &str, rows: usize, cols: usize| -> Result<Matrix, ChatError> {
+            let t = content
+                .tensor(reader, name, &Device::Cpu)
+                .map_err(ChatError::Model)?;
+            matrix(name, &t, rows, cols, format)
         };
-        let embd = tensor("token_embd.weight")?;
-        let embeddings = embd.dequantize_f16(&device).map_err(ChatError::Model)?;
-        let norm = tensor("output_norm.weight")?
-            .dequantize(&device)
-            .map_err(ChatError::Model)?;
+        let embeddings = {
+            let info = content
+                .tensor_infos
+                .get("token_embd.weight")
+                .ok_or_else(|| {
+                    ChatError::Model(candle_core::Error::Msg(
+                        "tensor `token_embd.weight` is missing".into(),
+                    ))
+                })?;
+            let vocab = info.shape.dims().first().copied().unwrap_or(0);
+            load("token_embd.weight", vocab, hidden)?
+        };
+        let vocab = embeddings.rows();
+        if vocab == 0 {
+            return Err(ChatError::Model(candle_core::Error::Msg(
+                "the vocabulary is empty".into(),
+            )));
+        }
+        let norm = vector(&mut load, "output_norm.weight", hidden)?;
         // SmolLM2 ties the output projection to the token embeddings.
         let output = match content.tensor_infos.contains_key("output.weight") {
-            true => matmul(tensor("output.weight")?, format)?,
-            false => matmul(embd, format)?,
+            true => Some(load("output.weight", vocab, hidden)?),
+            false => None,
+        };
+        let ff = match md.get("llama.feed_forward_length") {
+            Some(_) => usize_md(md, "llama.feed_forward_length")?,
+            None => content
+                .tensor_infos
+                .get("blk.0.ffn_gate.weight")
+                .and_then(|i| i.shape.dims().first().copied())
+                .unwrap_or(0),
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
-            let mut w = |n: &str| tensor(&format!("blk.{i}.{n}.weight"));
-            let mut mm = |n: &str| matmul(w(n)?, format);
-            let wq = mm("attn_q")?;
-            let wk = mm("attn_k")?;
-            let wv = mm("attn_v")?;
-            let wo = mm("attn_output")?;
-            let gate = mm("ffn_gate")?;
-            let up = mm("ffn_up")?;
-            let down = mm("ffn_down")?;
-            let mut w = |n: &str| tensor(&format!("blk.{i}.{n}.weight"));
-            let attn_norm = w("attn_norm")?
-                .dequantize(&device)
-                .map_err(ChatError::Model)?;
-            let ffn_norm = w("ffn_norm")?
-                .dequantize(&device)
-                .map_err(ChatError::Model)?;
+            let mut w = |n: &str, rows: usize, cols: usize| {
+                load(&format!("blk.{i}.{n}.weight"), rows, cols)
+            };
+            let qkv = stack(
+                vec![
+                    w("attn_q", hidden, hidden)?,
+                    w("attn_k", kv, hidden)?,
+                    w("attn_v", kv, hidden)?,
+                ],
+                i,
+            )?;
+            let wo = w("attn_output", hidden, hidden)?;
+            let gate_up = stack(
+                vec![w("ffn_gate", ff, hidden)?, w("ffn_up", ff, hidden)?],
+                i,
+            )?;
+            let down = w("ffn_down", hidden, ff)?;
+            let attn_norm = vector(&mut load, &format!("blk.{i}.attn_norm.weight"), hidden)?;
+            let ffn_norm = vector(&mut load, &format!("blk.{i}.ffn_norm.weight"), hidden)?;
             layers.push(Layer {
-                wq,
-                wk,
-                wv,
+                qkv,
                 wo,
-                gate,
-                up,
+                gate_up,
                 down,
                 attn_norm,
                 ffn_norm,
             });
         }
-        let (cos, sin) =
-            rope_tables(head_dim, rope_base, context_length, &device).map_err(ChatError::Model)?;
+        let output_l1 = kernels::block_l1_max(output.as_ref().unwrap_or(&embeddings));
+        let inv_freq = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / rope_base.powf(i as f32 / head_dim as f32))
+            .collect();
+        // Zero threads means rayon's default: `RAYON_NUM_THREADS`, else one per core.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(0)
+            .thread_name(|i| format!("enclave-chat-{i}"))
+            .build()
+            .map_err(|e| ChatError::Model(candle_core::Error::Msg(e.to_string())))?;
         Ok(Llama {
             embeddings,
+            output,
+            output_l1,
             layers,
             norm,
-            output,
-            cos,
-            sin,
+            inv_freq,
             eps,
             n_head,
             n_kv_head,
             head_dim,
+            hidden,
+            ff,
             context_length,
-            device,
+            pool,
         })
+    }
+
+    /// Threads of the pool the products run on.
+    pub(crate) fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Bytes of weights held.
+    pub(crate) fn weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.size_bytes()
+                    + l.wo.size_bytes()
+                    + l.gate_up.size_bytes()
+                    + l.down.size_bytes()
+            })
+            .sum();
+        layers + self.embeddings.size_bytes() + self.output.as_ref().map_or(0, Matrix::size_bytes)
     }
 
     pub(crate) fn new_cache(&self) -> KvCache {
         KvCache {
-            layers: vec![None; self.layers.len()],
+            k: vec![Vec::new(); self.layers.len()],
+            v: vec![Vec::new(); self.layers.len()],
             len: 0,
         }
     }
 
     /// Runs `tokens` through the model after the positions already in `cache`, and returns the
-    /// logits (f32, `vocab`) of the last token.
+    /// logits (`vocab` long) of the last token.
     pub(crate) fn forward(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
-    ) -> Result<Tensor, candle_core::Error> {
-        let mut last = None;
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            last = Some(self.forward_chunk(chunk, cache)?);
-        }
-        last.ok_or_else(|| candle_core::Error::Msg("forward pass over no tokens".into()))
+    ) -> Result<Vec<f32>, candle_core::Error> {
+        self.pool.install(|| {
+            let mut last = None;
+            for chunk in tokens.chunks(PREFILL_CHUNK) {
+                last = Some(self.forward_chunk(chunk, cache)?);
+            }
+            last.ok_or_else(|| candle_core::Error::Msg("forward pass over no tokens".into()))
+        })
     }
 
-    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
+    fn forward_chunk(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, candle_core::Error> {
         let t = tokens.len();
         let pos = cache.len;
         if pos + t > self.context_length {
             candle_core::bail!("position {} beyond the context", pos + t);
         }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self
-            .embeddings
-            .index_select(&ids, 0)?
-            .to_dtype(DType::F32)?
-            .unsqueeze(0)?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
-        let mask = if t > 1 {
-            Some(causal_mask(t, pos, &self.device)?)
-        } else {
-            None
-        };
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.eps)?;
-            let h = self.attention(layer, &h, &cos, &sin, mask.as_ref(), kv)?;
-            x = (x + h)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.eps)?;
-            let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let u = layer.up.forward(&h)?;
-            let h = layer.down.forward(&(g * u)?)?;
-            x = (x + h)?;
+        let (hidden, ff) = (self.hidden, self.ff);
+        let vocab = self.embeddings.rows();
+        let mut x = vec![0f32; t * hidden];
+        for (row, &id) in x.chunks_exact_mut(hidden).zip(tokens) {
+            let id = id as usize;
+            if id >= vocab {
+                candle_core::bail!("token id {id} outside the vocabulary of {vocab}");
+            }
+            self.embeddings.row_into(id, row);
+        }
+        let qkv_width = self.layers.first().map_or(0, |l| l.qkv.rows());
+        let mut h = vec![0f32; t * hidden];
+        let mut qkv = vec![0f32; t * qkv_width];
+        let mut att = vec![0f32; t * hidden];
+        let mut proj = vec![0f32; t * hidden];
+        let mut gate_up = vec![0f32; t * 2 * ff];
+        let mut act = vec![0f32; t * ff];
+        for ((layer, kc), vc) in self.layers.iter().zip(&mut cache.k).zip(&mut cache.v) {
+            kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut h);
+            kernels::matmul(&layer.qkv, &h, t, &mut qkv);
+            self.rotate_and_cache(&mut qkv, pos, kc, vc);
+            self.attend(&qkv, pos, t, kc, vc, &mut att);
+            kernels::matmul(&layer.wo, &att, t, &mut proj);
+            add(&mut x, &proj);
+            kernels::rms_norm(&x, &layer.ffn_norm, self.eps, &mut h);
+            kernels::matmul(&layer.gate_up, &h, t, &mut gate_up);
+            for (gu, a) in gate_up
+                .chunks_exact_mut(2 * ff)
+                .zip(act.chunks_exact_mut(ff))
+            {
+                let (g, u) = gu.split_at_mut(ff);
+                kernels::silu_mul(g, u);
+                a.copy_from_slice(g);
+            }
+            kernels::matmul(&layer.down, &act, t, &mut proj);
+            add(&mut x, &proj);
         }
         cache.len = pos + t;
-        let x = x.narrow(1, t - 1, 1)?;
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps)?;
-        self.output.forward(&x)?.flatten_all()
+        let last = &x[(t - 1) * hidden..];
+        let mut normed = vec![0f32; hidden];
+        kernels::rms_norm(last, &self.norm, self.eps, &mut normed);
+        let output = self.output.as_ref().unwrap_or(&self.embeddings);
+        let mut logits = vec![0f32; output.rows()];
+        // With the activations quantized to 8 bits, the first greedy token of the reference
+        // prompt "What is the capital of France?" flips from "The" to "L'" (the two logits are
+        // that close, and candle's quantized path flips it too): the candidates for the largest
+        // logit are recomputed in f32.
+        kernels::matmul_top_exact(output, &self.output_l1, &normed, &mut logits);
+        Ok(logits)
     }
 
-    fn attention(
-        &self,
-        layer: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        kv: &mut Option<(Tensor, Tensor)>,
-    ) -> candle_core::Result<Tensor> {
-        let (b, t, hidden) = x.dims3()?;
-        let (hd, nh, nkv) = (self.head_dim, self.n_head, self.n_kv_head);
-        let q = layer
-            .wq
-            .forward(x)?
-            .reshape((b, t, nh, hd))?
-            .transpose(1, 2)?;
-        let k = layer
-            .wk
-            .forward(x)?
-            .reshape((b, t, nkv, hd))?
-            .transpose(1, 2)?;
-        let v = layer
-            .wv
-            .forward(x)?
-            .reshape((b, t, nkv, hd))?
-            .transpose(1, 2)?;
-        let q = candle_nn::rotary_emb::rope_i(&q.contiguous()?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&k.contiguous()?, cos, sin)?;
-        let v = v.contiguous()?;
-        let (k, v) = match kv.take() {
-            None => (k, v),
-            Some((kc, vc)) => (Tensor::cat(&[&kc, &k], 2)?, Tensor::cat(&[&vc, &v], 2)?),
-        };
-        *kv = Some((k.clone(), v.clone()));
-        let kv_len = k.dim(2)?;
-        // Query heads h*n_rep .. (h+1)*n_rep share KV head h: fold them into the rows.
-        let n_rep = nh / nkv;
-        let q = q.reshape((b, nkv, n_rep * t, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?;
-        let att = match mask {
-            None => att,
-            Some(m) => att
-                .reshape((b, nkv, n_rep, t, kv_len))?
-                .broadcast_add(m)?
-                .reshape((b, nkv, n_rep * t, kv_len))?,
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?;
-        let y = y.transpose(1, 2)?.reshape((b, t, hidden))?;
-        layer.wo.forward(&y)
-    }
-}
-
-/// `(t, pos + t)` additive mask: query `i` (at position `pos + i`) sees keys `0..=pos + i`.
-fn causal_mask(t: usize, pos: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let kv = pos + t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..kv).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (t, kv), device)
-}
-
-fn rope_tables(
-    head_dim: usize,
-    base: f32,
-    positions: usize,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let inv_freq: Vec<f32> = (0..head_dim)
-        .step_by(2)
-        .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
-        .collect();
-    let n = inv_freq.len();
-    let inv_freq = Tensor::from_vec(inv_freq, (1, n), device)?;
-    let pos = Tensor::arange(0u32, positions as u32, device)?
-        .to_dtype(DType::F32)?
-        .reshape((positions, 1))?;
-    let freqs = pos.matmul(&inv_freq)?;
-    Ok((freqs.cos()?, freqs.sin()?))
-}
-
-fn matmul(t: QTensor, format: WeightFormat) -> Result<QMatMul, ChatError> {
-    if format == WeightFormat::F32 {
-        let f = t.dequantize(&Device::Cpu).map_err(ChatError::Model)?;
-        return Ok(QMatMul::Tensor(f));
-    }
-    if format == WeightFormat::F16 {
-        let f = t.dequantize_f16(&Device::Cpu).map_err(ChatError::Model)?;
-        return Ok(QMatMul::TensorF16(f));
-    }
-    let t = match (format, t.dtype()) {
-        (WeightFormat::Q8_0, GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16) => t,
-        (WeightFormat::Q8_0, _) if t.shape().dims().last().is_some_and(|k| k % 32 == 0) => {
-            let f = t.dequantize(&Device::Cpu).map_err(ChatError::Model)?;
-            QTensor::quantize(&f, GgmlDType::Q8_0).map_err(ChatError::Model)?
+    /// Applies the rotary embedding to the queries and keys of `qkv` (`tokens × (hidden + 2kv)`,
+    /// token `i` at position `pos + i`) and appends the keys and values to the cache.
+    fn rotate_and_cache(&self, qkv: &mut [f32], pos: usize, kc: &mut Vec<f32>, vc: &mut Vec<f32>) {
+        let (hidden, hd) = (self.hidden, self.head_dim);
+        let kv = self.n_kv_head * hd;
+        let width = hidden + 2 * kv;
+        let half = hd / 2;
+        let mut cos = vec![0f32; half];
+        let mut sin = vec![0f32; half];
+        for (i, row) in qkv.chunks_exact_mut(width).enumerate() {
+            let p = (pos + i) as f32;
+            for (j, f) in self.inv_freq.iter().enumerate() {
+                let angle = p * f;
+                cos[j] = angle.cos();
+                sin[j] = angle.sin();
+            }
+            // Queries and keys are contiguous heads of `hd`; rotate adjacent pairs.
+            for head in row[..hidden + kv].chunks_exact_mut(hd) {
+                for (j, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (a, b) = (pair[0], pair[1]);
+                    pair[0] = a * cos[j] - b * sin[j];
+                    pair[1] = a * sin[j] + b * cos[j];
+                }
+            }
+            kc.extend_from_slice(&row[hidden..hidden + kv]);
+            vc.extend_from_slice(&row[hidden + kv..]);
         }
-        _ => t,
+    }
+
+    /// Causal attention of the `t` new queries in `qkv` over the cache (which already holds
+    /// their own keys and values); writes `t × hidden` into `out`.
+    fn attend(&self, qkv: &[f32], pos: usize, t: usize, kc: &[f32], vc: &[f32], out: &mut [f32]) {
+        let (hidden, hd, nh) = (self.hidden, self.head_dim, self.n_head);
+        let kv = self.n_kv_head * hd;
+        let width = hidden + 2 * kv;
+        let n_rep = nh / self.n_kv_head;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let one = |idx: usize, y: &mut [f32]| {
+            let (i, head) = (idx / nh, idx % nh);
+            let g = head / n_rep;
+            let q = &qkv[i * width + head * hd..i * width + (head + 1) * hd];
+            let seen = pos + i + 1;
+            let mut scores: Vec<f32> = (0..seen)
+                .map(|j| kernels::dot(q, &kc[j * kv + g * hd..j * kv + (g + 1) * hd]) * scale)
+                .collect();
+            kernels::softmax(&mut scores);
+            y.fill(0.0);
+            for (j, s) in scores.iter().enumerate() {
+                kernels::axpy(y, *s, &vc[j * kv + g * hd..j * kv + (g + 1) * hd]);
+            }
+        };
+        let out = &mut out[..t * hidden];
+        // Short contexts are cheaper on this thread than as parallel tasks.
+        if t * (pos + t) < 512 {
+            out.chunks_exact_mut(hd)
+                .enumerate()
+                .for_each(|(idx, y)| one(idx, y));
+        } else {
+            out.par_chunks_mut(hd)
+                .enumerate()
+                .for_each(|(idx, y)| one(idx, y));
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// A matrix of the expected shape from a GGUF tensor.
+fn matrix(
+    name: &str,
+    t: &QTensor,
+    rows: usize,
+    cols: usize,
+    format: WeightFormat,
+) -> Result<Matrix, ChatError> {
+    let misshapen = || {
+        ChatError::Model(candle_core::Error::Msg(format!(
+            "tensor `{name}` has shape {:?}, expected ({rows}, {cols})",
+            t.shape().dims()
+        )))
     };
-    QMatMul::from_arc(Arc::new(t)).map_err(ChatError::Model)
+    if t.shape().elem_count() != rows.saturating_mul(cols)
+        || t.shape().dims().last().copied() != Some(cols)
+    {
+        return Err(misshapen());
+    }
+    if format == WeightFormat::AsStored {
+        match t.dtype() {
+            GgmlDType::Q4_1 => {
+                let bytes = t.data().map_err(ChatError::Model)?;
+                return Matrix::from_q4_1_bytes(rows, cols, &bytes).ok_or_else(misshapen);
+            }
+            GgmlDType::Q8_0 => {
+                let bytes = t.data().map_err(ChatError::Model)?;
+                return Matrix::from_q8_0_bytes(rows, cols, &bytes).ok_or_else(misshapen);
+            }
+            _ => {}
+        }
+    }
+    let data = t
+        .dequantize(&Device::Cpu)
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.to_vec1::<f32>())
+        .map_err(ChatError::Model)?;
+    Matrix::from_f32(rows, cols, data).ok_or_else(misshapen)
+}
+
+/// A 1-D weight (a norm) of `len` values.
+fn vector(
+    load: &mut dyn FnMut(&str, usize, usize) -> Result<Matrix, ChatError>,
+    name: &str,
+    len: usize,
+) -> Result<Vec<f32>, ChatError> {
+    let m = load(name, 1, len)?;
+    let mut out = vec![0f32; len];
+    m.row_into(0, &mut out);
+    Ok(out)
+}
+
+fn stack(parts: Vec<Matrix>, layer: usize) -> Result<Matrix, ChatError> {
+    Matrix::stack(parts).ok_or_else(|| {
+        ChatError::Model(candle_core::Error::Msg(format!(
+            "layer {layer}: projections of one layer mix quantizations or widths"
+        )))
+    })
 }
 
 fn usize_md(md: &HashMap<String, Value>, key: &str) -> Result<usize, ChatError> {
@@ -359,18 +491,4 @@ fn f32_md(md: &HashMap<String, Value>, key: &str) -> Result<f32, ChatError> {
         .ok_or_else(|| ChatError::metadata(key, "is missing"))?
         .to_f32()
         .map_err(|e| ChatError::metadata(key, e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn causal_mask_accounts_for_cached_positions() {
-        let m = causal_mask(2, 3, &Device::Cpu)
-            .and_then(|m| m.to_vec2::<f32>())
-            .unwrap_or_default();
-        let inf = f32::NEG_INFINITY;
-        assert_eq!(m, vec![vec![0.0, 0.0, 0.0, 0.0, inf], vec![0.0; 5]]);
-    }
 }

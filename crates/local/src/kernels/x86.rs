@@ -1,0 +1,434 @@
+//! AVX2 + FMA versions of the kernels, chosen at run time by [`available`].
+//!
+//! The only `unsafe` in the crate: calling `#[target_feature]` functions (sound once
+//! [`available`] has confirmed the features) and unaligned vector loads from slices whose bounds
+//! are checked before each loop.
+#![allow(
+    unsafe_code,
+    reason = "SIMD intrinsics; every use carries a SAFETY comment"
+)]
+
+use std::arch::x86_64::{
+    __m128i, __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtss_f32,
+    _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps, _mm_set1_epi8, _mm_srli_epi16, _mm_srli_si128,
+    _mm256_abs_epi8, _mm256_add_ps, _mm256_castps256_ps128, _mm256_castsi256_si128,
+    _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32, _mm256_extractf128_ps,
+    _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_set_m128i, _mm256_set1_epi16,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_sign_epi8, _mm256_storeu_ps,
+};
+
+use super::{BlockQ4_1, BlockQ8_0, BlockQ8_1, Matrix, QK};
+
+/// Whether this CPU has AVX2 and FMA (the standard library caches the detection).
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Rows `first..first + out.len()` of `w` against one token `x`.
+pub(super) fn rows_for_one(w: &Matrix, x: &[f32], first: usize, out: &mut [f32]) {
+    match w {
+        Matrix::Q4_1 { cols, blocks, .. } => {
+            let per_row = cols / QK;
+            assert_eq!(x.len(), *cols, "input width");
+            let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
+            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            unsafe { q4_1_rows_one(blocks, per_row, x, out) }
+        }
+        Matrix::Q8_0 { cols, blocks, .. } => {
+            let per_row = cols / QK;
+            assert_eq!(x.len(), *cols, "input width");
+            let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
+            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            unsafe { q8_0_rows_one(blocks, per_row, x, out) }
+        }
+        Matrix::F32 { cols, data, .. } => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = dot(&data[(first + i) * cols..(first + i + 1) * cols], x);
+            }
+        }
+    }
+}
+
+/// Rows `first..first + out.len()` of a quantized `w` against one token quantized to Q8_1.
+pub(super) fn rows_for_one_q8(w: &Matrix, xq: &[BlockQ8_1], first: usize, out: &mut [f32]) {
+    match w {
+        Matrix::Q4_1 { cols, blocks, .. } => {
+            let per_row = cols / QK;
+            assert_eq!(xq.len(), per_row, "input width");
+            let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
+            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            unsafe { q4_1_q8_rows(blocks, per_row, xq, out) }
+        }
+        Matrix::Q8_0 { cols, blocks, .. } => {
+            let per_row = cols / QK;
+            assert_eq!(xq.len(), per_row, "input width");
+            let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
+            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            unsafe { q8_0_q8_rows(blocks, per_row, xq, out) }
+        }
+        Matrix::F32 { .. } => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = super::portable::dot_row_q8(w, first + i, xq);
+            }
+        }
+    }
+}
+
+/// Q4_1 bytes of one block as 32 unsigned bytes: the low nibbles (weights 0..16), then the
+/// high ones (weights 16..32).
+#[target_feature(enable = "avx2,fma")]
+fn q4_1_bytes(b: &BlockQ4_1) -> __m256i {
+    // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
+    let q = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16::<4>(q), mask),
+        _mm_and_si128(q, mask),
+    )
+}
+
+/// The eight 32-bit sums of byte products `w · x` (`w` unsigned, `x` signed) as floats.
+#[target_feature(enable = "avx2,fma")]
+fn byte_dot(w: __m256i, x: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(
+        _mm256_maddubs_epi16(w, x),
+        _mm256_set1_epi16(1),
+    ))
+}
+
+/// 32 signed activation bytes of a Q8_1 block.
+#[target_feature(enable = "avx2,fma")]
+fn q8_1_bytes(x: &BlockQ8_1) -> __m256i {
+    // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) }
+}
+
+/// Q4_1 rows against Q8_1 activations, two rows at a time sharing each activation block: per
+/// block, unsigned nibbles times signed bytes summed in 16 then 32 bits, scaled by both blocks'
+/// scales, plus the minimum times the activations' sum.
+#[target_feature(enable = "avx2,fma")]
+fn q4_1_q8_rows(blocks: &[BlockQ4_1], per_row: usize, xq: &[BlockQ8_1], out: &mut [f32]) {
+    let mut rows = blocks.chunks_exact(per_row);
+    let mut outs = out.chunks_exact_mut(2);
+    for pair in &mut outs {
+        let (Some(a), Some(b)) = (rows.next(), rows.next()) else {
+            break;
+        };
+        let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut min_a, mut min_b) = (0f32, 0f32);
+        for ((ba, bb), x) in a.iter().zip(b).zip(xq) {
+            let xv = q8_1_bytes(x);
+            acc_a = _mm256_fmadd_ps(
+                byte_dot(q4_1_bytes(ba), xv),
+                _mm256_set1_ps(ba.d * x.d),
+                acc_a,
+            );
+            acc_b = _mm256_fmadd_ps(
+                byte_dot(q4_1_bytes(bb), xv),
+                _mm256_set1_ps(bb.d * x.d),
+                acc_b,
+            );
+            min_a = ba.m.mul_add(x.s, min_a);
+            min_b = bb.m.mul_add(x.s, min_b);
+        }
+        pair[0] = hsum(acc_a) + min_a;
+        pair[1] = hsum(acc_b) + min_b;
+    }
+    for (o, row) in outs.into_remainder().iter_mut().zip(rows) {
+        let mut acc = _mm256_setzero_ps();
+        let mut min = 0f32;
+        for (b, x) in row.iter().zip(xq) {
+            acc = _mm256_fmadd_ps(
+                byte_dot(q4_1_bytes(b), q8_1_bytes(x)),
+                _mm256_set1_ps(b.d * x.d),
+                acc,
+            );
+            min = b.m.mul_add(x.s, min);
+        }
+        *o = hsum(acc) + min;
+    }
+}
+
+/// Q8_0 rows against Q8_1 activations, two rows at a time (the sign of the weights moved onto
+/// the activations, since the byte product takes one unsigned operand).
+#[target_feature(enable = "avx2,fma")]
+fn q8_0_q8_rows(blocks: &[BlockQ8_0], per_row: usize, xq: &[BlockQ8_1], out: &mut [f32]) {
+    let one = |b: &BlockQ8_0, xv: __m256i| {
+        // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
+        let wv = unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) };
+        byte_dot(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv))
+    };
+    let mut rows = blocks.chunks_exact(per_row);
+    let mut outs = out.chunks_exact_mut(2);
+    for pair in &mut outs {
+        let (Some(a), Some(b)) = (rows.next(), rows.next()) else {
+            break;
+        };
+        let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for ((ba, bb), x) in a.iter().zip(b).zip(xq) {
+            let xv = q8_1_bytes(x);
+            acc_a = _mm256_fmadd_ps(one(ba, xv), _mm256_set1_ps(ba.d * x.d), acc_a);
+            acc_b = _mm256_fmadd_ps(one(bb, xv), _mm256_set1_ps(bb.d * x.d), acc_b);
+        }
+        pair[0] = hsum(acc_a);
+        pair[1] = hsum(acc_b);
+    }
+    for (o, row) in outs.into_remainder().iter_mut().zip(rows) {
+        let mut acc = _mm256_setzero_ps();
+        for (b, x) in row.iter().zip(xq) {
+            acc = _mm256_fmadd_ps(one(b, q8_1_bytes(x)), _mm256_set1_ps(b.d * x.d), acc);
+        }
+        *o = hsum(acc);
+    }
+}
+
+/// Rows `first..` of `w` against `tokens` tokens; `out` is `rows × tokens`.
+pub(super) fn rows_for_many(w: &Matrix, x: &[f32], tokens: usize, first: usize, out: &mut [f32]) {
+    let cols = w.cols();
+    assert_eq!(x.len(), tokens * cols, "input shape");
+    for (i, per_token) in out.chunks_exact_mut(tokens).enumerate() {
+        let r = first + i;
+        let mut t = 0;
+        while t + super::TOKEN_TILE <= tokens {
+            let xs = &x[t * cols..(t + super::TOKEN_TILE) * cols];
+            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            let v: [f32; super::TOKEN_TILE] = unsafe { tile(w, r, xs) };
+            per_token[t..t + super::TOKEN_TILE].copy_from_slice(&v);
+            t += super::TOKEN_TILE;
+        }
+        while t < tokens {
+            let xs = &x[t * cols..(t + 1) * cols];
+            // SAFETY: as above.
+            let [v]: [f32; 1] = unsafe { tile(w, r, xs) };
+            per_token[t] = v;
+            t += 1;
+        }
+    }
+}
+
+/// `Σ a[i] · b[i]`.
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    unsafe { dot_avx2(a, b) }
+}
+
+/// `y += a · x`.
+pub(super) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    unsafe { axpy_avx2(y, a, x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// The 32 weights of a Q8_0 block as four vectors of eight.
+#[target_feature(enable = "avx2,fma")]
+fn dequantize_q8_0(b: &BlockQ8_0) -> [__m256; 4] {
+    // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
+    let q: __m256i = unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) };
+    let lo = _mm256_castsi256_si128(q);
+    let hi = _mm256_extracti128_si256::<1>(q);
+    let d = _mm256_set1_ps(b.d);
+    let widen = |v: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), d);
+    [
+        widen(lo),
+        widen(_mm_srli_si128::<8>(lo)),
+        widen(hi),
+        widen(_mm_srli_si128::<8>(hi)),
+    ]
+}
+
+/// The 32 weights of a Q4_1 block as four vectors of eight.
+#[target_feature(enable = "avx2,fma")]
+fn dequantize_q4_1(b: &BlockQ4_1) -> [__m256; 4] {
+    // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
+    let q: __m128i = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(q, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mask);
+    let d = _mm256_set1_ps(b.d);
+    let m = _mm256_set1_ps(b.m);
+    let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+    [
+        _mm256_fmadd_ps(widen(lo), d, m),
+        _mm256_fmadd_ps(widen(_mm_srli_si128::<8>(lo)), d, m),
+        _mm256_fmadd_ps(widen(hi), d, m),
+        _mm256_fmadd_ps(widen(_mm_srli_si128::<8>(hi)), d, m),
+    ]
+}
+
+/// Quantized rows (`per_row` blocks each) against one token, two rows at a time.
+macro_rules! rows_one {
+    ($name:ident, $block:ty, $dequantize:ident) => {
+        #[target_feature(enable = "avx2,fma")]
+        fn $name(blocks: &[$block], per_row: usize, x: &[f32], out: &mut [f32]) {
+            assert!(x.len() >= per_row * QK && blocks.len() == out.len() * per_row);
+            let mut rows = blocks.chunks_exact(per_row);
+            let mut outs = out.chunks_exact_mut(2);
+            for pair in &mut outs {
+                let (Some(a), Some(b)) = (rows.next(), rows.next()) else {
+                    break;
+                };
+                let mut acc_a = [_mm256_setzero_ps(); 4];
+                let mut acc_b = [_mm256_setzero_ps(); 4];
+                for (i, (ba, bb)) in a.iter().zip(b).enumerate() {
+                    let wa = $dequantize(ba);
+                    let wb = $dequantize(bb);
+                    for k in 0..4 {
+                        // SAFETY: `i * 32 + k * 8 + 8 <= per_row * 32 <= x.len()`.
+                        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(i * QK + k * 8)) };
+                        acc_a[k] = _mm256_fmadd_ps(wa[k], xv, acc_a[k]);
+                        acc_b[k] = _mm256_fmadd_ps(wb[k], xv, acc_b[k]);
+                    }
+                }
+                pair[0] = hsum(sum4(acc_a));
+                pair[1] = hsum(sum4(acc_b));
+            }
+            for (o, row) in outs.into_remainder().iter_mut().zip(rows) {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (i, b) in row.iter().enumerate() {
+                    let w = $dequantize(b);
+                    for k in 0..4 {
+                        // SAFETY: as above.
+                        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(i * QK + k * 8)) };
+                        acc[k] = _mm256_fmadd_ps(w[k], xv, acc[k]);
+                    }
+                }
+                *o = hsum(sum4(acc));
+            }
+        }
+    };
+}
+
+rows_one!(q4_1_rows_one, BlockQ4_1, dequantize_q4_1);
+rows_one!(q8_0_rows_one, BlockQ8_0, dequantize_q8_0);
+
+#[target_feature(enable = "avx2,fma")]
+fn sum4(v: [__m256; 4]) -> __m256 {
+    _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]))
+}
+
+/// Row `r` of `w` against `T` tokens (`xs` is `T × cols`): each dequantized block or loaded
+/// vector of weights serves all `T` tokens.
+#[target_feature(enable = "avx2,fma")]
+fn tile<const T: usize>(w: &Matrix, r: usize, xs: &[f32]) -> [f32; T] {
+    let cols = w.cols();
+    assert_eq!(xs.len(), T * cols, "tile shape");
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut out = [0f32; T];
+    match w {
+        Matrix::Q8_0 { blocks, .. } => {
+            let per_row = cols / QK;
+            let row = &blocks[r * per_row..(r + 1) * per_row];
+            for (i, b) in row.iter().enumerate() {
+                let wv = dequantize_q8_0(b);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let base = t * cols + i * QK;
+                    for (k, wk) in wv.iter().enumerate() {
+                        // SAFETY: `base + k * 8 + 8 <= t * cols + cols <= xs.len()`.
+                        let xv = unsafe { _mm256_loadu_ps(xs.as_ptr().add(base + k * 8)) };
+                        *acc = _mm256_fmadd_ps(*wk, xv, *acc);
+                    }
+                }
+            }
+        }
+        Matrix::Q4_1 { blocks, .. } => {
+            let per_row = cols / QK;
+            let row = &blocks[r * per_row..(r + 1) * per_row];
+            for (i, b) in row.iter().enumerate() {
+                let wv = dequantize_q4_1(b);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let base = t * cols + i * QK;
+                    for (k, wk) in wv.iter().enumerate() {
+                        // SAFETY: `base + k * 8 + 8 <= t * cols + cols <= xs.len()`.
+                        let xv = unsafe { _mm256_loadu_ps(xs.as_ptr().add(base + k * 8)) };
+                        *acc = _mm256_fmadd_ps(*wk, xv, *acc);
+                    }
+                }
+            }
+        }
+        Matrix::F32 { data, .. } => {
+            let row = &data[r * cols..(r + 1) * cols];
+            let full = cols / 8 * 8;
+            let mut c = 0;
+            while c < full {
+                // SAFETY: `c + 8 <= cols == row.len()`.
+                let wv = unsafe { _mm256_loadu_ps(row.as_ptr().add(c)) };
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `t * cols + c + 8 <= T * cols == xs.len()`.
+                    let xv = unsafe { _mm256_loadu_ps(xs.as_ptr().add(t * cols + c)) };
+                    *acc = _mm256_fmadd_ps(wv, xv, *acc);
+                }
+                c += 8;
+            }
+            for (t, o) in out.iter_mut().enumerate() {
+                *o = row[full..]
+                    .iter()
+                    .zip(&xs[t * cols + full..(t + 1) * cols])
+                    .map(|(a, b)| a * b)
+                    .sum();
+            }
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o += hsum(acc);
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `i + k * 8 + 8 <= i + 32 <= n`, within both slices.
+            let (va, vb) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i + k * 8)),
+                    _mm256_loadu_ps(b.as_ptr().add(i + k * 8)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(va, vb, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`.
+        let (va, vb) = unsafe {
+            (
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+            )
+        };
+        acc[0] = _mm256_fmadd_ps(va, vb, acc[0]);
+        i += 8;
+    }
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+    hsum(sum4(acc)) + tail
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`, within both slices.
+        unsafe {
+            let yv = _mm256_loadu_ps(y.as_ptr().add(i));
+            let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), _mm256_fmadd_ps(av, xv, yv));
+        }
+        i += 8;
+    }
+    for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
+        *y = a.mul_add(*x, *y);
+    }
+}
