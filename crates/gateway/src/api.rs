@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use enclave_label::{Label, scan};
 use enclave_models::{RouteError, UpstreamError};
 use enclave_policy::{Denied, Session, check_content, open_session, open_session_at};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
@@ -24,6 +24,13 @@ use crate::identity::{Caller, PeerCert};
 
 /// The request header that sets the session label.
 pub const CLASSIFICATION_HEADER: &str = "x-enclave-classification";
+
+/// [`CLASSIFICATION_HEADER`] as a header name: looking a header up by `&str` parses the name
+/// on every call.
+const CLASSIFICATION: HeaderName = HeaderName::from_static(CLASSIFICATION_HEADER);
+
+/// The request id header, named once for the same reason.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -74,21 +81,17 @@ pub async fn handle(
             }
             outcome.finish(status, false);
             let mut r = e.into_response();
-            r.headers_mut().insert(
-                CLASSIFICATION_HEADER,
-                HeaderValue::from_static("UNCLASSIFIED"),
-            );
+            r.headers_mut()
+                .insert(CLASSIFICATION, HeaderValue::from_static("UNCLASSIFIED"));
             r
         }
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(REQUEST_ID, v);
     }
-    if !resp.headers().contains_key(CLASSIFICATION_HEADER) {
-        resp.headers_mut().insert(
-            CLASSIFICATION_HEADER,
-            HeaderValue::from_static("UNCLASSIFIED"),
-        );
+    if !resp.headers().contains_key(CLASSIFICATION) {
+        resp.headers_mut()
+            .insert(CLASSIFICATION, HeaderValue::from_static("UNCLASSIFIED"));
     }
     Ok(resp)
 }
@@ -133,7 +136,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
 }
 
 fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+    if let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
         && !v.is_empty()
         && v.len() <= 64
         && v.bytes()
@@ -142,7 +145,22 @@ fn request_id(headers: &HeaderMap) -> String {
         return v.to_owned();
     }
     let n = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("req_{:x}_{n:x}", std::process::id())
+    // `req_<pid>_<n>` in hex, written by hand: `format!` cost more than the rest of this.
+    let mut id = String::with_capacity(4 + 8 + 1 + 16);
+    id.push_str("req_");
+    push_hex(&mut id, u64::from(std::process::id()));
+    id.push('_');
+    push_hex(&mut id, n);
+    id
+}
+
+/// Appends `n` in lower-case hex without leading zeros, as `{:x}` writes it.
+fn push_hex(out: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        let d = ((n >> (i * 4)) & 0xf) as u8;
+        out.push(char::from(if d < 10 { b'0' + d } else { b'a' + d - 10 }));
+    }
 }
 
 async fn dispatch(
@@ -441,7 +459,7 @@ fn watch<B>(
     outcome: &Outcome,
     backend: String,
     status: u16,
-    caller: &Caller,
+    caller: &Arc<Caller>,
     request_bytes: usize,
     permit: OwnedSemaphorePermit,
     body: B,
@@ -460,7 +478,7 @@ where
             id: outcome.id.clone(),
         },
         status,
-        caller: caller.rate_key.clone(),
+        caller: Arc::clone(caller),
         request_bytes: request_bytes as u64,
         response_bytes: 0,
         tail: BytesMut::new(),
@@ -478,7 +496,7 @@ fn req_path(route: &str) -> &'static str {
 }
 
 fn open(caller: &Caller, headers: &HeaderMap) -> Result<Session, ApiError> {
-    let requested = match headers.get(CLASSIFICATION_HEADER) {
+    let requested = match headers.get(CLASSIFICATION) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::bad_request(
@@ -626,9 +644,34 @@ async fn read_body(
 }
 
 fn set_label(resp: &mut Response<Body>, label: &Label) {
-    if let Ok(v) = HeaderValue::from_str(&label.banner()) {
-        resp.headers_mut().insert(CLASSIFICATION_HEADER, v);
+    if let Some(v) = banner_header(label) {
+        resp.headers_mut().insert(CLASSIFICATION, v);
     }
+}
+
+/// The `X-Enclave-Classification` value for a label, rendered once per distinct label on each
+/// thread: answers carry the same few labels over and over. The banner is a pure function of
+/// the label, so the cache holds no caller's data; it is cleared when it grows past 32
+/// entries. `None` when the banner cannot be a header value.
+fn banner_header(label: &Label) -> Option<HeaderValue> {
+    // A short list compared by equality: hashing a label cost more than rendering half of it,
+    // and a different label usually differs in its first fields.
+    thread_local! {
+        static BANNERS: std::cell::RefCell<Vec<(Label, Option<HeaderValue>)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BANNERS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if let Some((_, hit)) = cache.iter().find(|(l, _)| l == label) {
+            return hit.clone();
+        }
+        let value = HeaderValue::from_str(&label.banner()).ok();
+        if cache.len() >= 32 {
+            cache.clear();
+        }
+        cache.push((label.clone(), value.clone()));
+        value
+    })
 }
 
 fn json_response(status: StatusCode, v: &Value, label: Option<&Label>) -> Response<Body> {
@@ -643,10 +686,8 @@ fn json_response(status: StatusCode, v: &Value, label: Option<&Label>) -> Respon
     match label {
         Some(l) => set_label(&mut r, l),
         None => {
-            r.headers_mut().insert(
-                CLASSIFICATION_HEADER,
-                HeaderValue::from_static("UNCLASSIFIED"),
-            );
+            r.headers_mut()
+                .insert(CLASSIFICATION, HeaderValue::from_static("UNCLASSIFIED"));
         }
     }
     r
@@ -657,7 +698,7 @@ fn json_response(status: StatusCode, v: &Value, label: Option<&Label>) -> Respon
 struct Watcher {
     outcome: Outcome,
     status: u16,
-    caller: String,
+    caller: Arc<Caller>,
     request_bytes: u64,
     response_bytes: u64,
     tail: BytesMut,
@@ -682,7 +723,10 @@ impl Observer for Watcher {
         if self.outcome.app.limiter.enabled() {
             let tokens =
                 usage_total(&self.tail).unwrap_or((self.request_bytes + self.response_bytes) / 4);
-            self.outcome.app.limiter.charge(&self.caller, tokens);
+            self.outcome
+                .app
+                .limiter
+                .charge(&self.caller.rate_key, tokens);
         }
         let status = if complete { self.status } else { 499 };
         self.outcome.finish(status, true);
@@ -708,6 +752,45 @@ fn usage_total(tail: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_request_ids_read_as_formatted_hex() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            4096,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, n);
+            assert_eq!(s, format!("{n:x}"));
+        }
+        let id = request_id(&HeaderMap::new());
+        let pid = format!("req_{:x}_", std::process::id());
+        assert!(id.starts_with(&pid), "{id}");
+        assert!(u64::from_str_radix(&id[pid.len()..], 16).is_ok(), "{id}");
+    }
+
+    #[test]
+    fn cached_banners_match_the_rendered_ones() {
+        for text in [
+            "SECRET",
+            "SECRET//NOFORN",
+            "TOP SECRET//SI//REL TO USA, GBR",
+            "SECRET",
+        ] {
+            let label: Label = text.parse().unwrap();
+            let expected = HeaderValue::from_str(&label.banner()).ok();
+            assert_eq!(banner_header(&label), expected, "{text}");
+            assert_eq!(banner_header(&label), expected, "{text} (cached)");
+        }
+    }
 
     #[test]
     fn usage_is_read_from_the_tail() {

@@ -2,7 +2,7 @@
 //! and client certificates, each turned into a [`Principal`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enclave_auth::oidc::{OidcVerifier, looks_like_jwt};
@@ -42,7 +42,8 @@ pub struct PeerCert {
 pub struct Authenticator {
     store: Store,
     oidc: Option<OidcVerifier>,
-    cache: Mutex<HashMap<String, (Caller, Instant)>>,
+    /// Verified credentials; shared, not copied, so a hit costs no allocation.
+    cache: Mutex<HashMap<String, (Arc<Caller>, Instant)>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -73,9 +74,9 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         peer: &PeerCert,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Arc<Caller>, ApiError> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return self.by_certificate(peer).await;
+            return self.by_certificate(peer).await.map(Arc::new);
         };
         let Some(token) = value
             .to_str()
@@ -130,6 +131,7 @@ impl Authenticator {
                 method: "api_key",
             }
         };
+        let caller = Arc::new(caller);
         self.remember(token, &caller);
         Ok(caller)
     }
@@ -165,16 +167,16 @@ impl Authenticator {
         })
     }
 
-    fn cached(&self, token: &str) -> Option<Caller> {
+    fn cached(&self, token: &str) -> Option<Arc<Caller>> {
         let map = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (caller, at) = map.get(token)?;
-        (at.elapsed() < KEY_CACHE_TTL).then(|| caller.clone())
+        (at.elapsed() < KEY_CACHE_TTL).then(|| Arc::clone(caller))
     }
 
-    fn remember(&self, token: &str, caller: &Caller) {
+    fn remember(&self, token: &str, caller: &Arc<Caller>) {
         let mut map = self
             .cache
             .lock()
@@ -185,7 +187,7 @@ impl Authenticator {
                 map.clear();
             }
         }
-        map.insert(token.to_owned(), (caller.clone(), Instant::now()));
+        map.insert(token.to_owned(), (Arc::clone(caller), Instant::now()));
     }
 }
 

@@ -14,13 +14,30 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
 ];
 
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        self.count += 1;
+        self.sum += secs;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+    }
+}
+
 /// All metrics of one server.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16, String), Histogram>>,
+    /// By route and status, then backend: a request for a backend already seen finds its
+    /// histogram without allocating the backend's name.
+    requests: Mutex<BTreeMap<(&'static str, u16), ByBackend>>,
     denials: Mutex<BTreeMap<&'static str, u64>>,
     upstream_errors: Mutex<BTreeMap<String, u64>>,
 }
+
+/// Latency histograms by backend name.
+type ByBackend = BTreeMap<String, Histogram>;
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -37,12 +54,13 @@ impl Metrics {
             .requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let h = map.entry((route, status, backend.to_owned())).or_default();
-        h.count += 1;
-        h.sum += secs;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
+        let by_backend = map.entry((route, status)).or_default();
+        match by_backend.get_mut(backend) {
+            Some(h) => h.observe(secs),
+            None => {
+                let mut h = Histogram::default();
+                h.observe(secs);
+                by_backend.insert(backend.to_owned(), h);
             }
         }
     }
@@ -91,7 +109,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        for ((route, status, backend), h) in &requests {
+        let requests: Vec<(&str, u16, &str, &Histogram)> = requests
+            .iter()
+            .flat_map(|(&(route, status), by_backend)| {
+                by_backend
+                    .iter()
+                    .map(move |(backend, h)| (route, status, backend.as_str(), h))
+            })
+            .collect();
+        for &(route, status, backend, h) in &requests {
             let _ = writeln!(
                 out,
                 "enclave_requests_total{{route=\"{route}\",status=\"{status}\",backend=\"{backend}\"}} {}",
@@ -100,7 +126,7 @@ impl Metrics {
         }
         out.push_str("# HELP enclave_request_duration_seconds Time to the end of the response, by route, status and backend.\n");
         out.push_str("# TYPE enclave_request_duration_seconds histogram\n");
-        for ((route, status, backend), h) in &requests {
+        for &(route, status, backend, h) in &requests {
             let labels = format!("route=\"{route}\",status=\"{status}\",backend=\"{backend}\"");
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
@@ -149,5 +175,41 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_rendered_in_route_status_backend_order() {
+        let m = Metrics::default();
+        let ms = Duration::from_millis(3);
+        m.request("chat_completions", 200, "b", ms);
+        m.request("chat_completions", 200, "a", ms);
+        m.request("chat_completions", 200, "b", ms);
+        m.request("chat_completions", 502, "", ms);
+        m.request("models", 200, "", ms);
+        let out = m.render();
+        let totals: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("enclave_requests_total{"))
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                r#"enclave_requests_total{route="chat_completions",status="200",backend="a"} 1"#,
+                r#"enclave_requests_total{route="chat_completions",status="200",backend="b"} 2"#,
+                r#"enclave_requests_total{route="chat_completions",status="502",backend=""} 1"#,
+                r#"enclave_requests_total{route="models",status="200",backend=""} 1"#,
+            ]
+        );
+        assert!(out.contains(
+            r#"enclave_request_duration_seconds_bucket{route="chat_completions",status="200",backend="b",le="0.005"} 2"#
+        ));
+        assert!(out.contains(
+            r#"enclave_request_duration_seconds_bucket{route="chat_completions",status="200",backend="b",le="0.0025"} 0"#
+        ));
     }
 }

@@ -27,8 +27,25 @@ pub struct Summary {
 /// The JSON syntax error (with line and column), or `invalid type` when the body is not an
 /// object. Nesting deeper than serde_json's recursion limit (128) is an error, not a crash.
 pub fn summarize(raw: &[u8]) -> Result<Summary, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(raw);
-    let mut summary = Summary::default();
+    // Checking the whole body is UTF-8 at once is cheaper than serde_json checking each string
+    // as it goes; a body that is not UTF-8 is read from bytes, for the same error as before.
+    match std::str::from_utf8(raw) {
+        Ok(text) => read(serde_json::Deserializer::from_str(text), raw.len()),
+        Err(_) => read(serde_json::Deserializer::from_slice(raw), raw.len()),
+    }
+}
+
+fn read<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    len: usize,
+) -> Result<Summary, serde_json::Error> {
+    // The text is never longer than the body (each string loses at least its two quotes to
+    // the blank line that separates it), so one allocation holds it: growing it as strings
+    // arrive cost more than reading them.
+    let mut summary = Summary {
+        text: String::with_capacity(len),
+        ..Summary::default()
+    };
     de.deserialize_map(Top(&mut summary))?;
     de.end()?;
     Ok(summary)
@@ -299,6 +316,23 @@ mod tests {
         assert!(
             s.text.contains("(S) top") && s.text.contains("(TS) nested key"),
             "keys are content"
+        );
+    }
+
+    #[test]
+    fn text_and_bytes_read_the_same() {
+        let raw = br#"{"model":"m","stream":true,"messages":[{"content":"(S) caf\u00e9 \"q\" \n x"}],"n":1}"#;
+        let mut de = serde_json::Deserializer::from_slice(&raw[..]);
+        let mut summary = Summary::default();
+        de.deserialize_map(Top(&mut summary)).unwrap();
+        de.end().unwrap();
+        assert_eq!(summarize(raw).unwrap(), summary);
+        // Not UTF-8: the byte reader's error, position included.
+        let bad = b"{\"model\":\"m\",\"x\":\"\xff\"}";
+        let from_bytes = serde_json::from_slice::<serde_json::Value>(bad).unwrap_err();
+        assert_eq!(
+            summarize(bad).unwrap_err().to_string(),
+            from_bytes.to_string()
         );
     }
 

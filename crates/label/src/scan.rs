@@ -8,6 +8,7 @@
 //! breaking a rule: an invalid marking is still an indicator.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use memchr::memmem;
 
@@ -21,6 +22,9 @@ use crate::registry::{self, FxMap};
 const MAX_CANDIDATE_BYTES: usize = 320;
 /// How many shorter readings of one candidate the scanner tries before giving up.
 const MAX_TRIMS: usize = 24;
+
+/// The `//` searcher, built once: building one per line cost more than the search.
+static SEPARATOR: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("//"));
 
 /// A marking found in text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +79,10 @@ pub fn scan(text: &str) -> Scan {
         list_letters: [false; 26],
         cache: FxMap::default(),
         ids: Vec::new(),
+        next_separator: 0,
     };
     scanner.scan_lines();
+    let scanner_cache_len = scanner.cache.len();
     // Markings are recorded line by line, in order.
     let mut ids = scanner.ids;
     let mut found = scanner.found;
@@ -96,8 +102,16 @@ pub fn scan(text: &str) -> Scan {
     }
     // Documents repeat the same few portion marks; roll up each distinct label once. (A label
     // joined with itself is its roll-up normal form, hence the second join when all are equal.)
+    if found.is_empty() {
+        // Most text carries no marking at all: nothing to roll up.
+        return Scan {
+            markings: found,
+            label: Label::unclassified(),
+        };
+    }
     let mut distinct: Vec<&Label> = Vec::new();
-    let mut seen = vec![false; 4096];
+    // Ids index the detection cache, so it bounds them (an id past it is `usize::MAX`).
+    let mut seen = vec![false; scanner_cache_len];
     for (f, &id) in found.iter().zip(&ids) {
         match seen.get_mut(id) {
             Some(true) => {}
@@ -109,13 +123,37 @@ pub fn scan(text: &str) -> Scan {
         }
     }
     let mut label = rollup(distinct.iter().copied());
-    if distinct.len() == 1 && found.len() > 1 {
+    if distinct.len() == 1 && found.len() > 1 && !is_plain_unclassified_fixed_point(&label) {
         label = label.join(&label);
     }
     Scan {
         markings: found,
         label,
     }
+}
+
+/// The detection of the portion marks that most documents use, read once per process (the
+/// parse is a pure function of the text); `None` for any other text.
+fn detect_common(candidate: &str) -> Option<Option<(Label, bool)>> {
+    const COMMON: [&str; 6] = ["(U)", "(C)", "(S)", "(TS)", "(CUI)", "(U//FOUO)"];
+    static DETECTED: LazyLock<Vec<Option<(Label, bool)>>> = LazyLock::new(|| {
+        COMMON
+            .iter()
+            .map(|c| detect_marking(c).map(|(m, complete)| (m.label, complete)))
+            .collect()
+    });
+    let i = COMMON.iter().position(|c| *c == candidate)?;
+    DETECTED.get(i).cloned()
+}
+
+/// Whether `label` is plain UNCLASSIFIED, which its own join leaves unchanged: text full of
+/// `(U)` portions, the common case, then skips the second join.
+fn is_plain_unclassified_fixed_point(label: &Label) -> bool {
+    static FIXED: LazyLock<bool> = LazyLock::new(|| {
+        let u = Label::unclassified();
+        u.join(&u) == u
+    });
+    *label == Label::unclassified() && *FIXED
 }
 
 struct Scanner<'a> {
@@ -130,6 +168,9 @@ struct Scanner<'a> {
     cache: FxMap<String, Option<(Label, bool, usize)>>,
     /// For each marking found, the id of its text (`usize::MAX` when it was not cached).
     ids: Vec<usize>,
+    /// Where the next `//` at or after the current line starts (`usize::MAX`: none left), so
+    /// that lines without one skip the separator scan after a single search of the text.
+    next_separator: usize,
 }
 
 impl Scanner<'_> {
@@ -144,7 +185,8 @@ impl Scanner<'_> {
         if let Some(hit) = self.cache.get(candidate) {
             return hit.clone();
         }
-        let result = detect_marking(candidate).map(|(m, complete)| (m.label, complete));
+        let result = detect_common(candidate)
+            .unwrap_or_else(|| detect_marking(candidate).map(|(m, complete)| (m.label, complete)));
         if self.cache.len() < 4096 {
             let id = self.cache.len();
             let entry = result.map(|(l, c)| (l, c, id));
@@ -187,7 +229,16 @@ impl Scanner<'_> {
             if end - start <= 40 {
                 self.scan_bare_banner(start, end);
             }
-            self.scan_separators(from, end);
+            // A `//` never spans lines, so a line with none in it has nothing for
+            // `scan_separators`, which would find nothing at or after `from` either.
+            if self.next_separator < start {
+                self.next_separator = SEPARATOR
+                    .find(self.bytes().get(start..).unwrap_or_default())
+                    .map_or(usize::MAX, |i| start + i);
+            }
+            if self.next_separator < end {
+                self.scan_separators(from, end);
+            }
             start = end + 1;
         }
     }
@@ -265,36 +316,23 @@ impl Scanner<'_> {
     /// A short line that is only a classification: `SECRET`, `TOP SECRET`, `CUI`.
     fn scan_bare_banner(&mut self, start: usize, end: usize) {
         let line = self.view.get(start..end).unwrap_or_default();
-        let trimmed = line.trim_matches(|c: char| {
-            c.is_ascii_whitespace() || matches!(c, '*' | '#' | '_' | '=' | '-')
-        });
-        if trimmed.is_empty() || trimmed.contains('/') {
+        // Trimmed byte by byte: every character trimmed is ASCII, so this stops exactly where
+        // trimming by characters would.
+        let is_trim =
+            |b: &u8| b.is_ascii_whitespace() || matches!(b, b'*' | b'#' | b'_' | b'=' | b'-');
+        let bytes = line.as_bytes();
+        let Some(first) = bytes.iter().position(|b| !is_trim(b)) else {
             return;
-        }
-        let upper = trimmed.to_ascii_uppercase();
-        let words: Vec<&str> = upper.split_whitespace().collect();
-        let canonical = words.join(" ");
-        if !matches!(
-            canonical.as_str(),
-            "TOP SECRET"
-                | "SECRET"
-                | "CONFIDENTIAL"
-                | "UNCLASSIFIED"
-                | "CUI"
-                | "COSMIC TOP SECRET"
-                | "NATO SECRET"
-                | "NATO CONFIDENTIAL"
-        ) {
-            return;
-        }
-        let offset = line.find(trimmed).unwrap_or(0);
-        let from = start + offset;
-        let text = if canonical.starts_with("NATO") || canonical.starts_with("COSMIC") {
-            format!("//{canonical}")
-        } else {
-            canonical
         };
-        if let Ok(m) = parse_marking(&text, Mode::Detect, None) {
+        let last = bytes.iter().rposition(|b| !is_trim(b)).unwrap_or(first);
+        let Some(trimmed) = line.get(first..=last) else {
+            return;
+        };
+        let Some(text) = bare_banner(trimmed) else {
+            return;
+        };
+        let from = start + first;
+        if let Ok(m) = parse_marking(text, Mode::Detect, None) {
             self.record(
                 from..from + trimmed.len(),
                 m.label,
@@ -309,7 +347,9 @@ impl Scanner<'_> {
         let view = self.view;
         let line = view.as_bytes().get(..end).unwrap_or_default();
         let mut at = from;
-        while let Some(i) = memmem::find(line.get(at..).unwrap_or_default(), b"//").map(|i| at + i)
+        while let Some(i) = SEPARATOR
+            .find(line.get(at..).unwrap_or_default())
+            .map(|i| at + i)
         {
             at = i + 2;
             if let Some(end) = self.try_separator(i, from) {
@@ -413,6 +453,55 @@ impl Scanner<'_> {
         self.record(start..real_end, label, Form::Banner, id);
         Some(real_end)
     }
+}
+
+/// The marking a line spells when its words, in any case and spacing, are a bare
+/// classification (`SECRET`, `top  secret`), ready for the parser.
+fn bare_banner(trimmed: &str) -> Option<&'static str> {
+    const BARE: [(&str, &str); 8] = [
+        ("TOP SECRET", "TOP SECRET"),
+        ("SECRET", "SECRET"),
+        ("CONFIDENTIAL", "CONFIDENTIAL"),
+        ("UNCLASSIFIED", "UNCLASSIFIED"),
+        ("CUI", "CUI"),
+        ("COSMIC TOP SECRET", "//COSMIC TOP SECRET"),
+        ("NATO SECRET", "//NATO SECRET"),
+        ("NATO CONFIDENTIAL", "//NATO CONFIDENTIAL"),
+    ];
+    const LONGEST: usize = 17;
+    let lookup = |canonical: &[u8]| {
+        BARE.iter()
+            .find(|(c, _)| c.as_bytes() == canonical)
+            .map(|&(_, text)| text)
+    };
+    if !trimmed.is_ascii() {
+        // Rare (folded text keeps few non-ASCII characters): words split at any Unicode space.
+        let upper = trimmed.to_ascii_uppercase();
+        let words: Vec<&str> = upper.split_whitespace().collect();
+        return lookup(words.join(" ").as_bytes());
+    }
+    // The words upper-cased and joined by single spaces, on the stack: the many short lines
+    // that are not banners (JSON keys such as `role`, `content`) cost no allocation.
+    let mut canonical = [0u8; LONGEST];
+    let mut len = 0;
+    let mut space = false;
+    for &b in trimmed.as_bytes() {
+        if char::from(b).is_whitespace() {
+            space = len > 0;
+            continue;
+        }
+        if !b.is_ascii_alphabetic() {
+            return None;
+        }
+        if space {
+            *canonical.get_mut(len)? = b' ';
+            len += 1;
+            space = false;
+        }
+        *canonical.get_mut(len)? = b.to_ascii_uppercase();
+        len += 1;
+    }
+    lookup(canonical.get(..len)?)
 }
 
 /// An abbreviated banner (`TS//SI//NF`) counts only when it names a registered control, so that
@@ -672,6 +761,82 @@ mod tests {
         let src = "It is SECRET//REL TO USA, GBR and must not leak.";
         let s = scan(src);
         assert_eq!(texts(&s, src), ["SECRET//REL TO USA, GBR"]);
+    }
+
+    #[test]
+    fn bare_banners_are_read_as_before_without_allocating() {
+        // The reading `bare_banner` replaced: upper-case, split at any white space, join.
+        fn allocating(trimmed: &str) -> Option<String> {
+            let upper = trimmed.to_ascii_uppercase();
+            let canonical = upper.split_whitespace().collect::<Vec<_>>().join(" ");
+            let bare = [
+                "TOP SECRET",
+                "SECRET",
+                "CONFIDENTIAL",
+                "UNCLASSIFIED",
+                "CUI",
+                "COSMIC TOP SECRET",
+                "NATO SECRET",
+                "NATO CONFIDENTIAL",
+            ];
+            bare.contains(&canonical.as_str()).then(|| {
+                if canonical.starts_with("NATO") || canonical.starts_with("COSMIC") {
+                    format!("//{canonical}")
+                } else {
+                    canonical
+                }
+            })
+        }
+        for line in [
+            "SECRET",
+            "secret",
+            "Top   Secret",
+            "top\tsecret",
+            "TOP\u{b}SECRET",
+            "TOP\u{a0}SECRET",
+            "TOP\u{2003}SECRET",
+            "cosmic top secret",
+            "NATO  CONFIDENTIAL",
+            "TOPSECRET",
+            "TOP SECRET X",
+            "SECRET2",
+            "S3CRET",
+            "role",
+            "content",
+            "system",
+            "user",
+            "unclassified",
+            "CUI",
+            "cui\u{b}",
+            "COSMIC TOP SECRET TOO LONG",
+            "ЅECRET",
+            "SECRET/",
+            "",
+        ] {
+            assert_eq!(
+                bare_banner(line).map(str::to_owned),
+                allocating(line),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn common_portion_marks_read_as_the_parser_reads_them() {
+        for mark in ["(U)", "(C)", "(S)", "(TS)", "(CUI)", "(U//FOUO)"] {
+            let direct = detect_marking(mark).map(|(m, complete)| (m.label, complete));
+            assert_eq!(detect_common(mark), Some(direct), "{mark}");
+        }
+        assert_eq!(detect_common("(S//NF)"), None);
+    }
+
+    #[test]
+    fn repeated_unclassified_portions_roll_up_to_unclassified() {
+        let s = scan("(U) one\n\n(U) two\n\n(U) three");
+        assert_eq!(s.markings.len(), 3);
+        assert_eq!(s.label, Label::unclassified());
+        assert_eq!(s.label, s.label.join(&s.label));
+        assert!(scan("no markings at all").markings.is_empty());
     }
 
     #[test]

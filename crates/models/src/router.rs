@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use enclave_label::Label;
 use enclave_policy::{Denied, eligible};
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -166,19 +166,15 @@ impl Router {
         {
             return Err(RouteError::UnknownModel(model.to_owned()));
         }
-        let serving: Vec<Candidate> = self
-            .upstreams
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| u.upstream_model(model).is_some())
-            .map(|(i, _)| Candidate(i))
-            .collect();
         // SECURITY: the only path to a backend goes through `eligible`, so fallback can never
         // reach a backend whose accreditation does not dominate the label.
         let all = eligible(&self.upstreams, label).map_err(RouteError::NotAccredited)?;
         let mut ok: Vec<(u32, u64, Candidate)> = Vec::new();
-        for c in serving {
-            let u = &self.upstreams[c.0];
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.upstream_model(model).is_none() {
+                continue;
+            }
+            let c = Candidate(i);
             if all.iter().any(|e| std::ptr::eq(*e, u)) {
                 let w = u64::from(u.spec().weight.max(1));
                 // Weighted random order (Efraimidis–Spirakis with an integer key): a larger
@@ -311,16 +307,28 @@ impl Router {
 }
 
 fn build_request(u: &Upstream, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
-    let mut b = Request::builder()
-        .method(Method::POST)
-        .uri(u.url(path))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json, text/event-stream");
+    let (uri, host) = u
+        .endpoint(path)
+        .map_err(|e| format!("invalid upstream URL: {e}"))?;
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
     if let Some(auth) = u.authorization() {
-        b = b.header(header::AUTHORIZATION, auth.clone());
+        headers.insert(header::AUTHORIZATION, auth.clone());
     }
-    b.body(Full::new(body))
-        .map_err(|e| format!("invalid upstream URL: {e}"))
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    Ok(req)
 }
 
 fn retryable(status: StatusCode) -> bool {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use enclave_label::Accreditation;
-use http::HeaderValue;
+use http::{HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -64,7 +64,16 @@ pub struct UpstreamSpec {
 pub struct Upstream {
     spec: UpstreamSpec,
     authorization: Option<HeaderValue>,
+    /// The API paths every request uses, with their URL and `Host` header prepared once:
+    /// formatting and parsing them per request cost more than the rest of building it.
+    endpoints: Vec<(&'static str, Endpoint)>,
 }
+
+/// A prepared API URL, or why the base URL and path do not make one.
+type Endpoint = Result<(Uri, Option<HeaderValue>), String>;
+
+/// The paths [`Upstream::new`] prepares.
+const PREPARED_PATHS: [&str; 2] = ["/chat/completions", "/embeddings"];
 
 impl Upstream {
     /// Prepares an upstream.
@@ -86,10 +95,16 @@ impl Upstream {
             }
             None => None,
         };
-        Ok(Upstream {
+        let mut upstream = Upstream {
             spec,
             authorization,
-        })
+            endpoints: Vec::new(),
+        };
+        upstream.endpoints = PREPARED_PATHS
+            .iter()
+            .map(|&path| (path, upstream.prepare(path)))
+            .collect();
+        Ok(upstream)
     }
 
     /// The backend's name.
@@ -120,10 +135,85 @@ impl Upstream {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.spec.base_url)
     }
+
+    /// The parsed URL of an API path and the `Host` header for it.
+    ///
+    /// # Errors
+    ///
+    /// Why the base URL and the path do not make a URL.
+    pub(crate) fn endpoint(&self, path: &str) -> Endpoint {
+        match self.endpoints.iter().find(|(p, _)| *p == path) {
+            Some((_, prepared)) => prepared.clone(),
+            None => self.prepare(path),
+        }
+    }
+
+    fn prepare(&self, path: &str) -> Endpoint {
+        let uri = Uri::try_from(self.url(path)).map_err(|e| e.to_string())?;
+        let host = host_header(&uri);
+        Ok((uri, host))
+    }
+}
+
+/// The `Host` header hyper-util's client would add for `uri`: the host, with the port unless it
+/// is the scheme's default. (Sending it ourselves spares the client formatting it per request;
+/// the client leaves a `Host` header it is given alone.)
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    match uri.port() {
+        Some(port) if !matches!((port.as_u16(), secure), (443, true) | (80, false)) => {
+            HeaderValue::from_str(&format!("{host}:{port}")).ok()
+        }
+        _ => HeaderValue::from_str(host).ok(),
+    }
 }
 
 impl enclave_policy::Accredited for Upstream {
     fn accreditation(&self) -> &Accreditation {
         &self.spec.accreditation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base_url: &str) -> Upstream {
+        Upstream::new(UpstreamSpec {
+            name: "b".to_owned(),
+            base_url: base_url.to_owned(),
+            api_key: None,
+            models: Vec::new(),
+            accreditation: Accreditation::new(enclave_label::Label::unclassified(), []),
+            priority: 0,
+            weight: 1,
+            local: false,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn prepared_endpoints_equal_parsing_the_url_each_time() {
+        for (base, host) in [
+            ("http://127.0.0.1:8080/v1", Some("127.0.0.1:8080")),
+            ("http://example.com:80/v1", Some("example.com")),
+            ("https://api.example.com/v1", Some("api.example.com")),
+            ("https://api.example.com:443/v1", Some("api.example.com")),
+            ("https://api.example.com:8443", Some("api.example.com:8443")),
+            ("http://[::1]:9000/v1", Some("[::1]:9000")),
+        ] {
+            let u = upstream(base);
+            for path in ["/chat/completions", "/embeddings", "/other"] {
+                let (uri, h) = u.endpoint(path).unwrap();
+                assert_eq!(uri, Uri::try_from(u.url(path)).unwrap(), "{base}{path}");
+                assert_eq!(h.as_ref().and_then(|h| h.to_str().ok()), host, "{base}");
+            }
+        }
+        let bad = upstream("http://exa mple/v1");
+        let expected = Uri::try_from(bad.url("/chat/completions"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(bad.endpoint("/chat/completions").unwrap_err(), expected);
     }
 }

@@ -236,6 +236,11 @@ pub fn open_session_at(principal: &Principal, label: Label) -> Result<Session, D
 ///
 /// [`Denied::SpillageDetected`] when the content's level or compartments are not covered.
 pub fn check_content(session: &Session, content: &Scan) -> Result<Label, Denied> {
+    // Plain UNCLASSIFIED content (no markings, or only `(U)` portions) has rank 0 and no
+    // compartments, which every session covers: skip building both access classes.
+    if content.label == Label::unclassified() {
+        return Ok(session.label.join(&content.label));
+    }
     let mine = session.label.access();
     let theirs = content.label.access();
     // SECURITY: level and compartments are the classification boundary; releasability differences
@@ -365,6 +370,8 @@ mod tests {
         assert_eq!(label.to_string(), "SECRET//ORCON/NOFORN");
         let plain = check_content(&s, &scan("no markings here")).unwrap();
         assert_eq!(plain.to_string(), "SECRET//REL TO USA, GBR");
+        let portions = check_content(&s, &scan("(U) one\n\n(U) two")).unwrap();
+        assert_eq!(portions, s.label().join(&Label::unclassified()));
     }
 
     #[test]
