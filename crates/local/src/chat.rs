@@ -218,6 +218,36 @@ impl ChatModel {
         ignore_eos: bool,
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, ChatError> {
+        let mut seq = self.start(prompt, params, ignore_eos)?;
+        loop {
+            let text = seq.take_text();
+            if !text.is_empty() && !on_token(&text) {
+                seq.cancel();
+            }
+            if seq.is_finished() {
+                return Ok(seq.into_generation());
+            }
+            self.step(&mut [&mut seq])?;
+        }
+    }
+
+    /// Starts a generation: encodes and runs the prompt and samples the first token. Advance it
+    /// with [`ChatModel::step`], alone or together with other sequences; the text each step
+    /// releases is in [`Sequence::take_text`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ChatModel::generate`].
+    pub fn begin(&self, prompt: &str, params: &GenerationParams) -> Result<Sequence, ChatError> {
+        self.start(prompt, params, false)
+    }
+
+    fn start(
+        &self,
+        prompt: &str,
+        params: &GenerationParams,
+        ignore_eos: bool,
+    ) -> Result<Sequence, ChatError> {
         let ids = self.tokenizer.encode(prompt);
         let prompt_tokens = ids.len();
         if prompt_tokens == 0 {
@@ -227,63 +257,150 @@ impl ChatModel {
         if prompt_tokens.saturating_add(params.max_tokens) > max {
             return Err(ChatError::ContextLength { prompt_tokens, max });
         }
-        let mut result = Generation {
-            text: String::new(),
-            prompt_tokens,
-            completion_tokens: 0,
-            tokens: Vec::new(),
-            finish_reason: FinishReason::Length,
+        let mut seq = Sequence {
+            cache: self.llama.new_cache(),
+            sampler: LogitsProcessor::from_sampling(params.seed, sampling(params)),
+            stream: TextStream::new(&params.stop),
+            result: Generation {
+                text: String::new(),
+                prompt_tokens,
+                completion_tokens: 0,
+                tokens: Vec::new(),
+                finish_reason: FinishReason::Length,
+            },
+            max_tokens: params.max_tokens,
+            ignore_eos,
+            pending: None,
+            finished: false,
+            out: String::new(),
         };
         if params.max_tokens == 0 {
-            return Ok(result);
+            seq.finished = true;
+            return Ok(seq);
         }
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling(params));
-        let mut stream = TextStream::new(&params.stop);
-        let mut cache = self.llama.new_cache();
-        let mut logits = self
+        let logits = self
             .llama
-            .forward(&ids, &mut cache)
+            .forward(&ids, &mut seq.cache)
             .map_err(ChatError::Inference)?;
-        let eos = self.tokenizer.eos_id();
-        loop {
-            let n = logits.len();
-            let next = Tensor::from_vec(logits, n, &Device::Cpu)
-                .and_then(|l| sampler.sample(&l))
-                .map_err(ChatError::Inference)?;
-            if next == eos && !ignore_eos {
-                result.finish_reason = FinishReason::Stop;
-                break;
-            }
-            result.completion_tokens += 1;
-            result.tokens.push(next);
-            let release = stream.push(&self.tokenizer.decode_bytes(&[next]));
-            if !release.text.is_empty() {
-                result.text.push_str(&release.text);
-                if !on_token(&release.text) {
-                    result.finish_reason = FinishReason::Cancelled;
-                    return Ok(result);
-                }
-            }
-            if release.stopped {
-                result.finish_reason = FinishReason::Stop;
-                return Ok(result);
-            }
-            if result.completion_tokens >= params.max_tokens {
-                break;
-            }
-            logits = self
-                .llama
-                .forward(&[next], &mut cache)
-                .map_err(ChatError::Inference)?;
+        self.accept(&mut seq, logits)?;
+        Ok(seq)
+    }
+
+    /// Runs one generated token of every unfinished sequence in `seqs` through the model in
+    /// one pass over the weights and samples each one's next token. A sequence gets exactly the
+    /// tokens it would get alone: batching changes the speed, never the text.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError::Inference`] when a tensor operation fails (a bug or a corrupt model).
+    pub fn step(&self, seqs: &mut [&mut Sequence]) -> Result<(), ChatError> {
+        let mut live: Vec<&mut Sequence> = seqs
+            .iter_mut()
+            .filter(|s| !s.finished && s.pending.is_some())
+            .map(|s| &mut **s)
+            .collect();
+        if live.is_empty() {
+            return Ok(());
         }
-        let rest = stream.finish();
-        if !rest.is_empty() {
-            result.text.push_str(&rest);
-            if !on_token(&rest) {
-                result.finish_reason = FinishReason::Cancelled;
-            }
+        let tokens: Vec<u32> = live.iter().filter_map(|s| s.pending).collect();
+        let mut caches: Vec<&mut model::KvCache> = live.iter_mut().map(|s| &mut s.cache).collect();
+        let all = self
+            .llama
+            .forward_step(&tokens, &mut caches)
+            .map_err(ChatError::Inference)?;
+        for (seq, logits) in live.into_iter().zip(all) {
+            seq.pending = None;
+            self.accept(seq, logits)?;
         }
-        Ok(result)
+        Ok(())
+    }
+
+    /// Samples the next token of `seq` from `logits` and releases its text.
+    fn accept(&self, seq: &mut Sequence, logits: Vec<f32>) -> Result<(), ChatError> {
+        let n = logits.len();
+        let next = Tensor::from_vec(logits, n, &Device::Cpu)
+            .and_then(|l| seq.sampler.sample(&l))
+            .map_err(ChatError::Inference)?;
+        if next == self.tokenizer.eos_id() && !seq.ignore_eos {
+            seq.result.finish_reason = FinishReason::Stop;
+            seq.flush();
+            return Ok(());
+        }
+        seq.result.completion_tokens += 1;
+        seq.result.tokens.push(next);
+        let release = seq.stream.push(&self.tokenizer.decode_bytes(&[next]));
+        seq.release(&release.text);
+        if release.stopped {
+            seq.result.finish_reason = FinishReason::Stop;
+            seq.finished = true;
+        } else if seq.result.completion_tokens >= seq.max_tokens {
+            seq.result.finish_reason = FinishReason::Length;
+            seq.flush();
+        } else {
+            seq.pending = Some(next);
+        }
+        Ok(())
+    }
+}
+
+/// A generation in progress: its KV cache, sampler and the text not yet taken. Made by
+/// [`ChatModel::begin`], advanced by [`ChatModel::step`].
+pub struct Sequence {
+    cache: model::KvCache,
+    sampler: LogitsProcessor,
+    stream: TextStream,
+    result: Generation,
+    max_tokens: usize,
+    ignore_eos: bool,
+    /// The last sampled token, not yet run through the model.
+    pending: Option<u32>,
+    finished: bool,
+    /// Text released since the caller last took it.
+    out: String,
+}
+
+impl std::fmt::Debug for Sequence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequence")
+            .field("prompt_tokens", &self.result.prompt_tokens)
+            .field("completion_tokens", &self.result.completion_tokens)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sequence {
+    /// The text released since the last call (whole UTF-8, never part of a stop string).
+    pub fn take_text(&mut self) -> String {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether generation has ended (end of turn, stop string, `max_tokens` or cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Ends the generation as cancelled (the client went away).
+    pub fn cancel(&mut self) {
+        self.finished = true;
+        self.result.finish_reason = FinishReason::Cancelled;
+    }
+
+    /// The generation so far: all released text, token counts and why it ended.
+    pub fn into_generation(self) -> Generation {
+        self.result
+    }
+
+    fn release(&mut self, text: &str) {
+        self.result.text.push_str(text);
+        self.out.push_str(text);
+    }
+
+    /// Releases what the stream held back and ends the generation.
+    fn flush(&mut self) {
+        let rest = self.stream.finish();
+        self.release(&rest);
+        self.finished = true;
     }
 }
 

@@ -442,6 +442,50 @@ fn rows_for_one_q8(w: &Matrix, xq: &[BlockQ8_1], first: usize, out: &mut [f32]) 
     }
 }
 
+/// `out = x · Wᵀ` for `tokens` rows of `x` that are single tokens of separate sequences (batched
+/// generation): each row is quantized and multiplied with exactly the arithmetic [`matmul`] uses
+/// for one token, so whether a sequence ran alone or batched never changes its result, while
+/// each weight block is unpacked once for all the rows.
+pub(crate) fn matmul_each(w: &Matrix, x: &[f32], tokens: usize, out: &mut [f32]) {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert_eq!(x.len(), tokens * cols, "matmul input shape");
+    assert_eq!(out.len(), tokens * rows, "matmul output shape");
+    if tokens <= 1 || matches!(w, Matrix::F32 { .. }) {
+        for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
+            product(w, x, 1, out, true);
+        }
+        return;
+    }
+    let xqs: Vec<Vec<BlockQ8_1>> = x.chunks_exact(cols).map(quantize_q8_1).collect();
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = rows.div_ceil(threads * 2).next_multiple_of(4).max(4);
+    let mut by_row = vec![0f32; rows * tokens];
+    by_row
+        .par_chunks_mut(per_task * tokens)
+        .enumerate()
+        .for_each(|(i, chunk)| rows_for_many_q8(w, &xqs, i * per_task, chunk));
+    for (r, per_token) in by_row.chunks_exact(tokens).enumerate() {
+        for (t, &v) in per_token.iter().enumerate() {
+            out[t * rows + r] = v;
+        }
+    }
+}
+
+/// Rows `first..` of a quantized `W` against each token of `xqs`; `out` is
+/// `(out.len() / xqs.len()) × xqs.len()`.
+fn rows_for_many_q8(w: &Matrix, xqs: &[Vec<BlockQ8_1>], first: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        x86::rows_for_many_q8(w, xqs, first, out);
+        return;
+    }
+    for (i, per_token) in out.chunks_exact_mut(xqs.len()).enumerate() {
+        for (o, xq) in per_token.iter_mut().zip(xqs) {
+            *o = portable::dot_row_q8(w, first + i, xq);
+        }
+    }
+}
+
 /// Rows `first..` of `W` against every token; `out` is `(out.len() / tokens) × tokens`.
 fn rows_for_many(w: &Matrix, x: &[f32], tokens: usize, first: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -1264,6 +1308,23 @@ mod tests {
                     } else {
                         assert_close(&out, &naive(w, &x, tokens));
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batched_single_tokens_equal_one_at_a_time_bit_for_bit() {
+        let mut rng = Rng(0x5EED);
+        for w in [rng.q4_1(70, 96), rng.q8_0(70, 96)] {
+            for tokens in [2, 3, 4, 5, 9] {
+                let x = rng.vec(tokens * 96);
+                let mut batched = vec![0f32; tokens * 70];
+                matmul_each(&w, &x, tokens, &mut batched);
+                for (x, b) in x.chunks_exact(96).zip(batched.chunks_exact(70)) {
+                    let mut alone = vec![0f32; 70];
+                    matmul(&w, x, 1, &mut alone);
+                    assert_eq!(alone, b);
                 }
             }
         }

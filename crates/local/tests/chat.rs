@@ -615,3 +615,48 @@ fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn sequences_stepped_together_generate_what_they_generate_alone() {
+    let model = tiny_model();
+    let prompts = [
+        model.prompt(&[Message::new("user", "the")]),
+        model.prompt(&[Message::new("user", "in a 12")]),
+        model.prompt(&[Message::new("user", "é")]),
+    ];
+    let params = [
+        greedy(9),
+        GenerationParams {
+            max_tokens: 14,
+            temperature: 0.9,
+            seed: 7,
+            ..GenerationParams::default()
+        },
+        greedy(5),
+    ];
+    let alone: Vec<_> = prompts
+        .iter()
+        .zip(&params)
+        .map(|(p, params)| model.generate(p, params, &mut |_| true).unwrap())
+        .collect();
+    let mut seqs: Vec<_> = prompts
+        .iter()
+        .zip(&params)
+        .map(|(p, params)| model.begin(p, params).unwrap())
+        .collect();
+    let mut texts = vec![String::new(); seqs.len()];
+    while seqs.iter().any(|s| !s.is_finished()) {
+        for (s, t) in seqs.iter_mut().zip(&mut texts) {
+            t.push_str(&s.take_text());
+        }
+        let mut refs: Vec<_> = seqs.iter_mut().collect();
+        model.step(&mut refs).unwrap();
+    }
+    for ((s, mut t), a) in seqs.into_iter().zip(texts).zip(alone) {
+        let mut s = s;
+        t.push_str(&s.take_text());
+        let g = s.into_generation();
+        assert_eq!(g, a);
+        assert_eq!(t, a.text);
+    }
+}

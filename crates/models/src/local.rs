@@ -1,13 +1,14 @@
 //! The embedded models behind a `kind = "local"` backend: a dedicated worker thread per model
 //! (inference never runs on the async runtime), bounded queues that refuse work instead of
 //! letting it pile up, cancellation when the caller goes away, and batching of concurrent
-//! embedding requests.
+//! requests: embedding texts run as one batch, and up to eight chat generations advance
+//! together, one pass over the weights per step.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
-use enclave_local::chat::{ChatModel, Generation, GenerationParams, Message};
+use enclave_local::chat::{ChatModel, Generation, GenerationParams, Message, Sequence};
 use enclave_local::embed::Embedder;
 use enclave_local::weights::ModelsDir;
 use tokio::sync::{mpsc, oneshot};
@@ -244,23 +245,74 @@ impl LocalEngine {
     }
 }
 
+/// Most chat generations stepped together: each step then costs one pass over the weights for
+/// all of them (see `enclave_local::chat::ChatModel::step`).
+const CHAT_BATCH: usize = 8;
+
+/// A generation on the chat worker and where its events go.
+struct ActiveChat {
+    seq: Sequence,
+    events: mpsc::Sender<ChatEvent>,
+}
+
+/// Runs chat generations, up to [`CHAT_BATCH`] at once: new requests start (their prompt runs
+/// alone) between steps, and every step advances all running generations by one token in one
+/// pass over the weights. A generation's text does not depend on what else runs with it.
 fn chat_worker(model: &ChatModel, jobs: &Receiver<ChatJob>) {
-    while let Ok(job) = jobs.recv() {
-        if job.events.is_closed() {
-            continue; // the caller left while queued
+    let mut active: Vec<ActiveChat> = Vec::new();
+    loop {
+        while active.len() < CHAT_BATCH {
+            let job = if active.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return, // the engine is gone
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            if job.events.is_closed() {
+                continue; // the caller left while queued
+            }
+            match model.begin(&job.prompt, &job.params) {
+                Ok(seq) => active.push(ActiveChat {
+                    seq,
+                    events: job.events,
+                }),
+                Err(e) => {
+                    let _ = job.events.blocking_send(ChatEvent::Failed(e.to_string()));
+                }
+            }
         }
-        let events = job.events;
-        let mut on_token = |piece: &str| {
-            events
-                .blocking_send(ChatEvent::Piece(piece.to_owned()))
-                .is_ok()
-        };
-        let result = model.generate(&job.prompt, &job.params, &mut on_token);
-        let last = match result {
-            Ok(g) => ChatEvent::Done(g),
-            Err(e) => ChatEvent::Failed(e.to_string()),
-        };
-        let _ = events.blocking_send(last);
+        // Hand out the text of the last step; finished or abandoned generations leave.
+        let mut running = Vec::with_capacity(active.len());
+        for mut chat in active.drain(..) {
+            let text = chat.seq.take_text();
+            if chat.events.is_closed()
+                || (!text.is_empty() && chat.events.blocking_send(ChatEvent::Piece(text)).is_err())
+            {
+                continue; // the client went away: stop spending steps on it
+            }
+            if chat.seq.is_finished() {
+                let _ = chat
+                    .events
+                    .blocking_send(ChatEvent::Done(chat.seq.into_generation()));
+            } else {
+                running.push(chat);
+            }
+        }
+        active = running;
+        if active.is_empty() {
+            continue;
+        }
+        let mut seqs: Vec<&mut Sequence> = active.iter_mut().map(|c| &mut c.seq).collect();
+        if let Err(e) = model.step(&mut seqs) {
+            for chat in active.drain(..) {
+                let _ = chat.events.blocking_send(ChatEvent::Failed(e.to_string()));
+            }
+        }
     }
 }
 

@@ -279,6 +279,86 @@ impl Llama {
         })
     }
 
+    /// One generated token for each of several sequences (token `i` continues `caches[i]`), in
+    /// one pass over the weights; returns each sequence's logits. Every sequence gets exactly
+    /// the result a pass of its own token alone would give.
+    pub(crate) fn forward_step(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Vec<Vec<f32>>, candle_core::Error> {
+        if tokens.len() != caches.len() {
+            candle_core::bail!("{} tokens for {} sequences", tokens.len(), caches.len());
+        }
+        self.pool.install(|| self.step_inner(tokens, caches))
+    }
+
+    fn step_inner(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Vec<Vec<f32>>, candle_core::Error> {
+        let n = tokens.len();
+        let (hidden, ff) = (self.hidden, self.ff);
+        let vocab = self.embeddings.rows();
+        for cache in caches.iter() {
+            if cache.len + 1 > self.context_length {
+                candle_core::bail!("position {} beyond the context", cache.len + 1);
+            }
+        }
+        let mut x = vec![0f32; n * hidden];
+        for (row, &id) in x.chunks_exact_mut(hidden).zip(tokens) {
+            let id = id as usize;
+            if id >= vocab {
+                candle_core::bail!("token id {id} outside the vocabulary of {vocab}");
+            }
+            self.embeddings.row_into(id, row);
+        }
+        let qkv_width = self.layers.first().map_or(0, |l| l.qkv.rows());
+        let mut h = vec![0f32; n * hidden];
+        let mut qkv = vec![0f32; n * qkv_width];
+        let mut att = vec![0f32; n * hidden];
+        let mut proj = vec![0f32; n * hidden];
+        let mut gate_up = vec![0f32; n * 2 * ff];
+        let mut act = vec![0f32; n * ff];
+        for (l, layer) in self.layers.iter().enumerate() {
+            kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut h);
+            kernels::matmul_each(&layer.qkv, &h, n, &mut qkv);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len;
+                let row = &mut qkv[i * qkv_width..(i + 1) * qkv_width];
+                let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+                self.rotate_and_cache(row, pos, kc, vc);
+                self.attend(row, pos, 1, kc, vc, &mut att[i * hidden..(i + 1) * hidden]);
+            }
+            kernels::matmul_each(&layer.wo, &att, n, &mut proj);
+            add(&mut x, &proj);
+            kernels::rms_norm(&x, &layer.ffn_norm, self.eps, &mut h);
+            kernels::matmul_each(&layer.gate_up, &h, n, &mut gate_up);
+            for (gu, a) in gate_up
+                .chunks_exact_mut(2 * ff)
+                .zip(act.chunks_exact_mut(ff))
+            {
+                let (g, u) = gu.split_at_mut(ff);
+                kernels::silu_mul(g, u);
+                a.copy_from_slice(g);
+            }
+            kernels::matmul_each(&layer.down, &act, n, &mut proj);
+            add(&mut x, &proj);
+        }
+        let output = self.output.as_ref().unwrap_or(&self.embeddings);
+        let mut all = Vec::with_capacity(n);
+        for (row, cache) in x.chunks_exact(hidden).zip(caches.iter_mut()) {
+            cache.len += 1;
+            let mut normed = vec![0f32; hidden];
+            kernels::rms_norm(row, &self.norm, self.eps, &mut normed);
+            let mut logits = vec![0f32; output.rows()];
+            kernels::matmul_top_exact(output, &self.output_l1, &normed, &mut logits);
+            all.push(logits);
+        }
+        Ok(all)
+    }
+
     fn forward_chunk(
         &self,
         tokens: &[u32],

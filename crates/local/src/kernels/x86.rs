@@ -75,6 +75,87 @@ pub(super) fn rows_for_one_q8(w: &Matrix, xq: &[BlockQ8_1], first: usize, out: &
     }
 }
 
+/// Rows `first..` of a quantized `w` against each token of `xqs` (`out` is rows × tokens), each
+/// row and token with the arithmetic of [`rows_for_one_q8`], up to four tokens per pass over a
+/// row's blocks.
+pub(super) fn rows_for_many_q8(w: &Matrix, xqs: &[Vec<BlockQ8_1>], first: usize, out: &mut [f32]) {
+    let tokens = xqs.len();
+    let per_row = w.cols() / QK;
+    assert!(xqs.iter().all(|x| x.len() == per_row), "input width");
+    for (i, per_token) in out.chunks_exact_mut(tokens).enumerate() {
+        let r = first + i;
+        let mut t = 0;
+        while t < tokens {
+            let n = (tokens - t).min(4);
+            let xs = &xqs[t..t + n];
+            let outs = &mut per_token[t..t + n];
+            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            unsafe {
+                match (w, n) {
+                    (Matrix::Q4_1 { blocks, .. }, _) => {
+                        let row = &blocks[r * per_row..(r + 1) * per_row];
+                        match n {
+                            1 => outs.copy_from_slice(&q4_1_q8_tile::<1>(row, [&xs[0]])),
+                            2 => outs.copy_from_slice(&q4_1_q8_tile::<2>(row, [&xs[0], &xs[1]])),
+                            3 => outs
+                                .copy_from_slice(&q4_1_q8_tile::<3>(row, [&xs[0], &xs[1], &xs[2]])),
+                            _ => outs.copy_from_slice(&q4_1_q8_tile::<4>(
+                                row,
+                                [&xs[0], &xs[1], &xs[2], &xs[3]],
+                            )),
+                        }
+                    }
+                    (Matrix::Q8_0 { blocks, .. }, _) => {
+                        let row = &blocks[r * per_row..(r + 1) * per_row];
+                        for (o, x) in outs.iter_mut().zip(xs) {
+                            *o = q8_0_q8_single(row, x);
+                        }
+                    }
+                    (Matrix::F32 { .. }, _) => {
+                        for (o, x) in outs.iter_mut().zip(xs) {
+                            *o = super::portable::dot_row_q8(w, r, x);
+                        }
+                    }
+                }
+            }
+            t += n;
+        }
+    }
+}
+
+/// One Q4_1 row against `T` tokens' Q8_1 activations; per token the same operations in the same
+/// order as [`q4_1_q8_rows`], each block's nibbles unpacked once for all `T`.
+#[target_feature(enable = "avx2,fma")]
+fn q4_1_q8_tile<const T: usize>(row: &[BlockQ4_1], xs: [&Vec<BlockQ8_1>; T]) -> [f32; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut min = [0f32; T];
+    for (i, b) in row.iter().enumerate() {
+        let w = q4_1_bytes(b);
+        for t in 0..T {
+            let x = &xs[t][i];
+            acc[t] = _mm256_fmadd_ps(
+                byte_dot(w, q8_1_bytes(x)),
+                _mm256_set1_ps(b.d * x.d),
+                acc[t],
+            );
+            min[t] = b.m.mul_add(x.s, min[t]);
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum(acc[t]) + min[t];
+    }
+    out
+}
+
+/// One Q8_0 row against one token, with the arithmetic of [`q8_0_q8_rows`].
+#[target_feature(enable = "avx2,fma")]
+fn q8_0_q8_single(row: &[BlockQ8_0], xq: &[BlockQ8_1]) -> f32 {
+    let mut out = [0f32; 1];
+    q8_0_q8_rows(row, row.len(), xq, &mut out);
+    out[0]
+}
+
 /// Q4_1 bytes of one block as 32 unsigned bytes: the low nibbles (weights 0..16), then the
 /// high ones (weights 16..32).
 #[target_feature(enable = "avx2,fma")]
