@@ -9,7 +9,8 @@
 //! `chat DIR [THREADS] [GEN] [REPS]`: load time, prompt tokens/s, time to first token and
 //! generation tokens/s (greedy, `GEN` tokens past the first, end-of-turn ignored), medians of
 //! `REPS` runs, and resident memory. `embed DIR`: milliseconds per call and embeddings/s at batch
-//! 1 and 32 for a 30-token text, and resident memory.
+//! 1 and 32 for a 30-token text, and resident memory. `batch DIR [N] [GEN]`: generation
+//! tokens/s of N sequences stepped together against the same N one after another.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
             chat(&dir, num(3, 128), num(4, 3));
         }
         "embed" => embed(&dir),
+        "batch" => batch(&dir, num(2, 4), num(3, 64)),
         other => {
             eprintln!("usage: local_bench chat|embed DIR [THREADS] [GEN] [REPS] (not `{other}`)");
             return ExitCode::from(2);
@@ -126,6 +128,61 @@ fn chat(dir: &std::path::Path, gen_tokens: usize, reps: usize) {
             "weight_mib": round(model.weight_bytes() as f64 / (1024.0 * 1024.0)),
             "first_tokens": first,
             "text": snippet,
+        })
+    );
+}
+
+/// Generation throughput of `n` concurrent sequences stepped together against the same `n`
+/// run one after another (up to `gen` tokens each, sampled with a seed per sequence).
+fn batch(dir: &std::path::Path, n: usize, gen_tokens: usize) {
+    let path = ModelsDir::new(dir).smollm2_gguf().expect("SmolLM2 weights");
+    let model = ChatModel::load(&path).expect("model loads");
+    let params = GenerationParams {
+        max_tokens: gen_tokens,
+        temperature: 0.8,
+        ..GenerationParams::default()
+    };
+    let run = |batched: bool| -> (f64, usize) {
+        let mut seqs: Vec<_> = (0..n)
+            .map(|i| {
+                let p = GenerationParams {
+                    seed: i as u64,
+                    ..params.clone()
+                };
+                model.begin(PROMPT, &p).expect("starts")
+            })
+            .collect();
+        let start = Instant::now();
+        if batched {
+            while seqs.iter().any(|s| !s.is_finished()) {
+                let mut refs: Vec<_> = seqs.iter_mut().collect();
+                model.step(&mut refs).expect("steps");
+            }
+        } else {
+            for s in &mut seqs {
+                while !s.is_finished() {
+                    model.step(&mut [s]).expect("steps");
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let tokens = seqs
+            .into_iter()
+            .map(|s| s.into_generation().completion_tokens)
+            .sum();
+        (secs, tokens)
+    };
+    let (one_s, one_t) = run(false);
+    let (all_s, all_t) = run(true);
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "enclave",
+            "sequences": n,
+            "threads": model.threads(),
+            "sequential_tok_s": round(one_t as f64 / one_s),
+            "batched_tok_s": round(all_t as f64 / all_s),
+            "tokens": [one_t, all_t],
         })
     );
 }
