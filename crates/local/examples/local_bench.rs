@@ -33,9 +33,10 @@ const PROMPT: &str = "<|im_start|>system\nYou are a helpful AI assistant named S
                       weather and the keeper's feelings in detail.<|im_end|>\n<|im_start|>\
                       assistant\n";
 
-/// About 30 word pieces with `[CLS]` and `[SEP]`.
+/// 30 word pieces with `[CLS]` and `[SEP]` (the issue's "one 30-token embedding").
 const EMBED_TEXT: &str = "Enclave screens every prompt before it reaches a model, and it \
-                          records each decision in a tamper-evident audit log for the operators.";
+                          records each decision in a tamper-evident audit log for the operators \
+                          today.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
