@@ -299,52 +299,33 @@ impl Llama {
         caches: &mut [&mut KvCache],
     ) -> Result<Vec<Vec<f32>>, candle_core::Error> {
         let n = tokens.len();
-        let (hidden, ff) = (self.hidden, self.ff);
-        let vocab = self.embeddings.rows();
+        let hidden = self.hidden;
         for cache in caches.iter() {
             if cache.len + 1 > self.context_length {
                 candle_core::bail!("position {} beyond the context", cache.len + 1);
             }
         }
-        let mut x = vec![0f32; n * hidden];
-        for (row, &id) in x.chunks_exact_mut(hidden).zip(tokens) {
-            let id = id as usize;
-            if id >= vocab {
-                candle_core::bail!("token id {id} outside the vocabulary of {vocab}");
-            }
-            self.embeddings.row_into(id, row);
-        }
-        let qkv_width = self.layers.first().map_or(0, |l| l.qkv.rows());
-        let mut h = vec![0f32; n * hidden];
-        let mut qkv = vec![0f32; n * qkv_width];
-        let mut att = vec![0f32; n * hidden];
-        let mut proj = vec![0f32; n * hidden];
-        let mut gate_up = vec![0f32; n * 2 * ff];
-        let mut act = vec![0f32; n * ff];
+        let mut x = self.embed(tokens)?;
+        let mut b = Scratch::new(self, n);
+        let width = b.qkv.len() / n;
         for (l, layer) in self.layers.iter().enumerate() {
-            kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut h);
-            kernels::matmul_each(&layer.qkv, &h, n, &mut qkv);
+            kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut b.h);
+            kernels::matmul_each(&layer.qkv, &b.h, n, &mut b.qkv);
             for (i, cache) in caches.iter_mut().enumerate() {
                 let pos = cache.len;
-                let row = &mut qkv[i * qkv_width..(i + 1) * qkv_width];
+                let row = &mut b.qkv[i * width..(i + 1) * width];
                 let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
                 self.rotate_and_cache(row, pos, kc, vc);
-                self.attend(row, pos, 1, kc, vc, &mut att[i * hidden..(i + 1) * hidden]);
+                self.attend(
+                    row,
+                    pos,
+                    1,
+                    kc,
+                    vc,
+                    &mut b.att[i * hidden..(i + 1) * hidden],
+                );
             }
-            kernels::matmul_each(&layer.wo, &att, n, &mut proj);
-            add(&mut x, &proj);
-            kernels::rms_norm(&x, &layer.ffn_norm, self.eps, &mut h);
-            kernels::matmul_each(&layer.gate_up, &h, n, &mut gate_up);
-            for (gu, a) in gate_up
-                .chunks_exact_mut(2 * ff)
-                .zip(act.chunks_exact_mut(ff))
-            {
-                let (g, u) = gu.split_at_mut(ff);
-                kernels::silu_mul(g, u);
-                a.copy_from_slice(g);
-            }
-            kernels::matmul_each(&layer.down, &act, n, &mut proj);
-            add(&mut x, &proj);
+            self.finish_layer(layer, &mut x, &mut b, n, kernels::matmul_each);
         }
         let output = self.output.as_ref().unwrap_or(&self.embeddings);
         let mut all = Vec::with_capacity(n);
@@ -369,42 +350,15 @@ impl Llama {
         if pos + t > self.context_length {
             candle_core::bail!("position {} beyond the context", pos + t);
         }
-        let (hidden, ff) = (self.hidden, self.ff);
-        let vocab = self.embeddings.rows();
-        let mut x = vec![0f32; t * hidden];
-        for (row, &id) in x.chunks_exact_mut(hidden).zip(tokens) {
-            let id = id as usize;
-            if id >= vocab {
-                candle_core::bail!("token id {id} outside the vocabulary of {vocab}");
-            }
-            self.embeddings.row_into(id, row);
-        }
-        let qkv_width = self.layers.first().map_or(0, |l| l.qkv.rows());
-        let mut h = vec![0f32; t * hidden];
-        let mut qkv = vec![0f32; t * qkv_width];
-        let mut att = vec![0f32; t * hidden];
-        let mut proj = vec![0f32; t * hidden];
-        let mut gate_up = vec![0f32; t * 2 * ff];
-        let mut act = vec![0f32; t * ff];
+        let hidden = self.hidden;
+        let mut x = self.embed(tokens)?;
+        let mut b = Scratch::new(self, t);
         for ((layer, kc), vc) in self.layers.iter().zip(&mut cache.k).zip(&mut cache.v) {
-            kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut h);
-            kernels::matmul(&layer.qkv, &h, t, &mut qkv);
-            self.rotate_and_cache(&mut qkv, pos, kc, vc);
-            self.attend(&qkv, pos, t, kc, vc, &mut att);
-            kernels::matmul(&layer.wo, &att, t, &mut proj);
-            add(&mut x, &proj);
-            kernels::rms_norm(&x, &layer.ffn_norm, self.eps, &mut h);
-            kernels::matmul(&layer.gate_up, &h, t, &mut gate_up);
-            for (gu, a) in gate_up
-                .chunks_exact_mut(2 * ff)
-                .zip(act.chunks_exact_mut(ff))
-            {
-                let (g, u) = gu.split_at_mut(ff);
-                kernels::silu_mul(g, u);
-                a.copy_from_slice(g);
-            }
-            kernels::matmul(&layer.down, &act, t, &mut proj);
-            add(&mut x, &proj);
+            kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut b.h);
+            kernels::matmul(&layer.qkv, &b.h, t, &mut b.qkv);
+            self.rotate_and_cache(&mut b.qkv, pos, kc, vc);
+            self.attend(&b.qkv, pos, t, kc, vc, &mut b.att);
+            self.finish_layer(layer, &mut x, &mut b, t, kernels::matmul);
         }
         cache.len = pos + t;
         let last = &x[(t - 1) * hidden..];
@@ -418,6 +372,48 @@ impl Llama {
         // logit are recomputed in f32.
         kernels::matmul_top_exact(output, &self.output_l1, &normed, &mut logits);
         Ok(logits)
+    }
+
+    /// The token embeddings of `tokens`, one `hidden`-wide row each.
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, candle_core::Error> {
+        let vocab = self.embeddings.rows();
+        let mut x = vec![0f32; tokens.len() * self.hidden];
+        for (row, &id) in x.chunks_exact_mut(self.hidden).zip(tokens) {
+            let id = id as usize;
+            if id >= vocab {
+                candle_core::bail!("token id {id} outside the vocabulary of {vocab}");
+            }
+            self.embeddings.row_into(id, row);
+        }
+        Ok(x)
+    }
+
+    /// The rest of a layer once the attention output is in `b.att`: output projection and
+    /// residual, then the gated feed-forward and residual, with `product` for the products.
+    fn finish_layer(
+        &self,
+        layer: &Layer,
+        x: &mut [f32],
+        b: &mut Scratch,
+        n: usize,
+        product: fn(&Matrix, &[f32], usize, &mut [f32]),
+    ) {
+        let ff = self.ff;
+        product(&layer.wo, &b.att, n, &mut b.proj);
+        add(x, &b.proj);
+        kernels::rms_norm(x, &layer.ffn_norm, self.eps, &mut b.h);
+        product(&layer.gate_up, &b.h, n, &mut b.gate_up);
+        for (gu, a) in b
+            .gate_up
+            .chunks_exact_mut(2 * ff)
+            .zip(b.act.chunks_exact_mut(ff))
+        {
+            let (g, u) = gu.split_at_mut(ff);
+            kernels::silu_mul(g, u);
+            a.copy_from_slice(g);
+        }
+        product(&layer.down, &b.act, n, &mut b.proj);
+        add(x, &b.proj);
     }
 
     /// Applies the rotary embedding to the queries and keys of `qkv` (`tokens × (hidden + 2kv)`,
@@ -481,6 +477,31 @@ impl Llama {
             out.par_chunks_mut(hd)
                 .enumerate()
                 .for_each(|(idx, y)| one(idx, y));
+        }
+    }
+}
+
+/// Activation buffers for `n` token rows through one layer.
+struct Scratch {
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(llama: &Llama, n: usize) -> Scratch {
+        let (hidden, ff) = (llama.hidden, llama.ff);
+        let qkv_width = llama.layers.first().map_or(0, |l| l.qkv.rows());
+        Scratch {
+            h: vec![0f32; n * hidden],
+            qkv: vec![0f32; n * qkv_width],
+            att: vec![0f32; n * hidden],
+            proj: vec![0f32; n * hidden],
+            gate_up: vec![0f32; n * 2 * ff],
+            act: vec![0f32; n * ff],
         }
     }
 }
