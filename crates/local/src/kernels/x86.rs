@@ -405,32 +405,14 @@ fn tile<const T: usize>(w: &Matrix, r: usize, xs: &[f32]) -> [f32; T] {
     match w {
         Matrix::Q8_0 { blocks, .. } => {
             let per_row = cols / QK;
-            let row = &blocks[r * per_row..(r + 1) * per_row];
-            for (i, b) in row.iter().enumerate() {
-                let wv = dequantize_q8_0(b);
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let base = t * cols + i * QK;
-                    for (k, wk) in wv.iter().enumerate() {
-                        // SAFETY: `base + k * 8 + 8 <= t * cols + cols <= xs.len()`.
-                        let xv = unsafe { _mm256_loadu_ps(xs.as_ptr().add(base + k * 8)) };
-                        *acc = _mm256_fmadd_ps(*wk, xv, *acc);
-                    }
-                }
+            for (i, b) in blocks[r * per_row..(r + 1) * per_row].iter().enumerate() {
+                block_into(&dequantize_q8_0(b), xs, cols, i, &mut acc);
             }
         }
         Matrix::Q4_1 { blocks, .. } => {
             let per_row = cols / QK;
-            let row = &blocks[r * per_row..(r + 1) * per_row];
-            for (i, b) in row.iter().enumerate() {
-                let wv = dequantize_q4_1(b);
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let base = t * cols + i * QK;
-                    for (k, wk) in wv.iter().enumerate() {
-                        // SAFETY: `base + k * 8 + 8 <= t * cols + cols <= xs.len()`.
-                        let xv = unsafe { _mm256_loadu_ps(xs.as_ptr().add(base + k * 8)) };
-                        *acc = _mm256_fmadd_ps(*wk, xv, *acc);
-                    }
-                }
+            for (i, b) in blocks[r * per_row..(r + 1) * per_row].iter().enumerate() {
+                block_into(&dequantize_q4_1(b), xs, cols, i, &mut acc);
             }
         }
         Matrix::F32 { data, .. } => {
@@ -460,6 +442,27 @@ fn tile<const T: usize>(w: &Matrix, r: usize, xs: &[f32]) -> [f32; T] {
         *o += hsum(acc);
     }
     out
+}
+
+/// Adds the dequantized block `i` of a row (`wv`, 32 weights) times each of the `T` tokens of
+/// `xs` (`T × cols`) to that token's accumulator.
+#[target_feature(enable = "avx2,fma")]
+fn block_into<const T: usize>(
+    wv: &[__m256; 4],
+    xs: &[f32],
+    cols: usize,
+    i: usize,
+    acc: &mut [__m256; T],
+) {
+    assert!(xs.len() >= T * cols && (i + 1) * QK <= cols, "block shape");
+    for (t, acc) in acc.iter_mut().enumerate() {
+        let base = t * cols + i * QK;
+        for (k, wk) in wv.iter().enumerate() {
+            // SAFETY: `base + k * 8 + 8 <= t * cols + (i + 1) * 32 <= T * cols <= xs.len()`.
+            let xv = unsafe { _mm256_loadu_ps(xs.as_ptr().add(base + k * 8)) };
+            *acc = _mm256_fmadd_ps(*wk, xv, *acc);
+        }
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
