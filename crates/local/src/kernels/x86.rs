@@ -9,20 +9,37 @@
 )]
 
 use std::arch::x86_64::{
-    __m128i, __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtss_f32,
-    _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps, _mm_set1_epi8, _mm_srli_epi16, _mm_srli_si128,
-    _mm256_abs_epi8, _mm256_add_ps, _mm256_castps256_ps128, _mm256_castsi256_si128,
-    _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32, _mm256_extractf128_ps,
-    _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_set_m128i, _mm256_set1_epi16,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_sign_epi8, _mm256_storeu_ps,
+    __m128i, __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps,
+    _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps,
+    _mm_set1_epi8, _mm_srli_epi16, _mm_srli_si128, _mm256_abs_epi8, _mm256_add_ps,
+    _mm256_castps256_ps128, _mm256_castsi256_si128, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps,
+    _mm256_cvtepu8_epi32, _mm256_extractf128_ps, _mm256_extracti128_si256, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
+    _mm256_set_m128i, _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps, _mm256_sign_epi8,
+    _mm256_storeu_ps,
 };
 
 use super::{BlockQ4_1, BlockQ8_0, BlockQ8_1, Matrix, QK};
 
-/// Whether this CPU has AVX2 and FMA (the standard library caches the detection).
+/// Whether this CPU has AVX2, FMA and F16C (the standard library caches the detection).
 pub(super) fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// A Q4_1 block's scale and minimum, widened from half precision in one instruction.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_1_dm(b: &BlockQ4_1) -> (f32, f32) {
+    let bits = u32::from(b.dm[0]) | (u32::from(b.dm[1]) << 16);
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// A Q8_0 block's scale, widened from half precision.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0_d(b: &BlockQ8_0) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d))))
 }
 
 /// Rows `first..first + out.len()` of `w` against one token `x`.
@@ -125,20 +142,17 @@ pub(super) fn rows_for_many_q8(w: &Matrix, xqs: &[Vec<BlockQ8_1>], first: usize,
 
 /// One Q4_1 row against `T` tokens' Q8_1 activations; per token the same operations in the same
 /// order as [`q4_1_q8_rows`], each block's nibbles unpacked once for all `T`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4_1_q8_tile<const T: usize>(row: &[BlockQ4_1], xs: [&Vec<BlockQ8_1>; T]) -> [f32; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let mut min = [0f32; T];
     for (i, b) in row.iter().enumerate() {
         let w = q4_1_bytes(b);
+        let (d, m) = q4_1_dm(b);
         for t in 0..T {
             let x = &xs[t][i];
-            acc[t] = _mm256_fmadd_ps(
-                byte_dot(w, q8_1_bytes(x)),
-                _mm256_set1_ps(b.d * x.d),
-                acc[t],
-            );
-            min[t] = b.m.mul_add(x.s, min[t]);
+            acc[t] = _mm256_fmadd_ps(byte_dot(w, q8_1_bytes(x)), _mm256_set1_ps(d * x.d), acc[t]);
+            min[t] = m.mul_add(x.s, min[t]);
         }
     }
     let mut out = [0f32; T];
@@ -149,7 +163,7 @@ fn q4_1_q8_tile<const T: usize>(row: &[BlockQ4_1], xs: [&Vec<BlockQ8_1>; T]) -> 
 }
 
 /// One Q8_0 row against one token, with the arithmetic of [`q8_0_q8_rows`].
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q8_0_q8_single(row: &[BlockQ8_0], xq: &[BlockQ8_1]) -> f32 {
     let mut out = [0f32; 1];
     q8_0_q8_rows(row, row.len(), xq, &mut out);
@@ -158,7 +172,7 @@ fn q8_0_q8_single(row: &[BlockQ8_0], xq: &[BlockQ8_1]) -> f32 {
 
 /// Q4_1 bytes of one block as 32 unsigned bytes: the low nibbles (weights 0..16), then the
 /// high ones (weights 16..32).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4_1_bytes(b: &BlockQ4_1) -> __m256i {
     // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
     let q = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
@@ -170,7 +184,7 @@ fn q4_1_bytes(b: &BlockQ4_1) -> __m256i {
 }
 
 /// The eight 32-bit sums of byte products `w · x` (`w` unsigned, `x` signed) as floats.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn byte_dot(w: __m256i, x: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(
         _mm256_maddubs_epi16(w, x),
@@ -179,7 +193,7 @@ fn byte_dot(w: __m256i, x: __m256i) -> __m256 {
 }
 
 /// 32 signed activation bytes of a Q8_1 block.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q8_1_bytes(x: &BlockQ8_1) -> __m256i {
     // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) }
@@ -188,7 +202,7 @@ fn q8_1_bytes(x: &BlockQ8_1) -> __m256i {
 /// Q4_1 rows against Q8_1 activations, two rows at a time sharing each activation block: per
 /// block, unsigned nibbles times signed bytes summed in 16 then 32 bits, scaled by both blocks'
 /// scales, plus the minimum times the activations' sum.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4_1_q8_rows(blocks: &[BlockQ4_1], per_row: usize, xq: &[BlockQ8_1], out: &mut [f32]) {
     let mut rows = blocks.chunks_exact(per_row);
     let mut outs = out.chunks_exact_mut(2);
@@ -200,18 +214,19 @@ fn q4_1_q8_rows(blocks: &[BlockQ4_1], per_row: usize, xq: &[BlockQ8_1], out: &mu
         let (mut min_a, mut min_b) = (0f32, 0f32);
         for ((ba, bb), x) in a.iter().zip(b).zip(xq) {
             let xv = q8_1_bytes(x);
+            let ((da, ma), (db, mb)) = (q4_1_dm(ba), q4_1_dm(bb));
             acc_a = _mm256_fmadd_ps(
                 byte_dot(q4_1_bytes(ba), xv),
-                _mm256_set1_ps(ba.d * x.d),
+                _mm256_set1_ps(da * x.d),
                 acc_a,
             );
             acc_b = _mm256_fmadd_ps(
                 byte_dot(q4_1_bytes(bb), xv),
-                _mm256_set1_ps(bb.d * x.d),
+                _mm256_set1_ps(db * x.d),
                 acc_b,
             );
-            min_a = ba.m.mul_add(x.s, min_a);
-            min_b = bb.m.mul_add(x.s, min_b);
+            min_a = ma.mul_add(x.s, min_a);
+            min_b = mb.mul_add(x.s, min_b);
         }
         pair[0] = hsum(acc_a) + min_a;
         pair[1] = hsum(acc_b) + min_b;
@@ -220,12 +235,13 @@ fn q4_1_q8_rows(blocks: &[BlockQ4_1], per_row: usize, xq: &[BlockQ8_1], out: &mu
         let mut acc = _mm256_setzero_ps();
         let mut min = 0f32;
         for (b, x) in row.iter().zip(xq) {
+            let (d, m) = q4_1_dm(b);
             acc = _mm256_fmadd_ps(
                 byte_dot(q4_1_bytes(b), q8_1_bytes(x)),
-                _mm256_set1_ps(b.d * x.d),
+                _mm256_set1_ps(d * x.d),
                 acc,
             );
-            min = b.m.mul_add(x.s, min);
+            min = m.mul_add(x.s, min);
         }
         *o = hsum(acc) + min;
     }
@@ -233,7 +249,7 @@ fn q4_1_q8_rows(blocks: &[BlockQ4_1], per_row: usize, xq: &[BlockQ8_1], out: &mu
 
 /// Q8_0 rows against Q8_1 activations, two rows at a time (the sign of the weights moved onto
 /// the activations, since the byte product takes one unsigned operand).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q8_0_q8_rows(blocks: &[BlockQ8_0], per_row: usize, xq: &[BlockQ8_1], out: &mut [f32]) {
     let one = |b: &BlockQ8_0, xv: __m256i| {
         // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
@@ -249,8 +265,8 @@ fn q8_0_q8_rows(blocks: &[BlockQ8_0], per_row: usize, xq: &[BlockQ8_1], out: &mu
         let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         for ((ba, bb), x) in a.iter().zip(b).zip(xq) {
             let xv = q8_1_bytes(x);
-            acc_a = _mm256_fmadd_ps(one(ba, xv), _mm256_set1_ps(ba.d * x.d), acc_a);
-            acc_b = _mm256_fmadd_ps(one(bb, xv), _mm256_set1_ps(bb.d * x.d), acc_b);
+            acc_a = _mm256_fmadd_ps(one(ba, xv), _mm256_set1_ps(q8_0_d(ba) * x.d), acc_a);
+            acc_b = _mm256_fmadd_ps(one(bb, xv), _mm256_set1_ps(q8_0_d(bb) * x.d), acc_b);
         }
         pair[0] = hsum(acc_a);
         pair[1] = hsum(acc_b);
@@ -258,7 +274,7 @@ fn q8_0_q8_rows(blocks: &[BlockQ8_0], per_row: usize, xq: &[BlockQ8_1], out: &mu
     for (o, row) in outs.into_remainder().iter_mut().zip(rows) {
         let mut acc = _mm256_setzero_ps();
         for (b, x) in row.iter().zip(xq) {
-            acc = _mm256_fmadd_ps(one(b, q8_1_bytes(x)), _mm256_set1_ps(b.d * x.d), acc);
+            acc = _mm256_fmadd_ps(one(b, q8_1_bytes(x)), _mm256_set1_ps(q8_0_d(b) * x.d), acc);
         }
         *o = hsum(acc);
     }
@@ -300,7 +316,7 @@ pub(super) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     unsafe { axpy_avx2(y, a, x) }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -308,13 +324,13 @@ fn hsum(v: __m256) -> f32 {
 }
 
 /// The 32 weights of a Q8_0 block as four vectors of eight.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dequantize_q8_0(b: &BlockQ8_0) -> [__m256; 4] {
     // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
     let q: __m256i = unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) };
     let lo = _mm256_castsi256_si128(q);
     let hi = _mm256_extracti128_si256::<1>(q);
-    let d = _mm256_set1_ps(b.d);
+    let d = _mm256_set1_ps(q8_0_d(b));
     let widen = |v: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), d);
     [
         widen(lo),
@@ -325,15 +341,15 @@ fn dequantize_q8_0(b: &BlockQ8_0) -> [__m256; 4] {
 }
 
 /// The 32 weights of a Q4_1 block as four vectors of eight.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dequantize_q4_1(b: &BlockQ4_1) -> [__m256; 4] {
     // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
     let q: __m128i = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
     let mask = _mm_set1_epi8(0x0F);
     let lo = _mm_and_si128(q, mask);
     let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mask);
-    let d = _mm256_set1_ps(b.d);
-    let m = _mm256_set1_ps(b.m);
+    let (d, m) = q4_1_dm(b);
+    let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
     let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
     [
         _mm256_fmadd_ps(widen(lo), d, m),
@@ -346,7 +362,7 @@ fn dequantize_q4_1(b: &BlockQ4_1) -> [__m256; 4] {
 /// Quantized rows (`per_row` blocks each) against one token, two rows at a time.
 macro_rules! rows_one {
     ($name:ident, $block:ty, $dequantize:ident) => {
-        #[target_feature(enable = "avx2,fma")]
+        #[target_feature(enable = "avx2,fma,f16c")]
         fn $name(blocks: &[$block], per_row: usize, x: &[f32], out: &mut [f32]) {
             assert!(x.len() >= per_row * QK && blocks.len() == out.len() * per_row);
             let mut rows = blocks.chunks_exact(per_row);
@@ -389,14 +405,14 @@ macro_rules! rows_one {
 rows_one!(q4_1_rows_one, BlockQ4_1, dequantize_q4_1);
 rows_one!(q8_0_rows_one, BlockQ8_0, dequantize_q8_0);
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn sum4(v: [__m256; 4]) -> __m256 {
     _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]))
 }
 
 /// Row `r` of `w` against `T` tokens (`xs` is `T × cols`): each dequantized block or loaded
 /// vector of weights serves all `T` tokens.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn tile<const T: usize>(w: &Matrix, r: usize, xs: &[f32]) -> [f32; T] {
     let cols = w.cols();
     assert_eq!(xs.len(), T * cols, "tile shape");
@@ -446,7 +462,7 @@ fn tile<const T: usize>(w: &Matrix, r: usize, xs: &[f32]) -> [f32; T] {
 
 /// Adds the dequantized block `i` of a row (`wv`, 32 weights) times each of the `T` tokens of
 /// `xs` (`T × cols`) to that token's accumulator.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn block_into<const T: usize>(
     wv: &[__m256; 4],
     xs: &[f32],
@@ -465,7 +481,7 @@ fn block_into<const T: usize>(
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -498,7 +514,7 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     hsum(sum4(acc)) + tail
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
     let n = y.len().min(x.len());
     let av = _mm256_set1_ps(a);
@@ -550,7 +566,7 @@ mod packed {
 
     /// The register tile: `2 · MR` accumulators of eight features; per input, two weight loads
     /// and `MR` broadcasts feed `2 · MR` fused multiply-adds.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn panel_tile_avx2<const MR: usize, const PREFETCH: bool>(
         panel: &[f32],
         bias: &[f32],
@@ -622,7 +638,7 @@ mod packed {
     /// padded copy), with `$f` inlined.
     macro_rules! map_slice {
         ($name:ident, $f:ident) => {
-            #[target_feature(enable = "avx2,fma")]
+            #[target_feature(enable = "avx2,fma,f16c")]
             fn $name(x: &mut [f32]) {
                 // Four vectors at a time, step by step: four independent chains of dependent
                 // operations interleaved, which the core overlaps.
@@ -671,7 +687,7 @@ mod packed {
     /// `exp` of `N` vectors of eight values (Cephes' `expf`: `2^n · e^r` with `|r| <= ln 2 / 2`
     /// and a degree-5 polynomial for `e^r`), for inputs up to 88; below -87 the result is about
     /// 1e-38.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn exp_ps<const N: usize>(x: [__m256; N]) -> [__m256; N] {
         let (lo, hi) = (_mm256_set1_ps(-87.0), _mm256_set1_ps(88.0));
         let mut r = x;
@@ -721,7 +737,7 @@ mod packed {
     /// GELU of `N` vectors of eight values: `x · Φ(x)`, with `erfc` from Abramowitz and Stegun
     /// 7.1.26 (absolute error below 1.5e-7, and cheaper than the portable `gelu_erf_f64`'s
     /// longer fit).
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn gelu_ps<const N: usize>(x: [__m256; N]) -> [__m256; N] {
         let one = _mm256_set1_ps(1.0);
         let mut z = x;
