@@ -308,6 +308,11 @@ impl Llama {
         let mut x = self.embed(tokens)?;
         let mut b = Scratch::new(self, n);
         let width = b.qkv.len() / n;
+        // Each sequence's rotation, computed once for all layers.
+        let rotations: Vec<Rotation> = caches
+            .iter()
+            .map(|cache| self.rotation(cache.len, 1))
+            .collect();
         for (l, layer) in self.layers.iter().enumerate() {
             kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut b.h);
             kernels::matmul_each(&layer.qkv, &b.h, n, &mut b.qkv);
@@ -315,7 +320,7 @@ impl Llama {
                 let pos = cache.len;
                 let row = &mut b.qkv[i * width..(i + 1) * width];
                 let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-                self.rotate_and_cache(row, pos, kc, vc);
+                self.rotate_and_cache(row, &rotations[i], kc, vc);
                 self.attend(
                     row,
                     pos,
@@ -353,10 +358,11 @@ impl Llama {
         let hidden = self.hidden;
         let mut x = self.embed(tokens)?;
         let mut b = Scratch::new(self, t);
+        let rotation = self.rotation(pos, t);
         for ((layer, kc), vc) in self.layers.iter().zip(&mut cache.k).zip(&mut cache.v) {
             kernels::rms_norm(&x, &layer.attn_norm, self.eps, &mut b.h);
             kernels::matmul(&layer.qkv, &b.h, t, &mut b.qkv);
-            self.rotate_and_cache(&mut b.qkv, pos, kc, vc);
+            self.rotate_and_cache(&mut b.qkv, &rotation, kc, vc);
             self.attend(&b.qkv, pos, t, kc, vc, &mut b.att);
             self.finish_layer(layer, &mut x, &mut b, t, kernels::matmul);
         }
@@ -416,22 +422,41 @@ impl Llama {
         add(x, &b.proj);
     }
 
-    /// Applies the rotary embedding to the queries and keys of `qkv` (`tokens × (hidden + 2kv)`,
-    /// token `i` at position `pos + i`) and appends the keys and values to the cache.
-    fn rotate_and_cache(&self, qkv: &mut [f32], pos: usize, kc: &mut Vec<f32>, vc: &mut Vec<f32>) {
+    /// The rotary embedding's cosines and sines for the `t` positions from `pos`: the same for
+    /// every layer, so computed once per pass.
+    fn rotation(&self, pos: usize, t: usize) -> Rotation {
+        let half = self.inv_freq.len();
+        let mut r = Rotation {
+            cos: Vec::with_capacity(t * half),
+            sin: Vec::with_capacity(t * half),
+        };
+        for i in 0..t {
+            let p = (pos + i) as f32;
+            for f in &self.inv_freq {
+                let angle = p * f;
+                r.cos.push(angle.cos());
+                r.sin.push(angle.sin());
+            }
+        }
+        r
+    }
+
+    /// Applies the rotary embedding (`rotation`, one position per token) to the queries and keys
+    /// of `qkv` (`tokens × (hidden + 2kv)`) and appends the keys and values to the cache.
+    fn rotate_and_cache(
+        &self,
+        qkv: &mut [f32],
+        rotation: &Rotation,
+        kc: &mut Vec<f32>,
+        vc: &mut Vec<f32>,
+    ) {
         let (hidden, hd) = (self.hidden, self.head_dim);
         let kv = self.n_kv_head * hd;
         let width = hidden + 2 * kv;
         let half = hd / 2;
-        let mut cos = vec![0f32; half];
-        let mut sin = vec![0f32; half];
         for (i, row) in qkv.chunks_exact_mut(width).enumerate() {
-            let p = (pos + i) as f32;
-            for (j, f) in self.inv_freq.iter().enumerate() {
-                let angle = p * f;
-                cos[j] = angle.cos();
-                sin[j] = angle.sin();
-            }
+            let cos = &rotation.cos[i * half..(i + 1) * half];
+            let sin = &rotation.sin[i * half..(i + 1) * half];
             // Queries and keys are contiguous heads of `hd`; rotate adjacent pairs.
             for head in row[..hidden + kv].chunks_exact_mut(hd) {
                 for (j, pair) in head.chunks_exact_mut(2).enumerate() {
@@ -468,8 +493,10 @@ impl Llama {
             }
         };
         let out = &mut out[..t * hidden];
-        // Short contexts are cheaper on this thread than as parallel tasks.
-        if t * (pos + t) < 512 {
+        // Very short contexts are cheaper on this thread than as parallel tasks; from a few
+        // dozen positions on, a generated token's attention is worth splitting (serial, it kept
+        // the other threads waiting for a tenth of the step).
+        if t * (pos + t) < 32 {
             out.chunks_exact_mut(hd)
                 .enumerate()
                 .for_each(|(idx, y)| one(idx, y));
@@ -479,6 +506,12 @@ impl Llama {
                 .for_each(|(idx, y)| one(idx, y));
         }
     }
+}
+
+/// Rotary embedding factors for consecutive positions: `head_dim / 2` cosines and sines each.
+struct Rotation {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 /// Activation buffers for `n` token rows through one layer.
