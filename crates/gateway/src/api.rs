@@ -148,10 +148,16 @@ fn request_id(headers: &HeaderMap) -> String {
     // `req_<pid>_<n>` in hex, written by hand: `format!` cost more than the rest of this.
     let mut id = String::with_capacity(4 + 8 + 1 + 16);
     id.push_str("req_");
-    push_hex(&mut id, u64::from(std::process::id()));
+    push_hex(&mut id, u64::from(process_id()));
     id.push('_');
     push_hex(&mut id, n);
     id
+}
+
+/// This process's id, asked of the kernel once: `std::process::id` is a system call each time.
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Appends `n` in lower-case hex without leading zeros, as `{:x}` writes it.
