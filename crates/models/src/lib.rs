@@ -11,6 +11,7 @@
 //! authentication or storage.
 
 pub mod local;
+mod pool;
 mod router;
 mod upstream;
 

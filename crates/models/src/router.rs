@@ -11,6 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::pool::{self, SendError};
 use crate::upstream::{HttpClient, Upstream};
 
 /// How hard to try.
@@ -207,7 +208,6 @@ impl Router {
         body: impl Fn(&str) -> Bytes,
         deadline: Instant,
     ) -> Result<Sent, UpstreamError> {
-        let client = self.thread_client();
         let mut failures: Vec<String> = Vec::new();
         for &c in candidates {
             let u = &self.upstreams[c.0];
@@ -224,7 +224,15 @@ impl Router {
                         break;
                     }
                 };
-                let result = match tokio::time::timeout_at(deadline, client.request(req)).await {
+                let attempt_fut = async {
+                    if u.is_plain_http() {
+                        pool::send((self.id, c.0), req, self.connect_timeout).await
+                    } else {
+                        let client = self.thread_client();
+                        client.request(req).await.map_err(SendError::from)
+                    }
+                };
+                let result = match tokio::time::timeout_at(deadline, attempt_fut).await {
                     Ok(r) => r,
                     Err(_) => {
                         failures.push(format!("{}: no answer before the deadline", u.name()));

@@ -67,6 +67,8 @@ pub struct Upstream {
     /// The API paths every request uses, with their URL and `Host` header prepared once:
     /// formatting and parsing them per request cost more than the rest of building it.
     endpoints: Vec<(&'static str, Endpoint)>,
+    /// `base_url` starts with `http://`.
+    plain_http: bool,
 }
 
 /// A prepared API URL, or why the base URL and path do not make one.
@@ -95,10 +97,15 @@ impl Upstream {
             }
             None => None,
         };
+        let plain_http = spec
+            .base_url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
         let mut upstream = Upstream {
             spec,
             authorization,
             endpoints: Vec::new(),
+            plain_http,
         };
         upstream.endpoints = PREPARED_PATHS
             .iter()
@@ -124,6 +131,11 @@ impl Upstream {
             .iter()
             .find(|(name, _)| name == model)
             .map(|(_, up)| up.as_str())
+    }
+
+    /// Whether requests go over plain HTTP (the thread-local connection pool) rather than TLS.
+    pub(crate) fn is_plain_http(&self) -> bool {
+        self.plain_http
     }
 
     /// The `Authorization` header to send, if any.
