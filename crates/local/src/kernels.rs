@@ -536,7 +536,47 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     portable::dot(a, b)
 }
 
-/// `y += a · x`.
+/// `out[j] = dot(q, row j) · scale`, where row `j` is `rows[j * stride..][..q.len()]` (the keys of
+/// one attention head in a cache): the same arithmetic as [`dot`] row by row.
+///
+/// # Panics
+///
+/// When `rows` is too short for `out.len()` rows.
+pub(crate) fn scaled_dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        x86::scaled_dots(q, rows, stride, scale, out);
+        return;
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = portable::dot(q, &rows[j * stride..j * stride + q.len()]) * scale;
+    }
+}
+
+/// `out = Σ_j weights[j] · row j`, where row `j` is `rows[j * stride..][..out.len()]` (the
+/// values of one attention head): the same arithmetic as zeroing `out` and calling [`axpy`] row
+/// by row.
+///
+/// # Panics
+///
+/// When `rows` is too short for `weights.len()` rows.
+pub(crate) fn weighted_sum(weights: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        x86::weighted_sum(weights, rows, stride, out);
+        return;
+    }
+    out.fill(0.0);
+    let width = out.len();
+    for (j, &w) in weights.iter().enumerate() {
+        for (y, x) in out.iter_mut().zip(&rows[j * stride..j * stride + width]) {
+            *y = w.mul_add(*x, *y);
+        }
+    }
+}
+
+/// `y += a · x` (the reference for [`weighted_sum`]).
+#[cfg(test)]
 pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     debug_assert_eq!(y.len(), x.len());
     #[cfg(target_arch = "x86_64")]
@@ -1404,6 +1444,28 @@ mod tests {
             axpy(&mut y, 0.5, &a);
             let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| 0.5 * x + y).collect();
             assert_close(&y, &want);
+        }
+    }
+
+    #[test]
+    fn attention_helpers_equal_row_by_row_products_bit_for_bit() {
+        let mut rng = Rng(7);
+        for (width, stride, rows) in [(64, 192, 37), (8, 8, 1), (16, 40, 5), (64, 64, 0)] {
+            let q = rng.vec(width);
+            let cache = rng.vec(rows * stride + width);
+            let mut scores = vec![0f32; rows];
+            scaled_dots(&q, &cache[3..], stride, 0.125, &mut scores);
+            for (j, s) in scores.iter().enumerate() {
+                let row = &cache[3 + j * stride..3 + j * stride + width];
+                assert_eq!(s.to_bits(), (dot(&q, row) * 0.125).to_bits());
+            }
+            let mut out = vec![1f32; width];
+            weighted_sum(&scores, &cache[3..], stride, &mut out);
+            let mut want = vec![0f32; width];
+            for (j, &s) in scores.iter().enumerate() {
+                axpy(&mut want, s, &cache[3 + j * stride..3 + j * stride + width]);
+            }
+            assert_eq!(out, want);
         }
     }
 

@@ -483,14 +483,10 @@ impl Llama {
             let g = head / n_rep;
             let q = &qkv[i * width + head * hd..i * width + (head + 1) * hd];
             let seen = pos + i + 1;
-            let mut scores: Vec<f32> = (0..seen)
-                .map(|j| kernels::dot(q, &kc[j * kv + g * hd..j * kv + (g + 1) * hd]) * scale)
-                .collect();
+            let mut scores = vec![0f32; seen];
+            kernels::scaled_dots(q, &kc[g * hd..], kv, scale, &mut scores);
             kernels::softmax(&mut scores);
-            y.fill(0.0);
-            for (j, s) in scores.iter().enumerate() {
-                kernels::axpy(y, *s, &vc[j * kv + g * hd..j * kv + (g + 1) * hd]);
-            }
+            kernels::weighted_sum(&scores, &vc[g * hd..], kv, y);
         };
         let out = &mut out[..t * hidden];
         // Very short contexts are cheaper on this thread than as parallel tasks; from a few

@@ -311,9 +311,38 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += a · x`.
+#[cfg(test)]
 pub(super) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
     unsafe { axpy_avx2(y, a, x) }
+}
+
+/// [`super::scaled_dots`]: one feature check for all the rows instead of one per row.
+pub(super) fn scaled_dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    unsafe { scaled_dots_avx2(q, rows, stride, scale, out) }
+}
+
+/// [`super::weighted_sum`], likewise.
+pub(super) fn weighted_sum(weights: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    unsafe { weighted_sum_avx2(weights, rows, stride, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled_dots_avx2(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_avx2(q, &rows[j * stride..j * stride + q.len()]) * scale;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn weighted_sum_avx2(weights: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let width = out.len();
+    for (j, &w) in weights.iter().enumerate() {
+        axpy_avx2(out, w, &rows[j * stride..j * stride + width]);
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
