@@ -89,13 +89,13 @@ pub(crate) enum Matrix {
     Q4_1 {
         rows: usize,
         cols: usize,
-        blocks: Vec<BlockQ4_1>,
+        blocks: Blocks<BlockQ4_1>,
     },
     /// Q8_0 blocks, `cols / 32` per row (`cols` a multiple of 32).
     Q8_0 {
         rows: usize,
         cols: usize,
-        blocks: Vec<BlockQ8_0>,
+        blocks: Blocks<BlockQ8_0>,
     },
     /// Plain f32 weights.
     F32 {
@@ -103,6 +103,39 @@ pub(crate) enum Matrix {
         cols: usize,
         data: Vec<f32>,
     },
+}
+
+/// The blocks of one matrix: a range of a buffer that several matrices may share, so a model's
+/// layers can sit in one large allocation backed by huge pages ([`Matrix::gather`]); reads as
+/// a slice.
+#[derive(Clone)]
+pub(crate) struct Blocks<B> {
+    buffer: std::sync::Arc<Vec<B>>,
+    range: std::ops::Range<usize>,
+}
+
+impl<B> Blocks<B> {
+    fn new(blocks: Vec<B>) -> Blocks<B> {
+        let range = 0..blocks.len();
+        Blocks {
+            buffer: std::sync::Arc::new(blocks),
+            range,
+        }
+    }
+}
+
+impl<B> std::ops::Deref for Blocks<B> {
+    type Target = [B];
+
+    fn deref(&self) -> &[B] {
+        &self.buffer[self.range.clone()]
+    }
+}
+
+impl<B> std::fmt::Debug for Blocks<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} blocks", self.range.len())
+    }
 }
 
 /// Rows of token activations processed together, so each weight block dequantized in
@@ -162,12 +195,9 @@ fn parse_blocks<B: Block>(rows: usize, cols: usize, bytes: &[u8]) -> Option<Vec<
     {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(B::GGML_BYTES)
-            .map(B::from_ggml)
-            .collect(),
-    )
+    let mut blocks = crate::memory::huge_vec(bytes.len() / B::GGML_BYTES);
+    blocks.extend(bytes.chunks_exact(B::GGML_BYTES).map(B::from_ggml));
+    Some(blocks)
 }
 
 impl Matrix {
@@ -175,7 +205,7 @@ impl Matrix {
     ///
     /// Returns `None` when `cols` is not a multiple of 32 or `bytes` has the wrong length.
     pub(crate) fn from_q4_1_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Option<Matrix> {
-        let blocks = parse_blocks(rows, cols, bytes)?;
+        let blocks = Blocks::new(parse_blocks(rows, cols, bytes)?);
         Some(Matrix::Q4_1 { rows, cols, blocks })
     }
 
@@ -183,13 +213,46 @@ impl Matrix {
     ///
     /// Returns `None` when `cols` is not a multiple of 32 or `bytes` has the wrong length.
     pub(crate) fn from_q8_0_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Option<Matrix> {
-        let blocks = parse_blocks(rows, cols, bytes)?;
+        let blocks = Blocks::new(parse_blocks(rows, cols, bytes)?);
         Some(Matrix::Q8_0 { rows, cols, blocks })
     }
 
     /// An f32 matrix; `None` unless `data.len() == rows * cols`.
     pub(crate) fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Option<Matrix> {
         (rows.checked_mul(cols)? == data.len()).then_some(Matrix::F32 { rows, cols, data })
+    }
+
+    /// Moves the Q4_1 blocks of all `matrices` into one buffer advised for huge pages (see
+    /// `crate::memory`): a model's layers are each too small to get huge pages alone. Values are
+    /// unchanged; other matrices are left alone.
+    pub(crate) fn gather(matrices: &mut [&mut Matrix]) {
+        let total: usize = matrices
+            .iter()
+            .map(|m| match m {
+                Matrix::Q4_1 { blocks, .. } => blocks.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut buffer = crate::memory::huge_vec(total);
+        let mut ranges = Vec::with_capacity(matrices.len());
+        for m in matrices.iter() {
+            if let Matrix::Q4_1 { blocks, .. } = m {
+                let start = buffer.len();
+                buffer.extend_from_slice(blocks);
+                ranges.push(Some(start..buffer.len()));
+            } else {
+                ranges.push(None);
+            }
+        }
+        let buffer = std::sync::Arc::new(buffer);
+        for (m, range) in matrices.iter_mut().zip(ranges) {
+            if let (Matrix::Q4_1 { blocks, .. }, Some(range)) = (&mut **m, range) {
+                *blocks = Blocks {
+                    buffer: std::sync::Arc::clone(&buffer),
+                    range,
+                };
+            }
+        }
     }
 
     /// Output features.
@@ -213,8 +276,8 @@ impl Matrix {
     /// Bytes held.
     pub(crate) fn size_bytes(&self) -> usize {
         match self {
-            Matrix::Q4_1 { blocks, .. } => std::mem::size_of_val(blocks.as_slice()),
-            Matrix::Q8_0 { blocks, .. } => std::mem::size_of_val(blocks.as_slice()),
+            Matrix::Q4_1 { blocks, .. } => std::mem::size_of_val(&**blocks),
+            Matrix::Q8_0 { blocks, .. } => std::mem::size_of_val(&**blocks),
             Matrix::F32 { data, .. } => std::mem::size_of_val(data.as_slice()),
         }
     }
@@ -255,22 +318,20 @@ impl Matrix {
         for next in iter {
             acc = match (acc, next) {
                 (
-                    Matrix::Q4_1 {
-                        rows,
-                        cols,
-                        mut blocks,
-                    },
+                    Matrix::Q4_1 { rows, cols, blocks },
                     Matrix::Q4_1 {
                         rows: r2,
                         cols: c2,
                         blocks: b2,
                     },
                 ) if cols == c2 => {
-                    blocks.extend(b2);
+                    let mut all = Vec::with_capacity(blocks.len() + b2.len());
+                    all.extend_from_slice(&blocks);
+                    all.extend_from_slice(&b2);
                     Matrix::Q4_1 {
                         rows: rows + r2,
                         cols,
-                        blocks,
+                        blocks: Blocks::new(all),
                     }
                 }
                 (

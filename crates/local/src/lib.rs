@@ -10,4 +10,5 @@
 pub mod chat;
 pub mod embed;
 mod kernels;
+mod memory;
 pub mod weights;

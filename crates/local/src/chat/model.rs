@@ -206,6 +206,14 @@ impl Llama {
                 ffn_norm,
             });
         }
+        // One buffer for all layers' weights, so they can sit in huge pages.
+        Matrix::gather(
+            &mut layers
+                .iter_mut()
+                .flat_map(|l| [&mut l.qkv, &mut l.wo, &mut l.gate_up, &mut l.down])
+                .collect::<Vec<_>>(),
+        );
+        crate::memory::release_free_memory();
         let output_l1 = kernels::block_l1_max(output.as_ref().unwrap_or(&embeddings));
         let inv_freq = (0..head_dim)
             .step_by(2)
