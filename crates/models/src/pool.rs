@@ -107,23 +107,13 @@ pub(crate) async fn send(
     mut req: Request<Full<Bytes>>,
     connect_timeout: Duration,
 ) -> Result<Response<Incoming>, SendError> {
-    let (host, port) = {
-        let uri = req.uri();
-        let host = uri.host().ok_or(SendError::NoHost)?;
-        // `[::1]` in a URL is `::1` to connect to.
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .to_owned();
-        (host, uri.port_u16().unwrap_or(80))
-    };
-    // On a connection the request line carries the path only.
+    // On a connection the request line carries the path only; the host and port matter only
+    // when a new connection has to be opened.
     let origin = match req.uri().path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
     };
-    *req.uri_mut() = origin;
+    let absolute = std::mem::replace(req.uri_mut(), origin);
     while let Some(mut sender) = checkout(key) {
         match sender.try_send_request(req).await {
             Ok(resp) => {
@@ -137,7 +127,14 @@ pub(crate) async fn send(
             },
         }
     }
-    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
+    let host = absolute.host().ok_or(SendError::NoHost)?;
+    // `[::1]` in a URL is `::1` to connect to.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = absolute.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
         .await
         .map_err(|_| {
             SendError::Connect(std::io::Error::new(
