@@ -1,13 +1,15 @@
-//! CPU kernels for the embedded models: matrix products over weights held as GGUF Q4_1 blocks or
-//! as f32, and the small vector operations around them.
+//! CPU kernels for the embedded models: matrix products over weights held as GGUF Q4_1/Q8_0
+//! blocks (exactly as stored in the file) or as f32, and the small vector operations around
+//! them.
 //!
-//! Activations stay in f32 throughout. llama.cpp quantizes activations to 8 bits before its
-//! quantized dot products; we dequantize each weight block in registers instead, so the result
-//! equals the f32 reference (the weights dequantized to f32, as `smollm2_reference.json` was
-//! made) up to the order of additions.
+//! Prompt tokens run with f32 activations, each weight block dequantized in registers and used
+//! for up to eight tokens. A generated token's activations are quantized to 8 bits per block and
+//! multiplied with integer dot products, as llama.cpp does ([`matmul`]); where the last bits
+//! decide something (the largest logit, [`matmul_top_exact`]) the candidates are recomputed in
+//! f32.
 //!
-//! Every kernel has a portable version and, on x86-64 CPUs with AVX2 and FMA (detected at run
-//! time), a vectorized one in [`x86`]; the tests check that the two agree.
+//! Every kernel has a portable version and, on x86-64 CPUs with AVX2, FMA and F16C (detected
+//! at run time), a vectorized one in [`x86`]; the tests check that the two agree.
 //!
 //! Matrix products split the output rows across the current rayon pool: callers run them inside
 //! [`rayon::ThreadPool::install`] to choose the threads.
@@ -1505,6 +1507,29 @@ mod tests {
             axpy(&mut y, 0.5, &a);
             let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| 0.5 * x + y).collect();
             assert_close(&y, &want);
+        }
+    }
+
+    #[test]
+    fn gathering_matrices_into_one_buffer_keeps_their_products() {
+        let mut rng = Rng(11);
+        let mut a = rng.q4_1(8, 64);
+        let mut b = rng.q8_0(4, 64);
+        let mut c = rng.q4_1(16, 32);
+        let (xa, xc) = (rng.vec(64), rng.vec(32));
+        let before = [naive(&a, &xa, 1), naive(&b, &xa, 1), naive(&c, &xc, 1)];
+        Matrix::gather(&mut [&mut a, &mut b, &mut c]);
+        assert_eq!(naive(&a, &xa, 1), before[0]);
+        assert_eq!(naive(&b, &xa, 1), before[1]);
+        assert_eq!(naive(&c, &xc, 1), before[2]);
+        assert_eq!((a.rows(), a.cols(), c.rows(), c.cols()), (8, 64, 16, 32));
+        // The two Q4_1 matrices now share one buffer; the Q8_0 one is left alone.
+        match (&a, &c) {
+            (Matrix::Q4_1 { blocks: ba, .. }, Matrix::Q4_1 { blocks: bc, .. }) => {
+                assert!(std::sync::Arc::ptr_eq(&ba.buffer, &bc.buffer));
+                assert_eq!((ba.len(), bc.len()), (8 * 2, 16));
+            }
+            _ => panic!("gather changed a matrix's kind"),
         }
     }
 

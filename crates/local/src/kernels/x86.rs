@@ -49,14 +49,14 @@ pub(super) fn rows_for_one(w: &Matrix, x: &[f32], first: usize, out: &mut [f32])
             let per_row = cols / QK;
             assert_eq!(x.len(), *cols, "input width");
             let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
-            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
             unsafe { q4_1_rows_one(blocks, per_row, x, out) }
         }
         Matrix::Q8_0 { cols, blocks, .. } => {
             let per_row = cols / QK;
             assert_eq!(x.len(), *cols, "input width");
             let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
-            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
             unsafe { q8_0_rows_one(blocks, per_row, x, out) }
         }
         Matrix::F32 { cols, data, .. } => {
@@ -74,14 +74,14 @@ pub(super) fn rows_for_one_q8(w: &Matrix, xq: &[BlockQ8_1], first: usize, out: &
             let per_row = cols / QK;
             assert_eq!(xq.len(), per_row, "input width");
             let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
-            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
             unsafe { q4_1_q8_rows(blocks, per_row, xq, out) }
         }
         Matrix::Q8_0 { cols, blocks, .. } => {
             let per_row = cols / QK;
             assert_eq!(xq.len(), per_row, "input width");
             let blocks = &blocks[first * per_row..(first + out.len()) * per_row];
-            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
             unsafe { q8_0_q8_rows(blocks, per_row, xq, out) }
         }
         Matrix::F32 { .. } => {
@@ -106,7 +106,7 @@ pub(super) fn rows_for_many_q8(w: &Matrix, xqs: &[Vec<BlockQ8_1>], first: usize,
             let n = (tokens - t).min(4);
             let xs = &xqs[t..t + n];
             let outs = &mut per_token[t..t + n];
-            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
             unsafe {
                 match (w, n) {
                     (Matrix::Q4_1 { blocks, .. }, _) => {
@@ -289,7 +289,7 @@ pub(super) fn rows_for_many(w: &Matrix, x: &[f32], tokens: usize, first: usize, 
         let mut t = 0;
         while t + super::TOKEN_TILE <= tokens {
             let xs = &x[t * cols..(t + super::TOKEN_TILE) * cols];
-            // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+            // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
             let v: [f32; super::TOKEN_TILE] = unsafe { tile(w, r, xs) };
             per_token[t..t + super::TOKEN_TILE].copy_from_slice(&v);
             t += super::TOKEN_TILE;
@@ -306,26 +306,26 @@ pub(super) fn rows_for_many(w: &Matrix, x: &[f32], tokens: usize, first: usize, 
 
 /// `Σ a[i] · b[i]`.
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
     unsafe { dot_avx2(a, b) }
 }
 
 /// `y += a · x`.
 #[cfg(test)]
 pub(super) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
     unsafe { axpy_avx2(y, a, x) }
 }
 
 /// [`super::scaled_dots`]: one feature check for all the rows instead of one per row.
 pub(super) fn scaled_dots(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
-    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
     unsafe { scaled_dots_avx2(q, rows, stride, scale, out) }
 }
 
 /// [`super::weighted_sum`], likewise.
 pub(super) fn weighted_sum(weights: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-    // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+    // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
     unsafe { weighted_sum_avx2(weights, rows, stride, out) }
 }
 
@@ -583,7 +583,7 @@ mod packed {
         stride: usize,
         next: &[f32],
     ) {
-        // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+        // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
         unsafe {
             if next.len() >= cols * 16 {
                 panel_tile_avx2::<MR, true>(panel, bias, x, cols, out, stride, next)
@@ -653,13 +653,13 @@ mod packed {
 
     /// `x = exp(x)`, elementwise (for `x <= 88`).
     pub(in crate::kernels) fn exp_in_place(x: &mut [f32]) {
-        // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+        // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
         unsafe { exp_slice(x) }
     }
 
     /// GELU with the exact normal distribution function, elementwise.
     pub(in crate::kernels) fn gelu_erf(x: &mut [f32]) {
-        // SAFETY: `available()` confirmed AVX2 and FMA before the caller got here.
+        // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
         unsafe { gelu_slice(x) }
     }
 
