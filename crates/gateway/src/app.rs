@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use enclave_models::{RetryPolicy, Router, Upstream, UpstreamSpec, http_client};
+use enclave_models::local::LocalEngine;
+use enclave_models::{
+    Backend, BackendSpec, LocalBackend, OpenAiBackend, RetryPolicy, Router, http_client,
+};
 use enclave_store::Store;
 
 use crate::config::{BackendKind, Config};
@@ -28,8 +31,10 @@ pub struct App {
     pub limiter: RateLimiter,
     /// Concurrency bound.
     pub admission: Admission,
+    /// Open connections, capped in total and per client address.
+    pub connections: Arc<crate::conn::Connections>,
     /// The embedded models, when a `kind = "local"` backend is configured.
-    pub local: Option<enclave_models::local::LocalEngine>,
+    pub local: Option<Arc<LocalEngine>>,
 }
 
 /// Why the gateway could not start.
@@ -109,30 +114,13 @@ impl App {
                 });
             }
         }
+        let mut local: Option<Arc<LocalEngine>> = None;
         let client = http_client(config.limits.connect_timeout)
             .map_err(|e| StartError::Setup(format!("TLS roots for upstream connections: {e}")))?;
-        let mut upstreams = Vec::new();
+        let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
         for b in &config.backends {
-            if b.kind == BackendKind::Bedrock {
-                return Err(StartError::Setup(format!(
-                    "backend {}: this kind is not available in this build",
-                    b.name
-                )));
-            }
-            let api_key = match &b.api_key_env {
-                Some(var) => match std::env::var(var) {
-                    Ok(v) if !v.is_empty() => Some(v),
-                    _ => {
-                        tracing::warn!(backend = %b.name, env = %var, "the upstream API key variable is not set; sending requests without a key");
-                        None
-                    }
-                },
-                None => None,
-            };
-            let spec = UpstreamSpec {
+            let spec = BackendSpec {
                 name: b.name.clone(),
-                base_url: b.base_url.clone().unwrap_or_default(),
-                api_key,
                 models: b
                     .models
                     .iter()
@@ -141,14 +129,69 @@ impl App {
                 accreditation: b.accreditation.clone(),
                 priority: b.priority,
                 weight: b.weight,
-                local: b.kind == BackendKind::Local,
             };
-            upstreams.push(Upstream::new(spec).map_err(StartError::Setup)?);
+            let backend: Arc<dyn Backend> = match b.kind {
+                BackendKind::OpenAi => {
+                    let api_key = match &b.api_key_env {
+                        Some(var) => match std::env::var(var) {
+                            Ok(v) if !v.is_empty() => Some(v),
+                            _ => {
+                                tracing::warn!(backend = %b.name, env = %var, "the upstream API key variable is not set; sending requests without a key");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    let base_url = b.base_url.clone().unwrap_or_default();
+                    if b.allow_cleartext && crate::config::is_cleartext_remote(&base_url) {
+                        tracing::warn!(backend = %b.name, base_url = %base_url, "allow_cleartext: prompts and the upstream key cross the network unencrypted");
+                    }
+                    Arc::new(
+                        OpenAiBackend::new(
+                            spec,
+                            &base_url,
+                            api_key.as_deref(),
+                            config.limits.connect_timeout,
+                            client.clone(),
+                        )
+                        .map_err(StartError::Setup)?,
+                    )
+                }
+                BackendKind::Local => {
+                    let engine = match &local {
+                        Some(e) => Arc::clone(e),
+                        None => {
+                            let dir = enclave_local::weights::ModelsDir::locate(
+                                config.models_dir.as_deref(),
+                                &config.data_dir,
+                            );
+                            let models: Vec<String> =
+                                b.models.iter().map(|m| m.upstream.clone()).collect();
+                            let started = std::time::Instant::now();
+                            let engine =
+                                LocalEngine::start(&dir, &models, config.limits.local_queue)
+                                    .map_err(|e| {
+                                        StartError::Setup(format!("backend {}: {e}", b.name))
+                                    })?;
+                            tracing::info!(backend = %b.name, models = ?models, ms = started.elapsed().as_millis() as u64, "embedded models loaded");
+                            let engine = Arc::new(engine);
+                            local = Some(Arc::clone(&engine));
+                            engine
+                        }
+                    };
+                    Arc::new(LocalBackend::new(spec, engine))
+                }
+                BackendKind::Bedrock => {
+                    return Err(StartError::Setup(format!(
+                        "backend {}: kind = \"bedrock\" is not available in this build",
+                        b.name
+                    )));
+                }
+            };
+            backends.push(backend);
         }
         let router = Router::new(
-            upstreams,
-            client,
-            config.limits.connect_timeout,
+            backends,
             RetryPolicy {
                 max_retries: config.limits.max_retries,
                 ..RetryPolicy::default()
@@ -162,29 +205,6 @@ impl App {
             ),
             None => None,
         };
-        let local = match config
-            .backends
-            .iter()
-            .find(|b| b.kind == BackendKind::Local)
-        {
-            Some(b) => {
-                let dir = enclave_local::weights::ModelsDir::locate(
-                    config.models_dir.as_deref(),
-                    &config.data_dir,
-                );
-                let models: Vec<String> = b.models.iter().map(|m| m.upstream.clone()).collect();
-                let started = std::time::Instant::now();
-                let engine = enclave_models::local::LocalEngine::start(
-                    &dir,
-                    &models,
-                    config.limits.local_queue,
-                )
-                .map_err(|e| StartError::Setup(format!("backend {}: {e}", b.name)))?;
-                tracing::info!(backend = %b.name, models = ?models, ms = started.elapsed().as_millis() as u64, "embedded models loaded");
-                Some(engine)
-            }
-            None => None,
-        };
         let limits = &config.limits;
         let app = App {
             local,
@@ -193,6 +213,10 @@ impl App {
             router,
             metrics: Metrics::default(),
             limiter: RateLimiter::new(limits.requests_per_minute, limits.tokens_per_minute),
+            connections: crate::conn::Connections::new(
+                limits.max_connections,
+                limits.max_connections_per_ip,
+            ),
             admission: Admission::new(
                 limits.max_concurrency,
                 limits.max_queue,
@@ -206,10 +230,9 @@ impl App {
     /// One line per backend, for the start-up message.
     pub fn describe_backends(&self) -> Vec<String> {
         self.router
-            .upstreams()
-            .iter()
-            .map(|u| {
-                let s = u.spec();
+            .backends()
+            .map(|b| {
+                let s = b.spec();
                 let ops: Vec<&str> = s
                     .accreditation
                     .operators()
@@ -217,14 +240,10 @@ impl App {
                     .map(|c| c.code())
                     .collect();
                 let models: Vec<&str> = s.models.iter().map(|(m, _)| m.as_str()).collect();
-                let at = if s.local {
-                    "local, in-process".to_owned()
-                } else {
-                    format!("openai at {}", s.base_url)
-                };
                 format!(
-                    "{} ({at}; accredited {}; operators {}; models {})",
+                    "{} ({}; accredited {}; operators {}; models {})",
                     s.name,
+                    b.describe(),
                     s.accreditation.label().banner(),
                     ops.join(","),
                     models.join(", ")

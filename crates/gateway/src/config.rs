@@ -32,8 +32,30 @@ pub struct Config {
     pub oidc: Option<OidcConfig>,
     /// TLS and client certificates, when configured.
     pub tls: Option<TlsConfig>,
+    /// What each route accepts that Enclave cannot inspect.
+    pub policy: PolicyConfig,
+    /// The `/metrics` endpoint.
+    pub metrics: MetricsConfig,
     /// Where the file was read from (`None` for the embedded defaults).
     pub source: Option<PathBuf>,
+}
+
+/// Per-route content policy: which uninspectable content (images, audio, files, token
+/// arrays) a route accepts. The default accepts none (`unsupported_content`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// `[policy.chat_completions] allow_parts`.
+    pub chat_completions: enclave_api::ContentPolicy,
+    /// `[policy.embeddings] allow_token_arrays`.
+    pub embeddings: enclave_api::ContentPolicy,
+}
+
+/// The `/metrics` endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Require credentials with the `metrics`, `auditor` or `admin` role (default: open, as
+    /// `/healthz`).
+    pub require_auth: bool,
 }
 
 /// The database.
@@ -70,6 +92,21 @@ pub struct Limits {
     pub local_queue: usize,
     /// Server threads, each with its own event loop (0 = one per CPU core).
     pub worker_threads: usize,
+    /// Longest wait for a request's headers (also bounds an idle keep-alive connection).
+    pub header_read_timeout: Duration,
+    /// Longest time to receive a whole request body.
+    pub body_read_timeout: Duration,
+    /// A connection that makes no progress either way for this long is closed (a client that
+    /// stops reading a stream, a stalled upload).
+    pub idle_timeout: Duration,
+    /// Longest silence from a backend in the middle of a streamed answer.
+    pub stream_idle_timeout: Duration,
+    /// Longest whole request, streamed answer included.
+    pub max_request: Duration,
+    /// Open connections at most; past it new ones get 503 `overloaded` and are closed.
+    pub max_connections: usize,
+    /// Open connections per client IP address at most.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -87,6 +124,13 @@ impl Default for Limits {
             tokens_per_minute: 0,
             local_queue: 16,
             worker_threads: 0,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(120),
+            max_request: Duration::from_secs(30 * 60),
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -131,6 +175,9 @@ pub struct BackendConfig {
     pub priority: u32,
     /// Share of traffic among backends of equal priority (default 1).
     pub weight: u32,
+    /// Allow `http://` to a host that is not loopback (default false: refused, since prompts
+    /// and the upstream key would cross the network in clear).
+    pub allow_cleartext: bool,
 }
 
 /// Every problem found in a configuration file, each with its key path.
@@ -198,6 +245,8 @@ impl Config {
             backends: Vec::new(),
             oidc: None,
             tls: None,
+            policy: PolicyConfig::default(),
+            metrics: MetricsConfig::default(),
             source: None,
         }
     }
@@ -283,6 +332,15 @@ impl Config {
         if let Some(tls) = r.table(&root, "tls") {
             config.tls = read_tls(&mut r, &tls);
         }
+        if let Some(policy) = r.table(&root, "policy") {
+            config.policy = read_policy(&mut r, &policy);
+        }
+        if let Some(metrics) = r.table(&root, "metrics") {
+            if let Some(v) = r.bool(&metrics, "require_auth") {
+                config.metrics.require_auth = v;
+            }
+            r.unknown(&metrics, &["require_auth"]);
+        }
         r.unknown(
             &root,
             &[
@@ -294,6 +352,8 @@ impl Config {
                 "backends",
                 "oidc",
                 "tls",
+                "policy",
+                "metrics",
             ],
         );
         if r.problems.is_empty() {
@@ -344,6 +404,28 @@ fn read_limits(r: &mut Reader, t: &Obj<'_>, l: &mut Limits) {
     if let Some(v) = r.uint(t, "worker_threads", 0, 1024) {
         l.worker_threads = v as usize;
     }
+    for (key, slot) in [
+        ("header_read_timeout_ms", &mut l.header_read_timeout),
+        ("body_read_timeout_ms", &mut l.body_read_timeout),
+        ("idle_timeout_ms", &mut l.idle_timeout),
+        ("stream_idle_timeout_ms", &mut l.stream_idle_timeout),
+        ("max_request_ms", &mut l.max_request),
+    ] {
+        if let Some(v) = r.millis(t, key) {
+            if v.is_zero() {
+                // SECURITY: zero would mean "no bound"; every wait has one.
+                r.problem(&t.key(key), "expected a positive number of milliseconds");
+            } else {
+                *slot = v;
+            }
+        }
+    }
+    if let Some(v) = r.uint(t, "max_connections", 1, 10_000_000) {
+        l.max_connections = v as usize;
+    }
+    if let Some(v) = r.uint(t, "max_connections_per_ip", 1, 10_000_000) {
+        l.max_connections_per_ip = v as usize;
+    }
     r.unknown(
         t,
         &[
@@ -359,8 +441,50 @@ fn read_limits(r: &mut Reader, t: &Obj<'_>, l: &mut Limits) {
             "tokens_per_minute",
             "local_queue",
             "worker_threads",
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
+            "idle_timeout_ms",
+            "stream_idle_timeout_ms",
+            "max_request_ms",
+            "max_connections",
+            "max_connections_per_ip",
         ],
     );
+}
+
+fn read_policy(r: &mut Reader, t: &Obj<'_>) -> PolicyConfig {
+    let mut p = PolicyConfig::default();
+    if let Some(chat) = r.table(t, "chat_completions") {
+        let key = chat.key("allow_parts");
+        match chat.table.get("allow_parts") {
+            None => {}
+            Some(toml::Value::Array(items)) => {
+                for item in items {
+                    match item.as_str().and_then(enclave_api::PartKind::from_type) {
+                        Some(enclave_api::PartKind::Image) => p.chat_completions.images = true,
+                        Some(enclave_api::PartKind::Audio) => p.chat_completions.audio = true,
+                        Some(enclave_api::PartKind::File) => p.chat_completions.files = true,
+                        None => r.problem(
+                            &key,
+                            &format!(
+                                "unknown part type {item:?}: expected \"image_url\", \"input_audio\" or \"file\""
+                            ),
+                        ),
+                    }
+                }
+            }
+            Some(_) => r.problem(&key, "expected a list of part types"),
+        }
+        r.unknown(&chat, &["allow_parts"]);
+    }
+    if let Some(emb) = r.table(t, "embeddings") {
+        if let Some(v) = r.bool(&emb, "allow_token_arrays") {
+            p.embeddings.token_arrays = v;
+        }
+        r.unknown(&emb, &["allow_token_arrays"]);
+    }
+    r.unknown(t, &["chat_completions", "embeddings"]);
+    p
 }
 
 fn read_backend(r: &mut Reader, b: &Obj<'_>) -> Option<BackendConfig> {
@@ -449,6 +573,18 @@ fn read_backend(r: &mut Reader, b: &Obj<'_>) -> Option<BackendConfig> {
         .uint(b, "priority", 0, 1_000_000)
         .map_or(100, |v| v as u32);
     let weight = r.uint(b, "weight", 1, 1_000_000).map_or(1, |v| v as u32);
+    let allow_cleartext = r.bool(b, "allow_cleartext").unwrap_or(false);
+    if let Some(u) = &base_url
+        && !allow_cleartext
+        && is_cleartext_remote(u)
+    {
+        // SECURITY: prompts at the backend's label and the upstream key would cross a network
+        // unencrypted.
+        r.problem(
+            &b.key("base_url"),
+            "http:// to a host that is not loopback sends prompts and the API key in clear: use https://, or set allow_cleartext = true if the network is protected otherwise",
+        );
+    }
     r.unknown(
         b,
         &[
@@ -461,6 +597,7 @@ fn read_backend(r: &mut Reader, b: &Obj<'_>) -> Option<BackendConfig> {
             "operators",
             "priority",
             "weight",
+            "allow_cleartext",
         ],
     );
     if r.problems.len() != before {
@@ -475,7 +612,33 @@ fn read_backend(r: &mut Reader, b: &Obj<'_>) -> Option<BackendConfig> {
         accreditation: Accreditation::new(accreditation_label?, operators?),
         priority,
         weight,
+        allow_cleartext,
     })
+}
+
+/// Whether `url` is `http://` to a host other than a loopback address or `localhost`.
+pub fn is_cleartext_remote(url: &str) -> bool {
+    let Some(rest) = url
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .and_then(|_| url.get(7..))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return false;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => true,
+    }
 }
 
 fn read_models(r: &mut Reader, b: &Obj<'_>) -> Vec<ModelAlias> {
@@ -726,6 +889,19 @@ impl Reader {
                 self.problem(
                     &o.key(k),
                     &format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, o: &Obj<'_>, k: &str) -> Option<bool> {
+        match o.table.get(k)? {
+            toml::Value::Boolean(b) => Some(*b),
+            other => {
+                self.problem(
+                    &o.key(k),
+                    &format!("expected true or false, found {}", other.type_str()),
                 );
                 None
             }

@@ -206,6 +206,7 @@ pub fn principal_from(r: &PrincipalRecord) -> Result<Principal, ApiError> {
     let role = match r.role.as_str() {
         "admin" => Role::Admin,
         "auditor" => Role::Auditor,
+        "metrics" => Role::Metrics,
         "user" => Role::User,
         _ => return Err(corrupt("role")),
     };

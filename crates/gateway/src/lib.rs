@@ -1,11 +1,10 @@
 //! The Enclave HTTP gateway: the OpenAI-compatible API, authentication, the label checks of
 //! the request path, routing to accredited backends, rate limits and metrics.
 //!
-//! The request path, in order (see ARCHITECTURE.md): route → admission (bounded concurrency,
-//! load shedding) → authenticate (API key, OIDC JWT or client certificate) → rate limit →
-//! session label from `X-Enclave-Classification` within the clearance → body (size limit, JSON)
-//! → content label from the markings in every string, spillage check → accredited backends
-//! only → retries and fallback → the answer streamed back with its label.
+//! The request path is a pipeline of named stages (see [`pipeline`] and [`stage`]):
+//! authenticate → label → authorize → screen input → recall → route → generate → screen
+//! output → remember → audit. Every exit leaves through one place that records the outcome and
+//! maps the error to its OpenAI-shaped body ([`error::ApiError`]).
 //!
 //! ```no_run
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,14 +13,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod api;
 pub mod app;
 pub mod body;
 pub mod config;
+pub mod conn;
+mod ctx;
 pub mod error;
 pub mod identity;
 pub mod limits;
-pub mod local_api;
 pub mod metrics;
-pub mod request;
+pub mod pipeline;
+mod respond;
+pub mod route;
 pub mod server;
+pub mod stage;

@@ -13,10 +13,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::api;
 use crate::app::{App, StartError};
 use crate::config::Config;
+use crate::conn::Watched;
 use crate::identity::PeerCert;
+use crate::pipeline;
 
 /// A bound, ready gateway.
 pub struct Server {
@@ -106,7 +107,8 @@ async fn accept_loop(
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(30));
+        // Bounds the wait for a request's headers, and so an idle keep-alive connection.
+        .header_read_timeout(app.config.limits.header_read_timeout);
     let builder = Arc::new(builder);
     // Every proxied request arms a timer (its deadline, minutes away). Tokio wakes its own
     // event loop through an eventfd whenever a new timer is due before the earliest one it
@@ -134,12 +136,23 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // SECURITY: every connection holds memory and a task; their number is bounded
+                // in total and per client address.
+                let slot = match app.connections.admit(remote.ip()) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        app.metrics.denial("overloaded");
+                        tokio::spawn(refuse_connection(stream, why));
+                        continue;
+                    }
+                };
                 let app = Arc::clone(&app);
                 let builder = Arc::clone(&builder);
                 let tls = tls.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     serve_connection(stream, remote, app, builder, tls, watcher).await;
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,
@@ -168,11 +181,13 @@ async fn serve_connection(
     tls: Option<Tls>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let idle = app.config.limits.idle_timeout;
     match tls {
         None => {
             let peer = Arc::new(PeerCert::default());
-            let svc = service_fn(move |req| api::handle(Arc::clone(&app), Arc::clone(&peer), req));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let svc =
+                service_fn(move |req| pipeline::handle(Arc::clone(&app), Arc::clone(&peer), req));
+            let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, idle)), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
@@ -209,13 +224,30 @@ async fn serve_connection(
                 }
             }
             let peer = Arc::new(peer);
-            let svc = service_fn(move |req| api::handle(Arc::clone(&app), Arc::clone(&peer), req));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let svc =
+                service_fn(move |req| pipeline::handle(Arc::clone(&app), Arc::clone(&peer), req));
+            let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, idle)), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         }
     }
+}
+
+/// Answers a connection over the caps with 503 `overloaded` and closes it.
+async fn refuse_connection(mut stream: TcpStream, why: &'static str) {
+    use tokio::io::AsyncWriteExt;
+    let body = crate::error::ApiError::overloaded(why).json();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nx-enclave-classification: UNCLASSIFIED\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 /// Runs a gateway for `config` until Ctrl-C or SIGTERM, on `threads` threads (0 = one per

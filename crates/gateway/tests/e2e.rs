@@ -306,10 +306,9 @@ async fn a_secret_request_never_reaches_an_unclassified_backend_even_when_every_
         1,
         "only the UNCLASSIFIED request reached the UNCLASSIFIED backend"
     );
-    assert!(
-        high1.requests() >= 2 && high2.requests() >= 2,
-        "SECRET backends were retried"
-    );
+    // A 5xx may come after the work ran: never re-sent, so each request reached one of the
+    // failing SECRET backends exactly once (the unreachable one is skipped over).
+    assert_eq!(high1.requests() + high2.requests(), 3);
     // No backend at all for TS//SI: 503, nothing sent.
     gw.stop().await;
     let only_low = backend("low", &low.base_url(), "UNCLASSIFIED", "USA", "[\"m\"]");
@@ -390,26 +389,7 @@ async fn noforn_data_never_reaches_a_backend_with_foreign_operators() {
 
 #[tokio::test]
 async fn retries_then_fallback_within_the_eligible_set() {
-    let flaky = MockUpstream::start(Behavior {
-        fail_first: 2,
-        ..Behavior::default()
-    })
-    .await
-    .unwrap();
-    let gw = Gateway::start(&backend(
-        "flaky",
-        &flaky.base_url(),
-        "SECRET",
-        "USA",
-        "[\"m\"]",
-    ))
-    .await;
-    let key = gw.user("alice", "t1", "SECRET", "USA").await;
-    let (s, _, v) = gw.chat(&key, Some("SECRET"), "m", "hello").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(flaky.requests(), 3, "two 500s retried, third answered");
-    gw.stop().await;
-
+    // A 429 means the backend did not run the request: retried, then the next candidate.
     let limited = MockUpstream::start(failing(429)).await.unwrap();
     let good = mock().await;
     let cfg = [
@@ -707,7 +687,7 @@ async fn streams_pass_through_as_they_arrive_and_cancel_upstream_on_disconnect()
     let req = http::Request::post(gw.url("/v1/chat/completions"))
         .header("authorization", format!("Bearer {key}"))
         .body(Full::new(Bytes::from(
-            serde_json::to_vec(&json!({"model": "m", "stream": true, "messages": []})).unwrap(),
+            serde_json::to_vec(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).unwrap(),
         )))
         .unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -851,7 +831,7 @@ async fn shutdown_lets_in_flight_streams_finish() {
     let req = http::Request::post(gw.url("/v1/chat/completions"))
         .header("authorization", format!("Bearer {key}"))
         .body(Full::new(Bytes::from(
-            serde_json::to_vec(&json!({"model": "m", "stream": true, "messages": []})).unwrap(),
+            serde_json::to_vec(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).unwrap(),
         )))
         .unwrap();
     let resp = gw.client.request(req).await.unwrap();

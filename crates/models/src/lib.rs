@@ -1,19 +1,31 @@
 //! Model backends for Enclave and the router that picks one.
 //!
-//! A [`Router`] holds the configured [`Upstream`]s (OpenAI-compatible servers) and sends a
-//! request only to backends accredited for its label: [`Router::candidates`] filters by model
-//! and accreditation (through [`enclave_policy::eligible`]), and [`Router::send`] tries those
-//! candidates in order — retrying connect errors, 5xx and 429 with backoff, then falling back to
-//! the next candidate — within one deadline. Because the candidate list is built from eligible
-//! backends only, no retry or fallback can ever reach a backend accredited lower.
+//! Every backend kind implements one trait, [`Backend`], over a parsed, normalized request
+//! (`enclave_api::ChatRequest`, `enclave_api::EmbeddingsRequest`) and answers with typed values
+//! (a whole completion, a stream of typed chunks, or embeddings):
 //!
-//! This crate is I/O (hyper, rustls); it knows nothing of HTTP routing on the server side,
-//! authentication or storage.
+//! - [`OpenAiBackend`] (`kind = "openai"`): OpenAI-compatible servers over HTTP(S);
+//! - [`LocalBackend`] (`kind = "local"`): the embedded models on their worker threads
+//!   ([`local::LocalEngine`]).
+//!
+//! A [`Router`] holds them all and treats them alike: [`Router::candidates`] keeps only the
+//! backends that serve the model and whose accreditation permits the request's label (through
+//! [`enclave_policy::eligible`]); [`Router::send`] tries those candidates in order, retrying
+//! and falling back only for what certainly did not run (no connection, a full queue, a 429).
+//! Because the candidate list is built from eligible backends only, no retry or fallback can
+//! ever reach a backend accredited lower.
+//!
+//! This crate is I/O (hyper, rustls, worker threads); it knows nothing of the server side of
+//! HTTP, authentication or storage.
 
+mod backend;
 pub mod local;
+mod local_backend;
+mod openai;
 mod pool;
 mod router;
-mod upstream;
 
-pub use router::{Candidate, ModelInfo, RetryPolicy, RouteError, Router, Sent, UpstreamError};
-pub use upstream::{HttpClient, Upstream, UpstreamSpec, http_client};
+pub use backend::{Backend, BackendError, BackendSpec, BoxFuture, Call, ChatAnswer, ChunkStream};
+pub use local_backend::LocalBackend;
+pub use openai::{HttpClient, MAX_ANSWER_BYTES, OpenAiBackend, http_client};
+pub use router::{Candidate, ModelInfo, RetryPolicy, RouteError, Router, SendFailure, Sent};

@@ -79,6 +79,8 @@ pub enum Role {
     Admin,
     /// Reads the audit log and review queues.
     Auditor,
+    /// Reads the operator surfaces (`/metrics`) and nothing else of value.
+    Metrics,
     /// Uses the models.
     User,
 }

@@ -1,0 +1,583 @@
+//! The request pipeline: every request enters at [`handle`], passes the stages of its route in
+//! order, and leaves through [`finish`] — the one exit, which maps an error to its OpenAI-shaped
+//! body, puts the labels and receipts on the response, and records the outcome.
+//!
+//! ```text
+//! handle ─ route ─┬─ healthz, readyz ───────────────────────────────────────────┐
+//!                 ├─ metrics ─ (authenticate, when required) ────────────────────┤
+//!                 ├─ models ─ authenticate ─ label(session) ─────────────────────┤
+//!                 └─ chat, embeddings ─ authenticate ─ label(session) ─ read body │
+//!                      ─ admit ─ parse ─ label(content) ─ authorize ─ screen input │
+//!                      ─ recall ─ route ─ generate ─ screen output ─ remember ────┤
+//!                                                                               finish ─ audit
+//! ```
+//!
+//! A stage returns `Err(ApiError)` to end the request; a panic anywhere in a stage is caught
+//! and answered 500; a client that goes away mid-request ends it through the context's `Drop`
+//! (see [`crate::ctx`]). A streamed answer's context travels in its body and is finished when
+//! the stream ends.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use enclave_api::{ChatRequest, EmbeddingsRequest};
+use enclave_label::Label;
+use enclave_models::ChatAnswer;
+use enclave_policy::Role;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use tracing::{Instrument, field};
+
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::ctx::{Outcome, RequestCtx};
+use crate::error::ApiError;
+use crate::identity::PeerCert;
+use crate::respond::{self, Replay, SseBody};
+use crate::route::Route;
+use crate::stage::label::CLASSIFICATION;
+use crate::stage::screen::OutputScreen;
+use crate::stage::{self, audit};
+
+/// The request id header.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The audit receipt header.
+const AUDIT_INDEX: HeaderName = HeaderName::from_static("x-enclave-audit-index");
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// What a route answers when it succeeds.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one reply per request, moved once into the response"
+)]
+enum Reply {
+    /// A whole body.
+    Whole {
+        status: StatusCode,
+        content_type: &'static str,
+        body: Bytes,
+        /// The label of what it returns (`None`: UNCLASSIFIED, it carries no content).
+        label: Option<Label>,
+        /// Token counts, for the rate limit and the record.
+        usage: Option<enclave_api::Usage>,
+    },
+    /// A stream of server-sent events.
+    Stream {
+        stream: enclave_models::ChunkStream,
+        screen: OutputScreen,
+    },
+}
+
+/// Why a route ended early.
+struct Exit {
+    error: ApiError,
+    /// Unread request body remains: the connection must close after the answer.
+    close: bool,
+}
+
+impl From<ApiError> for Exit {
+    fn from(error: ApiError) -> Exit {
+        Exit {
+            error,
+            close: false,
+        }
+    }
+}
+
+/// Serves one request. Never fails: every problem becomes an OpenAI-style error response.
+pub async fn handle(
+    app: Arc<App>,
+    peer: Arc<PeerCert>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let id = request_id(req.headers());
+    let route = Route::parse(req.method(), req.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        route = route.name(),
+        tenant = field::Empty,
+        principal = field::Empty,
+        auth = field::Empty,
+        session = field::Empty,
+        content = field::Empty,
+        model = field::Empty,
+        backend = field::Empty,
+    );
+    let mut ctx = RequestCtx::new(app, id, route, span.clone());
+    let result = {
+        let run = std::pin::pin!(run(&mut ctx, &peer, req));
+        CatchPanic(run).instrument(span.clone()).await
+    };
+    let result = result.unwrap_or_else(|panic| {
+        let _enter = span.enter();
+        tracing::error!(panic = %panic, "a pipeline stage panicked");
+        Err(Exit::from(ApiError::internal()))
+    });
+    Ok(finish(ctx, result))
+}
+
+/// The one exit: the response for `result`, with the request's label, id and audit receipt,
+/// and the outcome recorded (for a stream, when it ends).
+fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Body> {
+    let id = ctx.id.clone();
+    let mut resp = match result {
+        Ok(Reply::Whole {
+            status,
+            content_type,
+            body,
+            label,
+            usage,
+        }) => {
+            let mut resp = Response::new(body::full(body));
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            set_label(&mut resp, label.as_ref());
+            let index = ctx.finish(&Outcome {
+                status: status.as_u16(),
+                code: None,
+                complete: true,
+                usage,
+            });
+            set_index(&mut resp, index);
+            resp
+        }
+        Ok(Reply::Stream { stream, screen }) => {
+            let label = ctx.answer_label();
+            let index = audit::decision(&ctx);
+            let mut resp = Response::new(SseBody::new(ctx, stream, screen).boxed_unsync());
+            let headers = resp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            set_label(&mut resp, Some(&label));
+            set_index(&mut resp, index);
+            resp
+        }
+        Err(Exit { error, close }) => {
+            // Unknown paths are not counted as denials (scanners probe them all day).
+            if ctx.route != Route::NotFound {
+                ctx.app.metrics.denial(error.metric_code());
+            }
+            let outcome = Outcome {
+                status: error.status.as_u16(),
+                code: Some(error.code.clone()),
+                complete: true,
+                usage: None,
+            };
+            ctx.permit = None;
+            let index = ctx.finish(&outcome);
+            let mut resp = error.into_response();
+            if close {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Errors carry no content: their label is UNCLASSIFIED.
+            set_label(&mut resp, None);
+            set_index(&mut resp, index);
+            resp
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+/// Runs the stages of the request's route.
+async fn run(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    match ctx.route {
+        Route::Health => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+            None,
+        )),
+        Route::Ready => ready(ctx).await,
+        Route::Metrics => metrics(ctx, req.headers(), peer).await,
+        Route::Models => models(ctx, req.headers(), peer).await,
+        Route::ChatCompletions => chat(ctx, peer, req).await,
+        Route::Embeddings => embeddings(ctx, peer, req).await,
+        Route::MethodNotAllowed(allowed) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} accepts {allowed} only.", req.uri().path()),
+        )
+        .into()),
+        Route::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "No route {} {}: see the OpenAI API reference for the routes Enclave serves.",
+                req.method(),
+                truncate(req.uri().path(), 200)
+            ),
+        )
+        .into()),
+    }
+}
+
+async fn ready(ctx: &mut RequestCtx) -> Result<Reply, Exit> {
+    match ctx.app.store.ping().await {
+        Ok(()) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready"}),
+            None,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "store not ready");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "The database is not reachable.",
+            )
+            .into())
+        }
+    }
+}
+
+async fn metrics(
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    peer: &PeerCert,
+) -> Result<Reply, Exit> {
+    if ctx.app.config.metrics.require_auth {
+        stage::authenticate::run(ctx, headers, peer).await?;
+        let role = ctx.caller().map(|c| c.principal.role);
+        // SECURITY: metrics reveal traffic by route, code and backend; only operators read them
+        // when the config says so.
+        if !matches!(role, Some(Role::Admin | Role::Auditor | Role::Metrics)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_denied",
+                "Reading /metrics needs the `metrics`, `auditor` or `admin` role.",
+            )
+            .into());
+        }
+    }
+    Ok(Reply::Whole {
+        status: StatusCode::OK,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body: Bytes::from(ctx.app.metrics.render()),
+        label: None,
+        usage: None,
+    })
+}
+
+async fn models(ctx: &mut RequestCtx, headers: &HeaderMap, peer: &PeerCert) -> Result<Reply, Exit> {
+    stage::authenticate::run(ctx, headers, peer).await?;
+    stage::label::session(ctx, headers)?;
+    let label = ctx.answer_label();
+    let data: Vec<serde_json::Value> = ctx
+        .app
+        .router
+        .models_for(&label)
+        .into_iter()
+        .map(|m| serde_json::json!({"id": m.id, "object": "model", "created": 0, "owned_by": m.backend}))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"object": "list", "data": data}),
+        Some(label),
+    ))
+}
+
+async fn chat(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = read_body(ctx, &parts.headers, incoming).await?;
+    admit(ctx).await?;
+    let policy = stage::authorize::content_policy(&ctx.app, ctx.route);
+    let mut request = ChatRequest::parse(raw, &policy).map_err(ApiError::from)?;
+    ctx.span.record("model", request.model.as_str());
+    ctx.model = Some(request.model.clone());
+    stage::label::content(ctx, &request.text)?;
+    stage::authorize::run(ctx, &request.uninspected)?;
+    stage::screen::input(ctx, &request.text)?;
+    stage::recall::run(ctx, &mut request)?;
+    let candidates = stage::routing::run(ctx, &request.model)?;
+    let answer = stage::generate::chat(ctx, &candidates, &request).await?;
+    let mut screen = OutputScreen::new(ctx);
+    let reply = match (answer, request.stream) {
+        (ChatAnswer::Stream(stream), true) => Reply::Stream { stream, screen },
+        (ChatAnswer::Whole(whole), true) => {
+            let chunks = respond::chunks_of(&whole, request.include_usage);
+            Reply::Stream {
+                stream: Box::pin(Replay(VecDeque::from(chunks))),
+                screen,
+            }
+        }
+        (answer, false) => {
+            let mut whole = match answer {
+                ChatAnswer::Whole(w) => w,
+                ChatAnswer::Stream(s) => respond::collect(s).await.map_err(|e| {
+                    tracing::warn!(error = %e, "the backend failed mid-stream");
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "The model backend failed in the middle of the answer; the operator's log has the details.",
+                    )
+                })?,
+            };
+            screen.whole(&mut whole)?;
+            Reply::Whole {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: whole.body(),
+                label: Some(ctx.answer_label()),
+                usage: whole.usage,
+            }
+        }
+    };
+    stage::remember::run(ctx, &request);
+    Ok(reply)
+}
+
+async fn embeddings(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = read_body(ctx, &parts.headers, incoming).await?;
+    admit(ctx).await?;
+    let policy = stage::authorize::content_policy(&ctx.app, ctx.route);
+    let request = EmbeddingsRequest::parse(raw, &policy).map_err(ApiError::from)?;
+    ctx.span.record("model", request.model.as_str());
+    ctx.model = Some(request.model.clone());
+    stage::label::content(ctx, &request.text)?;
+    stage::authorize::run(ctx, &[])?;
+    stage::screen::input(ctx, &request.text)?;
+    let candidates = stage::routing::run(ctx, &request.model)?;
+    let answer = stage::generate::embed(ctx, &candidates, &request).await?;
+    Ok(Reply::Whole {
+        status: StatusCode::OK,
+        content_type: "application/json",
+        body: answer.body(),
+        label: Some(ctx.answer_label()),
+        usage: answer.usage,
+    })
+}
+
+/// Reads the body within `limits.max_body_bytes` and `limits.body_read_timeout`.
+async fn read_body(
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    incoming: hyper::body::Incoming,
+) -> Result<Bytes, Exit> {
+    let limits = &ctx.app.config.limits;
+    body::read(
+        headers,
+        incoming,
+        limits.max_body_bytes,
+        limits.body_read_timeout,
+    )
+    .await
+    .map_err(|r| Exit {
+        error: r.error,
+        close: r.close,
+    })
+}
+
+/// Takes an admission slot (held until the answer ends), after the caller is known and the
+/// body has arrived: a slow client never holds one.
+async fn admit(ctx: &mut RequestCtx) -> Result<(), ApiError> {
+    let permit = ctx.app.admission.enter().await?;
+    ctx.permit = Some(permit);
+    Ok(())
+}
+
+fn json(status: StatusCode, v: &serde_json::Value, label: Option<Label>) -> Reply {
+    Reply::Whole {
+        status,
+        content_type: "application/json",
+        body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        label,
+        usage: None,
+    }
+}
+
+fn set_label(resp: &mut Response<Body>, label: Option<&Label>) {
+    let value = label
+        .and_then(banner_header)
+        .unwrap_or(HeaderValue::from_static("UNCLASSIFIED"));
+    resp.headers_mut().insert(CLASSIFICATION, value);
+}
+
+fn set_index(resp: &mut Response<Body>, index: Option<u64>) {
+    if let Some(i) = index {
+        resp.headers_mut().insert(AUDIT_INDEX, HeaderValue::from(i));
+    }
+}
+
+/// The `X-Enclave-Classification` value for a label, rendered once per distinct label on each
+/// thread: answers carry the same few labels over and over. The banner is a pure function of
+/// the label, so the cache holds no caller's data; it is cleared when it grows past 32
+/// entries. `None` when the banner cannot be a header value.
+fn banner_header(label: &Label) -> Option<HeaderValue> {
+    // A short list compared by equality: hashing a label cost more than rendering half of it,
+    // and a different label usually differs in its first fields.
+    thread_local! {
+        static BANNERS: std::cell::RefCell<Vec<(Label, Option<HeaderValue>)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BANNERS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if let Some((_, hit)) = cache.iter().find(|(l, _)| l == label) {
+            return hit.clone();
+        }
+        let value = HeaderValue::from_str(&label.banner()).ok();
+        if cache.len() >= 32 {
+            cache.clear();
+        }
+        cache.push((label.clone(), value.clone()));
+        value
+    })
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return v.to_owned();
+    }
+    let n = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
+    // `req_<pid>_<n>` in hex, written by hand: `format!` cost more than the rest of this.
+    let mut id = String::with_capacity(4 + 8 + 1 + 16);
+    id.push_str("req_");
+    push_hex(&mut id, u64::from(process_id()));
+    id.push('_');
+    push_hex(&mut id, n);
+    id
+}
+
+/// This process's id, asked of the kernel once: `std::process::id` is a system call each time.
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// Appends `n` in lower-case hex without leading zeros, as `{:x}` writes it.
+fn push_hex(out: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        let d = ((n >> (i * 4)) & 0xf) as u8;
+        out.push(char::from(if d < 10 { b'0' + d } else { b'a' + d - 10 }));
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// Polls a future, turning a panic inside it into an error value (the panic's message).
+struct CatchPanic<F>(F);
+
+impl<F: Future + Unpin> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.get_mut().0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_read_as_formatted_hex() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            4096,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, n);
+            assert_eq!(s, format!("{n:x}"));
+        }
+        let id = request_id(&HeaderMap::new());
+        let pid = format!("req_{:x}_", std::process::id());
+        assert!(id.starts_with(&pid), "{id}");
+        assert!(u64::from_str_radix(&id[pid.len()..], 16).is_ok(), "{id}");
+    }
+
+    #[test]
+    fn cached_banners_match_the_rendered_ones() {
+        for text in [
+            "SECRET",
+            "SECRET//NOFORN",
+            "TOP SECRET//SI//REL TO USA, GBR",
+            "SECRET",
+        ] {
+            let label: Label = text.parse().unwrap();
+            let expected = HeaderValue::from_str(&label.banner()).ok();
+            assert_eq!(banner_header(&label), expected, "{text}");
+            assert_eq!(banner_header(&label), expected, "{text} (cached)");
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_a_value() {
+        let caught = futures_executor_block_on(CatchPanic(Box::pin(async {
+            panic!("stage broke");
+        })));
+        assert_eq!(caught, Err::<(), _>("stage broke".to_owned()));
+    }
+
+    fn futures_executor_block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+}

@@ -1,0 +1,93 @@
+//! The routes Enclave serves, parsed once from a request's method and path.
+
+use http::Method;
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `GET /healthz`: the process is up.
+    Health,
+    /// `GET /metrics`: Prometheus metrics.
+    Metrics,
+    /// `GET /v1/models`: the models the caller may use at its session label.
+    Models,
+    /// `GET /readyz`: the database is reachable.
+    Ready,
+    /// A known path with the wrong method; the method it accepts.
+    MethodNotAllowed(&'static str),
+    /// No such path.
+    NotFound,
+}
+
+impl Route {
+    /// The route of `method` and `path` (the path without its query).
+    pub fn parse(method: &Method, path: &str) -> Route {
+        let (route, allowed) = match path {
+            "/v1/chat/completions" => (Route::ChatCompletions, Method::POST),
+            "/v1/embeddings" => (Route::Embeddings, Method::POST),
+            "/healthz" => (Route::Health, Method::GET),
+            "/metrics" => (Route::Metrics, Method::GET),
+            "/v1/models" => (Route::Models, Method::GET),
+            "/readyz" => (Route::Ready, Method::GET),
+            _ => return Route::NotFound,
+        };
+        if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
+            route
+        } else {
+            Route::MethodNotAllowed(if allowed == Method::POST {
+                "POST"
+            } else {
+                "GET"
+            })
+        }
+    }
+
+    /// The route's name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "chat_completions",
+            Route::Embeddings => "embeddings",
+            Route::Health => "healthz",
+            Route::Metrics => "metrics",
+            Route::Models => "models",
+            Route::Ready => "readyz",
+            Route::MethodNotAllowed(_) | Route::NotFound => "other",
+        }
+    }
+
+    /// Whether the route serves a model (and so passes every stage of the pipeline).
+    pub fn is_model(self) -> bool {
+        matches!(self, Route::ChatCompletions | Route::Embeddings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_and_paths() {
+        assert_eq!(
+            Route::parse(&Method::POST, "/v1/chat/completions"),
+            Route::ChatCompletions
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/chat/completions"),
+            Route::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/v1/models"),
+            Route::MethodNotAllowed("GET")
+        );
+        assert_eq!(Route::parse(&Method::HEAD, "/healthz"), Route::Health);
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/chat/completions/"),
+            Route::NotFound
+        );
+        assert_eq!(Route::parse(&Method::GET, "/V1/models"), Route::NotFound);
+    }
+}
