@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::str::FromStr;
 
 use ring::hmac;
@@ -219,6 +220,19 @@ impl AuditEntry {
     /// The entry's canonical JSON bytes: what the store keeps in column `entry` and what the
     /// Merkle leaf is computed over.
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1024);
+        #[expect(
+            clippy::expect_used,
+            reason = "serializing into a Vec cannot fail for these types: string map keys only, \
+                      no floats, no custom errors (every unit test encodes entries)"
+        )]
+        self.write_canonical(&mut bytes)
+            .expect("audit entries always serialize");
+        bytes
+    }
+
+    /// Writes the canonical bytes to `out`.
+    fn write_canonical<W: io::Write>(&self, out: W) -> serde_json::Result<()> {
         let (admin, request) = match &self.event {
             Event::Admin(admin) => (Some(admin), None),
             Event::Request(request) => (None, Some(request)),
@@ -231,13 +245,7 @@ impl AuditEntry {
             time: self.time,
             v: FORMAT_VERSION,
         };
-        #[expect(
-            clippy::expect_used,
-            reason = "serializing to a Vec cannot fail for these types: string map keys only, no \
-                      floats, no custom errors (every unit test encodes entries)"
-        )]
-        let bytes = serde_json::to_vec(&wire).expect("audit entries always serialize");
-        bytes
+        serde_json::to_writer(out, &wire)
     }
 
     /// The Merkle leaf hash of the entry's canonical bytes.
@@ -284,14 +292,14 @@ impl AuditEntry {
         };
         // SECURITY: the leaf is computed over the stored bytes; accept them only if they are the
         // one encoding of what they say, so two different byte strings never read as one entry.
-        let canonical = entry.to_canonical_bytes();
-        if canonical != bytes {
-            let at = canonical
-                .iter()
-                .zip(bytes)
-                .position(|(a, b)| a != b)
-                .unwrap_or_else(|| canonical.len().min(bytes.len()));
-            return Err(EntryError::NotCanonical { at });
+        // The encoder writes into a comparison with `bytes` rather than into a new buffer.
+        let mut same = SameAs {
+            expected: bytes,
+            pos: 0,
+        };
+        let written = entry.write_canonical(&mut same);
+        if written.is_err() || same.pos != bytes.len() {
+            return Err(EntryError::NotCanonical { at: same.pos });
         }
         Ok(entry)
     }
@@ -400,6 +408,29 @@ impl fmt::Debug for KeyedDigest {
 impl fmt::Display for KeyedDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A writer that compares what it is given with `expected` and fails at the first difference;
+/// `pos` is how far they agree.
+struct SameAs<'a> {
+    expected: &'a [u8],
+    pos: usize,
+}
+
+impl io::Write for SameAs<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let rest = self.expected.get(self.pos..).unwrap_or_default();
+        let same = rest.iter().zip(buf).take_while(|(a, b)| a == b).count();
+        self.pos += same;
+        if same != buf.len() {
+            return Err(io::Error::other("differs from the canonical encoding"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -2,6 +2,13 @@
 //! the tree produces verifies, and changing any one byte of a proof, the leaf or a root makes
 //! verification fail.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
 use enclave_audit::{CompactRange, Hash, Tree, hash_leaf, verify_consistency, verify_inclusion};
 use proptest::prelude::*;
 

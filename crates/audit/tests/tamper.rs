@@ -5,6 +5,13 @@
 //! 10, 25, 50, 75 and 100. Rows are `(row index, exact bytes)`, as the store or an export gives
 //! them.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
 use std::collections::BTreeMap;
 
 use enclave_audit::{

@@ -2,6 +2,13 @@
 //! `testdata/SOURCE.md`): every file under `inclusion/` and `consistency/`, recursively, goes
 //! through the verifiers, which must accept exactly the files whose `wantErr` is false.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
