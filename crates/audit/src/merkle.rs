@@ -595,7 +595,8 @@ pub fn verify_consistency(
 /// left sibling on the right border above it.
 fn inclusion_proof_len(index: u64, size: u64) -> usize {
     let inner = 64 - (index ^ (size - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    // `inner` reaches 64 for trees of more than 2^63 leaves; shifting by 64 leaves nothing.
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 
@@ -604,7 +605,7 @@ fn inclusion_proof_len(index: u64, size: u64) -> usize {
 fn consistency_proof_len(size1: u64, size2: u64) -> usize {
     let index = size1 - 1;
     let inner = 64 - (index ^ (size2 - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     let shift = size1.trailing_zeros();
     let seeded = size1.is_power_of_two();
     // `shift < inner` whenever `size1 < size2`; saturate rather than trust it.
@@ -825,6 +826,23 @@ mod tests {
         );
         assert!(verify_consistency(1, 1, &[a], &a, &a).is_err());
         assert!(verify_consistency(2, 1, &[], &a, &b).is_err());
+    }
+
+    /// Found by the `audit` fuzz target: for sizes above 2^63 the proof-length arithmetic
+    /// shifted a `u64` by 64 bits.
+    #[test]
+    fn proofs_for_trees_beyond_two_to_the_63_are_refused_without_overflow() {
+        let h = hash_leaf(b"x");
+        assert_eq!(
+            verify_inclusion(0, u64::MAX, &h, &[], &h),
+            Err(ProofError::WrongProofLength {
+                got: 0,
+                expected: 64
+            })
+        );
+        assert!(verify_consistency(1, u64::MAX, &[h], &h, &h).is_err());
+        assert!(verify_consistency(u64::MAX - 1, u64::MAX, &[h, h], &h, &h).is_err());
+        assert!(verify_inclusion(u64::MAX - 1, u64::MAX, &h, &[h; 64], &h).is_err());
     }
 
     #[test]
