@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert!(data.starts_with(&rebuilt), "JSON Lines rows are the input's lines");
+    assert!(
+        data.starts_with(&rebuilt),
+        "JSON Lines rows are the input's lines"
+    );
     if let Some(v) = verifier {
         let _ = v.finish();
     }
@@ -85,7 +88,16 @@ fuzz_target!(|data: &[u8]| {
     let index = b % size;
     let from = 1 + b % size;
     let proof = tree.inclusion_proof(index, size).unwrap();
-    assert!(verify_inclusion(index, size, &tree.leaf(index).unwrap(), &proof, &tree.root()).is_ok());
+    assert!(
+        verify_inclusion(
+            index,
+            size,
+            &tree.leaf(index).unwrap(),
+            &proof,
+            &tree.root()
+        )
+        .is_ok()
+    );
     let proof = tree.consistency_proof(from, size).unwrap();
     let old = tree.root_at(from).unwrap();
     assert!(verify_consistency(from, size, &proof, &old, &tree.root()).is_ok());
