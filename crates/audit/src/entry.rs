@@ -217,8 +217,24 @@ pub fn keyed_digest(key: &[u8], data: &[u8]) -> String {
 // === impl AuditEntry ===
 
 impl AuditEntry {
-    /// The entry's canonical JSON bytes: what the store keeps in column `entry` and what the
-    /// Merkle leaf is computed over.
+    /// The entry's canonical JSON bytes, checked against [`MAX_ENTRY_BYTES`]: what the store
+    /// appends (column `entry`) and computes the Merkle leaf over.
+    ///
+    /// # Errors
+    ///
+    /// [`EntryError::TooLarge`] when the encoding is longer than [`MAX_ENTRY_BYTES`]: the parser
+    /// would refuse it, so the log could no longer be verified. The store must not append it.
+    pub fn encode(&self) -> Result<Vec<u8>, EntryError> {
+        let bytes = self.to_canonical_bytes();
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge {
+                max: MAX_ENTRY_BYTES,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The entry's canonical JSON bytes, whatever their length (see [`AuditEntry::encode`]).
     pub fn to_canonical_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(1024);
         #[expect(
@@ -629,6 +645,22 @@ pub(crate) mod tests {
         let too_big = vec![b' '; MAX_ENTRY_BYTES + 1];
         assert_eq!(
             AuditEntry::from_canonical_bytes(&too_big),
+            Err(EntryError::TooLarge {
+                max: MAX_ENTRY_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn encode_refuses_entries_the_parser_would_refuse() {
+        let mut entry = sample_admin(0);
+        assert_eq!(entry.encode(), Ok(entry.to_canonical_bytes()));
+        let Event::Admin(admin) = &mut entry.event else {
+            unreachable!()
+        };
+        admin.target = Some("x".repeat(MAX_ENTRY_BYTES));
+        assert_eq!(
+            entry.encode(),
             Err(EntryError::TooLarge {
                 max: MAX_ENTRY_BYTES
             })

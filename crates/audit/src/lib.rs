@@ -42,7 +42,7 @@
 //!         ..RequestEvent::default()
 //!     }),
 //! };
-//! let bytes = entry.to_canonical_bytes();
+//! let bytes = entry.encode()?;
 //! let mut tree = Tree::new();
 //! tree.push_data(&bytes);
 //!

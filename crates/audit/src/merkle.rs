@@ -25,7 +25,7 @@ use ring::digest::{Context, SHA256};
 use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
 use crate::error::ProofError;
 
-/// The number of bytes of a [`Hash`].
+/// The number of bytes of a [`Hash`](struct@Hash).
 pub const HASH_BYTES: usize = 32;
 
 /// An upper bound on the hashes of any proof and on the levels of any tree: sizes are `u64`, so

@@ -22,8 +22,10 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use crate::encoding::{base64_decode, base64_encode, hex_decode};
 use crate::error::NoteError;
 
-/// The longest note [`Note::parse`] reads, in bytes.
-pub const MAX_NOTE_BYTES: usize = 64 * 1024;
+/// The longest note [`Note::parse`] reads, in bytes: room for the 16 signatures the specification
+/// asks verifiers to accept even if they are post-quantum ones of nearly 5 kB (Enclave's own are
+/// Ed25519, 64 bytes).
+pub const MAX_NOTE_BYTES: usize = 128 * 1024;
 
 /// The most signature lines a note may carry (the specification asks verifiers to accept at
 /// least 16).

@@ -73,6 +73,9 @@ impl LogVerifier {
     /// Opens and cross-checks the checkpoint notes, in the order they were made.
     ///
     /// `origin` pins the log's name; with `None`, the checkpoints must merely agree on one.
+    /// Creation order must also be size order: where several gateway replicas share a database,
+    /// the checkpoint should be made in the transaction that fixes its size, so that a lagging
+    /// replica cannot store a smaller checkpoint after a larger one (that reads as a rollback).
     ///
     /// # Errors
     ///
