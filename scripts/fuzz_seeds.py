@@ -1,4 +1,4 @@
-"""Seeds the fuzz corpora from crates/label/data/examples.jsonl (run by scripts/fuzz)."""
+"""Seeds the fuzz corpora from crates/label/data/examples.jsonl and audit samples (run by scripts/fuzz)."""
 import json
 import os
 import sys
@@ -19,7 +19,20 @@ with open(examples, encoding="utf-8") as f:
         if case.get("portions"):
             documents.append("\n".join(case["portions"]))
 documents.append("SECRET//NOFORN\n\n(S//NF) text\n(U) more\nТOP ЅECRET／／SI／／NF inline\n")
-for target, items in (("parse_marking", markings), ("scan_text", markings + documents), ("rollup", documents)):
+# The audit core: canonical entries, a signed note, a checkpoint body, keys, a JSON Lines export.
+entries = [
+    '{"index":0,"kind":"request","request":{"latency_ms":0,"request_id":"r","route":"models","status":401},"time":"1970-01-01T00:00:00.000Z","v":1}',
+    '{"admin":{"action":"key.revoke","actor":"cli:root","details":{"reason":"lost \\"laptop\\"\\n"},"target":"key_7","tenant":"acme"},"index":4,"kind":"admin","time":"2026-11-24T09:30:01.000Z","v":1}',
+]
+audit = entries + [
+    "\n".join(entries) + "\n",
+    "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n\n"
+    "\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n",
+    "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n",
+    "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+    "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz",
+]
+for target, items in (("parse_marking", markings), ("scan_text", markings + documents), ("rollup", documents), ("audit", audit)):
     d = os.path.join(root, target)
     os.makedirs(d, exist_ok=True)
     for i, item in enumerate(items):
