@@ -437,7 +437,9 @@ fn part_c(out: &mut String, b: &Bench, r: &Results) {
          | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut checks = Vec::new();
-    for c in &r.flood {
+    let mut rows: Vec<&crate::FloodCell> = r.flood.iter().collect();
+    rows.sort_by_key(|c| (c.sources, c.enclave));
+    for c in rows {
         let m = &c.m;
         let fates = &m.run.fates;
         let mut closed_at: Vec<f64> = fates
@@ -571,11 +573,15 @@ fn part_d(out: &mut String, b: &Bench, r: &Results) {
     );
     let mut row = |what: String, x: Option<f64>, y: Option<f64>, digits: usize| {
         let ratio = x.zip(y).map(|(x, y)| y / x.max(1e-12));
+        let cell = |v: Option<f64>| match v {
+            Some(v) if digits == 0 => num(v),
+            v => opt(v, digits),
+        };
         let _ = writeln!(
             out,
             "| {what} | {} | {} | {} |",
-            opt(x, digits),
-            opt(y, digits),
+            cell(x),
+            cell(y),
             opt(ratio, 2)
         );
     };
