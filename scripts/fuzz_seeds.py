@@ -32,7 +32,29 @@ audit = entries + [
     "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
     "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz",
 ]
-for target, items in (("parse_marking", markings), ("scan_text", markings + documents), ("rollup", documents), ("audit", audit)):
+# Request bodies (the first byte picks which uninspectable parts the policy allows) and event
+# streams (the first byte is the cut length).
+requests = [
+    "\x00" + json.dumps({"model": "m", "messages": [{"role": "user", "content": "(S) hello"}]}),
+    "\x01" + json.dumps({"model": "m", "stream": True, "stream_options": {"include_usage": True},
+                         "messages": [{"role": "system", "content": "be brief"},
+                                      {"role": "user", "content": [{"type": "text", "text": "look"},
+                                       {"type": "image_url", "image_url": {"url": "data:x"}}]}],
+                         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
+    "\x00" + json.dumps({"model": "m", "messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\":\"(S//NF) x\"}"}}]}]}),
+    "\x08" + json.dumps({"model": "e", "input": [[1, 2], [3]]}),
+    "\x00" + json.dumps({"model": "e", "input": ["a", "b"], "encoding_format": "base64"}),
+    '\x00{"model":"m","model":"n","messages":[]}',
+]
+streams = [
+    "\x07" + 'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+    'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
+    ": keep-alive\n\ndata: [DONE]\n\n",
+    "\x01" + 'event: error\r\ndata: {"error":{"message":"boom","code":500}}\r\n\r\n',
+]
+for target, items in (("parse_marking", markings), ("scan_text", markings + documents), ("rollup", documents), ("audit", audit),
+                      ("request_body", requests), ("sse_stream", streams)):
     d = os.path.join(root, target)
     os.makedirs(d, exist_ok=True)
     for i, item in enumerate(items):
