@@ -33,6 +33,8 @@ pub mod oidc;
 pub use error::AuthError;
 
 /// OpenID Connect bearer tokens.
+///
+/// Holds no secret (the keys are public), so `Debug` shows it whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OidcConfig {
     /// Required `iss`.
@@ -45,18 +47,26 @@ pub struct OidcConfig {
     pub claims: ClaimMap,
     /// Allowed clock skew on `exp`/`nbf`.
     pub leeway: Duration,
+    /// How often a JWKS URL is fetched again on a timer, whatever the tokens say, so that keys
+    /// the identity provider withdrew stop being accepted (TOML `refresh_interval_secs`,
+    /// default 300 s). A JWKS file is instead read again whenever it changes.
+    pub refresh_interval: Duration,
 }
 
 /// Where a JWKS document comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JwksSource {
-    /// A file, read at start.
+    /// A file, read at start and again whenever its modification time or size changes.
     File(PathBuf),
-    /// A URL, fetched at start and again (rate-limited) when a token names an unknown key id.
+    /// A URL, fetched at start, on a timer, and (at most once per
+    /// [`oidc::UNKNOWN_KID_REFRESH_INTERVAL`]) when a token names an unknown key id.
     Url(String),
 }
 
 /// Claim names for the principal's attributes.
+///
+/// Every attribute but the role is required: a token without one (or with a value that maps to
+/// nothing) is refused, never given a default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimMap {
     /// Principal name (default `sub`).
@@ -65,10 +75,61 @@ pub struct ClaimMap {
     pub tenant: String,
     /// Clearance, a banner marking (default `clearance`).
     pub clearance: String,
-    /// Nationality, a trigraph (default `nationality`; absent means `USA`).
+    /// Nationality, a country trigraph (default `nationality`).
     pub nationality: String,
-    /// Role (default `role`; absent means `user`).
+    /// Role (default `role`): `user`, `admin` or `auditor`. Absent means `user`, the role with
+    /// the fewest rights; a value that is none of these is refused.
     pub role: String,
+}
+
+impl ClaimMap {
+    /// The claim name configured for `attribute`.
+    pub fn name_of(&self, attribute: Attribute) -> &str {
+        match attribute {
+            Attribute::Clearance => &self.clearance,
+            Attribute::Nationality => &self.nationality,
+            Attribute::Principal => &self.principal,
+            Attribute::Role => &self.role,
+            Attribute::Tenant => &self.tenant,
+        }
+    }
+}
+
+/// An attribute of the principal that a token claim carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribute {
+    /// The clearance, a banner marking.
+    Clearance,
+    /// The nationality, a country trigraph.
+    Nationality,
+    /// The principal's name.
+    Principal,
+    /// The role.
+    Role,
+    /// The tenant.
+    Tenant,
+}
+
+impl Attribute {
+    /// The key under `[oidc.claims]` that names this attribute's claim (`nationality`).
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Attribute::Clearance => "clearance",
+            Attribute::Nationality => "nationality",
+            Attribute::Principal => "principal",
+            Attribute::Role => "role",
+            Attribute::Tenant => "tenant",
+        }
+    }
+}
+
+impl std::fmt::Display for Attribute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attribute::Principal => "name",
+            other => other.config_key(),
+        })
+    }
 }
 
 impl Default for ClaimMap {

@@ -610,6 +610,13 @@ fn read_oidc(r: &mut Reader, t: &Obj<'_>) -> Option<OidcConfig> {
         );
     }
     let leeway = r.millis(t, "leeway_ms").unwrap_or(Duration::from_secs(60));
+    let refresh_interval = r.uint(t, "refresh_interval_secs", 30, 24 * 3600);
+    if refresh_interval.is_some() && matches!(jwks, Some(enclave_auth::JwksSource::File(_))) {
+        r.problem(
+            &t.key("refresh_interval_secs"),
+            "applies to jwks_url only: a jwks_file is read again whenever it changes",
+        );
+    }
     r.unknown(
         t,
         &[
@@ -619,6 +626,7 @@ fn read_oidc(r: &mut Reader, t: &Obj<'_>) -> Option<OidcConfig> {
             "jwks_url",
             "claims",
             "leeway_ms",
+            "refresh_interval_secs",
         ],
     );
     if r.problems.len() != before {
@@ -630,6 +638,7 @@ fn read_oidc(r: &mut Reader, t: &Obj<'_>) -> Option<OidcConfig> {
         jwks: jwks?,
         claims,
         leeway,
+        refresh_interval: Duration::from_secs(refresh_interval.unwrap_or(300)),
     })
 }
 
