@@ -5,11 +5,13 @@
 //! credentials into an [`enclave_policy::Principal`] or a named principal to look up:
 //!
 //! - [`oidc::OidcVerifier`] checks a bearer JWT (signature, issuer, audience, expiry) against the
-//!   identity provider's keys and maps its claims to a `Principal`; [`oidc::looks_like_jwt`]
-//!   tells such a token from an API key.
-//! - [`mtls::server_config`] builds the listener's TLS settings, optionally asking clients for a
-//!   certificate; [`mtls::peer_names`] and [`mtls::map_certificate`] turn a verified client
-//!   certificate into the name of a stored principal.
+//!   identity provider's keys, kept current without letting tokens drive the provider, and maps
+//!   its claims to a `Principal` (a missing claim is refused, never defaulted);
+//!   [`oidc::looks_like_jwt`] tells such a token from an API key.
+//! - [`mtls::ServerTls`] builds the listener's TLS settings, optionally asking clients for a
+//!   certificate checked against CRLs that [`mtls::watch_crls`] reloads, and turns a verified
+//!   client certificate into the name of a stored principal: a mapping matches the subject
+//!   structurally ([`dn::DistinguishedName`]) and only certificates issued by its own CA.
 //!
 //! Every refusal is an [`AuthError`] whose message says what is wrong without repeating the
 //! credential. The crate does not store principals or keys, does not decide what a principal may
@@ -26,6 +28,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod dn;
 mod error;
 pub mod mtls;
 pub mod oidc;
@@ -145,6 +148,9 @@ impl Default for ClaimMap {
 }
 
 /// TLS on the listener, optionally with client certificates.
+///
+/// Holds file names only; the private key is read when the listener starts, so `Debug` shows no
+/// key material.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Server certificate chain (PEM).
@@ -153,15 +159,20 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// CA bundle (PEM) that client certificates must chain to; enables mutual TLS.
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM or DER) for the client CAs, reloaded when they change.
+    pub crl_files: Vec<PathBuf>,
     /// Client certificates mapped to principals.
     pub client_map: Vec<CertMapping>,
 }
 
-/// A client certificate name mapped to a stored principal.
+/// A client certificate name, issued by a given CA, mapped to a stored principal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertMapping {
     /// What to match.
     pub matcher: CertMatch,
+    /// The CA certificate (PEM file) that must have issued the client certificate: it must
+    /// chain to this CA by signature. Required when the client CA bundle holds several CAs.
+    pub issuer: Option<PathBuf>,
     /// The principal (`enclave principal add`) it authenticates as.
     pub principal: String,
 }
@@ -169,9 +180,10 @@ pub struct CertMapping {
 /// Which certificate name a mapping matches, exactly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CertMatch {
-    /// The subject distinguished name as RFC 4514 text (`CN=DOE.JOHN.1234567890,OU=DoD,O=U.S. Government,C=US`),
-    /// or its common name alone.
-    Subject(String),
+    /// The subject's common name alone, when the certificate has exactly one.
+    CommonName(String),
     /// A subjectAltName: an email (rfc822Name), DNS name, URI or UPN (`1234567890@mil`).
     San(String),
+    /// The whole subject distinguished name, compared RDN by RDN (see [`dn`]).
+    Subject(dn::DistinguishedName),
 }
