@@ -425,7 +425,7 @@ fn write_escaped(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
     let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
         match c {
-            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => write!(f, "\\{c}")?,
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => write!(f, "\\{c}")?,
             '#' if i == 0 => f.write_str("\\#")?,
             ' ' if i == 0 || i == last => f.write_str("\\ ")?,
             c if c.is_control() => {
@@ -535,7 +535,7 @@ mod tests {
         assert_ne!(injected, dn("CN=alice,O=Admin"));
         assert_eq!(injected, dn(r"CN=alice\,O\=Admin"));
         assert_eq!(injected, dn(r"CN=alice\2cO=Admin"));
-        assert_eq!(injected.to_string(), r"CN=alice\,O\=Admin");
+        assert_eq!(injected.to_string(), r"CN=alice\,O=Admin");
         // And the two-RDN certificate does not match the one-RDN configuration.
         let two = from_der(&name_der(&[
             &[(O, UTF8, b"Admin")],

@@ -7,7 +7,7 @@
 //!   within it on every replica), and a token never past its `exp`; the cache holds SHA-256
 //!   digests of the credentials, not the credentials;
 //! - an API key's check tag is verified with one HMAC before any lookup, so a made-up key never
-//!   reaches the database (see [`api_keys`]);
+//!   reaches the database (see `identity/api_keys.rs`);
 //! - tokens naming unknown key ids share one rate-limited fetch of the identity provider's keys
 //!   (see [`enclave_auth::oidc`]).
 
