@@ -4,12 +4,16 @@ use std::path::PathBuf;
 
 use enclave_label::ReasonCode;
 
+use crate::Attribute;
+
 /// A refused credential or an unusable authentication setting.
 ///
 /// Messages say what is wrong without repeating the credential: no token, signature or key
-/// material ever appears in one. The gateway answers every variant met while checking a request
-/// with HTTP 401 `invalid_api_key`; the variants met while loading settings ([`AuthError::Jwks`]
-/// at start, [`AuthError::Tls`]) stop the server from starting.
+/// material ever appears in one. The gateway answers the variants about the principal's claims
+/// ([`AuthError::MissingClaim`], [`AuthError::InvalidClaim`], [`AuthError::InvalidClearance`])
+/// with HTTP 403 `missing_claim`, and the other variants met while checking a request with 401
+/// `invalid_api_key`; the variants met while loading settings ([`AuthError::Jwks`] at start,
+/// [`AuthError::Tls`]) stop the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The token names an algorithm its signing key is not for (an ES256 token naming an RSA
@@ -25,17 +29,22 @@ pub enum AuthError {
         /// What the parser found wrong.
         reason: String,
     },
-    /// A claim the principal needs has the wrong type or an unknown value.
-    #[error("claim `{claim}` {reason}")]
+    /// A claim the principal needs has the wrong type, or a value that maps to nothing (an
+    /// unknown country or role).
+    #[error("claim `{claim}` (the principal's {attribute}) {reason}")]
     InvalidClaim {
+        /// What the claim carries.
+        attribute: Attribute,
         /// The claim's name in the token.
         claim: String,
         /// What is wrong with it, e.g. "must be one of `user`, `admin`, `auditor`".
         reason: &'static str,
     },
     /// The clearance claim is not a marking Enclave can read.
-    #[error("clearance claim is not a valid marking: {code}")]
+    #[error("claim `{claim}` (the principal's clearance) is not a valid marking: {code}")]
     InvalidClearance {
+        /// The claim's name in the token.
+        claim: String,
         /// Why the marking was rejected.
         code: ReasonCode,
     },
@@ -47,12 +56,22 @@ pub enum AuthError {
         /// What went wrong.
         reason: String,
     },
+    /// The identity provider's signing keys were needed (the token names a key id not yet
+    /// known) but could not be fetched in time. The cause (URL, I/O error) is logged, never
+    /// returned: callers should retry later.
+    #[error("the identity provider's signing keys are unavailable")]
+    KeysUnavailable,
     /// The token is not a compact JWS in the expected shape.
     #[error("token is malformed: {0}")]
     Malformed(&'static str),
-    /// A claim the principal needs is absent.
-    #[error("missing claim `{0}`")]
-    MissingClaim(String),
+    /// A claim the principal needs is absent (or `null`). Nothing is ever assumed in its place.
+    #[error("missing claim `{claim}` (the principal's {attribute})")]
+    MissingClaim {
+        /// What the claim carries.
+        attribute: Attribute,
+        /// The claim's name in the token, as configured.
+        claim: String,
+    },
     /// The token has no `kid` and the key set holds more than one key, so the key is ambiguous.
     #[error("token has no key id and the key set holds several keys")]
     MissingKeyId,
@@ -72,6 +91,9 @@ pub enum AuthError {
         /// What went wrong.
         reason: String,
     },
+    /// A registered claim every token must carry (`exp`, `iss`, `aud`) is absent.
+    #[error("token has no `{0}` claim")]
+    MissingTokenClaim(String),
     /// The token's `exp` has passed (beyond the allowed leeway).
     #[error("token expired")]
     TokenExpired,

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use enclave_auth::oidc::{OidcVerifier, looks_like_jwt};
-use enclave_auth::{AuthError, ClaimMap, JwksSource, OidcConfig};
+use enclave_auth::oidc::{OidcVerifier, REFRESH_WAIT, looks_like_jwt};
+use enclave_auth::{Attribute, AuthError, ClaimMap, JwksSource, OidcConfig};
 use enclave_label::{Country, ReasonCode, USA};
 use enclave_policy::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -113,7 +113,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Claims of a valid token for alice.
+/// Claims of a valid token for alice, a U.S. national.
 fn claims() -> Value {
     json!({
         "iss": ISSUER,
@@ -121,6 +121,7 @@ fn claims() -> Value {
         "sub": "alice",
         "tenant": "dia",
         "clearance": "secret//noforn",
+        "nationality": "USA",
         "iat": now(),
         "exp": now() + 600,
     })
@@ -165,6 +166,7 @@ fn config(jwks: JwksSource) -> OidcConfig {
         jwks,
         claims: ClaimMap::default(),
         leeway: Duration::from_secs(30),
+        refresh_interval: Duration::from_secs(300),
     }
 }
 
@@ -205,7 +207,7 @@ async fn keys() -> Keys {
 // === accepted tokens ===
 
 #[tokio::test]
-async fn rs256_token_maps_to_principal_with_defaults() {
+async fn rs256_token_maps_to_principal_with_the_default_role() {
     let k = keys().await;
     let p = k.verifier.verify(&sign(&k.rsa, &claims())).await.unwrap();
     assert_eq!(p.id.as_str(), "alice");
@@ -302,7 +304,10 @@ async fn claim_names_come_from_the_claim_map() {
                 "tenant": "nga", "enclave_clearance": "CONFIDENTIAL"}),
     );
     let err = verifier.verify(&token).await.unwrap_err();
-    assert_eq!(err.to_string(), "missing claim `org`");
+    assert_eq!(
+        err.to_string(),
+        "missing claim `org` (the principal's tenant)"
+    );
 }
 
 #[tokio::test]
@@ -349,13 +354,13 @@ async fn expired_and_not_yet_valid_tokens_are_refused() {
         &sign(&k.ec, &with(claims(), json!({"exp": null}))),
     )
     .await;
-    assert_eq!(err.to_string(), "missing claim `exp`");
+    assert_eq!(err.to_string(), "token has no `exp` claim");
     let err = refused(
         &k.verifier,
         &sign(&k.ec, &with(claims(), json!({"exp": "tomorrow"}))),
     )
     .await;
-    assert_eq!(err.to_string(), "missing claim `exp`");
+    assert_eq!(err.to_string(), "token has no `exp` claim");
 }
 
 #[tokio::test]
@@ -375,7 +380,7 @@ async fn wrong_issuer_and_audience_are_refused() {
         &sign(&k.rsa, &with(claims(), json!({"iss": null}))),
     )
     .await;
-    assert_eq!(err.to_string(), "missing claim `iss`");
+    assert_eq!(err.to_string(), "token has no `iss` claim");
     let err = refused(
         &k.verifier,
         &sign(&k.rsa, &with(claims(), json!({"aud": "other-app"}))),
@@ -394,7 +399,7 @@ async fn wrong_issuer_and_audience_are_refused() {
         &sign(&k.rsa, &with(claims(), json!({"aud": null}))),
     )
     .await;
-    assert_eq!(err.to_string(), "missing claim `aud`");
+    assert_eq!(err.to_string(), "token has no `aud` claim");
 }
 
 #[tokio::test]
@@ -559,33 +564,74 @@ async fn unknown_kid_is_refused_without_a_url() {
 async fn missing_and_malformed_principal_claims_are_refused() {
     let k = keys().await;
     let cases = [
-        (json!({"tenant": null}), "missing claim `tenant`"),
-        (json!({"clearance": null}), "missing claim `clearance`"),
-        (json!({"sub": null}), "missing claim `sub`"),
-        (json!({"tenant": ""}), "claim `tenant` must not be empty"),
-        (json!({"tenant": 7}), "claim `tenant` must be a string"),
+        (
+            json!({"tenant": null}),
+            "missing claim `tenant` (the principal's tenant)",
+        ),
+        (
+            json!({"clearance": null}),
+            "missing claim `clearance` (the principal's clearance)",
+        ),
+        (
+            json!({"sub": null}),
+            "missing claim `sub` (the principal's name)",
+        ),
+        (
+            json!({"nationality": null}),
+            "missing claim `nationality` (the principal's nationality)",
+        ),
+        (
+            json!({"tenant": ""}),
+            "claim `tenant` (the principal's tenant) must not be empty",
+        ),
+        (
+            json!({"tenant": 7}),
+            "claim `tenant` (the principal's tenant) must be a string",
+        ),
         (
             json!({"clearance": ["SECRET"]}),
-            "claim `clearance` must be a string",
+            "claim `clearance` (the principal's clearance) must be a string",
         ),
         (
             json!({"nationality": "XYZ"}),
-            "claim `nationality` is not a known country trigraph such as `USA` or `GBR`",
+            "claim `nationality` (the principal's nationality) is not a known country trigraph such as `USA` or `GBR`",
         ),
         (
             json!({"nationality": "FVEY"}),
-            "claim `nationality` is not a known country trigraph such as `USA` or `GBR`",
+            "claim `nationality` (the principal's nationality) is not a known country trigraph such as `USA` or `GBR`",
         ),
         (
             json!({"role": "root"}),
-            "claim `role` must be one of `user`, `admin`, `auditor`",
+            "claim `role` (the principal's role) must be one of `user`, `admin`, `auditor`",
         ),
-        (json!({"role": ["admin"]}), "claim `role` must be a string"),
+        (
+            json!({"role": ["admin"]}),
+            "claim `role` (the principal's role) must be a string",
+        ),
     ];
     for (change, message) in cases {
         let err = refused(&k.verifier, &sign(&k.ec, &with(claims(), change.clone()))).await;
         assert_eq!(err.to_string(), message, "{change}");
     }
+}
+
+/// Regression for issue 16, item 3: a token without a nationality used to be taken for a
+/// U.S. national.
+#[tokio::test]
+async fn token_without_nationality_is_refused_not_taken_for_usa() {
+    let k = keys().await;
+    let err = refused(
+        &k.verifier,
+        &sign(&k.rsa, &with(claims(), json!({"nationality": null}))),
+    )
+    .await;
+    assert!(
+        matches!(
+            &err,
+            AuthError::MissingClaim { attribute: Attribute::Nationality, claim } if claim == "nationality"
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -603,13 +649,17 @@ async fn invalid_clearance_marking_names_the_reason_code() {
             &sign(&k.rsa, &with(claims(), json!({"clearance": marking}))),
         )
         .await;
-        match err {
-            AuthError::InvalidClearance { code } => {
+        match &err {
+            AuthError::InvalidClearance { claim, code } => {
+                assert_eq!(claim, "clearance");
                 assert_eq!(
                     err.to_string(),
-                    format!("clearance claim is not a valid marking: {}", code.as_str())
+                    format!(
+                        "claim `clearance` (the principal's clearance) is not a valid marking: {}",
+                        code.as_str()
+                    )
                 );
-                assert!(ReasonCode::ALL.contains(&code));
+                assert!(ReasonCode::ALL.contains(code));
             }
             AuthError::InvalidClaim { .. } if marking.trim().is_empty() => {}
             other => panic!("{marking:?}: {other}"),
@@ -704,6 +754,8 @@ struct JwksServer {
     url: String,
     body: Arc<Mutex<String>>,
     status: Arc<Mutex<&'static str>>,
+    /// How long each answer is held back.
+    delay: Arc<Mutex<Duration>>,
     hits: Arc<AtomicUsize>,
 }
 
@@ -718,35 +770,48 @@ impl JwksServer {
             url,
             body: Arc::new(Mutex::new(body)),
             status: Arc::new(Mutex::new("200 OK")),
+            delay: Arc::new(Mutex::new(Duration::ZERO)),
             hits: Arc::new(AtomicUsize::new(0)),
         };
-        let (body, status, hits) = (
+        let (body, status, delay, hits) = (
             Arc::clone(&server.body),
             Arc::clone(&server.status),
+            Arc::clone(&server.delay),
             Arc::clone(&server.hits),
         );
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = socket.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                }
-                assert!(request.starts_with(b"GET /.well-known/jwks.json HTTP/1.1\r\n"));
-                hits.fetch_add(1, Ordering::SeqCst);
-                let body = body.lock().unwrap().clone();
-                let status = *status.lock().unwrap();
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
+                let (body, status, delay, hits) = (
+                    Arc::clone(&body),
+                    Arc::clone(&status),
+                    Arc::clone(&delay),
+                    Arc::clone(&hits),
                 );
-                socket.write_all(response.as_bytes()).await.unwrap();
-                socket.shutdown().await.unwrap();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = socket.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    assert!(request.starts_with(b"GET /.well-known/jwks.json HTTP/1.1\r\n"));
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let pause = *delay.lock().unwrap();
+                    tokio::time::sleep(pause).await;
+                    let body = body.lock().unwrap().clone();
+                    let status = *status.lock().unwrap();
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    // The client may have given up waiting.
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
             }
         });
         server
@@ -783,9 +848,12 @@ async fn rotated_key_is_picked_up_and_bogus_kids_refetch_once_per_interval() {
     let k3 = ec_key("k3");
     let server = JwksServer::start(jwks(&[&k1])).await;
     let verifier = Arc::new(
-        OidcVerifier::with_refresh_interval(config(JwksSource::Url(server.url.clone())), interval)
-            .await
-            .unwrap(),
+        OidcVerifier::with_unknown_kid_interval(
+            config(JwksSource::Url(server.url.clone())),
+            interval,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(server.hits(), 1);
 
@@ -853,10 +921,10 @@ async fn default_interval_allows_one_refetch() {
 }
 
 #[tokio::test]
-async fn failed_refresh_keeps_the_old_keys() {
+async fn failed_refresh_keeps_the_old_keys_and_does_not_tell_the_caller_why() {
     let ec = ec_key("ec-1");
     let server = JwksServer::start(jwks(&[&ec])).await;
-    let verifier = OidcVerifier::with_refresh_interval(
+    let verifier = OidcVerifier::with_unknown_kid_interval(
         config(JwksSource::Url(server.url.clone())),
         Duration::ZERO,
     )
@@ -864,10 +932,145 @@ async fn failed_refresh_keeps_the_old_keys() {
     .unwrap();
     *server.status.lock().unwrap() = "503 Service Unavailable";
     let err = refused(&verifier, &sign(&ec_key("new"), &claims())).await;
-    assert!(matches!(err, AuthError::Jwks { .. }), "{err}");
-    assert!(err.to_string().contains(&server.url), "{err}");
-    assert!(err.to_string().contains("503"), "{err}");
+    assert!(matches!(err, AuthError::KeysUnavailable), "{err}");
+    // SECURITY: the URL and the fetch error go to the log, not to whoever sent the token.
+    assert!(!err.to_string().contains(&server.url), "{err}");
+    assert!(!err.to_string().contains("503"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the identity provider's signing keys are unavailable"
+    );
     assert!(verifier.verify(&sign(&ec, &claims())).await.is_ok());
+}
+
+/// Regression for issue 16, items 6 and 12: tokens naming made-up key ids must not each take
+/// the refresh lock or cause a fetch.
+#[tokio::test]
+async fn a_flood_of_random_unknown_kids_costs_at_most_one_fetch() {
+    let ec = ec_key("ec-1");
+    let server = JwksServer::start(jwks(&[&ec])).await;
+    *server.delay.lock().unwrap() = Duration::from_millis(200);
+    let verifier = Arc::new(
+        OidcVerifier::new(config(JwksSource::Url(server.url.clone())))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(server.hits(), 1);
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let verifier = Arc::clone(&verifier);
+        let bogus = SigningKey {
+            kid: Box::leak(format!("random-{i}-{}", now()).into_boxed_str()),
+            ..ec_key("x")
+        };
+        let token = sign(&bogus, &claims());
+        tasks.spawn(async move { verifier.verify(&token).await });
+    }
+    for result in tasks.join_all().await {
+        assert!(matches!(result, Err(AuthError::UnknownKeyId)), "{result:?}");
+    }
+    assert!(
+        server.hits() <= 2,
+        "{} fetches for 200 unknown kids",
+        server.hits()
+    );
+    // Those that waited, waited for the one fetch only.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Known keys still verify without any fetch.
+    let hits = server.hits();
+    assert!(verifier.verify(&sign(&ec, &claims())).await.is_ok());
+    assert_eq!(server.hits(), hits);
+}
+
+#[tokio::test]
+async fn a_slow_identity_provider_holds_a_token_at_most_the_refresh_wait() {
+    let ec = ec_key("ec-1");
+    let server = JwksServer::start(jwks(&[&ec])).await;
+    let verifier = OidcVerifier::new(config(JwksSource::Url(server.url.clone())))
+        .await
+        .unwrap();
+    *server.delay.lock().unwrap() = Duration::from_secs(8);
+    let started = std::time::Instant::now();
+    let err = refused(&verifier, &sign(&ec_key("rotated"), &claims())).await;
+    let waited = started.elapsed();
+    assert!(matches!(err, AuthError::KeysUnavailable), "{err}");
+    assert!(waited >= REFRESH_WAIT, "{waited:?}");
+    assert!(waited < REFRESH_WAIT + Duration::from_secs(1), "{waited:?}");
+    // The fetch keeps running in the background; a token arriving meanwhile joins it instead
+    // of starting another.
+    let err = refused(&verifier, &sign(&ec_key("other"), &claims())).await;
+    assert!(matches!(err, AuthError::KeysUnavailable), "{err}");
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_key_set_url_is_refetched_on_a_timer_dropping_withdrawn_keys() {
+    let k1 = ec_key("k1");
+    let k2 = ec_key("k2");
+    let server = JwksServer::start(jwks(&[&k1])).await;
+    let mut cfg = config(JwksSource::Url(server.url.clone()));
+    cfg.refresh_interval = Duration::from_millis(300);
+    let verifier = OidcVerifier::new(cfg).await.unwrap();
+    assert!(verifier.verify(&sign(&k1, &claims())).await.is_ok());
+    // The provider withdraws k1 and publishes k2; no token names k2 yet.
+    server.serve(&[&k2]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.hits() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no timed refresh");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = refused(&verifier, &sign(&k1, &claims())).await;
+    assert!(matches!(err, AuthError::UnknownKeyId), "{err}");
+    assert!(verifier.verify(&sign(&k2, &claims())).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_changed_key_file_is_read_again_and_a_broken_one_keeps_the_old_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = ec_key("k1");
+    let k2 = ec_key("k2");
+    let path = write_jwks(&dir, &[&k1]);
+    let verifier = OidcVerifier::new(config(JwksSource::File(path.clone())))
+        .await
+        .unwrap();
+    assert!(verifier.verify(&sign(&k1, &claims())).await.is_ok());
+
+    // A broken file: the old keys stay.
+    std::fs::write(&path, "{ not json").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(verifier.verify(&sign(&k1, &claims())).await.is_ok());
+
+    // A good file replacing k1 with k2 is picked up without a restart.
+    std::fs::write(&path, jwks(&[&k2])).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while verifier.verify(&sign(&k2, &claims())).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file was not read again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = refused(&verifier, &sign(&k1, &claims())).await;
+    assert!(matches!(err, AuthError::UnknownKeyId), "{err}");
+}
+
+#[tokio::test]
+async fn verified_tokens_carry_their_expiry() {
+    let k = keys().await;
+    let exp = now() + 42;
+    let verified = k
+        .verifier
+        .verify_token(&sign(&k.ec, &with(claims(), json!({ "exp": exp }))))
+        .await
+        .unwrap();
+    assert_eq!(verified.expires_at, UNIX_EPOCH + Duration::from_secs(exp));
+    assert_eq!(verified.principal.id.as_str(), "alice");
 }
 
 #[tokio::test]

@@ -139,12 +139,16 @@ fn init_with(dir: &Scratch) -> PathBuf {
 fn init_without_config_writes_the_starter_and_second_run_changes_nothing() {
     let dir = Scratch::new();
     let first = ok(dir.path(), &["init"]);
+    let db_line = format!(
+        "created  ./enclave-data/enclave.db (sqlite, schema version {})",
+        enclave_store::SCHEMA_VERSION
+    );
     for line in [
         "created  enclave.toml",
         "created  ./enclave-data\n",
         "created  ./enclave-data/master.key",
         "created  ./enclave-data/audit-signing.key",
-        "created  ./enclave-data/enclave.db (sqlite, schema version 1)",
+        &db_line,
         "next: enclave --config enclave.toml principal add",
     ] {
         assert!(first.contains(line), "missing {line:?} in:\n{first}");

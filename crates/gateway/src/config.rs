@@ -773,6 +773,13 @@ fn read_oidc(r: &mut Reader, t: &Obj<'_>) -> Option<OidcConfig> {
         );
     }
     let leeway = r.millis(t, "leeway_ms").unwrap_or(Duration::from_secs(60));
+    let refresh_interval = r.uint(t, "refresh_interval_secs", 30, 24 * 3600);
+    if refresh_interval.is_some() && matches!(jwks, Some(enclave_auth::JwksSource::File(_))) {
+        r.problem(
+            &t.key("refresh_interval_secs"),
+            "applies to jwks_url only: a jwks_file is read again whenever it changes",
+        );
+    }
     r.unknown(
         t,
         &[
@@ -782,6 +789,7 @@ fn read_oidc(r: &mut Reader, t: &Obj<'_>) -> Option<OidcConfig> {
             "jwks_url",
             "claims",
             "leeway_ms",
+            "refresh_interval_secs",
         ],
     );
     if r.problems.len() != before {
@@ -793,6 +801,7 @@ fn read_oidc(r: &mut Reader, t: &Obj<'_>) -> Option<OidcConfig> {
         jwks: jwks?,
         claims,
         leeway,
+        refresh_interval: Duration::from_secs(refresh_interval.unwrap_or(300)),
     })
 }
 
@@ -801,33 +810,84 @@ fn read_tls(r: &mut Reader, t: &Obj<'_>) -> Option<TlsConfig> {
     let cert = r.required_path(t, "cert");
     let key = r.required_path(t, "key");
     let client_ca = r.path(t, "client_ca");
+    let mut crl_files = Vec::new();
+    match t.table.get("crl_files") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(path) if !path.is_empty() => crl_files.push(PathBuf::from(path)),
+                    _ => r.problem(
+                        &format!("{}[{i}]", t.key("crl_files")),
+                        "expected the path of a CRL file (PEM or DER)",
+                    ),
+                }
+            }
+        }
+        Some(other) => r.problem(
+            &t.key("crl_files"),
+            &format!(
+                "expected an array of CRL file paths, found {}",
+                other.type_str()
+            ),
+        ),
+    }
     let mut client_map = Vec::new();
     if let Some(list) = r.array_of_tables(t, "client_map") {
         for m in &list {
             let subject = r.string(m, "subject");
+            let common_name = r.string(m, "common_name");
             let san = r.string(m, "san");
+            let issuer = r.path(m, "issuer");
             let principal = r.required_string(m, "principal");
-            r.unknown(m, &["subject", "san", "principal"]);
-            let matcher = match (subject, san) {
-                (Some(s), None) => Some(enclave_auth::CertMatch::Subject(s)),
-                (None, Some(s)) => Some(enclave_auth::CertMatch::San(s)),
+            r.unknown(m, &["subject", "common_name", "san", "issuer", "principal"]);
+            let matcher = match (subject, common_name, san) {
+                (Some(s), None, None) => match s.parse::<enclave_auth::dn::DistinguishedName>() {
+                    Ok(dn) => Some(enclave_auth::CertMatch::Subject(dn)),
+                    Err(e) => {
+                        let hint = if s.contains('=') {
+                            ""
+                        } else {
+                            " (for a common name alone, write common_name = \"...\")"
+                        };
+                        r.problem(&m.key("subject"), &format!("{e}{hint}"));
+                        None
+                    }
+                },
+                (None, Some(cn), None) => Some(enclave_auth::CertMatch::CommonName(cn)),
+                (None, None, Some(s)) => Some(enclave_auth::CertMatch::San(s)),
                 _ => {
-                    r.problem(&m.key("subject"), "set exactly one of subject and san");
+                    r.problem(
+                        &m.key("subject"),
+                        "set exactly one of subject, common_name and san",
+                    );
                     None
                 }
             };
             if let (Some(matcher), Some(principal)) = (matcher, principal) {
-                client_map.push(enclave_auth::CertMapping { matcher, principal });
+                client_map.push(enclave_auth::CertMapping {
+                    matcher,
+                    issuer,
+                    principal,
+                });
             }
         }
     }
-    if !client_map.is_empty() && client_ca.is_none() {
-        r.problem(
-            &t.key("client_ca"),
-            "required when client_map is set: client certificates must chain to it",
-        );
+    if client_ca.is_none() {
+        if !client_map.is_empty() {
+            r.problem(
+                &t.key("client_ca"),
+                "required when client_map is set: client certificates must chain to it",
+            );
+        }
+        if !crl_files.is_empty() {
+            r.problem(
+                &t.key("client_ca"),
+                "required when crl_files is set: the CRLs apply to client certificates",
+            );
+        }
     }
-    r.unknown(t, &["cert", "key", "client_ca", "client_map"]);
+    r.unknown(t, &["cert", "key", "client_ca", "crl_files", "client_map"]);
     if r.problems.len() != before {
         return None;
     }
@@ -835,6 +895,7 @@ fn read_tls(r: &mut Reader, t: &Obj<'_>) -> Option<TlsConfig> {
         cert: cert?,
         key: key?,
         client_ca,
+        crl_files,
         client_map,
     })
 }

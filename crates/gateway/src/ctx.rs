@@ -170,7 +170,7 @@ impl RequestCtx {
         let ms = elapsed.as_secs_f64() * 1000.0;
         match &outcome.code {
             Some(code) if outcome.status >= 500 => {
-                tracing::warn!(status = outcome.status, code = %code, ms, "request failed");
+                tracing::warn!(status = outcome.status, code = %code, ms, "request refused");
             }
             Some(code) => {
                 tracing::info!(status = outcome.status, code = %code, ms, "request refused");

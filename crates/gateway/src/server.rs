@@ -16,14 +16,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::{App, StartError};
 use crate::config::Config;
 use crate::conn::Watched;
-use crate::identity::PeerCert;
+use crate::identity::{self, PeerCert};
 use crate::pipeline;
 
 /// A bound, ready gateway.
 pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
-    tls: Option<(TlsAcceptor, Vec<enclave_auth::CertMapping>)>,
+    tls: Option<(TlsAcceptor, Arc<enclave_auth::mtls::ServerTls>)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -43,11 +43,9 @@ impl Server {
     /// [`StartError`] naming what failed.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let tls = match &config.tls {
-            Some(t) => {
-                let server_config = enclave_auth::mtls::server_config(t)
-                    .map_err(|e| StartError::Setup(format!("tls: {e}")))?;
-                Some((TlsAcceptor::from(server_config), t.client_map.clone()))
-            }
+            Some(t) => Some(
+                identity::tls_listener(t).map_err(|e| StartError::Setup(format!("tls: {e}")))?,
+            ),
             None => None,
         };
         let listen = config.listen;
@@ -93,7 +91,7 @@ impl Server {
 /// The period of each event loop's heartbeat timer (see `accept_loop`).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-type Tls = Arc<(TlsAcceptor, Vec<enclave_auth::CertMapping>)>;
+type Tls = Arc<(TlsAcceptor, Arc<enclave_auth::mtls::ServerTls>)>;
 
 /// Accepts connections on `listener` until `shutdown`, then drains them.
 async fn accept_loop(
@@ -193,7 +191,7 @@ async fn serve_connection(
             }
         }
         Some(tls) => {
-            let (acceptor, map) = &*tls;
+            let (acceptor, identify) = &*tls;
             let handshake =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
             let stream = match handshake {
@@ -207,23 +205,7 @@ async fn serve_connection(
                     return;
                 }
             };
-            let mut peer = PeerCert::default();
-            if let Some(cert) = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-            {
-                match enclave_auth::mtls::CertNames::from_der(cert.as_ref()) {
-                    Ok(names) => {
-                        peer.principal =
-                            enclave_auth::mtls::map_certificate(map, &names).map(str::to_owned);
-                        peer.subject = Some(names.subject);
-                    }
-                    Err(e) => tracing::info!(%remote, error = %e, "unreadable client certificate"),
-                }
-            }
-            let peer = Arc::new(peer);
+            let peer = Arc::new(identity::peer_cert(stream.get_ref().1, identify, remote));
             let svc =
                 service_fn(move |req| pipeline::handle(Arc::clone(&app), Arc::clone(&peer), req));
             let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, idle)), svc);

@@ -440,7 +440,7 @@ async fn tls_gateway(up: &MockUpstream) -> TlsGateway {
     let client_ca = write(dir.path(), "client-ca.pem", &ca.cert.pem());
     let extra = format!(
         "{}[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\
-         [[tls.client_map]]\nsubject = \"{JDOE_CN}\"\nprincipal = \"jdoe\"\n\
+         [[tls.client_map]]\ncommon_name = \"{JDOE_CN}\"\nprincipal = \"jdoe\"\n\
          [[tls.client_map]]\nsan = \"{JSMITH_EMAIL}\"\nprincipal = \"jsmith\"\n\
          [[tls.client_map]]\nsan = \"ghost@mail.mil\"\nprincipal = \"ghost\"\n",
         backends(up),

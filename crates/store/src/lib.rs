@@ -8,9 +8,11 @@
 //! - [`install::prepare`] creates the data directory, the master key and the audit signing key
 //!   once, and reads them afterwards; it never overwrites a key file.
 //! - [`Store::open`] connects, creates a missing SQLite file and runs the embedded migrations.
-//! - API keys look like `enk_<16 hex id>_<64 hex secret>`. Only the id and an HMAC-SHA256 of
-//!   the key, under a key derived from the master key, are stored; keys are compared in
-//!   constant time and never logged.
+//! - API keys look like `enk_<16 hex id>_<64 hex secret>`; the secret of keys made since
+//!   schema version 2 ends in a check tag, so [`Store::key_shape`] refuses a made-up key
+//!   without the database. Only the id, the format and an HMAC-SHA256 of the key, under a key
+//!   derived from the master key, are stored; keys are compared in constant time and never
+//!   logged.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), enclave_store::StoreError> {
@@ -49,7 +51,7 @@ mod principal;
 mod store;
 
 pub use error::StoreError;
-pub use key::{KeyHasher, KeyRecord};
+pub use key::{KeyFormat, KeyHasher, KeyLookup, KeyRecord, KeyShape};
 pub use migrations::SCHEMA_VERSION;
 pub use principal::{NewPrincipal, PrincipalRecord};
 pub use store::Store;

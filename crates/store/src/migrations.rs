@@ -12,14 +12,21 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
 /// Every migration: version, description, SQL. Versions increase by one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "identities",
-    include_str!("../migrations/0001_identities.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "identities",
+        include_str!("../migrations/0001_identities.sql"),
+    ),
+    (
+        2,
+        "key format",
+        include_str!("../migrations/0002_key_format.sql"),
+    ),
+];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The embedded migrations as a sqlx migration source.
 #[derive(Debug)]

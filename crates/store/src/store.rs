@@ -13,7 +13,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 use crate::StoreError;
-use crate::key::{self, KeyHasher, KeyRecord};
+use crate::key::{self, KeyFormat, KeyHasher, KeyLookup, KeyRecord, KeyShape};
 use crate::migrations::Embedded;
 use crate::principal::{NewPrincipal, PrincipalRecord};
 
@@ -221,8 +221,9 @@ impl Store {
         .map_err(StoreError::database("listing principals"))
     }
 
-    /// Creates an API key for the existing principal `principal`. Returns the record and the
-    /// key itself, which is shown once: only its id and keyed hash are stored.
+    /// Creates an API key for the existing principal `principal`, in the tagged format (see
+    /// [`KeyShape`]). Returns the record and the key itself, which is shown once: only its id and
+    /// keyed hash are stored.
     ///
     /// # Errors
     ///
@@ -239,18 +240,55 @@ impl Store {
         if self.principal(principal).await?.is_none() {
             return Err(unknown());
         }
+        self.insert_key(principal, KeyFormat::Tagged, unknown).await
+    }
+
+    /// Creates an API key in the legacy format (no check tag), as versions before schema
+    /// version 2 did. Only for tests of the upgrade path: real installs never need one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::create_key`].
+    #[cfg(feature = "danger-legacy-keys")]
+    pub async fn danger_create_legacy_key(
+        &self,
+        principal: &str,
+    ) -> Result<(KeyRecord, String), StoreError> {
+        let unknown = || StoreError::NotFound(format!("unknown principal `{principal}`"));
+        self.insert_key(principal, KeyFormat::Legacy, unknown).await
+    }
+
+    /// Generates a key of `format` for `principal` and stores its id, hash and format.
+    async fn insert_key(
+        &self,
+        principal: &str,
+        format: KeyFormat,
+        unknown: impl Fn() -> StoreError,
+    ) -> Result<(KeyRecord, String), StoreError> {
         // A random 64-bit id collides with an existing one about never; retry a little anyway
         // rather than fail on it.
         for _ in 0..3 {
-            let new = key::generate(&self.rng)?;
+            let new = match format {
+                KeyFormat::Tagged => key::generate(&self.rng, &self.hasher)?,
+                #[cfg(feature = "danger-legacy-keys")]
+                KeyFormat::Legacy => key::generate_legacy(&self.rng)?,
+                #[cfg(not(feature = "danger-legacy-keys"))]
+                KeyFormat::Legacy => {
+                    return Err(StoreError::Invalid(
+                        "legacy API keys are no longer made: create a tagged key".to_owned(),
+                    ));
+                }
+            };
             let created_at = now();
             let inserted = sqlx::query(
-                "INSERT INTO api_keys (id, principal, hash, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO api_keys (id, principal, hash, created_at, format) \
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&new.id)
             .bind(principal)
             .bind(self.hasher.hash(&new.key))
             .bind(created_at)
+            .bind(format.as_str())
             .execute(&self.pool)
             .await;
             match inserted {
@@ -260,6 +298,7 @@ impl Store {
                         principal: principal.to_owned(),
                         created_at,
                         revoked_at: None,
+                        format,
                     };
                     return Ok((record, new.key));
                 }
@@ -280,7 +319,8 @@ impl Store {
     /// [`StoreError::Database`] when the database fails.
     pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         sqlx::query(
-            "SELECT id, principal, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+            "SELECT id, principal, created_at, revoked_at, format FROM api_keys \
+             ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await
@@ -326,9 +366,15 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// What a presented bearer key is, from its text alone: no database access (see
+    /// [`KeyHasher::shape`]). The gateway uses it to refuse made-up keys cheaply.
+    pub fn key_shape<'a>(&self, presented: &'a str) -> KeyShape<'a> {
+        self.hasher.shape(presented)
+    }
+
     /// The key record and principal for a presented bearer key, if the key exists, is not
     /// revoked and its secret is right. Malformed or hostile input is `Ok(None)`, never an
-    /// error.
+    /// error. [`Store::look_up_key`] says why a key is refused.
     ///
     /// # Errors
     ///
@@ -337,22 +383,40 @@ impl Store {
         &self,
         presented: &str,
     ) -> Result<Option<(KeyRecord, PrincipalRecord)>, StoreError> {
+        Ok(match self.look_up_key(presented).await? {
+            KeyLookup::Found(key, principal) => Some((key, principal)),
+            KeyLookup::Revoked | KeyLookup::Unknown | KeyLookup::WrongSecret => None,
+        })
+    }
+
+    /// Looks a presented bearer key up: valid (with its record and principal), revoked,
+    /// unknown or with a wrong secret. A malformed key is [`KeyLookup::Unknown`] without a
+    /// query. A key whose check tag does not verify matches only a legacy key, and a tagged
+    /// key only a tagged one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn look_up_key(&self, presented: &str) -> Result<KeyLookup, StoreError> {
+        let action = "authenticating an API key";
         // SECURITY: nothing that is not exactly a well-formed key reaches the database.
-        let Some(id) = key::parse(presented) else {
-            return Ok(None);
+        let (id, format) = match self.hasher.shape(presented) {
+            KeyShape::Malformed => return Ok(KeyLookup::Unknown),
+            KeyShape::Tagged { id } => (id, KeyFormat::Tagged),
+            KeyShape::Untagged { id } => (id, KeyFormat::Legacy),
         };
         let row = sqlx::query(
             "SELECT k.id, k.principal, k.hash, k.created_at AS key_created_at, k.revoked_at, \
-             p.name, p.tenant, p.clearance, p.nationality, p.role, p.created_at \
+             k.format, p.name, p.tenant, p.clearance, p.nationality, p.role, p.created_at \
              FROM api_keys k JOIN principals p ON p.name = k.principal \
              WHERE k.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(StoreError::database("authenticating an API key"))?;
+        .map_err(StoreError::database(action))?;
         let Some(row) = row else {
-            return Ok(None);
+            return Ok(KeyLookup::Unknown);
         };
         let read = || -> Result<_, sqlx::Error> {
             let hash: String = row.try_get("hash")?;
@@ -361,16 +425,36 @@ impl Store {
                 principal: row.try_get("principal")?,
                 created_at: row.try_get("key_created_at")?,
                 revoked_at: row.try_get("revoked_at")?,
+                format: format_from_row(&row)?,
             };
             Ok((hash, record, principal_from_row(&row)?))
         };
-        let (hash, record, principal) =
-            read().map_err(StoreError::database("authenticating an API key"))?;
-        // SECURITY: constant-time comparison of the keyed hash (see `KeyHasher::verify`).
-        if record.revoked_at.is_some() || !self.hasher.verify(presented, &hash) {
-            return Ok(None);
+        let (hash, record, principal) = read().map_err(StoreError::database(action))?;
+        if record.revoked_at.is_some() {
+            return Ok(KeyLookup::Revoked);
         }
-        Ok(Some((record, principal)))
+        // SECURITY: constant-time comparison of the keyed hash (see `KeyHasher::verify`). The
+        // format must match too: a key whose tag does not verify is never a tagged key.
+        if record.format != format || !self.hasher.verify(presented, &hash) {
+            return Ok(KeyLookup::WrongSecret);
+        }
+        Ok(KeyLookup::Found(record, principal))
+    }
+
+    /// The ids of the unrevoked legacy keys (made before check tags), sorted. The gateway
+    /// refuses an untagged key whose id is not among them without a lookup.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn unrevoked_legacy_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query(
+            "SELECT id FROM api_keys WHERE format = 'legacy' AND revoked_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .and_then(|rows| rows.iter().map(|r| r.try_get("id")).collect())
+        .map_err(StoreError::database("listing legacy API keys"))
     }
 
     /// Checks that the database answers (for readiness probes).
@@ -478,6 +562,15 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord, sqlx::Error> {
         principal: row.try_get("principal")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        format: format_from_row(row)?,
+    })
+}
+
+fn format_from_row(row: &AnyRow) -> Result<KeyFormat, sqlx::Error> {
+    let name: String = row.try_get("format")?;
+    KeyFormat::from_column(&name).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "format".to_owned(),
+        source: format!("unknown API key format `{}`", name.escape_default()).into(),
     })
 }
 

@@ -10,5 +10,6 @@
 
 mod backends;
 mod install;
+mod key_formats;
 mod keys;
 mod principals;
