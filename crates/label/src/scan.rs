@@ -46,26 +46,26 @@
 //!    mark at the start of a paragraph, line, list item or table row, also after quote marks,
 //!    bullets and enumerators. (A paragraph wrapped inside a sentence that puts a marking at the
 //!    start of a line makes it asserted too: the scanner cannot tell a wrap from a new line.)
-//! 2. **Table cell** (mentioned). The marking is alone in a table cell that is not the row's
-//!    first and some word stands before it in the row: `| Secret | (S) |` lists a marking.
-//! 3. **Sentence start.** Fewer than two words stand between it and the start of its sentence —
+//! 2. **Sentence start.** Fewer than two words stand between it and the start of its sentence —
 //!    the line's lead-in, a `|`, or a `.`, `!`, `?`, `:` or `;` followed by white space — or none
 //!    of those words has a lower-case letter (or is in a script without case): `x (TS//SI) …`,
 //!    `Note (S//NF) …`, `Done. (S) …`, `DRAFT MEMO SECRET//NOFORN`, `1.2.3 (S) …`. A marking after
 //!    a single word is asserted even in an honest question (`Explain SECRET//NOFORN`): one word
-//!    of lead-in is the cheapest disguise for a pasted banner.
-//! 4. **Quoted term** (mentioned). A quote mark or backtick stands right before it and a
+//!    of lead-in is the cheapest disguise for a pasted banner. A table cell is a sentence of its
+//!    own, so a marking alone in a cell or opening one is asserted: a column of classifications
+//!    marks its rows (`| Alpha | active | (S//NF) |`), and a table that lists markings
+//!    (`| Secret | (S) |`) reads the same way — such a list belongs in sentences.
+//! 3. **Quoted term** (mentioned). A quote mark or backtick stands right before it and a
 //!    closing one right after it: `the banner "SECRET//NOFORN" means`, `` `(S//NF)` ``.
-//! 5. **After punctuation.** Skipping white space and opening quotes, brackets and emphasis, the
+//! 4. **After punctuation.** Skipping white space and opening quotes, brackets and emphasis, the
 //!    character before it is not a letter, a digit, a comma or a closing bracket or quote — a
-//!    colon (`Subject: (S//NF) …`, `Classification: SECRET`), a sentence end, a dash, a pipe (a
-//!    cell it does not fill alone), a slash.
-//! 6. **Column layout.** A tab or two or more spaces separate it from the text before or after it
+//!    colon (`Subject: (S//NF) …`, `Classification: SECRET`), a sentence end, a dash, a slash.
+//! 5. **Column layout.** A tab or two or more spaces separate it from the text before or after it
 //!    (page headers and footers, aligned columns).
-//! 7. **Heads the lines below.** Nothing follows it on its line and the next line is not blank:
+//! 6. **Heads the lines below.** Nothing follows it on its line and the next line is not blank:
 //!    `Summarize this SECRET//NOFORN` followed by the document. A marking that ends a paragraph,
 //!    or is followed by punctuation (`… marked SECRET//NOFORN.`), is not.
-//! 8. **Opens text.** The text after it on its line, skipping white space and opening quotes,
+//! 7. **Opens text.** The text after it on its line, skipping white space and opening quotes,
 //!    brackets and emphasis, starts with an upper-case letter or a digit: the marking opens the
 //!    portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`).
 //!
@@ -370,25 +370,41 @@ impl Scanner<'_> {
 
     /// Records the marking at `r` (in the folded view) on the current line.
     fn record(&mut self, r: Range<usize>, label: Label, form: Form, id: usize) {
+        let placement = self.placement(&r);
+        self.record_placed(r, label, form, id, placement);
+    }
+
+    /// Where the marking at `r` on the current line stands.
+    fn placement(&mut self, r: &Range<usize>) -> Placement {
+        // SECURITY: a disguised marking was written to be missed; wherever it stands, it marks.
+        if self.is_disguised(r) {
+            return Placement::Asserted;
+        }
+        let lead_in_end = match self.lead_in_end {
+            Some(e) => e,
+            None => {
+                let e = skip_lead_in(self.view, self.line.start, self.line.end);
+                self.lead_in_end = Some(e);
+                e
+            }
+        };
+        placement(self.view, &self.line, lead_in_end, r)
+    }
+
+    /// Records the marking at `r`, whose placement is known.
+    fn record_placed(
+        &mut self,
+        r: Range<usize>,
+        label: Label,
+        form: Form,
+        id: usize,
+        placement: Placement,
+    ) {
         let span = self.original_span(&r);
         let disguised = self
             .original
             .get(span.clone())
             .is_some_and(|s| !s.is_ascii());
-        // SECURITY: a disguised marking was written to be missed; wherever it stands, it marks.
-        let placement = if disguised {
-            Placement::Asserted
-        } else {
-            let lead_in_end = match self.lead_in_end {
-                Some(e) => e,
-                None => {
-                    let e = skip_lead_in(self.view, self.line.start, self.line.end);
-                    self.lead_in_end = Some(e);
-                    e
-                }
-            };
-            placement(self.view, &self.line, lead_in_end, &r)
-        };
         self.found.push(Found {
             span,
             label,
@@ -672,7 +688,9 @@ impl Scanner<'_> {
     /// Tries to read a portion mark without `//` at the `(` at `p`; returns where it ends if
     /// one was found.
     fn try_paren(&mut self, p: usize, end: usize) -> Option<usize> {
-        let bytes = self.bytes();
+        // The view outlives the scanner's borrows: read it through its own reference.
+        let view = self.view;
+        let bytes = view.as_bytes();
         let inner_len = bytes
             .get(p + 1..end)?
             .iter()
@@ -704,7 +722,16 @@ impl Scanner<'_> {
             // Inside a marking the separator scan already read.
             return None;
         }
-        self.record(p..close + 1, label, Form::Portion, id);
+        let placement = self.placement(&(p..close + 1));
+        // `time series (TS)`, `TypeScript (TS)`, `size small (S)`: a sentence defining an
+        // abbreviation, not talking about a marking. SECURITY: this only ever drops a mention;
+        // an asserted mark is recorded whatever the words before it.
+        if placement == Placement::Mentioned
+            && defines_abbreviation(self.view.get(self.line.start..p).unwrap_or_default(), inner)
+        {
+            return None;
+        }
+        self.record_placed(p..close + 1, label, Form::Portion, id, placement);
         Some(close + 1)
     }
 
@@ -1184,6 +1211,38 @@ fn may_close_word(view: &str, i: usize, end: usize) -> bool {
     }
 }
 
+/// Whether the letters `short` (of `(TS)`, `(S)`, …) abbreviate the one to three words that end
+/// `before`: the first letter starts the first of those words and the others follow in order
+/// (the test of Schwartz and Hearst's abbreviation finder), and the words are not a
+/// classification's title (`Top Secret (TS)` names the marking).
+fn defines_abbreviation(before: &str, short: &[u8]) -> bool {
+    const TITLES: [&str; 4] = ["SECRET", "CONFIDENTIAL", "UNCLASSIFIED", "CONTROLLED"];
+    let before = before.trim_end();
+    let tail = before
+        .get(before.len().saturating_sub(MAX_LOOKBEHIND_BYTES)..)
+        .unwrap_or_default();
+    let words: Vec<&str> = tail.split_whitespace().rev().take(3).collect();
+    (1..=words.len().min(short.len().max(1))).any(|k| {
+        let long: Vec<&str> = words.iter().take(k).rev().copied().collect();
+        let all_letters = long
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'));
+        let upper = long.join(" ").to_ascii_uppercase();
+        if !all_letters || TITLES.iter().any(|t| upper.contains(t)) {
+            return false;
+        }
+        let mut letters = upper.bytes().filter(u8::is_ascii_alphabetic);
+        let (Some(&first), Some(start)) = (short.first(), letters.next()) else {
+            return false;
+        };
+        first.eq_ignore_ascii_case(&start)
+            && short
+                .iter()
+                .skip(1)
+                .all(|c| letters.any(|l| l.eq_ignore_ascii_case(c)))
+    })
+}
+
 // === placement ===
 
 /// Whether the marking at `r` (not disguised) on `line`, whose lead-in ends at `lead_in_end`,
@@ -1205,35 +1264,28 @@ fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usiz
     let prev = before.chars().next_back();
     let rest = after.trim_start_matches(|c: char| c.is_whitespace() || is_opener(c));
     let gap_after = after.get(..after.len() - rest.len()).unwrap_or_default();
-    // 2. Alone in a table cell that is not the row's first, after a word.
-    if prev == Some('|')
-        && after.trim_start().starts_with('|')
-        && before.chars().any(char::is_alphanumeric)
-    {
-        return Mentioned;
-    }
-    // 3. Sentence start.
+    // 2. Sentence start (a table cell included).
     if !in_sentence(lead) {
         return Asserted;
     }
-    // 4. Quoted term.
+    // 3. Quoted term.
     let quoted = lead.chars().next_back().is_some_and(is_opening_quote)
         && after.chars().next().is_some_and(is_closing_quote);
     if quoted {
         return Mentioned;
     }
-    // 5. After punctuation.
+    // 4. After punctuation.
     let continues = prev.is_some_and(|c| {
         c.is_alphanumeric() || matches!(c, ',' | ')' | ']' | '”' | '’' | '»' | '›')
     });
     if !continues {
         return Asserted;
     }
-    // 6. Column layout.
+    // 5. Column layout.
     if is_layout_gap(gap_before) || (!rest.is_empty() && is_layout_gap(gap_after)) {
         return Asserted;
     }
-    // 7. Heads the lines below.
+    // 6. Heads the lines below.
     if after.trim().is_empty() {
         return if next_line_is_blank(view, line.end) {
             Mentioned
@@ -1241,7 +1293,7 @@ fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usiz
             Asserted
         };
     }
-    // 8. Opens text.
+    // 7. Opens text.
     match rest.chars().next() {
         Some(c) if c.is_ascii_uppercase() || c.is_ascii_digit() => Asserted,
         _ => Mentioned,
@@ -1752,12 +1804,35 @@ mod tests {
     }
 
     #[test]
-    fn a_marking_alone_in_a_table_cell_after_words_is_a_mention() {
-        let src = "| Level | Portion |\n| --- | --- |\n| Secret | (S) |\n| Top Secret | (TS) |";
-        let s = scan(src);
-        assert_eq!(s.markings.len(), 2, "{:?}", placed(src));
-        assert_eq!(s.label, Label::unclassified());
-        assert_eq!(s.mentioned.unwrap().level(), crate::Level::TopSecret);
+    fn a_marking_in_a_table_cell_is_asserted() {
+        // A column of classifications marks its rows, so a table that lists markings reads the
+        // same way; in a sentence inside a cell a marking is still a mention.
+        let src = "| Site | Status | Class |\n|---|---|---|\n| Alpha | active | (S//NF) |";
+        assert_eq!(one(src), Placement::Asserted);
+        assert_eq!(scan(src).label.to_string(), "SECRET//NOFORN");
+        assert_eq!(one("| Secret | (S) |"), Placement::Asserted);
+        assert_eq!(one("| Moscow | (S) convoy departs |"), Placement::Asserted);
+        assert_eq!(
+            one("| Q | What does SECRET//NOFORN mean? |"),
+            Placement::Mentioned
+        );
+    }
+
+    #[test]
+    fn an_inline_mark_that_defines_an_abbreviation_is_not_a_marking() {
+        for src in [
+            "The TypeScript (TS) compiler rejects this file.",
+            "we fit a time series (TS) model to the data",
+            "a T-shirt in size small (S) for the kids",
+        ] {
+            assert!(scan(src).markings.is_empty(), "{src:?}: {:?}", placed(src));
+        }
+        // Naming the marking is a mention; opening text it is asserted whatever comes before.
+        assert_eq!(
+            one("the level Top Secret (TS) is the highest"),
+            Placement::Mentioned
+        );
+        assert_eq!(one("the time series (TS) The plan"), Placement::Asserted);
     }
 
     #[test]
