@@ -201,7 +201,6 @@ pub fn scan(text: &str) -> Scan {
         cache: FxMap::default(),
         ids: Vec::new(),
         next_separator: 0,
-        next_paren: 0,
         line: 0..0,
         lead_in_end: None,
         line_first: 0,
@@ -323,8 +322,6 @@ struct Scanner<'a> {
     /// Where the next `//` at or after the current line starts (`usize::MAX`: none left), so
     /// that lines without one skip the separator scan after a single search of the text.
     next_separator: usize,
-    /// Where the next `(` at or after the current position is (`usize::MAX`: none left).
-    next_paren: usize,
     /// The line being scanned, without its `\n`.
     line: Range<usize>,
     /// Where the current line's lead-in ends, once a marking on it asked.
@@ -418,11 +415,33 @@ impl Scanner<'_> {
     /// Scans line by line: the line start, a bare banner, a labelled classification, then the
     /// `//` separators and the `(` of the rest of the line.
     fn scan_lines(&mut self) {
-        let len = self.bytes().len();
+        // The view outlives the scanner's borrows: read it through its own reference.
+        let view = self.view;
+        let bytes = view.as_bytes();
+        let len = bytes.len();
+        // Line ends and parentheses are found in one pass over the text: a second pass for
+        // `(` alone cost as much as the whole scan of prose without markings.
+        let mut hits = memchr::memchr2_iter(b'\n', b'(', bytes);
+        let mut parens: Vec<usize> = Vec::new();
         let mut start = 0;
         while start < len {
-            let end = memchr::memchr(b'\n', self.bytes().get(start..).unwrap_or_default())
-                .map_or(len, |i| start + i);
+            parens.clear();
+            let end = loop {
+                match hits.next() {
+                    Some(i) if bytes.get(i) == Some(&b'(') => {
+                        // `try_paren` reads one to three letters and a `)`: keep only those, so
+                        // that `(estimated)` and runs of `((((` cost nothing more.
+                        let closes = |n: usize| bytes.get(i + n) == Some(&b')');
+                        if bytes.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+                            && (closes(2) || closes(3) || closes(4))
+                        {
+                            parens.push(i);
+                        }
+                    }
+                    Some(i) => break i,
+                    None => break len,
+                }
+            };
             self.line = start..end;
             self.lead_in_end = None;
             let first = self.found.len();
@@ -440,20 +459,15 @@ impl Scanner<'_> {
             // `scan_separators`, which would find nothing at or after `from` either.
             if self.next_separator < start {
                 self.next_separator = SEPARATOR
-                    .find(self.bytes().get(start..).unwrap_or_default())
+                    .find(bytes.get(start..).unwrap_or_default())
                     .map_or(usize::MAX, |i| start + i);
             }
             if self.next_separator < end {
                 self.scan_separators(from, end);
             }
             let separated = self.found.len();
-            if self.next_paren < from {
-                self.next_paren =
-                    memchr::memchr(b'(', self.bytes().get(from..).unwrap_or_default())
-                        .map_or(usize::MAX, |i| from + i);
-            }
-            if self.next_paren < end {
-                self.scan_parens(from, end);
+            if !parens.is_empty() {
+                self.scan_parens(&parens, from, end);
                 if separated > first && self.found.len() > separated {
                     self.sort_line(first);
                 }
@@ -668,18 +682,13 @@ impl Scanner<'_> {
         }
     }
 
-    /// Portion marks without `//` standing as words in `from..end`: `(TS)`, `(S)`, `(C)`,
-    /// `(U)`, `(CUI)`.
-    fn scan_parens(&mut self, from: usize, end: usize) {
+    /// Portion marks without `//` standing as words in `from..end`, at the `(` of the line
+    /// (`parens`, in order): `(TS)`, `(S)`, `(C)`, `(U)`, `(CUI)`.
+    fn scan_parens(&mut self, parens: &[usize], from: usize, end: usize) {
         let mut at = from;
-        while at < end {
-            if self.next_paren < at {
-                self.next_paren = memchr::memchr(b'(', self.bytes().get(at..).unwrap_or_default())
-                    .map_or(usize::MAX, |i| at + i);
-            }
-            let p = self.next_paren;
-            if p >= end {
-                return;
+        for &p in parens {
+            if p < at {
+                continue;
             }
             at = self.try_paren(p, end).unwrap_or(p + 1);
         }
@@ -1138,6 +1147,10 @@ fn enumerator_len(s: &[u8]) -> Option<usize> {
         }
     }
     if first.is_ascii_alphabetic() {
+        // Most lines open with a word: two letters, the first not a roman numeral, end it here.
+        if s.get(1).is_some_and(u8::is_ascii_alphabetic) && !b"ivxlcdmIVXLCDM".contains(&first) {
+            return None;
+        }
         let run = s
             .iter()
             .take(7)
