@@ -1,8 +1,9 @@
 //! Any text: no panic; every span lies on character boundaries inside the text, spans are in
-//! order, and the roll-up dominates every marking found.
+//! order, a disguised marking is asserted, the content's label dominates every asserted marking
+//! and the roll-up of the mentions dominates every mentioned one.
 #![no_main]
 
-use enclave_label::scan;
+use enclave_label::{Placement, scan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +15,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(text.is_char_boundary(m.span.start) && text.is_char_boundary(m.span.end));
         assert!(m.span.start >= last, "markings overlap or are out of order");
         last = m.span.start;
-        assert!(result.label.dominates(&m.label));
+        match m.placement {
+            Placement::Asserted => assert!(result.label.dominates(&m.label)),
+            Placement::Mentioned => {
+                assert!(!m.disguised, "a disguised marking is always asserted");
+                let mentioned = result.mentioned.as_ref().expect("a mention rolls up");
+                assert!(mentioned.dominates(&m.label));
+            }
+        }
     }
+    assert_eq!(result.mentioned.is_some(), result.mentions().next().is_some());
 });

@@ -1,7 +1,9 @@
 //! `enclave marking …`: the marking tools over `enclave-label`.
 
 use clap::Subcommand;
-use enclave_label::{Form, Label, MarkingError, Mode, country_codes, parse_marking, rollup, scan};
+use enclave_label::{
+    Form, Label, MarkingError, Mode, Placement, country_codes, parse_marking, rollup, scan,
+};
 use serde::Serialize;
 
 use crate::{Failure, Outcome, read_stdin};
@@ -33,7 +35,9 @@ pub(crate) enum MarkingCommand {
         #[arg(long)]
         strict: bool,
     },
-    /// Read a document on stdin and print the markings found in it as JSON.
+    /// Read a document on stdin and print the markings found in it as JSON: each marking with
+    /// its placement (`asserted` when it marks the text, `mentioned` when a sentence talks about
+    /// it), the banner of the asserted ones and the banner of the mentioned ones.
     Scan,
     /// List the registered country and organization codes.
     List,
@@ -91,6 +95,7 @@ pub(crate) fn run(cmd: MarkingCommand) -> Outcome {
             let result = scan(&input);
             let out = ScanOutput {
                 banner: result.label.banner(),
+                mentioned: result.mentioned.as_ref().map(Label::banner),
                 disguised: result.any_disguised(),
                 markings: result
                     .markings
@@ -103,6 +108,10 @@ pub(crate) fn run(cmd: MarkingCommand) -> Outcome {
                         form: match m.form {
                             Form::Banner => "banner",
                             Form::Portion => "portion",
+                        },
+                        placement: match m.placement {
+                            Placement::Asserted => "asserted",
+                            Placement::Mentioned => "mentioned",
                         },
                         label: m.label.banner(),
                     })
@@ -149,9 +158,12 @@ fn json(value: &impl Serialize) -> Outcome {
     Ok(s)
 }
 
+/// `enclave marking scan`'s JSON: `banner` is the roll-up of the asserted markings (the label of
+/// the text), `mentioned` the roll-up of the markings talked about inside sentences, or null.
 #[derive(Serialize)]
 struct ScanOutput<'a> {
     banner: String,
+    mentioned: Option<String>,
     disguised: bool,
     markings: Vec<FoundOutput<'a>>,
 }
@@ -163,5 +175,7 @@ struct FoundOutput<'a> {
     end: usize,
     disguised: bool,
     form: &'static str,
+    /// `asserted` (it marks the text) or `mentioned` (talked about inside a sentence).
+    placement: &'static str,
     label: String,
 }

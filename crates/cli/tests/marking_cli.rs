@@ -155,6 +155,30 @@ fn scan_reports_spans_and_disguise() {
     }
     assert_eq!(markings[2]["disguised"], true);
     assert_eq!(markings[0]["disguised"], false);
+    // The disguised marking stands inside a sentence, but a disguise always asserts.
+    for m in markings {
+        assert_eq!(m["placement"], "asserted");
+    }
+    assert_eq!(v["mentioned"], Value::Null);
+}
+
+#[test]
+fn scan_tells_asserted_markings_from_mentioned_ones() {
+    // Issue 16, edge 11: a marking talked about inside a sentence is reported, but it is not the
+    // label of the text.
+    let doc = "(U) The brief.\nWhat does TOP SECRET//SI//NOFORN mean, and why (S//NF)?\n";
+    let out = enclave(&["marking", "scan"], doc.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["banner"], "UNCLASSIFIED");
+    assert_eq!(v["mentioned"], "TOP SECRET//SI//NOFORN");
+    let placements: Vec<&str> = v["markings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["placement"].as_str().unwrap())
+        .collect();
+    assert_eq!(placements, ["asserted", "mentioned", "mentioned"]);
 }
 
 #[test]

@@ -14,7 +14,9 @@
 //!   [`Clearance`] and [`Accreditation`] check a person or a backend against a data label,
 //!   nationality included.
 //! - [`scan`] finds banner lines and portion marks in a prompt or document — in any case,
-//!   spacing, with look-alike letters or invisible characters — and rolls them up.
+//!   spacing, with look-alike letters or invisible characters — tells the markings that mark the
+//!   text ([`Placement::Asserted`]) from those a sentence talks about
+//!   ([`Placement::Mentioned`]: "What does SECRET//NOFORN mean?"), and rolls each kind up.
 //!
 //! The controlled values (country codes, SCI systems, CUI categories) are compiled in from the
 //! CSV files under `data/`. The crate does no I/O, spawns nothing and knows nothing of HTTP.
@@ -44,4 +46,4 @@ pub use label::{Aea, Cui, Dissem, Fgi, Label, Ldc, Level, NonIc, NonUsControl, O
 pub use lattice::{AccessClass, Accreditation, Clearance, Denial, Nations, rollup};
 pub use marking::{Form, MAX_MARKING_BYTES, Marking, Mode, parse_marking};
 pub use registry::{Country, USA, country_codes};
-pub use scan::{Found, Scan, scan};
+pub use scan::{Found, Placement, Scan, scan};

@@ -1,11 +1,85 @@
-//! Finding markings in free text: banner lines, portion marks at paragraph starts, and banners
-//! or portion marks written inline — disguised or not.
+//! Finding markings in free text, and telling the markings that mark content from the markings
+//! that are talked about.
 //!
 //! The scanner runs on every request, so it is built to be fast on text without markings: it
-//! looks only at paragraph starts, at `//` separators and at short lines, and only text with
+//! looks only at line starts, at `//` separators, at `(` and at short lines, and only text with
 //! non-ASCII characters pays for folding look-alikes. What it finds is parsed in detection mode,
 //! which accepts abbreviated banners such as `TS//SI//NF` and never rejects a marking for
 //! breaking a rule: an invalid marking is still an indicator.
+//!
+//! # What is found
+//!
+//! - A classification alone on a short line, in any case, after a line's lead-in (below) and
+//!   before trailing emphasis or quote marks: `SECRET`, `**Top Secret**`, `> CUI`, `• SECRET`.
+//! - A classification in upper case after a label and a colon on a short line:
+//!   `Classification: SECRET`.
+//! - Banners and portion marks around each `//`, anywhere: `SECRET//NOFORN`, `(TS//SI//NF)`,
+//!   `TS//SI//NF`, `//NATO SECRET`, also disguised (`ТOP ЅECRET／／SI`).
+//! - A portion mark at the start of a line or list item, after its lead-in: `(S) …`,
+//!   `"(S) …`, `• (S) …`, `a) (S) …`, `(iv) (C//NF) …`.
+//! - A portion mark without `//` anywhere on a line — `(TS)`, `(S)`, `(C)`, `(U)`, `(CUI)` —
+//!   standing as a word: at the line start or after white space, a quote mark, a bracket, a
+//!   bullet or punctuation that may open a word, and followed by white space, punctuation or the
+//!   line end (so `file(s)`, `f(S)/2` and URLs are not read).
+//!
+//! The **lead-in** of a line is what may stand before the text of a paragraph or list item:
+//! white space, quote marks (`"`, `'`, `` ` ``, `“`, `”`, `‘`, `’`, `„`, `«`, `»`, `‹`, `›`, `>`
+//! email quoting), bullets and rules (`-`, `*`, `+`, `=`, `~`, `•`, `◦`, `▪`, `‣`, `·`, `●`, `○`,
+//! `■`, `□`, `►`, `▸`, `→`, `⁃`, `∙`), heading, emphasis and table marks (`#`, `_`, `|`), and
+//! enumerators followed by white space or `(`: `1.`, `1)`, `1.2.3`, `a)`, `A.`, `iv.`, `(a)`,
+//! `(1)`, `(iv)`, `(B)` — but never a letter that may be a portion mark itself (`(U)`, `(C)`,
+//! `(S)`).
+//!
+//! Guards against false positives: a single lower-case letter in parentheses (`(c)`, `(s)`) is
+//! not a marking (at a line start a disguised one is); `(C)`, `(S)` or `(U)` continuing a
+//! lettered list — every letter before it already seen as `(A)`, `(B)`, … — is a list item; `(C)`
+//! before a four-digit year or next to the word `copyright` is the copyright sign; an abbreviated
+//! banner must name a registered control (`s//comment` in code is not SECRET).
+//!
+//! # Asserted or mentioned
+//!
+//! Every marking found has a [`Placement`]. A marking is [`Placement::Asserted`] — it marks the
+//! content it stands in, and only such markings make the content's label — when it is disguised,
+//! or when it stands where markings mark text: by the first of these rules that applies.
+//!
+//! 1. **Line start.** Nothing but the line's lead-in stands before it: a banner line, a portion
+//!    mark at the start of a paragraph, line, list item or table row, also after quote marks,
+//!    bullets and enumerators. (A paragraph wrapped inside a sentence that puts a marking at the
+//!    start of a line makes it asserted too: the scanner cannot tell a wrap from a new line.)
+//! 2. **Sentence start.** Fewer than two words stand between it and the start of its sentence —
+//!    the line's lead-in, a `|`, or a `.`, `!`, `?`, `:` or `;` followed by white space — or none
+//!    of those words has a lower-case letter (or is in a script without case): `x (TS//SI) …`,
+//!    `Note (S//NF) …`, `Done. (S) …`, `DRAFT MEMO SECRET//NOFORN`, `1.2.3 (S) …`. A marking after
+//!    a single word is asserted even in an honest question (`Explain SECRET//NOFORN`): one word
+//!    of lead-in is the cheapest disguise for a pasted banner. A table cell is a sentence of its
+//!    own, so a marking alone in a cell or opening one is asserted: a column of classifications
+//!    marks its rows (`| Alpha | active | (S//NF) |`), and a table that lists markings
+//!    (`| Secret | (S) |`) reads the same way — such a list belongs in sentences.
+//! 3. **Quoted term** (mentioned). A quote mark or backtick stands right before it and a
+//!    closing one right after it: `the banner "SECRET//NOFORN" means`, `` `(S//NF)` ``.
+//! 4. **After punctuation.** Skipping white space and opening quotes, brackets and emphasis, the
+//!    character before it is not a letter, a digit, a comma or a closing bracket or quote — a
+//!    colon (`Subject: (S//NF) …`, `Classification: SECRET`), a sentence end, a dash, a slash.
+//! 5. **Column layout.** A tab or two or more spaces separate it from the text before or after it
+//!    (page headers and footers, aligned columns).
+//! 6. **Heads the lines below.** Nothing follows it on its line and the next line is not blank:
+//!    `Summarize this SECRET//NOFORN` followed by the document. A marking that ends a paragraph,
+//!    or is followed by punctuation (`… marked SECRET//NOFORN.`), is not.
+//! 7. **Opens text.** The text after it on its line, skipping white space and opening quotes,
+//!    brackets and emphasis, starts with an upper-case letter or a digit: the marking opens the
+//!    portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`).
+//!
+//! Otherwise it is [`Placement::Mentioned`]: it stands inside a sentence, after at least two
+//! words of it, with a word, comma or closing bracket before it and a lower-case word,
+//! punctuation or the end of its paragraph after it — "What does SECRET//NOFORN mean?",
+//! "documents marked (TS) must be stored in a safe", "the header read TOP SECRET//SI". A
+//! mention is an indicator: it does not raise the content's label, and the caller logs it.
+//!
+//! SECURITY: each rule errs towards asserted. An attacker who edits pasted text until every
+//! marking reads as a mention could as well delete the markings; what the rules must not do is
+//! let text pasted as it was written — banners on their own lines, portion marks at the start of
+//! paragraphs, list items, quotes or table rows, markings after a label and a colon, markings
+//! that open a sentence — pass as a mention.
 
 use std::ops::Range;
 use std::sync::LazyLock;
@@ -22,6 +96,13 @@ use crate::registry::{self, FxMap};
 const MAX_CANDIDATE_BYTES: usize = 320;
 /// How many shorter readings of one candidate the scanner tries before giving up.
 const MAX_TRIMS: usize = 24;
+/// How far before a marking the scanner looks for the words of its sentence, in bytes: enough
+/// for two words, bounded so that a long line of markings costs linear time.
+const MAX_LOOKBEHIND_BYTES: usize = 160;
+/// How far past the end of a line the scanner looks to tell whether the next line is blank.
+const MAX_BLANK_LINE_BYTES: usize = 64;
+/// The longest line read as a label and a classification (`Classification: TOP SECRET`).
+const MAX_LABELLED_LINE_BYTES: usize = 64;
 
 /// The `//` searcher, built once: building one per line cost more than the search.
 static SEPARATOR: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("//"));
@@ -37,31 +118,71 @@ pub struct Found {
     pub form: Form,
     /// Whether the marking was disguised with look-alike, invisible or full-width characters.
     pub disguised: bool,
+    /// Whether the marking marks the text it stands in or is talked about (see the module
+    /// documentation for the rules).
+    pub placement: Placement,
+}
+
+/// Where a marking stands, which decides what it means for the text: see the module
+/// documentation for the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// The marking marks content: a banner line, a portion mark opening a paragraph, line, list
+    /// item or sentence, a marking after a label and a colon, or any disguised marking. It
+    /// counts for the content's label, and so for spillage.
+    Asserted,
+    /// The marking is talked about inside a sentence ("What does SECRET//NOFORN mean?"). It is
+    /// an indicator, not a label.
+    Mentioned,
 }
 
 /// The result of scanning a text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scan {
-    /// Every marking found, in order.
+    /// Every marking found, asserted or mentioned, in order.
     pub markings: Vec<Found>,
-    /// The roll-up of every marking found; UNCLASSIFIED when none was.
+    /// The roll-up of the asserted markings: the label of the content. UNCLASSIFIED when there
+    /// was none.
     pub label: Label,
+    /// The roll-up of the mentioned markings; `None` when there was none.
+    pub mentioned: Option<Label>,
 }
 
 impl Scan {
-    /// Whether any marking was disguised.
+    /// Whether any marking was disguised (a disguised marking is always asserted).
     pub fn any_disguised(&self) -> bool {
         self.markings.iter().any(|m| m.disguised)
     }
+
+    /// The markings that mark the content, in order.
+    pub fn asserted(&self) -> impl Iterator<Item = &Found> {
+        self.markings
+            .iter()
+            .filter(|m| m.placement == Placement::Asserted)
+    }
+
+    /// The markings talked about inside sentences, in order.
+    pub fn mentions(&self) -> impl Iterator<Item = &Found> {
+        self.markings
+            .iter()
+            .filter(|m| m.placement == Placement::Mentioned)
+    }
 }
 
-/// Finds the markings in `text` and rolls them up.
+/// Finds the markings in `text`, tells asserted markings from mentioned ones, and rolls each
+/// kind up.
 ///
 /// ```
-/// use enclave_label::scan;
+/// use enclave_label::{scan, Placement};
 /// let s = scan("TOP SECRET//SI//NOFORN\n\n(S//NF) The plan.\n(U) Weather.");
 /// assert_eq!(s.markings.len(), 3);
 /// assert_eq!(s.label.to_string(), "TOP SECRET//SI//NOFORN");
+/// assert_eq!(s.mentioned, None);
+///
+/// let q = scan("What does SECRET//NOFORN mean?");
+/// assert_eq!(q.markings[0].placement, Placement::Mentioned);
+/// assert_eq!(q.label.to_string(), "UNCLASSIFIED");
+/// assert_eq!(q.mentioned.unwrap().to_string(), "SECRET//NOFORN");
 /// ```
 pub fn scan(text: &str) -> Scan {
     let folded;
@@ -80,18 +201,32 @@ pub fn scan(text: &str) -> Scan {
         cache: FxMap::default(),
         ids: Vec::new(),
         next_separator: 0,
+        line: 0..0,
+        lead_in_end: None,
+        line_first: 0,
     };
     scanner.scan_lines();
-    let scanner_cache_len = scanner.cache.len();
+    let cache_len = scanner.cache.len();
     // Markings are recorded line by line, in order.
     let mut ids = scanner.ids;
     let mut found = scanner.found;
+    if found.is_empty() {
+        // Most text carries no marking at all: nothing to roll up.
+        return Scan {
+            markings: found,
+            label: Label::unclassified(),
+            mentioned: None,
+        };
+    }
     // A portion's bare `REL` means the REL TO list of the banner above it. (The resolved label
-    // no longer equals others of the same text, so it loses its id.)
+    // no longer equals others of the same text, so it loses its id.) Only an asserted banner
+    // marks the portions below it.
     let mut banner: Option<Label> = None;
     for (f, id) in found.iter_mut().zip(ids.iter_mut()) {
         if f.form == Form::Banner {
-            banner = Some(f.label.clone());
+            if f.placement == Placement::Asserted {
+                banner = Some(f.label.clone());
+            }
         } else if f.label.dissem().contains(&Dissem::Rel)
             && f.label.rel_to().is_none()
             && let Some(b) = &banner
@@ -100,19 +235,35 @@ pub fn scan(text: &str) -> Scan {
             *id = usize::MAX;
         }
     }
-    // Documents repeat the same few portion marks; roll up each distinct label once. (A label
-    // joined with itself is its roll-up normal form, hence the second join when all are equal.)
-    if found.is_empty() {
-        // Most text carries no marking at all: nothing to roll up.
-        return Scan {
-            markings: found,
-            label: Label::unclassified(),
-        };
+    let label =
+        roll_up(&found, &ids, cache_len, Placement::Asserted).unwrap_or_else(Label::unclassified);
+    let mentioned = roll_up(&found, &ids, cache_len, Placement::Mentioned);
+    Scan {
+        markings: found,
+        label,
+        mentioned,
     }
+}
+
+/// The roll-up of the markings of one placement; `None` when there is none.
+///
+/// Documents repeat the same few portion marks, so each distinct label is rolled up once (ids
+/// index the detection cache, so it bounds them; an id past it is `usize::MAX`). A label joined
+/// with itself is its roll-up normal form, hence the second join when all are equal.
+fn roll_up(
+    found: &[Found],
+    ids: &[usize],
+    cache_len: usize,
+    placement: Placement,
+) -> Option<Label> {
     let mut distinct: Vec<&Label> = Vec::new();
-    // Ids index the detection cache, so it bounds them (an id past it is `usize::MAX`).
-    let mut seen = vec![false; scanner_cache_len];
-    for (f, &id) in found.iter().zip(&ids) {
+    let mut seen = vec![false; cache_len];
+    let mut count = 0;
+    for (f, &id) in found.iter().zip(ids) {
+        if f.placement != placement {
+            continue;
+        }
+        count += 1;
         match seen.get_mut(id) {
             Some(true) => {}
             Some(slot) => {
@@ -122,14 +273,14 @@ pub fn scan(text: &str) -> Scan {
             None => distinct.push(&f.label),
         }
     }
+    if count == 0 {
+        return None;
+    }
     let mut label = rollup(distinct.iter().copied());
-    if distinct.len() == 1 && found.len() > 1 && !is_plain_unclassified_fixed_point(&label) {
+    if distinct.len() == 1 && count > 1 && !is_plain_unclassified_fixed_point(&label) {
         label = label.join(&label);
     }
-    Scan {
-        markings: found,
-        label,
-    }
+    Some(label)
 }
 
 /// The detection of the portion marks that most documents use, read once per process (the
@@ -161,7 +312,7 @@ struct Scanner<'a> {
     view: &'a str,
     map: Option<&'a Folded>,
     found: Vec<Found>,
-    /// Letters seen as `(A)`, `(B)`, … at paragraph starts: a following `(C)` is a list item.
+    /// Letters seen as `(A)`, `(B)`, …: a `(C)` after `(A)` and `(B)` is a list item.
     list_letters: [bool; 26],
     /// Detection results by candidate text, with an id per distinct text: documents repeat
     /// the same markings.
@@ -171,6 +322,12 @@ struct Scanner<'a> {
     /// Where the next `//` at or after the current line starts (`usize::MAX`: none left), so
     /// that lines without one skip the separator scan after a single search of the text.
     next_separator: usize,
+    /// The line being scanned, without its `\n`.
+    line: Range<usize>,
+    /// Where the current line's lead-in ends, once a marking on it asked.
+    lead_in_end: Option<usize>,
+    /// The index in `found` of the current line's first marking.
+    line_first: usize,
 }
 
 impl Scanner<'_> {
@@ -203,7 +360,43 @@ impl Scanner<'_> {
         }
     }
 
+    fn is_disguised(&self, r: &Range<usize>) -> bool {
+        let span = self.original_span(r);
+        self.original.get(span).is_some_and(|s| !s.is_ascii())
+    }
+
+    /// Records the marking at `r` (in the folded view) on the current line.
     fn record(&mut self, r: Range<usize>, label: Label, form: Form, id: usize) {
+        let placement = self.placement(&r);
+        self.record_placed(r, label, form, id, placement);
+    }
+
+    /// Where the marking at `r` on the current line stands.
+    fn placement(&mut self, r: &Range<usize>) -> Placement {
+        // SECURITY: a disguised marking was written to be missed; wherever it stands, it marks.
+        if self.is_disguised(r) {
+            return Placement::Asserted;
+        }
+        let lead_in_end = match self.lead_in_end {
+            Some(e) => e,
+            None => {
+                let e = skip_lead_in(self.view, self.line.start, self.line.end);
+                self.lead_in_end = Some(e);
+                e
+            }
+        };
+        placement(self.view, &self.line, lead_in_end, r)
+    }
+
+    /// Records the marking at `r`, whose placement is known.
+    fn record_placed(
+        &mut self,
+        r: Range<usize>,
+        label: Label,
+        form: Form,
+        id: usize,
+        placement: Placement,
+    ) {
         let span = self.original_span(&r);
         let disguised = self
             .original
@@ -214,61 +407,136 @@ impl Scanner<'_> {
             label,
             form,
             disguised,
+            placement,
         });
         self.ids.push(id);
     }
 
-    /// Portion marks at paragraph starts and banner lines with no controls (`SECRET`).
+    /// Scans line by line: the line start, a bare banner, a labelled classification, then the
+    /// `//` separators and the `(` of the rest of the line.
     fn scan_lines(&mut self) {
-        let len = self.bytes().len();
+        // The view outlives the scanner's borrows: read it through its own reference.
+        let view = self.view;
+        let bytes = view.as_bytes();
+        let len = bytes.len();
+        // Line ends and parentheses are found in one pass over the text: a second pass for
+        // `(` alone cost as much as the whole scan of prose without markings.
+        let mut hits = memchr::memchr2_iter(b'\n', b'(', bytes);
+        let mut parens: Vec<usize> = Vec::new();
         let mut start = 0;
         while start < len {
-            let end = memchr::memchr(b'\n', self.bytes().get(start..).unwrap_or_default())
-                .map_or(len, |i| start + i);
-            let from = self.scan_line_start(start, end).unwrap_or(start);
-            if end - start <= 40 {
-                self.scan_bare_banner(start, end);
+            parens.clear();
+            let end = loop {
+                match hits.next() {
+                    Some(i) if bytes.get(i) == Some(&b'(') => {
+                        // `try_paren` reads one to three letters and a `)`: keep only those, so
+                        // that `(estimated)` and runs of `((((` cost nothing more.
+                        let closes = |n: usize| bytes.get(i + n) == Some(&b')');
+                        if bytes.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+                            && (closes(2) || closes(3) || closes(4))
+                        {
+                            parens.push(i);
+                        }
+                    }
+                    Some(i) => break i,
+                    None => break len,
+                }
+            };
+            self.line = start..end;
+            self.lead_in_end = None;
+            let first = self.found.len();
+            self.line_first = first;
+            let (from, portion) = self.scan_line_start(start, end);
+            if !portion {
+                if end - start <= 40 {
+                    self.scan_bare_banner(start, end);
+                }
+                if end - start <= MAX_LABELLED_LINE_BYTES && self.found.len() == first {
+                    self.scan_labelled_banner(from, end);
+                }
             }
             // A `//` never spans lines, so a line with none in it has nothing for
             // `scan_separators`, which would find nothing at or after `from` either.
             if self.next_separator < start {
                 self.next_separator = SEPARATOR
-                    .find(self.bytes().get(start..).unwrap_or_default())
+                    .find(bytes.get(start..).unwrap_or_default())
                     .map_or(usize::MAX, |i| start + i);
             }
             if self.next_separator < end {
                 self.scan_separators(from, end);
             }
+            let separated = self.found.len();
+            if !parens.is_empty() {
+                self.scan_parens(&parens, from, end);
+                if separated > first && self.found.len() > separated {
+                    self.sort_line(first);
+                }
+            }
             start = end + 1;
         }
     }
 
-    /// Reads a portion mark at the start of the line; returns where it ends.
-    fn scan_line_start(&mut self, start: usize, end: usize) -> Option<usize> {
-        let bytes = self.bytes();
+    /// Puts the markings of the current line (from index `first`) in text order: the separator
+    /// and parenthesis scans each go left to right, one after the other.
+    fn sort_line(&mut self, first: usize) {
+        let found = self.found.split_off(first.min(self.found.len()));
+        let ids = self.ids.split_off(first.min(self.ids.len()));
+        let mut line: Vec<(Found, usize)> = found.into_iter().zip(ids).collect();
+        line.sort_by_key(|(f, _)| f.span.start);
+        for (f, id) in line {
+            self.found.push(f);
+            self.ids.push(id);
+        }
+    }
+
+    /// Reads a portion mark at the start of the line, after its lead-in. Returns where the rest
+    /// of the line starts (after the lead-in, or after the portion mark) and whether a portion
+    /// mark was found.
+    fn scan_line_start(&mut self, start: usize, end: usize) -> (usize, bool) {
         let mut i = start;
-        // Skip indentation, quote marks and list bullets (`-`, `*`, `1.`, `a)`).
-        while let Some(&b) = bytes.get(i) {
-            if i >= end {
-                return None;
+        loop {
+            let lead_in = i;
+            i = skip_lead_in(self.view, i, end);
+            self.note_list_letters(lead_in, i);
+            if i >= end || self.bytes().get(i) != Some(&b'(') {
+                return (i, false);
             }
-            match b {
-                b' ' | b'\t' | b'\r' | b'>' | b'-' | b'*' | b'+' | b'#' => i += 1,
-                b'0'..=b'9' => {
-                    let digits = bytes.get(i..end).unwrap_or_default();
-                    let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
-                    if matches!(digits.get(n), Some(b'.' | b')')) {
-                        i += n + 1;
-                    } else {
-                        return None;
-                    }
-                }
-                _ => break,
+            if let Some(after) = self.line_start_portion(i, end) {
+                return (after, true);
+            }
+            // `(C)` continuing a lettered list, `(C) 2024`: a list item, not a marking; a
+            // portion mark may follow it.
+            let bytes = self.bytes();
+            let letter_item = bytes.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+                && bytes.get(i + 2) == Some(&b')')
+                && matches!(bytes.get(i + 3), Some(b' ' | b'\t' | b'('));
+            if !letter_item {
+                return (i, false);
+            }
+            i += 3;
+        }
+    }
+
+    /// Notes the lettered-list items `(A)`, `(b)`, … in the lead-in `from..to`.
+    fn note_list_letters(&mut self, from: usize, to: usize) {
+        let lead_in = self.bytes().get(from..to).unwrap_or_default();
+        let mut letters = [false; 26];
+        for w in lead_in.windows(3) {
+            if let [b'(', letter, b')'] = *w
+                && letter.is_ascii_alphabetic()
+                && let Some(seen) = letters.get_mut(usize::from(letter.to_ascii_uppercase() - b'A'))
+            {
+                *seen = true;
             }
         }
-        if bytes.get(i) != Some(&b'(') {
-            return None;
+        for (seen, new) in self.list_letters.iter_mut().zip(letters) {
+            *seen |= new;
         }
+    }
+
+    /// The portion mark whose `(` is at `i`, at the start of a line; returns where it ends.
+    fn line_start_portion(&mut self, i: usize, end: usize) -> Option<usize> {
+        let bytes = self.bytes();
         let limit = end.min(i + MAX_CANDIDATE_BYTES);
         let close = bytes
             .get(i..limit)
@@ -277,7 +545,7 @@ impl Scanner<'_> {
         let inner = self.view.get(i + 1..close).unwrap_or_default().trim();
         if inner.len() == 1 {
             let &letter = inner.as_bytes().first()?;
-            if !self.single_letter_is_marking(i..close + 1, letter) {
+            if !self.single_letter_is_marking(i..close + 1, letter, true) {
                 return None;
             }
         }
@@ -294,44 +562,79 @@ impl Scanner<'_> {
         Some(close + 1)
     }
 
-    /// `(C)` is CONFIDENTIAL unless it is written in lower case or continues a lettered list
-    /// `(A)`, `(B)`; a disguised letter always counts.
-    fn single_letter_is_marking(&mut self, r: Range<usize>, letter: u8) -> bool {
-        let span = self.original_span(&r);
-        let disguised = self.original.get(span).is_some_and(|s| !s.is_ascii());
+    /// Whether the single letter in parentheses at `r` is a portion mark: `(U)`, `(C)` or `(S)`
+    /// in upper case, unless it continues a lettered list or is the copyright sign. At a line
+    /// start (`line_start`) a disguised letter of any case counts.
+    fn single_letter_is_marking(&mut self, r: Range<usize>, letter: u8, line_start: bool) -> bool {
         let upper = letter.to_ascii_uppercase();
         let Some(idx) = upper.checked_sub(b'A').map(usize::from) else {
             return false;
         };
-        let continues_list = idx > 0 && self.list_letters.get(idx - 1).copied().unwrap_or(false);
+        // SECURITY: only a complete run `(A)`, `(B)`, … up to the letter before makes a list;
+        // one `(R)` before `(S)` does not hide a SECRET portion.
+        let continues_list = idx > 0
+            && self
+                .list_letters
+                .get(..idx)
+                .is_some_and(|seen| seen.iter().all(|&s| s));
         if let Some(seen) = self.list_letters.get_mut(idx) {
             *seen = true;
         }
-        if disguised {
+        if line_start && self.is_disguised(&r) {
             return true;
         }
-        letter.is_ascii_uppercase() && !continues_list && matches!(upper, b'U' | b'C' | b'S')
+        letter.is_ascii_uppercase()
+            && !continues_list
+            && matches!(upper, b'U' | b'C' | b'S')
+            && !(upper == b'C' && self.is_copyright(&r))
     }
 
-    /// A short line that is only a classification: `SECRET`, `TOP SECRET`, `CUI`.
+    /// Whether the `(C)` at `r` is the copyright sign: before a four-digit year
+    /// (`(C) 2024 Acme`) or beside the word `copyright` (`Copyright (C) …`, `(C) Copyright …`).
+    fn is_copyright(&self, r: &Range<usize>) -> bool {
+        let line = self.line.clone();
+        let after = self
+            .view
+            .get(r.end..line.end)
+            .unwrap_or_default()
+            .trim_start();
+        let year = after.len() >= 4
+            && after.as_bytes().iter().take(4).all(u8::is_ascii_digit)
+            && !after.as_bytes().get(4).is_some_and(u8::is_ascii_digit);
+        let word = "copyright";
+        let starts_with_word = after
+            .get(..word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word));
+        let before = self
+            .view
+            .get(line.start..r.start)
+            .unwrap_or_default()
+            .trim_end();
+        let ends_with_word = before.len() >= word.len()
+            && before
+                .get(before.len() - word.len()..)
+                .is_some_and(|w| w.eq_ignore_ascii_case(word));
+        year || starts_with_word || ends_with_word
+    }
+
+    /// A short line that is only a classification: `SECRET`, `TOP SECRET`, `CUI`, also after
+    /// the line's lead-in (`- SECRET`, `> SECRET`) and before trailing emphasis or quotes.
     fn scan_bare_banner(&mut self, start: usize, end: usize) {
-        let line = self.view.get(start..end).unwrap_or_default();
-        // Trimmed byte by byte: every character trimmed is ASCII, so this stops exactly where
-        // trimming by characters would.
-        let is_trim =
-            |b: &u8| b.is_ascii_whitespace() || matches!(b, b'*' | b'#' | b'_' | b'=' | b'-');
-        let bytes = line.as_bytes();
-        let Some(first) = bytes.iter().position(|b| !is_trim(b)) else {
+        let from = skip_lead_in(self.view, start, end);
+        let line = self.view.get(from..end).unwrap_or_default();
+        let trimmed = line.trim_end_matches(|c: char| {
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    '*' | '#' | '_' | '=' | '-' | '"' | '\'' | '`' | '|' | '”' | '’' | '»' | '›'
+                )
+        });
+        if trimmed.is_empty() {
             return;
-        };
-        let last = bytes.iter().rposition(|b| !is_trim(b)).unwrap_or(first);
-        let Some(trimmed) = line.get(first..=last) else {
-            return;
-        };
+        }
         let Some(text) = bare_banner(trimmed) else {
             return;
         };
-        let from = start + first;
         if let Ok(m) = parse_marking(text, Mode::Detect, None) {
             self.record(
                 from..from + trimmed.len(),
@@ -340,6 +643,105 @@ impl Scanner<'_> {
                 usize::MAX,
             );
         }
+    }
+
+    /// A classification in upper case after a label of one to three words and a colon, on a
+    /// short line: `Classification: SECRET`, `CLASSIFICATION: TOP SECRET`.
+    fn scan_labelled_banner(&mut self, from: usize, end: usize) {
+        let Some(line) = self.view.get(from..end) else {
+            return;
+        };
+        let Some(colon) = memchr::memrchr(b':', line.as_bytes()) else {
+            return;
+        };
+        let (Some(key), Some(value)) = (line.get(..colon), line.get(colon + 1..)) else {
+            return;
+        };
+        let words = key.split_ascii_whitespace().count();
+        let key_is_label = (1..=3).contains(&words)
+            && key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphabetic() || matches!(b, b' ' | b'\t' | b'-'));
+        if !key_is_label {
+            return;
+        }
+        let lead = value.len() - value.trim_start().len();
+        let trimmed = value.trim_start().trim_end_matches(|c: char| {
+            c.is_ascii_whitespace() || matches!(c, '*' | '_' | '.' | '"' | '\'')
+        });
+        if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_uppercase() || b == b' ') {
+            return;
+        }
+        let Some(text) = bare_banner(trimmed) else {
+            return;
+        };
+        let at = from + colon + 1 + lead;
+        if let Ok(m) = parse_marking(text, Mode::Detect, None) {
+            self.record(at..at + trimmed.len(), m.label, Form::Banner, usize::MAX);
+        }
+    }
+
+    /// Portion marks without `//` standing as words in `from..end`, at the `(` of the line
+    /// (`parens`, in order): `(TS)`, `(S)`, `(C)`, `(U)`, `(CUI)`.
+    fn scan_parens(&mut self, parens: &[usize], from: usize, end: usize) {
+        let mut at = from;
+        for &p in parens {
+            if p < at {
+                continue;
+            }
+            at = self.try_paren(p, end).unwrap_or(p + 1);
+        }
+    }
+
+    /// Tries to read a portion mark without `//` at the `(` at `p`; returns where it ends if
+    /// one was found.
+    fn try_paren(&mut self, p: usize, end: usize) -> Option<usize> {
+        // The view outlives the scanner's borrows: read it through its own reference.
+        let view = self.view;
+        let bytes = view.as_bytes();
+        let inner_len = bytes
+            .get(p + 1..end)?
+            .iter()
+            .take(4)
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
+        if inner_len == 0 || inner_len > 3 || bytes.get(p + 1 + inner_len) != Some(&b')') {
+            return None;
+        }
+        let close = p + 1 + inner_len;
+        if !may_open_word(self.view, self.line.start, p)
+            || !may_close_word(self.view, close + 1, end)
+        {
+            return None;
+        }
+        let inner = bytes.get(p + 1..close)?;
+        if let [letter] = *inner {
+            if !self.single_letter_is_marking(p..close + 1, letter, false) {
+                return None;
+            }
+        } else if !matches!(inner, b"TS" | b"CUI") {
+            return None;
+        }
+        let candidate = self.view.get(p..=close)?;
+        let (label, _, id) = self.detect(candidate)?;
+        let at = self.original_span(&(p..p)).start;
+        let line_found = self.found.get(self.line_first..).unwrap_or_default();
+        if line_found.iter().any(|f| f.span.contains(&at)) {
+            // Inside a marking the separator scan already read.
+            return None;
+        }
+        let placement = self.placement(&(p..close + 1));
+        // `time series (TS)`, `TypeScript (TS)`, `size small (S)`: a sentence defining an
+        // abbreviation, not talking about a marking. SECURITY: this only ever drops a mention;
+        // an asserted mark is recorded whatever the words before it.
+        if placement == Placement::Mentioned
+            && defines_abbreviation(self.view.get(self.line.start..p).unwrap_or_default(), inner)
+        {
+            return None;
+        }
+        self.record_placed(p..close + 1, label, Form::Portion, id, placement);
+        Some(close + 1)
     }
 
     /// Banners and portion marks around each `//` in `from..end`.
@@ -366,7 +768,12 @@ impl Scanner<'_> {
     /// Tries to read a marking around the `//` at `i`; returns where it ends if one was found.
     fn try_separator(&mut self, i: usize, line_start: usize) -> Option<usize> {
         let bytes = self.bytes();
-        let window_start = i.saturating_sub(24).max(line_start);
+        let mut window_start = i.saturating_sub(24).max(line_start);
+        // SECURITY: a window that starts inside a character would read as empty and miss the
+        // classification (`这份文件标记为 SECRET//NOFORN`): start at the next character.
+        while !self.view.is_char_boundary(window_start) {
+            window_start += 1;
+        }
         let before = self.view.get(window_start..i).unwrap_or_default();
         // `SECRET // NOFORN`: spaces before the separator do not hide the classification.
         let spaced = before.trim_end_matches([' ', '\t']);
@@ -610,6 +1017,385 @@ fn classification_suffix(before: &str) -> Option<Suffix> {
     None
 }
 
+// === the lead-in of a line ===
+
+/// Where the lead-in of the line `from..end` ends: white space, quote marks, bullets, rules,
+/// heading, emphasis and table marks, and enumerators (see the module documentation).
+fn skip_lead_in(view: &str, from: usize, end: usize) -> usize {
+    let bytes = view.as_bytes();
+    let mut i = from;
+    while i < end {
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        if b.is_ascii() {
+            if matches!(
+                b,
+                b' ' | b'\t'
+                    | b'\r'
+                    | b'>'
+                    | b'-'
+                    | b'*'
+                    | b'+'
+                    | b'#'
+                    | b'|'
+                    | b'_'
+                    | b'='
+                    | b'~'
+                    | b'"'
+                    | b'\''
+                    | b'`'
+            ) {
+                i += 1;
+                continue;
+            }
+            match enumerator_len(bytes.get(i..end).unwrap_or_default()) {
+                Some(n) => i += n,
+                None => break,
+            }
+        } else {
+            match view.get(i..end).and_then(|s| s.chars().next()) {
+                Some(c) if is_lead_in_char(c) => i += c.len_utf8(),
+                _ => break,
+            }
+        }
+    }
+    i
+}
+
+/// Non-ASCII quote marks, bullets and white space that may stand before a paragraph's text.
+fn is_lead_in_char(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '“' | '”'
+                | '‘'
+                | '’'
+                | '„'
+                | '«'
+                | '»'
+                | '‹'
+                | '›'
+                | '•'
+                | '◦'
+                | '▪'
+                | '‣'
+                | '·'
+                | '●'
+                | '○'
+                | '■'
+                | '□'
+                | '►'
+                | '▸'
+                | '→'
+                | '⁃'
+                | '∙'
+        )
+}
+
+/// The length of the enumerator `s` starts with, when it is followed by white space or `(`:
+/// `1.`, `1)`, `1.2.3`, `a)`, `A.`, `iv.`, `(a)`, `(12)`, `(iv)`, `(B)`. A letter in
+/// parentheses that may be a portion mark (`(U)`, `(C)`, `(S)`) is not an enumerator.
+fn enumerator_len(s: &[u8]) -> Option<usize> {
+    let followed = |n: usize| matches!(s.get(n), Some(b' ' | b'\t' | b'(')).then_some(n);
+    let first = *s.first()?;
+    if first == b'(' {
+        let rest = s.get(1..)?;
+        let inner = rest
+            .iter()
+            .take(5)
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        if inner == 0 || inner > 4 || rest.get(inner) != Some(&b')') {
+            return None;
+        }
+        let word = rest.get(..inner)?;
+        let enumerator = match word {
+            [b'U' | b'C' | b'S'] => false,
+            [b] => b.is_ascii_alphanumeric(),
+            _ => word.iter().all(u8::is_ascii_digit) || is_roman(word),
+        };
+        return if enumerator {
+            followed(inner + 2)
+        } else {
+            None
+        };
+    }
+    if first.is_ascii_digit() {
+        let mut n = 0;
+        let mut groups = 0;
+        loop {
+            let digits = s
+                .get(n..)?
+                .iter()
+                .take(5)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits == 0 || digits > 4 {
+                return None;
+            }
+            n += digits;
+            groups += 1;
+            match s.get(n) {
+                Some(b'.') if s.get(n + 1).is_some_and(u8::is_ascii_digit) && groups < 6 => {
+                    n += 1;
+                }
+                Some(b'.' | b')') => return followed(n + 1),
+                _ if groups > 1 => return followed(n),
+                _ => return None,
+            }
+        }
+    }
+    if first.is_ascii_alphabetic() {
+        // Most lines open with a word: two letters, the first not a roman numeral, end it here.
+        if s.get(1).is_some_and(u8::is_ascii_alphabetic) && !b"ivxlcdmIVXLCDM".contains(&first) {
+            return None;
+        }
+        let run = s
+            .iter()
+            .take(7)
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
+        let word = s.get(..run)?;
+        let enumerator = run == 1 || (run <= 6 && is_roman(word));
+        if enumerator && matches!(s.get(run), Some(b'.' | b')')) {
+            return followed(run + 1);
+        }
+    }
+    None
+}
+
+/// Whether `word` is made of roman-numeral letters of one case (`iv`, `XII`).
+fn is_roman(word: &[u8]) -> bool {
+    !word.is_empty()
+        && (word.iter().all(|b| b"ivxlcdm".contains(b))
+            || word.iter().all(|b| b"IVXLCDM".contains(b)))
+}
+
+/// Whether a `(` at `p` on the line starting at `line_start` may open a word: at the line start,
+/// or after white space, a quote mark, a bracket, emphasis, a bullet or punctuation that may
+/// precede a word — not after a letter, a digit, a slash or a dot (`file(s)`, `x/(S)`).
+fn may_open_word(view: &str, line_start: usize, p: usize) -> bool {
+    if p <= line_start {
+        return true;
+    }
+    match view.get(..p).and_then(|s| s.chars().next_back()) {
+        None => true,
+        Some(c) if c.is_ascii() => {
+            c.is_ascii_whitespace()
+                || matches!(
+                    c,
+                    '"' | '\'' | '`' | '[' | '(' | '*' | '_' | '|' | '-' | ',' | ';' | ':' | '>'
+                )
+        }
+        Some(c) => !c.is_alphanumeric(),
+    }
+}
+
+/// Whether a word may end before `i` (a `)` closed at `i - 1`): at the line end `end`, or before
+/// white space or punctuation — not before a letter, a digit or a slash.
+fn may_close_word(view: &str, i: usize, end: usize) -> bool {
+    if i >= end {
+        return true;
+    }
+    match view.get(i..).and_then(|s| s.chars().next()) {
+        None => true,
+        Some(c) if c.is_ascii() => {
+            c.is_ascii_whitespace()
+                || matches!(
+                    c,
+                    '.' | ','
+                        | ';'
+                        | ':'
+                        | '!'
+                        | '?'
+                        | '"'
+                        | '\''
+                        | '`'
+                        | ')'
+                        | ']'
+                        | '*'
+                        | '_'
+                        | '|'
+                        | '-'
+                )
+        }
+        Some(c) => !c.is_alphanumeric(),
+    }
+}
+
+/// Whether the letters `short` (of `(TS)`, `(S)`, …) abbreviate the one to three words that end
+/// `before`: the first letter starts the first of those words and the others follow in order
+/// (the test of Schwartz and Hearst's abbreviation finder), and the words are not a
+/// classification's title (`Top Secret (TS)` names the marking).
+fn defines_abbreviation(before: &str, short: &[u8]) -> bool {
+    const TITLES: [&str; 4] = ["SECRET", "CONFIDENTIAL", "UNCLASSIFIED", "CONTROLLED"];
+    let before = before.trim_end();
+    let tail = before
+        .get(before.len().saturating_sub(MAX_LOOKBEHIND_BYTES)..)
+        .unwrap_or_default();
+    let words: Vec<&str> = tail.split_whitespace().rev().take(3).collect();
+    (1..=words.len().min(short.len().max(1))).any(|k| {
+        let long: Vec<&str> = words.iter().take(k).rev().copied().collect();
+        let all_letters = long
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'));
+        let upper = long.join(" ").to_ascii_uppercase();
+        if !all_letters || TITLES.iter().any(|t| upper.contains(t)) {
+            return false;
+        }
+        let mut letters = upper.bytes().filter(u8::is_ascii_alphabetic);
+        let (Some(&first), Some(start)) = (short.first(), letters.next()) else {
+            return false;
+        };
+        first.eq_ignore_ascii_case(&start)
+            && short
+                .iter()
+                .skip(1)
+                .all(|c| letters.any(|l| l.eq_ignore_ascii_case(c)))
+    })
+}
+
+// === placement ===
+
+/// Whether the marking at `r` (not disguised) on `line`, whose lead-in ends at `lead_in_end`,
+/// is asserted or mentioned: the rules of the module documentation, in their order.
+fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usize>) -> Placement {
+    use Placement::{Asserted, Mentioned};
+    // 1. Line start.
+    if r.start <= lead_in_end {
+        return Asserted;
+    }
+    let mut lo = lead_in_end.max(r.start.saturating_sub(MAX_LOOKBEHIND_BYTES));
+    while !view.is_char_boundary(lo) {
+        lo += 1;
+    }
+    let lead = view.get(lo..r.start).unwrap_or_default();
+    let after = view.get(r.end..line.end).unwrap_or_default();
+    let before = lead.trim_end_matches(|c: char| c.is_whitespace() || is_opener(c));
+    let gap_before = lead.get(before.len()..).unwrap_or_default();
+    let prev = before.chars().next_back();
+    let rest = after.trim_start_matches(|c: char| c.is_whitespace() || is_opener(c));
+    let gap_after = after.get(..after.len() - rest.len()).unwrap_or_default();
+    // 2. Sentence start (a table cell included).
+    if !in_sentence(lead) {
+        return Asserted;
+    }
+    // 3. Quoted term.
+    let quoted = lead.chars().next_back().is_some_and(is_opening_quote)
+        && after.chars().next().is_some_and(is_closing_quote);
+    if quoted {
+        return Mentioned;
+    }
+    // 4. After punctuation.
+    let continues = prev.is_some_and(|c| {
+        c.is_alphanumeric() || matches!(c, ',' | ')' | ']' | '”' | '’' | '»' | '›')
+    });
+    if !continues {
+        return Asserted;
+    }
+    // 5. Column layout.
+    if is_layout_gap(gap_before) || (!rest.is_empty() && is_layout_gap(gap_after)) {
+        return Asserted;
+    }
+    // 6. Heads the lines below.
+    if after.trim().is_empty() {
+        return if next_line_is_blank(view, line.end) {
+            Mentioned
+        } else {
+            Asserted
+        };
+    }
+    // 7. Opens text.
+    match rest.chars().next() {
+        Some(c) if c.is_ascii_uppercase() || c.is_ascii_digit() => Asserted,
+        _ => Mentioned,
+    }
+}
+
+/// Whether at least two words stand between the end of `lead` and the start of its sentence
+/// (the start of `lead`, a `|`, or a `.`, `!`, `?`, `:` or `;` followed by white space), one of
+/// them with a lower-case letter or in a script without case.
+fn in_sentence(lead: &str) -> bool {
+    let mut words = 0;
+    let mut in_word = false;
+    let mut prose = false;
+    let mut next_is_space = false;
+    for c in lead.chars().rev() {
+        if c == '|' || (next_is_space && matches!(c, '.' | '!' | '?' | ':' | ';')) {
+            break;
+        }
+        next_is_space = c.is_whitespace();
+        if c.is_ascii() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                if !in_word {
+                    words += 1;
+                }
+                in_word = true;
+                prose |= c.is_ascii_lowercase();
+            } else {
+                in_word = false;
+            }
+        } else if c.is_alphabetic() && !c.is_uppercase() && !c.is_lowercase() {
+            // A script without case (Chinese, Arabic, …): every letter counts as a word, as
+            // some of those scripts do not separate words with spaces.
+            words += 1;
+            in_word = false;
+            prose = true;
+        } else if c.is_alphanumeric() {
+            if !in_word {
+                words += 1;
+            }
+            in_word = true;
+            prose |= c.is_lowercase();
+        } else {
+            in_word = false;
+        }
+        if words >= 2 && prose {
+            return true;
+        }
+    }
+    false
+}
+
+/// Quote marks, brackets and emphasis that may open a phrase.
+fn is_opener(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\'' | '`' | '(' | '[' | '*' | '_' | '“' | '‘' | '„' | '«' | '‹'
+    )
+}
+
+fn is_opening_quote(c: char) -> bool {
+    matches!(c, '"' | '\'' | '`' | '“' | '‘' | '„' | '«' | '‹')
+}
+
+fn is_closing_quote(c: char) -> bool {
+    matches!(c, '"' | '\'' | '`' | '”' | '’' | '“' | '»' | '›')
+}
+
+/// A tab, or two or more white-space characters.
+fn is_layout_gap(gap: &str) -> bool {
+    gap.contains('\t') || gap.chars().filter(|c| c.is_whitespace()).nth(1).is_some()
+}
+
+/// Whether the line after the one ending at `line_end` is blank or absent.
+fn next_line_is_blank(view: &str, line_end: usize) -> bool {
+    let Some(next) = view.get(line_end + 1..) else {
+        return true;
+    };
+    let limit = next.len().min(MAX_BLANK_LINE_BYTES);
+    match next
+        .as_bytes()
+        .iter()
+        .take(limit)
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r'))
+    {
+        Some(i) => next.as_bytes().get(i) == Some(&b'\n'),
+        None => limit == next.len(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,8 +1452,16 @@ mod tests {
     }
 
     #[test]
-    fn inline_portion_marks_with_separators_count() {
+    fn inline_portion_marks_with_separators_are_found() {
+        // Inside a sentence the portion mark is talked about (issue 16, edge 11): it used to
+        // make the text TOP SECRET, it is now a mention; opening a sentence it still marks it.
         let s = scan("The report (TS//SI//NF) says so.");
+        assert_eq!(s.label, Label::unclassified());
+        assert_eq!(
+            s.mentioned.map(|l| l.to_string()).as_deref(),
+            Some("TOP SECRET//SI//NOFORN")
+        );
+        let s = scan("The report says so. (TS//SI//NF) Sources report movement.");
         assert_eq!(s.label.to_string(), "TOP SECRET//SI//NOFORN");
     }
 
@@ -727,10 +1521,11 @@ mod tests {
             scan("STOP SECRET//NOFORN").label.level(),
             crate::Level::Secret
         );
-        assert_eq!(
-            scan("She holds TS//SCI access").label.level(),
-            crate::Level::TopSecret
-        );
+        // Found, as TOP SECRET; inside the sentence it is a mention (issue 16, edge 11).
+        let s = scan("She holds TS//SCI access");
+        assert_eq!(s.markings.len(), 1);
+        assert_eq!(s.markings[0].label.level(), crate::Level::TopSecret);
+        assert_eq!(s.markings[0].placement, Placement::Mentioned);
         assert_eq!(scan("requires a TS/SCI clearance").markings.len(), 0);
     }
 
@@ -837,6 +1632,260 @@ mod tests {
         assert_eq!(s.label, Label::unclassified());
         assert_eq!(s.label, s.label.join(&s.label));
         assert!(scan("no markings at all").markings.is_empty());
+    }
+
+    /// Each marking found, as its text and placement.
+    fn placed(src: &str) -> Vec<(String, Placement)> {
+        scan(src)
+            .markings
+            .iter()
+            .map(|m| (src[m.span.clone()].to_owned(), m.placement))
+            .collect()
+    }
+
+    fn one(src: &str) -> Placement {
+        let p = placed(src);
+        assert_eq!(p.len(), 1, "{src:?}: {p:?}");
+        p[0].1
+    }
+
+    #[test]
+    fn markings_talked_about_in_a_sentence_are_mentions() {
+        for src in [
+            "What does SECRET//NOFORN mean?",
+            "documents marked (TS) must be stored in a safe",
+            "the header read TOP SECRET//SI",
+            "Is it true that (S//NF) means no foreign nationals?",
+            "The portion marks (TS), (S), (C) and (U) are used in the body.",
+            "What is the difference between TS//SI and SECRET//REL TO USA, GBR?",
+            "She holds a TS//SCI clearance.",
+            "the banner \"SECRET//NOFORN\" means U.S. only",
+            "the portion mark `(S//NF)` is common",
+            "I saw a document marked SECRET//NOFORN.\nCan I forward it?",
+            "这份文件标记为 SECRET//NOFORN 是什么意思",
+            "1. What does (S//NF) mean?",
+        ] {
+            let s = scan(src);
+            assert!(!s.markings.is_empty(), "{src:?}");
+            assert!(
+                s.markings
+                    .iter()
+                    .all(|m| m.placement == Placement::Mentioned),
+                "{src:?}: {:?}",
+                placed(src)
+            );
+            assert_eq!(s.label, Label::unclassified(), "{src:?}");
+            assert!(s.mentioned.is_some(), "{src:?}");
+            assert_eq!(s.mentions().count(), s.markings.len());
+            assert_eq!(s.asserted().count(), 0);
+        }
+    }
+
+    #[test]
+    fn portion_marks_at_line_and_item_starts_are_asserted() {
+        for src in [
+            "(S) The plan.",
+            "  (S) The plan.",
+            "\"(S) The plan.",
+            "'(S) The plan.",
+            "“(S) The plan.”",
+            "« (S) The plan. »",
+            "> (S//NF) The plan.",
+            "> > (S) The plan.",
+            "- (S) The plan.",
+            "* (S) The plan.",
+            "+ (S) The plan.",
+            "• (S) The plan.",
+            "◦ (S) The plan.",
+            "▪ (S) The plan.",
+            "‣ (S) The plan.",
+            "· (S) The plan.",
+            "1. (S) The plan.",
+            "1) (S) The plan.",
+            "1.2.3 (S) The plan.",
+            "a) (S) The plan.",
+            "(a) (S) The plan.",
+            "iv. (S) The plan.",
+            "(iv) (S) The plan.",
+            "A. (S) The plan.",
+            "## (S) The plan",
+            "**(S)** The plan.",
+            "| (S) | The plan |",
+            "(TS) The plan.",
+            "(CUI) The plan.",
+            "- (S) the plan, in lower case.",
+        ] {
+            assert_eq!(one(src), Placement::Asserted, "{src:?}");
+            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+        }
+        assert_eq!(
+            placed("Please read the following.\n(S) the plan"),
+            [("(S)".to_owned(), Placement::Asserted)]
+        );
+    }
+
+    #[test]
+    fn markings_made_to_look_like_mentions_stay_asserted() {
+        for src in [
+            "Note: (S//NF) The plan is to move at dawn.",
+            "Subject: (S//NF) plan for Tuesday",
+            "Summarize this: SECRET//NOFORN",
+            "Classification: SECRET//NOFORN",
+            "x (TS//SI) the plan is to move at dawn.",
+            "Explain SECRET//NOFORN",
+            "Thanks for the help. (S//NF) the plan is set.",
+            "please see the text (S//NF) The plan is set.",
+            "please see the text (TS//SI) (U) the plan is set.",
+            "DRAFT MEMO SECRET//NOFORN",
+            "Page 3 of 5      SECRET//NOFORN",
+            "Page 3 of 5\tSECRET//NOFORN",
+            "documents marked SECRET//NOFORN  and more",
+            "| Moscow | (S) convoy departs |",
+            "documents marked (Ｓ) must be stored",
+            "What does ЅECRET//NOFORN mean?",
+            "he said \"(S) The plan\" twice",
+        ] {
+            let p = placed(src);
+            assert!(
+                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
+                "{src:?}: {p:?}"
+            );
+            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+        }
+        // A banner that ends an instruction heads the document below it.
+        let src = "Summarize the following document SECRET//NOFORN\nThe plan is set.";
+        assert_eq!(
+            placed(src),
+            [("SECRET//NOFORN".to_owned(), Placement::Asserted)]
+        );
+        // Ending a paragraph, or followed by punctuation, it does not.
+        assert_eq!(
+            one("Summarize the following document SECRET//NOFORN\n\nThe plan is set."),
+            Placement::Mentioned
+        );
+    }
+
+    #[test]
+    fn inline_portion_marks_without_separators_are_found() {
+        for (src, text, level) in [
+            (
+                "documents marked (TS) must be stored",
+                "(TS)",
+                crate::Level::TopSecret,
+            ),
+            ("the paragraph was (S) before", "(S)", crate::Level::Secret),
+            (
+                "a (C) portion, they said",
+                "(C)",
+                crate::Level::Confidential,
+            ),
+            (
+                "is (CUI) a classification?",
+                "(CUI)",
+                crate::Level::Unclassified,
+            ),
+            ("what does (U) mean", "(U)", crate::Level::Unclassified),
+            ("\"(S)\" is what they wrote", "(S)", crate::Level::Secret),
+        ] {
+            let s = scan(src);
+            assert_eq!(texts(&s, src), [text], "{src:?}");
+            assert_eq!(s.markings[0].label.level(), level, "{src:?}");
+        }
+    }
+
+    #[test]
+    fn parentheses_that_are_not_portion_marks_are_not_read() {
+        for src in [
+            "the file(s) you sent",
+            "let y = f(S)/2;",
+            "see https://example.org/wiki/(S)/page",
+            "choose (a), (b) or (c) below",
+            "choose (A), (B) or (C) below",
+            "(A) one\n(B) two\n(C) three",
+            "Copyright (C) 2024 Example Corp.",
+            "(C) 2024 Example Corp. All rights reserved.",
+            "(C) Copyright Example Corp.",
+            "the (R) and (TM) signs",
+            "(s) lower case",
+            "a (TSA) checkpoint",
+        ] {
+            assert!(scan(src).markings.is_empty(), "{src:?}: {:?}", placed(src));
+        }
+        // One `(R)` does not make `(S)` a lettered-list item.
+        let s = scan("(R) Reserved.\n(S) The plan.");
+        assert_eq!(s.label.level(), crate::Level::Secret);
+    }
+
+    #[test]
+    fn a_marking_in_a_table_cell_is_asserted() {
+        // A column of classifications marks its rows, so a table that lists markings reads the
+        // same way; in a sentence inside a cell a marking is still a mention.
+        let src = "| Site | Status | Class |\n|---|---|---|\n| Alpha | active | (S//NF) |";
+        assert_eq!(one(src), Placement::Asserted);
+        assert_eq!(scan(src).label.to_string(), "SECRET//NOFORN");
+        assert_eq!(one("| Secret | (S) |"), Placement::Asserted);
+        assert_eq!(one("| Moscow | (S) convoy departs |"), Placement::Asserted);
+        assert_eq!(
+            one("| Q | What does SECRET//NOFORN mean? |"),
+            Placement::Mentioned
+        );
+    }
+
+    #[test]
+    fn an_inline_mark_that_defines_an_abbreviation_is_not_a_marking() {
+        for src in [
+            "The TypeScript (TS) compiler rejects this file.",
+            "we fit a time series (TS) model to the data",
+            "a T-shirt in size small (S) for the kids",
+        ] {
+            assert!(scan(src).markings.is_empty(), "{src:?}: {:?}", placed(src));
+        }
+        // Naming the marking is a mention; opening text it is asserted whatever comes before.
+        assert_eq!(
+            one("the level Top Secret (TS) is the highest"),
+            Placement::Mentioned
+        );
+        assert_eq!(one("the time series (TS) The plan"), Placement::Asserted);
+    }
+
+    #[test]
+    fn labelled_classifications_are_asserted_banners() {
+        for src in [
+            "Classification: SECRET",
+            "CLASSIFICATION: TOP SECRET",
+            "Security Classification: CONFIDENTIAL",
+        ] {
+            let s = scan(src);
+            assert_eq!(s.markings.len(), 1, "{src:?}");
+            assert_eq!(s.markings[0].placement, Placement::Asserted);
+            assert_eq!(s.markings[0].form, Form::Banner);
+        }
+        for src in [
+            "Classification: secret",
+            "The answer to the question above: SECRET",
+        ] {
+            assert!(scan(src).markings.is_empty(), "{src:?}");
+        }
+        // A bare classification after a list bullet or a quote is a banner line.
+        assert_eq!(one("• SECRET"), Placement::Asserted);
+        assert_eq!(one("> TOP SECRET"), Placement::Asserted);
+    }
+
+    #[test]
+    fn asserted_and_mentioned_markings_roll_up_apart() {
+        let src =
+            "SECRET//REL TO USA, GBR\n\n(S//REL) The plan.\nWhat does TOP SECRET//SI//NOFORN mean?";
+        let s = scan(src);
+        assert_eq!(s.label.to_string(), "SECRET//REL TO USA, GBR");
+        assert_eq!(
+            s.mentioned.as_ref().map(Label::to_string).as_deref(),
+            Some("TOP SECRET//SI//NOFORN")
+        );
+        // A mentioned banner does not give its REL TO list to the portions below it.
+        let s = scan("What is SECRET//REL TO USA, NZL used for?\n(S//REL) The plan.");
+        assert_eq!(s.markings[0].placement, Placement::Mentioned);
+        assert_eq!(s.markings[1].placement, Placement::Asserted);
+        assert!(s.markings[1].label.rel_to().is_none());
     }
 
     #[test]

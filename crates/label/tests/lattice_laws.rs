@@ -1,5 +1,6 @@
 //! Property tests: the lattice laws of `dominates` and `join`, the render/parse round trip, and
-//! that the scanner finds any rendered marking again — plain or disguised — in prose.
+//! that the scanner finds any rendered marking again — plain or disguised — in prose, asserted
+//! when it opens a line and mentioned inside a sentence.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,7 +9,7 @@
     reason = "test code"
 )]
 
-use enclave_label::{Dissem, Label, Mode, parse_marking, rollup, scan};
+use enclave_label::{Dissem, Label, Mode, Placement, parse_marking, rollup, scan};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 
@@ -269,10 +270,33 @@ proptest! {
         };
         let found = scan(&doc);
         prop_assert_eq!(found.markings.len(), labels.len() + 1, "{}", doc);
+        // A banner line and portion marks opening lines mark the text (issue 16, edge 11): every
+        // one is asserted, so the content's label is the roll-up and nothing is a mention.
+        prop_assert!(found.markings.iter().all(|m| m.placement == Placement::Asserted), "{}", doc);
+        prop_assert_eq!(found.mentioned.as_ref(), None);
         prop_assert_eq!(found.label.access(), banner.access(), "{}", doc);
         if disguise && doc.contains('\u{0405}') {
             prop_assert!(found.any_disguised());
         }
+    }
+
+    #[test]
+    fn scan_reads_rendered_markings_inside_a_sentence_as_mentions(l in label(), portion in any::<bool>()) {
+        // An abbreviated marking inline must name a registered control to be read at all (so
+        // that `s//comment` in code is not SECRET): `(C//XYZ)` is not found mid-sentence.
+        prop_assume!(!(portion && l.sci().contains("XYZ")));
+        let marking = if portion { l.portion() } else { l.banner() };
+        // A bare classification word inside a sentence (`CONFIDENTIAL`) is prose, not a marking.
+        prop_assume!(portion || marking.contains("//"));
+        let doc = format!("Could you explain what {marking} means here?");
+        let found = scan(&doc);
+        prop_assert!(!found.markings.is_empty(), "{}", doc);
+        prop_assert!(found.markings.iter().all(|m| m.placement == Placement::Mentioned), "{}", doc);
+        prop_assert_eq!(found.label, Label::unclassified());
+        let mentioned = found.mentioned.expect("a mention");
+        // The level, not the whole label: read inline, a SAP name runs on into the words after
+        // it (`SAR-BP MEANS HERE`), which only makes the mention more restrictive.
+        prop_assert_eq!(mentioned.level(), l.level(), "{}", doc);
     }
 }
 

@@ -229,10 +229,21 @@ pub fn open_session_at(principal: &Principal, label: Label) -> Result<Session, D
     Ok(Session { label })
 }
 
+/// The flag a request carries when its content mentions a marking inside a sentence
+/// ([`Scan::mentioned`]): an indicator for the safety stack, not a denial.
+pub const CLASSIFIED_MARKING_FLAG: &str = "classified-marking";
+
 /// Decides what the content of a request means for its session: spillage when the content is
 /// marked above the session's level or outside its compartments; otherwise the label the request
 /// and everything derived from it carries — the session label joined with the content's (so
 /// NOFORN content in a REL TO session makes the answer NOFORN, and ORCON content makes it ORCON).
+///
+/// Only the markings that mark the content count: [`Scan::label`], the roll-up of the asserted
+/// markings (banner lines, portion marks opening a paragraph, line, list item or sentence,
+/// markings after a label and a colon, and every disguised marking). A marking talked about
+/// inside a sentence ("What does SECRET//NOFORN mean?") is in [`Scan::mentioned`]: it neither
+/// refuses the request nor raises its label. It is an indicator that the caller logs (its label,
+/// never the text), counts, and flags as [`CLASSIFIED_MARKING_FLAG`] for the safety stack.
 ///
 /// # Errors
 ///
@@ -362,6 +373,73 @@ mod tests {
             // The message names labels, never the content.
             assert!(!err.to_string().contains("Sources"));
         }
+    }
+
+    #[test]
+    fn a_marking_talked_about_in_a_question_is_not_spillage() {
+        // Issue 16, edge 11: this question used to be refused as spillage.
+        let p = principal("SECRET//NOFORN", "USA");
+        let s = open_session(&p, None).unwrap();
+        let content = scan("What does SECRET//NOFORN mean?");
+        assert_eq!(check_content(&s, &content).unwrap(), Label::unclassified());
+        assert_eq!(content.label, Label::unclassified());
+        let mentioned = content
+            .mentioned
+            .as_ref()
+            .expect("an indicator for the caller");
+        assert_eq!(mentioned.to_string(), "SECRET//NOFORN");
+        for text in [
+            "documents marked (TS) must be stored in a safe",
+            "the header read TOP SECRET//SI",
+            "the banner \"TOP SECRET//SI//NOFORN\" has three parts",
+        ] {
+            let content = scan(text);
+            assert_eq!(
+                check_content(&s, &content).unwrap(),
+                Label::unclassified(),
+                "{text}"
+            );
+            assert!(content.mentioned.is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn markings_that_mark_content_are_spillage_wherever_they_stand() {
+        let p = principal("TOP SECRET//SI//NOFORN", "USA");
+        let s = open_session(&p, None).unwrap();
+        for (text, disguised) in [
+            ("SECRET//NOFORN\n\nThe plan", false),
+            ("• (S) The plan", false),
+            ("\"(S) The plan", false),
+            ("a) (S) The plan", false),
+            ("Note: (S//NF) The plan is set.", false),
+            ("x (TS//SI) the plan is set.", false),
+            ("Please summarize.\n(S) the plan is set.", false),
+            ("What does ЅECRET//NOFORN mean?", true),
+            ("documents marked (Ѕ) must be stored", true),
+        ] {
+            let err = check_content(&s, &scan(text)).unwrap_err();
+            assert_eq!(err.code(), "spillage_detected", "{text}");
+            let Denied::SpillageDetected { disguised: d, .. } = err else {
+                unreachable!()
+            };
+            assert_eq!(d, disguised, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_mention_beside_asserted_content_does_not_raise_the_label() {
+        let p = principal("TOP SECRET//SI//NOFORN", "USA");
+        let s = open_session(&p, Some("SECRET//NOFORN")).unwrap();
+        let content = scan("(S//NF) The plan.\nWhat does TOP SECRET//SI mean?");
+        assert_eq!(
+            check_content(&s, &content).unwrap().to_string(),
+            "SECRET//NOFORN"
+        );
+        assert_eq!(
+            content.mentioned.map(|l| l.to_string()).as_deref(),
+            Some("TOP SECRET//SI")
+        );
     }
 
     #[test]

@@ -1,0 +1,109 @@
+//! Accuracy of `scan` on held-out sets of texts labelled by what they are (issue 16, edge 11;
+//! `data/SOURCE.md` says how they were written and labelled). An item is right when the roll-up
+//! of the asserted markings is its `banner` and a mention is found exactly when `mention` says
+//! so.
+//!
+//! The target is 95 %. Set A measured 94.3 % at its first, clean run (333/353) and 95.2 % after
+//! the one revision it prompted; set B, never read to change a rule, measures 93.3 % (181/194;
+//! the spillage decision alone, the banner, 95.4 %). Ten of set B's thirteen misses are honest
+//! questions with a marking after a single word or a colon (`Explain (S//NF).`, `Quick check: is
+//! CONFIDENTIAL//NOFORN a valid banner?`), asserted on purpose because one word or a label of
+//! lead-in is how pasted classified text would pose as a mention (rules 2 and 4 of the scan
+//! module). The test prints each figure against the target and fails when either set falls below
+//! its measured floor.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    reason = "test code: a failed unwrap is a failed test; the figures are printed on purpose"
+)]
+
+use std::collections::BTreeMap;
+
+use enclave_label::scan;
+use serde_json::Value;
+
+/// Written after the placement rules were first written; read to revise them once.
+const EVAL_A: &str = include_str!("data/scan_eval.jsonl");
+/// Written after that revision, never read to change a rule.
+const EVAL_B: &str = include_str!("data/scan_eval_b.jsonl");
+
+/// The accuracy asked for on texts the scanner has never seen.
+const TARGET_ACCURACY: f64 = 0.95;
+
+/// The accuracy on one set, with the figures and the misses printed.
+fn measure(name: &str, set: &str, min_items: usize) -> (f64, Vec<String>) {
+    let cases: Vec<Value> = set
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON object"))
+        .collect();
+    assert!(cases.len() >= min_items, "{name} has {} items", cases.len());
+    let mut right = 0;
+    let mut banner_right = 0;
+    let mut by_kind: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let id = case["id"].as_str().unwrap();
+        let kind = case["kind"].as_str().unwrap();
+        let text = case["text"].as_str().unwrap();
+        let want_banner = case["banner"].as_str().unwrap();
+        let want_mention = case["mention"].as_bool().unwrap();
+        let s = scan(text);
+        let got_banner = s.label.banner();
+        let got_mention = s.mentioned.is_some();
+        let banner_ok = got_banner == want_banner;
+        let ok = banner_ok && got_mention == want_mention;
+        banner_right += usize::from(banner_ok);
+        right += usize::from(ok);
+        let tally = by_kind.entry(kind).or_default();
+        tally.0 += usize::from(ok);
+        tally.1 += 1;
+        if !ok {
+            wrong.push(format!(
+                "{id} ({kind}): banner `{got_banner}` (want `{want_banner}`), mention {got_mention} (want {want_mention})"
+            ));
+        }
+    }
+    let n = cases.len();
+    let accuracy = right as f64 / n as f64;
+    println!(
+        "{name}: {right}/{n} right = {:.1} % (banner alone {banner_right}/{n} = {:.1} %); target {:.0} %: {}",
+        accuracy * 100.0,
+        banner_right as f64 / n as f64 * 100.0,
+        TARGET_ACCURACY * 100.0,
+        if accuracy >= TARGET_ACCURACY {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    for (kind, (ok, all)) in &by_kind {
+        println!("  {kind:<14} {ok:>3}/{all:<3}");
+    }
+    for w in &wrong {
+        println!("  wrong: {w}");
+    }
+    (accuracy, wrong)
+}
+
+#[test]
+fn accuracy_on_unseen_marking_examples_holds() {
+    // The floors are the measured figures (see the module doc), so that no change to the rules
+    // lowers them unnoticed; the target itself is printed beside each figure.
+    for (name, set, min_items, floor) in [
+        ("scan_eval", EVAL_A, 300, 0.95),
+        ("scan_eval_b", EVAL_B, 150, 0.93),
+    ] {
+        let (accuracy, wrong) = measure(name, set, min_items);
+        assert!(
+            accuracy >= floor,
+            "{name}: accuracy {:.1} % is below its floor {:.0} %:\n{}",
+            accuracy * 100.0,
+            floor * 100.0,
+            wrong.join("\n")
+        );
+    }
+}
