@@ -364,7 +364,10 @@ mod tests {
     #[test]
     fn missing_claim_is_a_403_with_its_code() {
         let e = missing_claim("m".into());
-        assert_eq!((e.status, e.code.as_ref()), (StatusCode::FORBIDDEN, "missing_claim"));
+        assert_eq!(
+            (e.status, e.code.as_ref()),
+            (StatusCode::FORBIDDEN, "missing_claim")
+        );
         assert_eq!(e.kind(), "permission_error");
     }
 }

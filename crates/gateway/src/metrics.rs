@@ -33,6 +33,7 @@ pub struct Metrics {
     /// histogram without allocating the backend's name.
     requests: Mutex<BTreeMap<(&'static str, u16), ByBackend>>,
     denials: Mutex<BTreeMap<&'static str, u64>>,
+    flags: Mutex<BTreeMap<&'static str, u64>>,
     upstream_errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -86,6 +87,15 @@ impl Metrics {
                 map.insert(backend.to_owned(), 1);
             }
         }
+    }
+
+    /// Records an indicator raised on a request that was not refused (`classified-marking`).
+    pub fn flag(&self, flag: &'static str) {
+        let mut map = self
+            .flags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(flag).or_default() += 1;
     }
 
     /// How many times `code` was refused (for tests and health checks).
@@ -160,6 +170,18 @@ impl Metrics {
             .iter()
         {
             let _ = writeln!(out, "enclave_denials_total{{code=\"{code}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP enclave_flags_total Indicators raised on requests that were served, by flag.\n",
+        );
+        out.push_str("# TYPE enclave_flags_total counter\n");
+        for (flag, n) in self
+            .flags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(out, "enclave_flags_total{{flag=\"{flag}\"}} {n}");
         }
         out.push_str("# HELP enclave_upstream_errors_total Failed upstream attempts (connect errors, 5xx, 429, deadline), by backend.\n");
         out.push_str("# TYPE enclave_upstream_errors_total counter\n");

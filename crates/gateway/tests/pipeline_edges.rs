@@ -680,3 +680,53 @@ async fn a_client_that_leaves_mid_stream_is_recorded() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_marking_discussed_in_a_sentence_is_flagged_not_refused() {
+    let up = mock().await;
+    let gw = Gateway::start(&backend(
+        "u",
+        &up.base_url(),
+        "UNCLASSIFIED",
+        "USA",
+        "[\"m\"]",
+    ))
+    .await;
+    let key = gw.user("alice", "t1", "SECRET//NOFORN", "USA").await;
+    let (s, h, v) = gw
+        .chat(
+            &key,
+            None,
+            "m",
+            "What does SECRET//NOFORN mean on a document?",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(h["x-enclave-classification"], "UNCLASSIFIED");
+    for spilled in [
+        "SECRET//NOFORN\n\nThe plan is set.",
+        "• (S) The plan is set.",
+        "\"(S) The plan is set.\"",
+        "a) (S) The plan is set.",
+        "What does SΕCRET//NOFORN mean?", // a Greek capital epsilon: disguised
+    ] {
+        let (s, _, v) = gw.chat(&key, None, "m", spilled).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "spillage_detected"),
+            "{spilled:?}: {v}"
+        );
+    }
+    assert_eq!(up.requests(), 1);
+    let (_, _, m) = gw.call(Method::GET, "/metrics", None, &[], None).await;
+    let m = String::from_utf8_lossy(&m).into_owned();
+    assert!(
+        m.contains("enclave_flags_total{flag=\"classified-marking\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("enclave_denials_total{code=\"spillage_detected\"} 5"),
+        "{m}"
+    );
+    gw.stop().await;
+}

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 use enclave_label::{Label, Mode, parse_marking, scan};
-use enclave_policy::{Denied, check_content, open_session_at};
+use enclave_policy::{CLASSIFIED_MARKING_FLAG, Denied, check_content, open_session_at};
 use http::{HeaderMap, HeaderName, StatusCode};
 use tracing::field;
 
@@ -128,6 +128,18 @@ pub(crate) fn content(ctx: &mut RequestCtx, text: &str) -> Result<(), ApiError> 
                 denial_text(&why)
             ),
         ));
+    }
+    if let Some(mentioned) = &found.mentioned {
+        // An indicator, not spillage: a marking discussed in a sentence. Its label only — never
+        // the text around it.
+        tracing::info!(
+            principal = %caller.principal.id,
+            tenant = %caller.principal.tenant,
+            mentioned = %mentioned,
+            "a classification marking is discussed in the request"
+        );
+        ctx.app.metrics.flag(CLASSIFIED_MARKING_FLAG);
+        ctx.decide("label", "flag", CLASSIFIED_MARKING_FLAG);
     }
     ctx.content = Some(found.label.clone());
     ctx.label = Some(label);
