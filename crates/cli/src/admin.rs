@@ -248,7 +248,8 @@ fn store_failure(e: StoreError) -> Failure {
         StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_) => {
             Failure::invalid(line)
         }
-        StoreError::CorruptKeyFile { .. }
+        StoreError::AuditLog(_)
+        | StoreError::CorruptKeyFile { .. }
         | StoreError::Database { .. }
         | StoreError::Io { .. }
         | StoreError::Migration(_)
