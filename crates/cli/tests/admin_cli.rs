@@ -144,7 +144,7 @@ fn init_without_config_writes_the_starter_and_second_run_changes_nothing() {
         "created  ./enclave-data\n",
         "created  ./enclave-data/master.key",
         "created  ./enclave-data/audit-signing.key",
-        "created  ./enclave-data/enclave.db (sqlite, schema version 1)",
+        "created  ./enclave-data/enclave.db (sqlite, schema version 3)",
         "next: enclave --config enclave.toml principal add",
     ] {
         assert!(first.contains(line), "missing {line:?} in:\n{first}");

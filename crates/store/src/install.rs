@@ -333,6 +333,52 @@ pub fn prepare_with(data_dir: &Path, sources: &KeySources) -> Result<Install, St
     })
 }
 
+/// Reads the audit signing key (PKCS#8) from the first of its sources that is set, creating
+/// nothing: for tools that verify the log (`enclave audit verify`). `Ok(None)` when the key
+/// would come from the data directory and the file is not there.
+///
+/// # Errors
+///
+/// As [`prepare_with`] for the signing key.
+pub fn read_signing_key(
+    data_dir: &Path,
+    sources: &KeySources,
+) -> Result<Option<(Vec<u8>, KeySource)>, StoreError> {
+    let validate = |bytes: &[u8]| {
+        Ed25519KeyPair::from_pkcs8(bytes)
+            .map(|_| bytes.to_vec())
+            .map_err(|e| format!("not an Ed25519 PKCS#8 private key ({e})"))
+    };
+    if let Some(text) = &sources.audit_signing_key_env {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.0.trim())
+            .map_err(|_| {
+                StoreError::Invalid(format!(
+                    "{SIGNING_KEY_ENV}: expected the base64 of a PKCS#8 key file"
+                ))
+            })?;
+        let key = validate(&bytes)
+            .map_err(|problem| StoreError::Invalid(format!("{SIGNING_KEY_ENV}: {problem}")))?;
+        return Ok(Some((key, KeySource::Env(SIGNING_KEY_ENV))));
+    }
+    let (path, source) = match &sources.audit_signing_key_file {
+        Some(path) => (path.clone(), KeySource::File(path.clone())),
+        None => {
+            let path = data_dir.join(SIGNING_KEY_FILE);
+            if !path.exists() {
+                return Ok(None);
+            }
+            (path.clone(), KeySource::DataDir(path))
+        }
+    };
+    let bytes = read_key_file(&path)?;
+    let key = validate(&bytes).map_err(|problem| StoreError::CorruptKeyFile {
+        path: path.clone(),
+        problem,
+    })?;
+    Ok(Some((key, source)))
+}
+
 /// The bytes of `ENCLAVE_MASTER_KEY`: 64 hex digits, or standard base64.
 fn decode_master_env(text: &str) -> Result<Vec<u8>, StoreError> {
     let text = text.trim();
