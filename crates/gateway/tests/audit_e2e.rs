@@ -456,6 +456,49 @@ async fn a_principal_proves_its_own_entries_against_a_signed_checkpoint() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_still_gets_its_outcome_entry() {
+    use http_body_util::{BodyExt, Full};
+
+    let up = MockUpstream::start(Behavior {
+        endless: true,
+        chunk_delay: std::time::Duration::from_millis(20),
+        ..Behavior::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::start(&backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")).await;
+    let key = gw.user("alice", "t1", "SECRET", "USA").await;
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let req = http::Request::post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-request-id", "leaver")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+        .unwrap();
+    let resp = gw.client.request(req).await.unwrap();
+    let decision = index(resp.headers());
+    let mut stream = resp.into_body();
+    let _ = stream.frame().await.unwrap().unwrap();
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let outcome = loop {
+        let found = all_entries(&gw)
+            .await
+            .into_iter()
+            .find(|(_, _, r)| r.request_id == "leaver" && r.phase == Some(Phase::Outcome));
+        if let Some((i, _, r)) = found {
+            assert!(i > decision);
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no outcome entry");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!((outcome.status, outcome.error), (499, None));
+    assert!(outcome.output_hmac.is_some(), "what was sent is digested");
+    gw.stop().await;
+}
+
 async fn exec(url: &str, sql: &str) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
