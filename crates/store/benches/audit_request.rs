@@ -28,8 +28,14 @@ fn body(tag: &str) -> Vec<u8> {
     b
 }
 
+/// As `stage::audit` turns a tag into a digest (table hex, one allocation).
 fn digest(tag: hmac::Tag) -> KeyedDigest {
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in tag.as_ref() {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
     hex.parse().unwrap()
 }
 

@@ -1,9 +1,8 @@
 //! The audit stage: one entry in the tamper-evident log per request, on every exit.
 //!
-//! [`record`] is called exactly once per request by
-//! [`RequestCtx::finish`](crate::ctx::RequestCtx::finish) or its `Drop`, whatever the exit — an
-//! answer, a refusal, a failure, a panic, a client that went away — and [`decision`] before the
-//! first byte of a stream (its outcome entry follows when the stream ends). Both queue an
+//! `record` is called exactly once per request by `RequestCtx::finish` or its `Drop`, whatever
+//! the exit — an answer, a refusal, a failure, a panic, a client that went away — and `decision`
+//! before the first byte of a stream (its outcome entry follows when the stream ends). Both queue an
 //! [`enclave_audit::RequestEvent`] on the group-commit writer and return its [`Receipt`]: the
 //! pipeline awaits it before it sends a whole answer or the head of a stream, and puts the index
 //! in `X-Enclave-Audit-Index`. The `Drop` path cannot wait; its entry is queued all the same.
