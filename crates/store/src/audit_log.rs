@@ -16,6 +16,8 @@
 //! optionally written to a directory and piped to a command, so copies leave the operator's
 //! reach.
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,15 +28,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use enclave_audit::{
-    Checkpoint, EntryError, Event, Signer, VerifierKey, Verifiers, checkpoint_file_name,
+    AdminEvent, Checkpoint, EntryError, Event, Signer, Timestamp, VerifierKey, Verifiers,
+    checkpoint_file_name,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{LeafTree, NewAuditEntry, StoredCheckpoint};
+use crate::audit::{LeafTree, NewAuditEntry, StoredCheckpoint, now_timestamp};
 use crate::{Store, StoreError};
 
 /// The most entries one commit takes.
 pub const MAX_BATCH: usize = 4096;
+
+/// How often the writer tries to write again while the log is unavailable.
+const OUTAGE_RETRY: Duration = Duration::from_secs(2);
 
 /// How the writer signs and publishes checkpoints.
 #[derive(Clone, Debug)]
@@ -148,6 +154,7 @@ impl AuditLog {
             state: Arc::clone(&state),
             signer,
             config,
+            outage_since: Cell::new(None),
         };
         std::thread::Builder::new()
             .name("enclave-audit".to_owned())
@@ -319,6 +326,8 @@ struct Writer {
     state: Arc<State>,
     signer: Signer,
     config: AuditLogConfig,
+    /// When the current outage began (the first failed commit), while commits fail.
+    outage_since: Cell<Option<Timestamp>>,
 }
 
 impl Writer {
@@ -326,6 +335,8 @@ impl Writer {
         let interval = self.config.checkpoint_interval.max(Duration::from_secs(1));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(OUTAGE_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         loop {
             tokio::select! {
@@ -350,6 +361,7 @@ impl Writer {
                     }
                     if !entries.is_empty() {
                         self.commit(entries, waiters).await;
+                        self.record_outage_end(false).await;
                     }
                     for job in control {
                         match job {
@@ -381,6 +393,11 @@ impl Writer {
                 }
                 _ = tick.tick() => {
                     self.checkpoint().await.ok();
+                }
+                _ = retry.tick(), if self.outage_since.get().is_some() => {
+                    // Nobody may be asking (a load balancer stopped sending requests when
+                    // /readyz failed): try to write the outage's own entry.
+                    self.record_outage_end(true).await;
                 }
             }
         }
@@ -417,6 +434,9 @@ impl Writer {
                 }
             }
             Err(e) => {
+                if self.outage_since.get().is_none() {
+                    self.outage_since.set(Some(now_timestamp()));
+                }
                 if !state.unavailable.swap(true, Ordering::Relaxed) {
                     tracing::error!(
                         error = %e,
@@ -430,6 +450,39 @@ impl Writer {
                     let _ = waiter.send(Err(AppendError::Unavailable));
                 }
             }
+        }
+    }
+
+    /// After an outage, once a commit succeeds again: appends an `audit.outage` admin entry
+    /// saying from when to when the log could not write (requests were refused meanwhile). It
+    /// is also the probe that ends an outage when no request arrives.
+    /// `probe`: try even though the last commit failed (from the retry timer).
+    async fn record_outage_end(&self, probe: bool) {
+        let Some(since) = self.outage_since.get() else {
+            return;
+        };
+        if self.state.unavailable.load(Ordering::Relaxed) && !probe {
+            return;
+        }
+        let event = Event::Admin(AdminEvent {
+            action: "audit.outage".to_owned(),
+            actor: "enclave".to_owned(),
+            details: BTreeMap::from([
+                ("from".to_owned(), since.to_string()),
+                ("to".to_owned(), now_timestamp().to_string()),
+                (
+                    "effect".to_owned(),
+                    "requests were refused with audit_unavailable".to_owned(),
+                ),
+            ]),
+            request_id: None,
+            target: None,
+            tenant: None,
+        });
+        self.commit(vec![NewAuditEntry::now(event)], Vec::new())
+            .await;
+        if !self.state.unavailable.load(Ordering::Relaxed) {
+            self.outage_since.set(None);
         }
     }
 

@@ -278,11 +278,62 @@ async fn the_writer_fails_closed_while_the_table_is_gone_and_recovers() {
             "ALTER TABLE audit_entries_away RENAME TO audit_entries",
         )
         .await;
-        // The next commit succeeds, with the next index: the failed one took none.
+        // The next commit succeeds, with the next index: the failed one took none. The outage
+        // itself is recorded right after.
         assert_eq!(log.append(request("after").event).await, Ok(1));
         assert!(!log.is_unavailable());
         log.shutdown().await;
-        assert_eq!(all_rows(&store).await, ["before", "after"]);
+        let rows = store.audit_rows(0, 10).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        let outage = AuditEntry::from_canonical_bytes(rows[2].entry.as_bytes()).unwrap();
+        let Event::Admin(outage) = outage.event else {
+            panic!("not the outage entry")
+        };
+        assert_eq!(outage.action, "audit.outage");
+        assert!(outage.details["from"] <= outage.details["to"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_outage_ends_without_requests_and_is_recorded() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let log = AuditLog::start(store.clone(), signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        sqlx_exec(
+            &db,
+            "ALTER TABLE audit_entries RENAME TO audit_entries_away",
+        )
+        .await;
+        assert_eq!(
+            log.append(request("lost").event).await,
+            Err(AppendError::Unavailable)
+        );
+        sqlx_exec(
+            &db,
+            "ALTER TABLE audit_entries_away RENAME TO audit_entries",
+        )
+        .await;
+        // No request comes (a load balancer took the replica out of rotation): the writer
+        // probes on its own.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while log.is_unavailable() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the outage never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        log.shutdown().await;
+        let rows = store.audit_rows(0, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(
+            rows[0].entry.contains("\"action\":\"audit.outage\""),
+            "{}",
+            rows[0].entry
+        );
     })
     .await;
 }
