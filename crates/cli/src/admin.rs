@@ -5,16 +5,23 @@
 //! data directory and the storage URL, then works on the store through `enclave-store`. Store
 //! errors keep their own message; the exit code says whose fault it was (1: the input, 2: the
 //! machinery).
+//!
+//! Each change (`principal add`, `key create`, `key revoke`) appends an `admin` entry to the
+//! audit log through the store, like the gateway's entries (gap-free, even while a server
+//! runs), with the actor `cli:<login name>`. The entry is appended after the change; if it
+//! cannot be written, the command fails (exit 2) saying that the change was made unlogged.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use enclave_audit::{AdminEvent, Event};
 use enclave_gateway::config::{Config, STARTER_CONFIG};
-use enclave_store::install::{self, MASTER_KEY_FILE};
-use enclave_store::{KeyRecord, NewPrincipal, PrincipalRecord, Store, StoreError};
+use enclave_store::install::{self, Install, KeySource, MASTER_KEY_FILE};
+use enclave_store::{KeyRecord, NewAuditEntry, NewPrincipal, PrincipalRecord, Store, StoreError};
 
 use crate::{Failure, Outcome};
 
@@ -78,11 +85,17 @@ pub(crate) fn init(config_path: Option<&Path>) -> Outcome {
     // prepare what they will use, which is also what the starter file says.
     let config = load_config(config_path)?;
 
-    let install = install::prepare(&config.data_dir).map_err(store_failure)?;
+    let sources = config.keys.sources(|name| std::env::var(name).ok());
+    let install = install::prepare_with(&config.data_dir, &sources).map_err(store_failure)?;
+    let shown_source = |source: &KeySource| match source {
+        KeySource::DataDir(path) => path.clone(),
+        KeySource::File(path) => path.clone(),
+        KeySource::Env(name) => PathBuf::from(format!("${name}")),
+    };
     for path in [
         config.data_dir.clone(),
-        config.data_dir.join(MASTER_KEY_FILE),
-        config.data_dir.join(install::SIGNING_KEY_FILE),
+        shown_source(install.master_key_source()),
+        shown_source(install.signing_key_source()),
     ] {
         let shown = path.display().to_string();
         if install.created.contains(&path) {
@@ -148,14 +161,23 @@ pub(crate) fn principal(cmd: PrincipalCommand, config_path: Option<&Path>) -> Ou
                 nationality,
                 role,
             };
-            let p = with_store(config_path, async |store| store.add_principal(&new).await)?;
+            let p = with_store(config_path, async |store, _| {
+                let p = store.add_principal(&new).await?;
+                let details = BTreeMap::from([
+                    ("clearance".to_owned(), p.clearance.clone()),
+                    ("nationality".to_owned(), p.nationality.clone()),
+                    ("role".to_owned(), p.role.clone()),
+                ]);
+                log_admin(store, "principal.add", &p.name, Some(&p.tenant), details).await?;
+                Ok(p)
+            })?;
             Ok(format!(
                 "added principal {} (tenant {}, role {}, nationality {}, clearance {})\n",
                 p.name, p.tenant, p.role, p.nationality, p.clearance
             ))
         }
         PrincipalCommand::List => {
-            let list = with_store(config_path, async |store| store.list_principals().await)?;
+            let list = with_store(config_path, async |store, _| store.list_principals().await)?;
             Ok(principal_table(&list))
         }
     }
@@ -165,19 +187,40 @@ pub(crate) fn principal(cmd: PrincipalCommand, config_path: Option<&Path>) -> Ou
 pub(crate) fn key(cmd: KeyCommand, config_path: Option<&Path>) -> Outcome {
     match cmd {
         KeyCommand::Create { principal } => {
-            let (_, key) = with_store(config_path, async |store| {
-                store.create_key(&principal).await
+            let (_, key) = with_store(config_path, async |store, _| {
+                let (record, key) = store.create_key(&principal).await?;
+                let details = BTreeMap::from([("principal".to_owned(), record.principal.clone())]);
+                let tenant = store.principal(&record.principal).await?.map(|p| p.tenant);
+                log_admin(store, "key.create", &record.id, tenant.as_deref(), details).await?;
+                Ok((record, key))
             })?;
             // The key alone on stdout, so scripts can capture it.
             Ok(format!("{key}\n"))
         }
         KeyCommand::List => {
-            let list = with_store(config_path, async |store| store.list_keys().await)?;
+            let list = with_store(config_path, async |store, _| store.list_keys().await)?;
             Ok(key_table(&list))
         }
         KeyCommand::Revoke { id_or_key } => {
-            let revoked = with_store(config_path, async |store| {
-                store.revoke_key(&id_or_key).await
+            // A whole key is `enk_<id>_<secret>`: show (and log) only the id.
+            let id = id_or_key
+                .strip_prefix("enk_")
+                .and_then(|rest| rest.get(..16))
+                .unwrap_or(&id_or_key)
+                .to_owned();
+            let revoked = with_store(config_path, async |store, _| {
+                if !store.revoke_key(&id_or_key).await? {
+                    return Ok(false);
+                }
+                let record = store.list_keys().await?.into_iter().find(|k| k.id == id);
+                let mut details = BTreeMap::new();
+                let mut tenant = None;
+                if let Some(record) = record {
+                    tenant = store.principal(&record.principal).await?.map(|p| p.tenant);
+                    details.insert("principal".to_owned(), record.principal);
+                }
+                log_admin(store, "key.revoke", &id, tenant.as_deref(), details).await?;
+                Ok(true)
             })?;
             if !revoked {
                 // SECURITY: the input may be a whole key; it is not echoed.
@@ -185,11 +228,6 @@ pub(crate) fn key(cmd: KeyCommand, config_path: Option<&Path>) -> Outcome {
                     "no active API key matches the given id or key: see `enclave key list`",
                 ));
             }
-            // A whole key is `enk_<id>_<secret>`: show only the id.
-            let id = id_or_key
-                .strip_prefix("enk_")
-                .and_then(|rest| rest.get(..16))
-                .unwrap_or(&id_or_key);
             Ok(format!("revoked key {id}\n"))
         }
     }
@@ -197,21 +235,65 @@ pub(crate) fn key(cmd: KeyCommand, config_path: Option<&Path>) -> Outcome {
 
 // === helpers ===
 
+/// Appends the `admin` audit entry of a change made from the command line.
+async fn log_admin(
+    store: &Store,
+    action: &str,
+    target: &str,
+    tenant: Option<&str>,
+    details: BTreeMap<String, String>,
+) -> Result<u64, StoreError> {
+    let event = Event::Admin(AdminEvent {
+        action: action.to_owned(),
+        actor: cli_actor(),
+        details,
+        request_id: None,
+        target: Some(target.to_owned()),
+        tenant: tenant.map(str::to_owned),
+    });
+    let unlogged = |why: String| {
+        StoreError::AuditLog(format!(
+            "`{action}` of `{target}` was made, but its audit entry could not be written \
+             ({why}): record it by hand and fix the database"
+        ))
+    };
+    let batch = store
+        .append_audit(vec![NewAuditEntry::now(event)])
+        .await
+        .map_err(|e| unlogged(e.to_string()))?;
+    match batch.results.into_iter().next() {
+        Some(Ok(appended)) => Ok(appended.index),
+        Some(Err(e)) => Err(unlogged(e.to_string())),
+        None => Err(unlogged("no result".to_owned())),
+    }
+}
+
+/// `cli:<login name>`, the actor of command-line changes.
+fn cli_actor() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .filter(|u| !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("cli:{user}")
+}
+
 /// Loads the configuration, or the embedded defaults without `--config`.
-fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::invalid(e.to_string()))
 }
 
 /// Runs one store operation on the configured, initialized install.
-fn with_store<T>(
+pub(crate) fn with_store<T>(
     config_path: Option<&Path>,
-    op: impl AsyncFnOnce(&Store) -> Result<T, StoreError>,
+    op: impl AsyncFnOnce(&Store, &Install) -> Result<T, StoreError>,
 ) -> Result<T, Failure> {
     let config = load_config(config_path)?;
+    let sources = config.keys.sources(|name| std::env::var(name).ok());
     // Creating a fresh master key here would silently invalidate every existing API key (and a
     // typo in data_dir would scatter installs around): only `enclave init` creates one.
     let master = config.data_dir.join(MASTER_KEY_FILE);
-    if !master.is_file() {
+    if sources.master_key_env.is_none() && sources.master_key_file.is_none() && !master.is_file() {
         return Err(Failure::invalid(format!(
             "`{}` does not exist: run `enclave init`{} first",
             master.display(),
@@ -221,20 +303,20 @@ fn with_store<T>(
             ))
         )));
     }
-    let install = install::prepare(&config.data_dir).map_err(store_failure)?;
+    let install = install::prepare_with(&config.data_dir, &sources).map_err(store_failure)?;
     let hasher = install.master_key().api_key_hasher();
     runtime()?.block_on(async {
         let store = Store::open(&config.storage.url, hasher)
             .await
             .map_err(store_failure)?;
-        let out = op(&store).await.map_err(store_failure);
+        let out = op(&store, &install).await.map_err(store_failure);
         store.close().await;
         out
     })
 }
 
 /// A current-thread runtime for the store's async API.
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -242,13 +324,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 /// Maps a store error to an exit code: the caller's input is 1, broken machinery is 2.
-fn store_failure(e: StoreError) -> Failure {
+pub(crate) fn store_failure(e: StoreError) -> Failure {
     let line = e.to_string();
     match e {
         StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_) => {
             Failure::invalid(line)
         }
-        StoreError::CorruptKeyFile { .. }
+        StoreError::AuditLog(_)
+        | StoreError::CorruptKeyFile { .. }
         | StoreError::Database { .. }
         | StoreError::Io { .. }
         | StoreError::Migration(_)

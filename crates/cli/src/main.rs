@@ -1,8 +1,8 @@
 //! The `enclave` command line.
 //!
 //! `serve` runs the gateway; `init`, `principal` and `key` prepare an install and manage who may
-//! call it; `marking` holds the marking tools. `screen`, `audit` and `eval` join as the safety
-//! stack and audit log land. Errors are one line on stderr and exit code 1 (invalid input) or 2
+//! call it; `marking` holds the marking tools; `audit` verifies, exports and proves the audit
+//! log. `screen` and `eval` join as the safety stack lands. Errors are one line on stderr and exit code 1 (invalid input) or 2
 //! (usage, I/O, database).
 
 use std::io::{self, Read, Write};
@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod audit;
 mod marking;
 mod serve;
 
@@ -43,6 +44,9 @@ enum Command {
     /// Parse, normalize, roll up and find security markings.
     #[command(subcommand)]
     Marking(marking::MarkingCommand),
+    /// Verify, export and prove the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// How a command failed: the exit code and the one line for stderr.
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Principal(cmd) => admin::principal(cmd, config),
         Command::Key(cmd) => admin::key(cmd, config),
         Command::Marking(cmd) => marking::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd, config),
     };
     match result {
         Ok(out) => {

@@ -7,7 +7,8 @@ use enclave_models::local::LocalEngine;
 use enclave_models::{
     Backend, BackendSpec, LocalBackend, OpenAiBackend, RetryPolicy, Router, http_client,
 };
-use enclave_store::Store;
+use enclave_store::install::AuditDigestKeys;
+use enclave_store::{AuditLog, AuditLogConfig, Store};
 
 use crate::config::{BackendKind, Config};
 use crate::identity::Authenticator;
@@ -21,6 +22,10 @@ pub struct App {
     pub config: Config,
     /// The database.
     pub store: Store,
+    /// The audit log's writer (group commit, tree, checkpoints).
+    pub audit: AuditLog,
+    /// The per-tenant keys of the audit entries' prompt and output digests.
+    pub digest_keys: AuditDigestKeys,
     /// Credentials.
     pub auth: Authenticator,
     /// Backends.
@@ -77,10 +82,13 @@ impl App {
     ///
     /// [`StartError`] naming what failed.
     pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
+        let sources = config.keys.sources(|name| std::env::var(name).ok());
         let install =
-            enclave_store::install::prepare(&config.data_dir).map_err(|e| StartError::DataDir {
-                path: config.data_dir.display().to_string(),
-                message: e.to_string(),
+            enclave_store::install::prepare_with(&config.data_dir, &sources).map_err(|e| {
+                StartError::DataDir {
+                    path: config.data_dir.display().to_string(),
+                    message: e.to_string(),
+                }
             })?;
         for created in &install.created {
             tracing::info!(path = %created.display(), "created");
@@ -114,6 +122,7 @@ impl App {
                 });
             }
         }
+        let audit = start_audit(&config, &install, store.clone()).await?;
         let mut local: Option<Arc<LocalEngine>> = None;
         let client = http_client(config.limits.connect_timeout)
             .map_err(|e| StartError::Setup(format!("TLS roots for upstream connections: {e}")))?;
@@ -210,6 +219,8 @@ impl App {
             local,
             auth: Authenticator::new(store.clone(), oidc),
             store,
+            audit,
+            digest_keys: install.master_key().audit_digest_keys(),
             router,
             metrics: Metrics::default(),
             limiter: RateLimiter::new(limits.requests_per_minute, limits.tokens_per_minute),
@@ -256,6 +267,42 @@ impl App {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
     }
+}
+
+/// Starts the audit log's writer with the install's signing key, named after `[audit] origin`.
+async fn start_audit(
+    config: &Config,
+    install: &enclave_store::install::Install,
+    store: Store,
+) -> Result<AuditLog, StartError> {
+    let audit = &config.audit;
+    let signer = enclave_audit::Signer::from_pkcs8(&audit.origin, install.signing_key_pkcs8())
+        .map_err(|e| {
+            StartError::Setup(format!(
+                "audit signing key {}: {e}",
+                install.signing_key_source()
+            ))
+        })?;
+    let log_config = AuditLogConfig {
+        origin: audit.origin.clone(),
+        checkpoint_interval: audit.checkpoint_interval,
+        checkpoint_dir: audit.checkpoint_dir.clone(),
+        checkpoint_command: audit.checkpoint_command.clone(),
+        previous_verifier_keys: audit.previous_verifier_keys.clone(),
+    };
+    let log = AuditLog::start(store, signer, log_config)
+        .await
+        .map_err(|e| StartError::Storage {
+            url: redact_url(&config.storage.url),
+            message: e.to_string(),
+        })?;
+    tracing::info!(
+        origin = %audit.origin,
+        size = log.tree().len(),
+        verifier_key = %log.verifier_key(),
+        "audit log ready"
+    );
+    Ok(log)
 }
 
 /// A database URL with any password removed, for messages.

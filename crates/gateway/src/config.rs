@@ -36,6 +36,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The `/metrics` endpoint.
     pub metrics: MetricsConfig,
+    /// The audit log's checkpoints (`[audit]`).
+    pub audit: AuditConfig,
+    /// Where the master key and the audit signing key come from (`[keys]`).
+    pub keys: KeysConfig,
     /// Where the file was read from (`None` for the embedded defaults).
     pub source: Option<PathBuf>,
 }
@@ -56,6 +60,63 @@ pub struct MetricsConfig {
     /// Require credentials with the `metrics`, `auditor` or `admin` role (default: open, as
     /// `/healthz`).
     pub require_auth: bool,
+}
+
+/// The audit log: the name and key of its checkpoints and where copies of them go (`[audit]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `origin`: the log's name in its signed checkpoints, also the signing key's name.
+    pub origin: String,
+    /// `checkpoint_interval_secs`: how often a checkpoint is signed when the log grew.
+    pub checkpoint_interval: Duration,
+    /// `checkpoint_dir`: a directory each new checkpoint is also written to.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `checkpoint_command`: a program and its arguments (no shell) each new checkpoint is
+    /// piped to; empty for none.
+    pub checkpoint_command: Vec<String>,
+    /// `previous_verifier_keys`: verifier keys of earlier signing keys, still trusted.
+    pub previous_verifier_keys: Vec<enclave_audit::VerifierKey>,
+}
+
+/// The default `[audit] origin`.
+pub const DEFAULT_AUDIT_ORIGIN: &str = "enclave.local/audit";
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            origin: DEFAULT_AUDIT_ORIGIN.to_owned(),
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_dir: None,
+            checkpoint_command: Vec::new(),
+            previous_verifier_keys: Vec::new(),
+        }
+    }
+}
+
+/// Where the install's secrets come from besides the data directory (`[keys]`); the
+/// environment variables `ENCLAVE_MASTER_KEY` and `ENCLAVE_AUDIT_SIGNING_KEY` take precedence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeysConfig {
+    /// `master_key_file`: the 32-byte master key, shared by every replica.
+    pub master_key_file: Option<PathBuf>,
+    /// `audit_signing_key_file`: the Ed25519 PKCS#8 key that signs audit checkpoints.
+    pub audit_signing_key_file: Option<PathBuf>,
+}
+
+impl KeysConfig {
+    /// These files and the environment's keys (read through `lookup`), for
+    /// [`enclave_store::install::prepare_with`].
+    pub fn sources(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> enclave_store::install::KeySources {
+        enclave_store::install::KeySources {
+            master_key_file: self.master_key_file.clone(),
+            audit_signing_key_file: self.audit_signing_key_file.clone(),
+            ..enclave_store::install::KeySources::default()
+        }
+        .with_env(lookup)
+    }
 }
 
 /// The database.
@@ -247,6 +308,8 @@ impl Config {
             tls: None,
             policy: PolicyConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
+            keys: KeysConfig::default(),
             source: None,
         }
     }
@@ -341,6 +404,12 @@ impl Config {
             }
             r.unknown(&metrics, &["require_auth"]);
         }
+        if let Some(audit) = r.table(&root, "audit") {
+            config.audit = read_audit(&mut r, &audit);
+        }
+        if let Some(keys) = r.table(&root, "keys") {
+            config.keys = read_keys(&mut r, &keys);
+        }
         r.unknown(
             &root,
             &[
@@ -354,6 +423,8 @@ impl Config {
                 "tls",
                 "policy",
                 "metrics",
+                "audit",
+                "keys",
             ],
         );
         if r.problems.is_empty() {
@@ -900,6 +971,86 @@ fn read_tls(r: &mut Reader, t: &Obj<'_>) -> Option<TlsConfig> {
     })
 }
 
+fn read_audit(r: &mut Reader, t: &Obj<'_>) -> AuditConfig {
+    let mut audit = AuditConfig::default();
+    if let Some(origin) = r.string(t, "origin") {
+        // The origin is also the signing key's name: both rules apply.
+        let valid = enclave_audit::Checkpoint::new(&origin, 0, enclave_audit::empty_root())
+            .and_then(|_| enclave_audit::Signer::from_seed(&origin, &[0; 32]))
+            .is_ok();
+        if valid {
+            audit.origin = origin;
+        } else {
+            r.problem(
+                &t.key("origin"),
+                "expected a log name without spaces, `+` or control characters, e.g. \"enclave.example.gov/audit\"",
+            );
+        }
+    }
+    if let Some(secs) = r.uint(t, "checkpoint_interval_secs", 1, 24 * 3600) {
+        audit.checkpoint_interval = Duration::from_secs(secs);
+    }
+    audit.checkpoint_dir = r.path(t, "checkpoint_dir");
+    if let Some(value) = t.table.get("checkpoint_command") {
+        let key = t.key("checkpoint_command");
+        match value.as_array() {
+            Some(items) if !items.is_empty() => {
+                for item in items {
+                    match item.as_str() {
+                        Some(s) if !s.is_empty() => audit.checkpoint_command.push(s.to_owned()),
+                        _ => {
+                            r.problem(&key, "expected non-empty strings");
+                            audit.checkpoint_command.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => r.problem(
+                &key,
+                "expected a program and its arguments, e.g. [\"/usr/local/bin/publish\", \"--log\"]",
+            ),
+        }
+    }
+    if let Some(value) = t.table.get("previous_verifier_keys") {
+        let key = t.key("previous_verifier_keys");
+        match value.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str().map(str::parse::<enclave_audit::VerifierKey>) {
+                        Some(Ok(k)) => audit.previous_verifier_keys.push(k),
+                        _ => r.problem(
+                            &format!("{key}[{i}]"),
+                            "expected a verifier key `name+keyid+base64` (see `enclave audit key`)",
+                        ),
+                    }
+                }
+            }
+            None => r.problem(&key, "expected an array of verifier keys"),
+        }
+    }
+    r.unknown(
+        t,
+        &[
+            "origin",
+            "checkpoint_interval_secs",
+            "checkpoint_dir",
+            "checkpoint_command",
+            "previous_verifier_keys",
+        ],
+    );
+    audit
+}
+
+fn read_keys(r: &mut Reader, t: &Obj<'_>) -> KeysConfig {
+    let keys = KeysConfig {
+        master_key_file: r.path(t, "master_key_file"),
+        audit_signing_key_file: r.path(t, "audit_signing_key_file"),
+    };
+    r.unknown(t, &["master_key_file", "audit_signing_key_file"]);
+    keys
+}
+
 /// A table and its key path.
 struct Obj<'a> {
     table: &'a toml::Table,
@@ -1169,6 +1320,48 @@ operators = "USA"
             .unwrap();
         assert_eq!(local.models.len(), 2);
         assert!(c.oidc.is_some() && c.tls.is_some());
+        assert_eq!(c.audit.checkpoint_command.len(), 1);
+        assert!(c.keys.master_key_file.is_some() && c.keys.audit_signing_key_file.is_some());
+    }
+
+    #[test]
+    fn audit_and_keys_sections_are_read_and_checked() {
+        let signer = enclave_audit::Signer::from_seed("old.example/audit", &[1; 32]).unwrap();
+        let c = Config::parse(&format!(
+            "[audit]\norigin = \"enclave.example.gov/audit\"\ncheckpoint_interval_secs = 5\n\
+             checkpoint_dir = \"/var/cp\"\ncheckpoint_command = [\"/bin/publish\", \"-x\"]\n\
+             previous_verifier_keys = [\"{}\"]\n[keys]\nmaster_key_file = \"/run/m.key\"\n",
+            signer.verifier_key()
+        ))
+        .unwrap();
+        assert_eq!(c.audit.origin, "enclave.example.gov/audit");
+        assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(5));
+        assert_eq!(c.audit.checkpoint_dir, Some(PathBuf::from("/var/cp")));
+        assert_eq!(c.audit.checkpoint_command, ["/bin/publish", "-x"]);
+        assert_eq!(c.audit.previous_verifier_keys, [signer.verifier_key()]);
+        assert_eq!(c.keys.master_key_file, Some(PathBuf::from("/run/m.key")));
+        assert_eq!(c.keys.audit_signing_key_file, None);
+        assert_eq!(Config::defaults().audit, AuditConfig::default());
+
+        let e = Config::parse(
+            "[audit]\norigin = \"a b\"\ncheckpoint_interval_secs = 0\ncheckpoint_command = []\n\
+             previous_verifier_keys = [\"nope\"]\nextra = 1\n[keys]\nmaster_key_file = 3\n",
+        )
+        .unwrap_err();
+        for want in [
+            "audit.origin:",
+            "audit.checkpoint_interval_secs:",
+            "audit.checkpoint_command:",
+            "audit.previous_verifier_keys[0]:",
+            "audit.extra: unknown key",
+            "keys.master_key_file:",
+        ] {
+            assert!(
+                e.problems.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {:?}",
+                e.problems
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! an immediate answer when the answer is sent, for a stream when the stream ends. If it is
 //! dropped unfinished — the client went away and hyper dropped the request's future, or the
 //! stream's body was dropped mid-way — its `Drop` records the outcome as `499` (the client
-//! closed the request), so no exit goes unrecorded.
+//! closed the request), so no exit goes unrecorded. (`Drop` cannot wait: its audit entry is
+//! queued and written with the next commit.)
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use enclave_api::Usage;
 use enclave_label::Label;
 use enclave_policy::Session;
+use enclave_store::Receipt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Span;
@@ -55,6 +57,8 @@ pub(crate) struct RequestCtx {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     /// Tokens already charged to the caller's rate limit.
     pub(crate) charged_tokens: u64,
+    /// The digests its audit entry keeps of its content.
+    pub(crate) trail: stage::audit::Trail,
     finished: bool,
 }
 
@@ -100,6 +104,7 @@ impl RequestCtx {
             decisions: Vec::new(),
             permit: None,
             charged_tokens: 0,
+            trail: stage::audit::Trail::default(),
             finished: false,
         }
     }
@@ -143,12 +148,13 @@ impl RequestCtx {
     }
 
     /// Records how the request ended — metrics, the log line, the audit stage — and releases
-    /// its admission slot. The audit entry's index, if one was written.
-    pub(crate) fn finish(mut self, outcome: &Outcome) -> Option<u64> {
+    /// its admission slot. The receipt of its audit entry, if the route is audited: await it
+    /// for the index once the entry is durable.
+    pub(crate) fn finish(mut self, outcome: &Outcome) -> Option<Receipt> {
         self.record(outcome)
     }
 
-    fn record(&mut self, outcome: &Outcome) -> Option<u64> {
+    fn record(&mut self, outcome: &Outcome) -> Option<Receipt> {
         if self.finished {
             return None;
         }
@@ -165,7 +171,7 @@ impl RequestCtx {
         self.app
             .metrics
             .request(self.route.name(), outcome.status, backend, elapsed);
-        let index = stage::audit::record(self, outcome);
+        let receipt = stage::audit::record(self, outcome);
         let _enter = self.span.enter();
         let ms = elapsed.as_secs_f64() * 1000.0;
         match &outcome.code {
@@ -184,7 +190,7 @@ impl RequestCtx {
             None => {}
         }
         self.permit = None;
-        index
+        receipt
     }
 }
 

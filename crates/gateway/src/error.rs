@@ -88,6 +88,17 @@ impl ApiError {
             .retry_after(Duration::from_secs(1))
     }
 
+    /// 503 `audit_unavailable` with `Retry-After: 1`: the audit log cannot write, so nothing is
+    /// answered (fail closed).
+    pub fn audit_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "The audit log cannot record requests right now, so Enclave answers none. Retry later; the operator has been alerted (see the server log).",
+        )
+        .retry_after(Duration::from_secs(1))
+    }
+
     /// 413 `request_too_large`.
     pub fn too_large(max: usize) -> ApiError {
         ApiError::new(

@@ -4,7 +4,8 @@
 //! The request path is a pipeline of named stages (see [`pipeline`] and [`stage`]):
 //! authenticate → label → authorize → screen input → recall → route → generate → screen
 //! output → remember → audit. Every exit leaves through one place that records the outcome and
-//! maps the error to its OpenAI-shaped body ([`error::ApiError`]).
+//! maps the error to its OpenAI-shaped body ([`error::ApiError`]); nothing is answered before its
+//! audit entry is durable ([`stage::audit`]), and [`audit_api`] serves the log's receipts.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,6 +15,7 @@
 //! ```
 
 pub mod app;
+pub mod audit_api;
 pub mod body;
 pub mod config;
 pub mod conn;

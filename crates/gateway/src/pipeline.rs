@@ -1,11 +1,12 @@
 //! The request pipeline: every request enters at [`handle`], passes the stages of its route in
-//! order, and leaves through [`finish`] — the one exit, which maps an error to its OpenAI-shaped
+//! order, and leaves through `finish` — the one exit, which maps an error to its OpenAI-shaped
 //! body, puts the labels and receipts on the response, and records the outcome.
 //!
 //! ```text
 //! handle ─ route ─┬─ healthz, readyz ───────────────────────────────────────────┐
 //!                 ├─ metrics ─ (authenticate, when required) ────────────────────┤
 //!                 ├─ models ─ authenticate ─ label(session) ─────────────────────┤
+//!                 ├─ audit receipts ─ authenticate ─ label(session) ─ role ──────┤
 //!                 └─ chat, embeddings ─ authenticate ─ label(session) ─ read body │
 //!                      ─ admit ─ parse ─ label(content) ─ authorize ─ screen input │
 //!                      ─ recall ─ route ─ generate ─ screen output ─ remember ────┤
@@ -14,7 +15,7 @@
 //!
 //! A stage returns `Err(ApiError)` to end the request; a panic anywhere in a stage is caught
 //! and answered 500; a client that goes away mid-request ends it through the context's `Drop`
-//! (see [`crate::ctx`]). A streamed answer's context travels in its body and is finished when
+//! (see the `ctx` module). A streamed answer's context travels in its body and is finished when
 //! the stream ends.
 
 use std::collections::VecDeque;
@@ -35,7 +36,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, he
 use http_body_util::BodyExt;
 use tracing::{Instrument, field};
 
+use enclave_store::Receipt;
+
 use crate::app::App;
+use crate::audit_api;
 use crate::body::{self, Body};
 use crate::ctx::{Outcome, RequestCtx};
 use crate::error::ApiError;
@@ -124,13 +128,18 @@ pub async fn handle(
         tracing::error!(panic = %panic, "a pipeline stage panicked");
         Err(Exit::from(ApiError::internal()))
     });
-    Ok(finish(ctx, result))
+    Ok(finish(ctx, result).instrument(span).await)
 }
 
 /// The one exit: the response for `result`, with the request's label, id and audit receipt,
 /// and the outcome recorded (for a stream, when it ends).
-fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Body> {
+///
+/// SECURITY: nothing leaves before its audit entry is durable. A whole answer (or a refusal)
+/// waits for its entry; a stream waits for its decision entry before its head is sent. When the
+/// entry cannot be written, 503 `audit_unavailable` is sent instead.
+async fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Body> {
     let id = ctx.id.clone();
+    let app = Arc::clone(&ctx.app);
     let mut resp = match result {
         Ok(Reply::Whole {
             status,
@@ -139,23 +148,44 @@ fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Body> {
             label,
             usage,
         }) => {
+            if ctx.route.is_model() {
+                audit::output(&mut ctx, &body);
+            }
             let mut resp = Response::new(body::full(body));
             *resp.status_mut() = status;
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             set_label(&mut resp, label.as_ref());
-            let index = ctx.finish(&Outcome {
+            let receipt = ctx.finish(&Outcome {
                 status: status.as_u16(),
                 code: None,
                 complete: true,
                 usage,
             });
-            set_index(&mut resp, index);
-            resp
+            receipted(&app, resp, receipt).await
         }
         Ok(Reply::Stream { stream, screen }) => {
             let label = ctx.answer_label();
-            let index = audit::decision(&ctx);
+            let index = match audit::decision(&mut ctx) {
+                None => None,
+                Some(receipt) => match receipt.await {
+                    Ok(index) => Some(index),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stream refused: its decision entry could not be written");
+                        // The backend's stream is dropped unread: nothing of it is sent.
+                        drop(stream);
+                        ctx.permit = None;
+                        let _queued = ctx.finish(&Outcome {
+                            status: 503,
+                            code: Some("audit_unavailable".into()),
+                            complete: true,
+                            usage: None,
+                        });
+                        app.metrics.denial("audit_unavailable");
+                        return with_request_id(unlogged(), &id);
+                    }
+                },
+            };
             let mut resp = Response::new(SseBody::new(ctx, stream, screen).boxed_unsync());
             let headers = resp.headers_mut();
             headers.insert(
@@ -179,7 +209,7 @@ fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Body> {
                 usage: None,
             };
             ctx.permit = None;
-            let index = ctx.finish(&outcome);
+            let receipt = ctx.finish(&outcome);
             let mut resp = error.into_response();
             if close {
                 resp.headers_mut()
@@ -187,11 +217,47 @@ fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Body> {
             }
             // Errors carry no content: their label is UNCLASSIFIED.
             set_label(&mut resp, None);
-            set_index(&mut resp, index);
-            resp
+            receipted(&app, resp, receipt).await
         }
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+/// `resp` with the index of its durable audit entry, once `receipt` says it is durable; 503
+/// `audit_unavailable` in its place when the entry could not be written.
+async fn receipted(
+    app: &App,
+    mut resp: Response<Body>,
+    receipt: Option<Receipt>,
+) -> Response<Body> {
+    let Some(receipt) = receipt else {
+        return resp;
+    };
+    match receipt.await {
+        Ok(index) => {
+            set_index(&mut resp, Some(index));
+            resp
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "answer withheld: its audit entry could not be written");
+            app.metrics.denial("audit_unavailable");
+            unlogged()
+        }
+    }
+}
+
+/// The answer that replaces one whose audit entry could not be written.
+fn unlogged() -> Response<Body> {
+    let mut resp = ApiError::audit_unavailable().into_response();
+    set_label(&mut resp, None);
+    resp
+}
+
+fn with_request_id(mut resp: Response<Body>, id: &str) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     resp
@@ -203,7 +269,25 @@ async fn run(
     peer: &PeerCert,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Reply, Exit> {
+    // SECURITY: while the audit log is known not to write, nothing starts that could not be
+    // recorded: refuse before any stage runs or any backend is called.
+    if ctx.route.is_audited() && ctx.app.audit.is_unavailable() {
+        return Err(ApiError::audit_unavailable().into());
+    }
     match ctx.route {
+        Route::AuditCheckpoint
+        | Route::AuditConsistency
+        | Route::AuditEntries
+        | Route::AuditInclusion => {
+            let (content_type, body) = audit_api::run(ctx, &req, peer).await?;
+            Ok(Reply::Whole {
+                status: StatusCode::OK,
+                content_type,
+                body,
+                label: None,
+                usage: None,
+            })
+        }
         Route::Health => Ok(json(
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),
@@ -234,6 +318,9 @@ async fn run(
 }
 
 async fn ready(ctx: &mut RequestCtx) -> Result<Reply, Exit> {
+    if ctx.app.audit.is_unavailable() {
+        return Err(ApiError::audit_unavailable().into());
+    }
     match ctx.app.store.ping().await {
         Ok(()) => Ok(json(
             StatusCode::OK,
@@ -307,6 +394,7 @@ async fn chat(
     stage::authenticate::run(ctx, &parts.headers, peer).await?;
     stage::label::session(ctx, &parts.headers)?;
     let raw = read_body(ctx, &parts.headers, incoming).await?;
+    audit::prompt(ctx, &raw);
     admit(ctx).await?;
     let policy = stage::authorize::content_policy(&ctx.app, ctx.route);
     let mut request = ChatRequest::parse(raw, &policy).map_err(ApiError::from)?;
@@ -363,6 +451,7 @@ async fn embeddings(
     stage::authenticate::run(ctx, &parts.headers, peer).await?;
     stage::label::session(ctx, &parts.headers)?;
     let raw = read_body(ctx, &parts.headers, incoming).await?;
+    audit::prompt(ctx, &raw);
     admit(ctx).await?;
     let policy = stage::authorize::content_policy(&ctx.app, ctx.route);
     let request = EmbeddingsRequest::parse(raw, &policy).map_err(ApiError::from)?;

@@ -1,7 +1,9 @@
 //! Answers as responses: whole JSON bodies, and streamed answers as server-sent events that end
-//! the request's context when they end.
+//! the request's context when they end (the last events wait until the outcome's audit entry
+//! is durable).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -12,6 +14,7 @@ use enclave_api::{
     Usage,
 };
 use enclave_models::{BackendError, ChunkStream};
+use enclave_store::Receipt;
 use futures_core::Stream;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -32,6 +35,8 @@ pub(crate) struct SseBody {
     pending: VecDeque<Bytes>,
     done: bool,
     outcome: Option<Outcome>,
+    /// The outcome entry's receipt, awaited before the last events are sent.
+    closing: Option<Receipt>,
     usage: Option<Usage>,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
@@ -56,6 +61,7 @@ impl SseBody {
             pending: VecDeque::new(),
             done: false,
             outcome: None,
+            closing: None,
             usage: None,
         }
     }
@@ -83,13 +89,38 @@ impl HttpBody for SseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         loop {
+            if this.done
+                && let (Some(mut ctx), Some(outcome)) = (this.ctx.take(), this.outcome.take())
+            {
+                // The stream has ended: its outcome entry (with the digest of everything the
+                // client is sent, these last events included) must be durable before the last
+                // events go out, so that a client that saw `[DONE]` has a complete record.
+                for bytes in &this.pending {
+                    ctx.trail.output(bytes);
+                }
+                this.closing = ctx.finish(&outcome);
+            }
+            if let Some(receipt) = this.closing.as_mut() {
+                match Pin::new(receipt).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(_)) => this.closing = None,
+                    Poll::Ready(Err(e)) => {
+                        tracing::warn!(error = %e, "stream cut short: its outcome entry could not be written");
+                        this.closing = None;
+                        this.pending.clear();
+                        this.pending
+                            .push_back(error_event(&ApiError::audit_unavailable()));
+                    }
+                }
+            }
             if let Some(bytes) = this.pending.pop_front() {
+                if let Some(ctx) = this.ctx.as_mut() {
+                    // The output digest covers exactly the bytes sent.
+                    ctx.trail.output(&bytes);
+                }
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             if this.done {
-                if let (Some(ctx), Some(outcome)) = (this.ctx.take(), this.outcome.take()) {
-                    ctx.finish(&outcome);
-                }
                 return Poll::Ready(None);
             }
             if this.end_timer.as_mut().poll(cx).is_ready() {

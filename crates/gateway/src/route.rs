@@ -5,6 +5,14 @@ use http::Method;
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
+    /// `GET /v1/audit/proof/consistency`: a consistency proof between two log sizes.
+    AuditConsistency,
+    /// `GET /v1/audit/checkpoint`: the latest signed checkpoint.
+    AuditCheckpoint,
+    /// `GET /v1/audit/entries`: entries, for auditors.
+    AuditEntries,
+    /// `GET /v1/audit/proof/inclusion`: an inclusion proof of one of the caller's entries.
+    AuditInclusion,
     /// `POST /v1/chat/completions`.
     ChatCompletions,
     /// `POST /v1/embeddings`.
@@ -33,6 +41,10 @@ impl Route {
             "/metrics" => (Route::Metrics, Method::GET),
             "/v1/models" => (Route::Models, Method::GET),
             "/readyz" => (Route::Ready, Method::GET),
+            "/v1/audit/checkpoint" => (Route::AuditCheckpoint, Method::GET),
+            "/v1/audit/entries" => (Route::AuditEntries, Method::GET),
+            "/v1/audit/proof/consistency" => (Route::AuditConsistency, Method::GET),
+            "/v1/audit/proof/inclusion" => (Route::AuditInclusion, Method::GET),
             _ => return Route::NotFound,
         };
         if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
@@ -49,6 +61,10 @@ impl Route {
     /// The route's name in metrics and logs.
     pub fn name(self) -> &'static str {
         match self {
+            Route::AuditCheckpoint => "audit_checkpoint",
+            Route::AuditConsistency => "audit_consistency",
+            Route::AuditEntries => "audit_entries",
+            Route::AuditInclusion => "audit_inclusion",
             Route::ChatCompletions => "chat_completions",
             Route::Embeddings => "embeddings",
             Route::Health => "healthz",
@@ -62,6 +78,13 @@ impl Route {
     /// Whether the route serves a model (and so passes every stage of the pipeline).
     pub fn is_model(self) -> bool {
         matches!(self, Route::ChatCompletions | Route::Embeddings)
+    }
+
+    /// Whether a request to this route is recorded in the audit log: every route but the
+    /// operator's probes (`/healthz`, `/readyz`, `/metrics`), unknown paths and wrong methods
+    /// included.
+    pub fn is_audited(self) -> bool {
+        !matches!(self, Route::Health | Route::Ready | Route::Metrics)
     }
 }
 
@@ -89,5 +112,14 @@ mod tests {
             Route::NotFound
         );
         assert_eq!(Route::parse(&Method::GET, "/V1/models"), Route::NotFound);
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/audit/proof/inclusion"),
+            Route::AuditInclusion
+        );
+        assert_eq!(
+            Route::parse(&Method::POST, "/v1/audit/checkpoint"),
+            Route::MethodNotAllowed("GET")
+        );
+        assert!(Route::NotFound.is_audited() && !Route::Metrics.is_audited());
     }
 }

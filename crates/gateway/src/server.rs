@@ -83,7 +83,9 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, app, tls } = self;
         accept_loop(listener, Arc::clone(&app), tls.map(Arc::new), shutdown).await;
-        // Checkpoint and close the database so nothing durable is left in flight.
+        // Write the queued audit entries and a final checkpoint, then close the database so
+        // nothing durable is left in flight.
+        app.audit.shutdown().await;
         app.store.close().await;
     }
 }
@@ -310,7 +312,10 @@ pub fn serve(config: Config, threads: usize) -> Result<(), StartError> {
     for w in workers {
         let _ = w.join();
     }
-    runtime.block_on(app.store.close());
+    runtime.block_on(async {
+        app.audit.shutdown().await;
+        app.store.close().await;
+    });
     tracing::info!("stopped");
     Ok(())
 }

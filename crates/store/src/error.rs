@@ -10,6 +10,11 @@ use std::path::PathBuf;
 /// broken machinery (an unreachable database, an unreadable or corrupt file).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The audit tables are inconsistent (a missing entry row) or a checkpoint could not be
+    /// made.
+    #[error("audit log: {0}")]
+    AuditLog(String),
+
     /// Something with that name already exists (a principal).
     #[error("{0}")]
     Conflict(String),

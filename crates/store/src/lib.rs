@@ -1,5 +1,5 @@
-//! Persistence for Enclave: principals and API keys on SQLite (the default) or PostgreSQL
-//! (several gateway replicas sharing one database), and the install's secrets on disk.
+//! Persistence for Enclave: principals, API keys and the audit log on SQLite (the default) or
+//! PostgreSQL (several gateway replicas sharing one database), and the install's secrets.
 //!
 //! This crate is the I/O edge for identities. It checks what it stores (names, roles,
 //! nationalities, clearance markings) but makes no access decisions: the gateway and
@@ -8,6 +8,9 @@
 //! - [`install::prepare`] creates the data directory, the master key and the audit signing key
 //!   once, and reads them afterwards; it never overwrites a key file.
 //! - [`Store::open`] connects, creates a missing SQLite file and runs the embedded migrations.
+//! - The audit log ([`Store::append_audit`], the group-commit writer [`AuditLog`], checkpoints,
+//!   [`AuditReader`] for verification): entries get gap-free indices even when several
+//!   replicas append at once; see the `audit` module's notes on sequencing.
 //! - API keys look like `enk_<16 hex id>_<64 hex secret>`; the secret of keys made since
 //!   schema version 2 ends in a check tag, so [`Store::key_shape`] refuses a made-up key
 //!   without the database. Only the id, the format and an HMAC-SHA256 of the key, under a key
@@ -43,6 +46,8 @@
 //! It is deliberately not a general query layer: each operation the gateway needs is one method
 //! with SQL written once for both backends.
 
+mod audit;
+mod audit_log;
 mod error;
 pub mod install;
 mod key;
@@ -50,6 +55,11 @@ mod migrations;
 mod principal;
 mod store;
 
+pub use audit::{
+    AppendBatch, Appended, AuditReader, AuditRow, LeafTree, NewAuditEntry, READ_PAGE,
+    StoredCheckpoint, now_timestamp,
+};
+pub use audit_log::{AppendError, AuditLog, AuditLogConfig, MAX_BATCH, Receipt};
 pub use error::StoreError;
 pub use key::{KeyFormat, KeyHasher, KeyLookup, KeyRecord, KeyShape};
 pub use migrations::SCHEMA_VERSION;

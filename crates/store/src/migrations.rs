@@ -23,10 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key format",
         include_str!("../migrations/0002_key_format.sql"),
     ),
+    (3, "audit", include_str!("../migrations/0003_audit.sql")),
 ];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The embedded migrations as a sqlx migration source.
 #[derive(Debug)]

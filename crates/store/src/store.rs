@@ -122,6 +122,11 @@ impl Store {
         })
     }
 
+    /// The connection pool (for the other modules' queries).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {

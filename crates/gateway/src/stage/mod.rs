@@ -11,9 +11,9 @@
 //! | generate | [`generate`] | the answer, from the first candidate that gives one |
 //! | screen output | [`screen`] | the safety stack over the answer, chunk by chunk |
 //! | remember | [`remember`] | what is stored of the turn (a seam until the stateful runtime lands) |
-//! | audit | [`audit`] | the record of the request, on every exit (a seam until the audit log lands) |
+//! | audit | [`audit`] | the request's entry in the tamper-evident log, on every exit; the answer waits until it is durable |
 //!
-//! Each stage is a function over the [`RequestCtx`](crate::ctx::RequestCtx) that returns
+//! Each stage is a function over the `RequestCtx` that returns
 //! `Result<_, ApiError>`; the pipeline runs them in order and the first error ends the request
 //! through the one exit, `crate::pipeline::finish`.
 

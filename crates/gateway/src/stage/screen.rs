@@ -1,7 +1,7 @@
 //! The screen stages: the safety stack over a request's input and its answer.
 //!
-//! Seams until the safety stack lands (issue 18): [`input`] sees every string the request
-//! carries before anything is sent; [`OutputScreen`] sees every chunk of a streamed answer (it
+//! Seams until the safety stack lands (issue 18): `input` sees every string the request
+//! carries before anything is sent; `OutputScreen` sees every chunk of a streamed answer (it
 //! may change a chunk, hold text back across chunk boundaries and release it at the end, or
 //! stop the stream with an error) and every whole answer.
 

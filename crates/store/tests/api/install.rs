@@ -166,3 +166,110 @@ async fn a_prepared_master_key_drives_the_store() {
     })
     .await;
 }
+
+#[test]
+fn secrets_from_the_environment_or_configured_files_replace_the_data_dir_files() {
+    use base64::Engine as _;
+    use enclave_store::install::{KeySource, KeySources, MASTER_KEY_ENV, SIGNING_KEY_ENV};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    let original = install::prepare(&shared).unwrap();
+    let master = fs::read(shared.join(MASTER_KEY_FILE)).unwrap();
+    let signing = fs::read(shared.join(SIGNING_KEY_FILE)).unwrap();
+    let hex: String = master.iter().map(|b| format!("{b:02x}")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+
+    // From the environment, as hex and as base64: no key file is created in the data dir.
+    for master_text in [hex.clone(), b64.encode(&master)] {
+        let dir = tmp.path().join(format!("replica-{}", master_text.len()));
+        let env = [
+            (MASTER_KEY_ENV, master_text.clone()),
+            (SIGNING_KEY_ENV, b64.encode(&signing)),
+        ];
+        let sources = KeySources::default()
+            .with_env(|name| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()));
+        let inst = install::prepare_with(&dir, &sources).unwrap();
+        assert_eq!(inst.created, vec![dir.clone()]);
+        assert_eq!(inst.master_key_source(), &KeySource::Env(MASTER_KEY_ENV));
+        assert_eq!(inst.signing_key_source(), &KeySource::Env(SIGNING_KEY_ENV));
+        assert_eq!(inst.signing_key_pkcs8(), original.signing_key_pkcs8());
+        assert_eq!(
+            inst.master_key().audit_digest_keys().tenant_key("t"),
+            original.master_key().audit_digest_keys().tenant_key("t")
+        );
+        assert!(!format!("{sources:?}").contains(&master_text));
+    }
+
+    // From configured files.
+    let sources = KeySources {
+        master_key_file: Some(shared.join(MASTER_KEY_FILE)),
+        audit_signing_key_file: Some(shared.join(SIGNING_KEY_FILE)),
+        ..KeySources::default()
+    };
+    let dir = tmp.path().join("replica-files");
+    let inst = install::prepare_with(&dir, &sources).unwrap();
+    assert_eq!(inst.created, vec![dir.clone()]);
+    assert_eq!(
+        inst.master_key_source(),
+        &KeySource::File(shared.join(MASTER_KEY_FILE))
+    );
+    assert_eq!(inst.signing_key_pkcs8(), original.signing_key_pkcs8());
+
+    // A configured file is never created.
+    let missing = KeySources {
+        master_key_file: Some(tmp.path().join("nope.key")),
+        ..KeySources::default()
+    };
+    let err = install::prepare_with(&tmp.path().join("r2"), &missing).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(!tmp.path().join("nope.key").exists());
+
+    // Values that are not keys are refused, without echoing them.
+    for (name, value) in [
+        (MASTER_KEY_ENV, "not a key".to_owned()),
+        (MASTER_KEY_ENV, hex[..62].to_owned()),
+        (SIGNING_KEY_ENV, b64.encode(b"nonsense")),
+    ] {
+        let sources = KeySources::default().with_env(|n| (n == name).then(|| value.clone()));
+        let err = install::prepare_with(&tmp.path().join("r3"), &sources).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with(name), "{msg}");
+        assert!(!msg.contains(&value), "{msg}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_key_file_every_user_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    install::prepare(&dir).unwrap();
+    for file in [MASTER_KEY_FILE, SIGNING_KEY_FILE] {
+        let path = dir.join(file);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = install::prepare(&dir).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        assert!(msg.contains("readable by every user"), "{msg}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        install::prepare(&dir).unwrap();
+    }
+}
+
+#[test]
+fn audit_digest_keys_are_per_tenant_hmacs_of_the_master_key() {
+    use ring::hmac;
+
+    let master = enclave_store::install::MasterKey::from_bytes([9; 32]);
+    let keys = master.audit_digest_keys();
+    let expected = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]),
+        b"enclave audit digest v1\0agency-a",
+    );
+    assert_eq!(keys.tenant_key("agency-a").as_slice(), expected.as_ref());
+    assert_ne!(keys.tenant_key("agency-a"), keys.tenant_key("agency-b"));
+    assert_eq!(format!("{keys:?}"), "AuditDigestKeys(..)");
+}

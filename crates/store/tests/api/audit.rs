@@ -1,0 +1,419 @@
+//! The audit log in the store: gap-free appends (also from two stores at once), checkpoints
+//! under the head lock, the tree kept beside the rows, and the group-commit writer failing
+//! closed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use enclave_audit::{
+    AuditEntry, Checkpoint, Event, LogVerifier, RequestEvent, Signer, Tree, Verifiers, hash_leaf,
+};
+use enclave_store::{
+    AppendError, AuditLog, AuditLogConfig, AuditReader, LeafTree, NewAuditEntry, Store,
+};
+
+use crate::backends::{Db, each_backend};
+
+const ORIGIN: &str = "test.example/audit";
+
+pub(crate) fn signer() -> Signer {
+    Signer::from_seed(ORIGIN, &[7; 32]).unwrap()
+}
+
+pub(crate) fn request(id: &str) -> NewAuditEntry {
+    NewAuditEntry::now(Event::Request(RequestEvent {
+        request_id: id.to_owned(),
+        route: "chat_completions".into(),
+        status: 200,
+        tenant: Some("agency-a".into()),
+        principal: Some("alice".into()),
+        ..RequestEvent::default()
+    }))
+}
+
+fn config(interval: Duration) -> AuditLogConfig {
+    AuditLogConfig {
+        origin: ORIGIN.to_owned(),
+        checkpoint_interval: interval,
+        checkpoint_dir: None,
+        checkpoint_command: Vec::new(),
+        previous_verifier_keys: Vec::new(),
+    }
+}
+
+/// Every row, checked to be `0..n` with the index written inside each entry; the request ids.
+async fn all_rows(store: &Store) -> Vec<String> {
+    let rows = store.audit_rows(0, u64::MAX >> 2).await.unwrap();
+    let mut ids = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.index, i as u64, "row {i} of {}", rows.len());
+        let entry = AuditEntry::from_canonical_bytes(row.entry.as_bytes()).unwrap();
+        assert_eq!(entry.index, row.index);
+        let Event::Request(r) = entry.event else {
+            panic!("not a request entry")
+        };
+        ids.push(r.request_id);
+    }
+    ids
+}
+
+/// Verifies the stored log like `enclave audit verify` does.
+async fn verify(store: &Store) -> enclave_audit::Verified {
+    let trusted = Verifiers::new([signer().verifier_key()]).unwrap();
+    let notes: Vec<String> = store
+        .audit_checkpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.note)
+        .collect();
+    let mut verifier = LogVerifier::new(&trusted, Some(ORIGIN), &notes).unwrap();
+    for row in store.audit_rows(0, u64::MAX >> 2).await.unwrap() {
+        verifier.push(row.index, row.entry.as_bytes()).unwrap();
+    }
+    verifier.finish().unwrap()
+}
+
+#[tokio::test]
+async fn appends_get_consecutive_indices_that_are_written_into_the_entries() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        assert_eq!(store.audit_size().await.unwrap(), 0);
+        let batch = store
+            .append_audit(vec![request("a"), request("b"), request("c")])
+            .await
+            .unwrap();
+        assert_eq!(batch.first, 0);
+        let indices: Vec<u64> = batch
+            .results
+            .iter()
+            .map(|r| r.as_ref().unwrap().index)
+            .collect();
+        assert_eq!(indices, [0, 1, 2]);
+        let batch = store
+            .append_audit(vec![request("d"), request("e")])
+            .await
+            .unwrap();
+        assert_eq!(batch.first, 3);
+        assert_eq!(store.audit_size().await.unwrap(), 5);
+        assert_eq!(all_rows(&store).await, ["a", "b", "c", "d", "e"]);
+        let entry = store.audit_entry(3).await.unwrap().unwrap();
+        assert_eq!(
+            hash_leaf(entry.as_bytes()),
+            batch.results[0].as_ref().unwrap().leaf
+        );
+        assert_eq!(store.audit_entry(5).await.unwrap(), None);
+        // An empty batch changes nothing.
+        let empty = store.append_audit(Vec::new()).await.unwrap();
+        assert_eq!((empty.first, empty.results.len()), (5, 0));
+        assert_eq!(store.audit_size().await.unwrap(), 5);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_entry_too_large_to_verify_is_skipped_without_taking_an_index() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let mut huge = request("huge");
+        let Event::Request(r) = &mut huge.event else {
+            unreachable!()
+        };
+        r.model = Some("m".repeat(enclave_audit::MAX_ENTRY_BYTES));
+        let batch = store
+            .append_audit(vec![request("a"), huge, request("b")])
+            .await
+            .unwrap();
+        assert_eq!(batch.results[0].as_ref().unwrap().index, 0);
+        assert!(batch.results[1].is_err());
+        assert_eq!(batch.results[2].as_ref().unwrap().index, 1);
+        assert_eq!(all_rows(&store).await, ["a", "b"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_stores_appending_at_once_leave_no_gap_and_no_duplicate() {
+    each_backend(|db: Db| async move {
+        // Two stores on one database: two replicas' connection pools.
+        let a = db.open().await;
+        let b = db.open().await;
+        let mut tasks = Vec::new();
+        for (w, store) in [(0, a.clone()), (1, b.clone())] {
+            for t in 0..4 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    for n in 0..10 {
+                        let batch: Vec<NewAuditEntry> = (0..5)
+                            .map(|k| request(&format!("w{w}-t{t}-n{n}-k{k}")))
+                            .collect();
+                        store.append_audit(batch).await.unwrap();
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let ids = all_rows(&a).await;
+        assert_eq!(ids.len(), 2 * 4 * 10 * 5);
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert_eq!(b.audit_size().await.unwrap(), ids.len() as u64);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn checkpoints_sign_the_stored_tree_and_are_skipped_while_it_does_not_grow() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let signer = signer();
+        let tree = LeafTree::new();
+        // An empty log gets a checkpoint of size 0 once.
+        let first = store
+            .write_audit_checkpoint(&tree, ORIGIN, &[&signer])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.seq, first.size), (1, 0));
+        store
+            .append_audit((0..7).map(|i| request(&i.to_string())).collect())
+            .await
+            .unwrap();
+        // The tree is brought up to the log's size from the rows.
+        let second = store
+            .write_audit_checkpoint(&tree, ORIGIN, &[&signer])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((second.seq, second.size, tree.len()), (2, 7, 7));
+        assert_eq!(
+            store
+                .write_audit_checkpoint(&tree, ORIGIN, &[&signer])
+                .await
+                .unwrap(),
+            None
+        );
+        let trusted = Verifiers::new([signer.verifier_key()]).unwrap();
+        let checkpoint = Checkpoint::open(second.note.as_bytes(), &trusted).unwrap();
+        let rows = store.audit_rows(0, 100).await.unwrap();
+        let expected = Tree::from_leaves(rows.iter().map(|r| hash_leaf(r.entry.as_bytes())));
+        assert_eq!(*checkpoint.root(), expected.root());
+        assert_eq!(
+            store.latest_audit_checkpoint().await.unwrap(),
+            Some(second.clone())
+        );
+        assert_eq!(
+            store.audit_checkpoint_of_size(7).await.unwrap(),
+            Some(second.clone())
+        );
+        assert_eq!(store.audit_checkpoints().await.unwrap(), [first, second]);
+        let verified = verify(&store).await;
+        assert_eq!((verified.size, verified.signed_size), (7, 7));
+
+        // The reader sees the same, without the master key.
+        let reader = AuditReader::connect(&db.url).await.unwrap();
+        assert_eq!(reader.size().await.unwrap(), 7);
+        assert_eq!(reader.rows(0, 100).await.unwrap(), rows);
+        assert_eq!(reader.checkpoints().await.unwrap().len(), 2);
+        reader.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_writer_commits_concurrent_appends_in_groups_and_checkpoints_on_shutdown() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let log = AuditLog::start(store.clone(), signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        let receipts: Vec<_> = (0..300)
+            .map(|i| log.append(request(&format!("r{i}")).event))
+            .collect();
+        let mut indices = BTreeSet::new();
+        for r in receipts {
+            indices.insert(r.await.unwrap());
+        }
+        assert_eq!(indices, (0..300).collect());
+        assert_eq!(log.tree().len(), 300);
+        assert!(!log.is_unavailable());
+        let last = log.append(request("last").event);
+        log.shutdown().await;
+        assert_eq!(last.await, Ok(300));
+        assert_eq!(
+            log.append(request("late").event).await,
+            Err(AppendError::Closed)
+        );
+        let checkpoint = store.latest_audit_checkpoint().await.unwrap().unwrap();
+        assert_eq!(checkpoint.size, 301);
+        let verified = verify(&store).await;
+        assert_eq!(verified.signed_size, 301);
+        assert_eq!(all_rows(&store).await.len(), 301);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_writer_fails_closed_while_the_table_is_gone_and_recovers() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let log = AuditLog::start(store.clone(), signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert_eq!(log.append(request("before").event).await, Ok(0));
+        sqlx_exec(
+            &db,
+            "ALTER TABLE audit_entries RENAME TO audit_entries_away",
+        )
+        .await;
+        assert_eq!(
+            log.append(request("lost").event).await,
+            Err(AppendError::Unavailable)
+        );
+        assert!(log.is_unavailable());
+        sqlx_exec(
+            &db,
+            "ALTER TABLE audit_entries_away RENAME TO audit_entries",
+        )
+        .await;
+        // The next commit succeeds, with the next index: the failed one took none. The outage
+        // itself is recorded right after.
+        assert_eq!(log.append(request("after").event).await, Ok(1));
+        assert!(!log.is_unavailable());
+        log.shutdown().await;
+        let rows = store.audit_rows(0, 10).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        let outage = AuditEntry::from_canonical_bytes(rows[2].entry.as_bytes()).unwrap();
+        let Event::Admin(outage) = outage.event else {
+            panic!("not the outage entry")
+        };
+        assert_eq!(outage.action, "audit.outage");
+        assert!(outage.details["from"] <= outage.details["to"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_outage_ends_without_requests_and_is_recorded() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let log = AuditLog::start(store.clone(), signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        sqlx_exec(
+            &db,
+            "ALTER TABLE audit_entries RENAME TO audit_entries_away",
+        )
+        .await;
+        assert_eq!(
+            log.append(request("lost").event).await,
+            Err(AppendError::Unavailable)
+        );
+        sqlx_exec(
+            &db,
+            "ALTER TABLE audit_entries_away RENAME TO audit_entries",
+        )
+        .await;
+        // No request comes (a load balancer took the replica out of rotation): the writer
+        // probes on its own.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while log.is_unavailable() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the outage never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        log.shutdown().await;
+        let rows = store.audit_rows(0, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(
+            rows[0].entry.contains("\"action\":\"audit.outage\""),
+            "{}",
+            rows[0].entry
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_writers_on_one_database_share_one_log_and_one_tree() {
+    each_backend(|db: Db| async move {
+        let a = AuditLog::start(db.open().await, signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        let b = AuditLog::start(db.open().await, signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        let mut receipts = Vec::new();
+        for i in 0..50 {
+            receipts.push(a.append(request(&format!("a{i}")).event));
+            receipts.push(b.append(request(&format!("b{i}")).event));
+        }
+        let mut indices = BTreeSet::new();
+        for r in receipts {
+            indices.insert(r.await.unwrap());
+        }
+        assert_eq!(indices, (0..100).collect());
+        assert_eq!(a.sync().await.unwrap(), 100);
+        assert_eq!(b.sync().await.unwrap(), 100);
+        assert_eq!(a.tree().root_at(100), b.tree().root_at(100));
+        // Checkpoints from both keep sizes in creation order.
+        a.checkpoint_now().await.unwrap();
+        b.append(request("b-last").event).await.unwrap();
+        b.checkpoint_now().await.unwrap();
+        a.shutdown().await;
+        b.shutdown().await;
+        let store = db.open().await;
+        let sizes: Vec<u64> = store
+            .audit_checkpoints()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.size)
+            .collect();
+        assert_eq!(sizes, [100, 101]);
+        assert_eq!(verify(&store).await.signed_size, 101);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn checkpoints_are_written_to_the_checkpoint_dir_on_the_interval() {
+    each_backend(|db: Db| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(Duration::from_secs(1));
+        cfg.checkpoint_dir = Some(dir.path().join("out"));
+        let log = AuditLog::start(db.open().await, signer(), cfg)
+            .await
+            .unwrap();
+        log.append(request("x").event).await.unwrap();
+        let file = dir
+            .path()
+            .join("out")
+            .join(enclave_audit::checkpoint_file_name(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !file.exists() {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint file");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let note = std::fs::read_to_string(&file).unwrap();
+        let trusted = Verifiers::new([signer().verifier_key()]).unwrap();
+        assert_eq!(
+            Checkpoint::open(note.as_bytes(), &trusted).unwrap().size(),
+            1
+        );
+        log.shutdown().await;
+    })
+    .await;
+}
+
+async fn sqlx_exec(db: &Db, sql: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
