@@ -430,7 +430,8 @@ fn oidc_refresh_interval_is_read_and_checked() {
 // === item 6: API key floods ===
 
 /// Regression for issue 16, item 6: every well-formed made-up key was looked up in the
-/// database. With the database gone, a lookup fails with 500; made-up keys never get there.
+/// database. With the key table gone, a lookup fails with 500; made-up keys never get there.
+/// (The whole database cannot go: the audit log then refuses every request, fail closed.)
 #[tokio::test]
 async fn made_up_api_keys_are_refused_without_the_database() {
     let up = mock().await;
@@ -443,7 +444,7 @@ async fn made_up_api_keys_are_refused_without_the_database() {
     let (s, _, _) = gw.chat(&revoked, None, "m", "hello").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
-    gw.app.store.close().await;
+    hide_api_keys(&gw.dir.path().join("data/enclave.db")).await;
     let made_up = |i: usize| format!("enk_{i:016x}_{}", "ab".repeat(32));
     for key in [
         made_up(1),
@@ -581,7 +582,7 @@ async fn legacy_keys_keep_working_and_their_floods_are_bounded() {
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // Untagged keys whose ids are no legacy key's never reach the database.
-    gw.app.store.close().await;
+    hide_api_keys(&gw._dir.path().join("data/enclave.db")).await;
     let (s, v) = gw
         .models(&format!("enk_{}_{}", "9".repeat(16), "1".repeat(64)))
         .await;
@@ -591,6 +592,19 @@ async fn legacy_keys_keep_working_and_their_floods_are_bounded() {
         "{v}"
     );
     gw.stop().await;
+}
+
+/// Renames the API key table under the running server: any key lookup now fails (500), while
+/// the audit log keeps working.
+async fn hide_api_keys(db: &std::path::Path) {
+    let url = format!("sqlite://{}", db.display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE api_keys RENAME TO api_keys_hidden")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
 }
 
 // === item 5: mTLS ===
