@@ -1,7 +1,8 @@
 //! Who is calling: OpenID Connect bearer tokens (RS256/ES256 against a JWKS) and mutual TLS
 //! client certificates mapped to principals, as CAC/PIV cards are. API keys live in the store.
 //!
-//! This crate defines the settings it needs (filled in by the gateway's config reader) and turns
+//! This crate owns the `[oidc]` and `[tls]` sections of the configuration file ([`config`]:
+//! the sections as written and their checks into [`OidcConfig`] and [`TlsConfig`]) and turns
 //! credentials into an [`enclave_policy::Principal`] or a named principal to look up:
 //!
 //! - [`oidc::OidcVerifier`] checks a bearer JWT (signature, issuer, audience, expiry) against the
@@ -28,6 +29,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod config;
 pub mod dn;
 mod error;
 pub mod mtls;

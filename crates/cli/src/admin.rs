@@ -105,11 +105,11 @@ pub(crate) fn init(config_path: Option<&Path>) -> Outcome {
         }
     }
 
-    let sqlite_file = sqlite_path(&config.storage.url);
+    let sqlite_file = sqlite_path(config.storage.url.expose());
     let db_existed = sqlite_file.as_deref().is_some_and(Path::exists);
     let hasher = install.master_key().api_key_hasher();
     let (backend, version) = runtime()?.block_on(async {
-        let store = Store::open(&config.storage.url, hasher)
+        let store = Store::open(config.storage.url.expose(), hasher)
             .await
             .map_err(store_failure)?;
         let version = store.schema_version().await.map_err(store_failure);
@@ -120,7 +120,7 @@ pub(crate) fn init(config_path: Option<&Path>) -> Outcome {
         Some(file) => format!("{} ({backend}, schema version {version})", file.display()),
         None => format!(
             "{} ({backend}, schema version {version})",
-            enclave_gateway::app::redact_url(&config.storage.url)
+            config.storage.url
         ),
     };
     match (&sqlite_file, db_existed) {
@@ -306,7 +306,7 @@ pub(crate) fn with_store<T>(
     let install = install::prepare_with(&config.data_dir, &sources).map_err(store_failure)?;
     let hasher = install.master_key().api_key_hasher();
     runtime()?.block_on(async {
-        let store = Store::open(&config.storage.url, hasher)
+        let store = Store::open(config.storage.url.expose(), hasher)
             .await
             .map_err(store_failure)?;
         let out = op(&store, &install).await.map_err(store_failure);

@@ -409,7 +409,7 @@ fn export(
         prepare_out_dir(dir)?;
     }
     runtime()?.block_on(async {
-        let reader = AuditReader::connect(&config.storage.url)
+        let reader = AuditReader::connect(config.storage.url.expose())
             .await
             .map_err(store_failure)?;
         let result = export_rows(&reader, format, from, out.as_deref()).await;
@@ -518,7 +518,7 @@ fn prepare_out_dir(dir: &Path) -> Result<(), Failure> {
 fn prove(index: u64, size: Option<u64>, config_path: Option<&Path>) -> Outcome {
     let config = load_config(config_path)?;
     runtime()?.block_on(async {
-        let reader = AuditReader::connect(&config.storage.url)
+        let reader = AuditReader::connect(config.storage.url.expose())
             .await
             .map_err(store_failure)?;
         let result = prove_with(&reader, index, size).await;

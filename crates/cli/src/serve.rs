@@ -49,10 +49,8 @@ fn summary(config: &Config) -> String {
     out.push_str(&format!("configuration OK: {source}\n"));
     out.push_str(&format!("listen: {}\n", config.listen));
     out.push_str(&format!("data_dir: {}\n", config.data_dir.display()));
-    out.push_str(&format!(
-        "storage: {}\n",
-        enclave_gateway::app::redact_url(&config.storage.url)
-    ));
+    // The URL's Display hides any password.
+    out.push_str(&format!("storage: {}\n", config.storage.url));
     if config.backends.is_empty() {
         out.push_str("backends: none\n");
     }

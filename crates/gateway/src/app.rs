@@ -10,7 +10,7 @@ use enclave_models::{
 use enclave_store::install::AuditDigestKeys;
 use enclave_store::{AuditLog, AuditLogConfig, Store};
 
-use crate::config::{BackendKind, Config};
+use crate::config::{ApiKey, BackendKind, Config, is_cleartext_remote};
 use crate::identity::Authenticator;
 use crate::limits::{Admission, RateLimiter};
 use crate::metrics::Metrics;
@@ -93,12 +93,15 @@ impl App {
         for created in &install.created {
             tracing::info!(path = %created.display(), "created");
         }
-        let store = Store::open(&config.storage.url, install.master_key().api_key_hasher())
-            .await
-            .map_err(|e| StartError::Storage {
-                url: redact_url(&config.storage.url),
-                message: e.to_string(),
-            })?;
+        let store = Store::open(
+            config.storage.url.expose(),
+            install.master_key().api_key_hasher(),
+        )
+        .await
+        .map_err(|e| StartError::Storage {
+            url: config.storage.url.to_string(),
+            message: e.to_string(),
+        })?;
         // A master key created just now next to a database that already holds API keys means
         // the old master key was lost: every stored key would silently stop working.
         let master_created = install.created.iter().any(|p| {
@@ -107,7 +110,7 @@ impl App {
         });
         if master_created {
             let keys = store.list_keys().await.map_err(|e| StartError::Storage {
-                url: redact_url(&config.storage.url),
+                url: config.storage.url.to_string(),
                 message: e.to_string(),
             })?;
             if !keys.is_empty() {
@@ -141,25 +144,18 @@ impl App {
             };
             let backend: Arc<dyn Backend> = match b.kind {
                 BackendKind::OpenAi => {
-                    let api_key = match &b.api_key_env {
-                        Some(var) => match std::env::var(var) {
-                            Ok(v) if !v.is_empty() => Some(v),
-                            _ => {
-                                tracing::warn!(backend = %b.name, env = %var, "the upstream API key variable is not set; sending requests without a key");
-                                None
-                            }
-                        },
-                        None => None,
-                    };
+                    if let (Some(var), None) = (&b.api_key_env, &b.api_key) {
+                        tracing::warn!(backend = %b.name, env = %var, "the upstream API key variable is not set; sending requests without a key");
+                    }
                     let base_url = b.base_url.clone().unwrap_or_default();
-                    if b.allow_cleartext && crate::config::is_cleartext_remote(&base_url) {
+                    if b.allow_cleartext && is_cleartext_remote(&base_url) {
                         tracing::warn!(backend = %b.name, base_url = %base_url, "allow_cleartext: prompts and the upstream key cross the network unencrypted");
                     }
                     Arc::new(
                         OpenAiBackend::new(
                             spec,
                             &base_url,
-                            api_key.as_deref(),
+                            b.api_key.as_ref().map(ApiKey::expose),
                             config.limits.connect_timeout,
                             client.clone(),
                         )
@@ -170,15 +166,12 @@ impl App {
                     let engine = match &local {
                         Some(e) => Arc::clone(e),
                         None => {
-                            let dir = enclave_local::weights::ModelsDir::locate(
-                                config.models_dir.as_deref(),
-                                &config.data_dir,
-                            );
+                            let dir = &config.models_dir;
                             let models: Vec<String> =
                                 b.models.iter().map(|m| m.upstream.clone()).collect();
                             let started = std::time::Instant::now();
                             let engine =
-                                LocalEngine::start(&dir, &models, config.limits.local_queue)
+                                LocalEngine::start(dir, &models, config.limits.local_queue)
                                     .map_err(|e| {
                                         StartError::Setup(format!("backend {}: {e}", b.name))
                                     })?;
@@ -293,7 +286,7 @@ async fn start_audit(
     let log = AuditLog::start(store, signer, log_config)
         .await
         .map_err(|e| StartError::Storage {
-            url: redact_url(&config.storage.url),
+            url: config.storage.url.to_string(),
             message: e.to_string(),
         })?;
     tracing::info!(
@@ -306,20 +299,4 @@ async fn start_audit(
 }
 
 /// A database URL with any password removed, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use enclave_store::redact_url;

@@ -471,7 +471,6 @@ async fn made_up_api_keys_are_refused_without_the_database() {
 /// made before check tags), as after an upgrade.
 struct Upgraded {
     addr: std::net::SocketAddr,
-    app: Arc<enclave_gateway::app::App>,
     client: common::HttpClient,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -508,7 +507,6 @@ impl Upgraded {
             .await
             .unwrap();
         let addr = server.local_addr().unwrap();
-        let app = Arc::clone(server.app());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -518,7 +516,6 @@ impl Upgraded {
                 .build(hyper_util::client::legacy::connect::HttpConnector::new());
         let gw = Upgraded {
             addr,
-            app,
             client,
             stop,
             task,

@@ -15,10 +15,15 @@
 //! Because the candidate list is built from eligible backends only, no retry or fallback can
 //! ever reach a backend accredited lower.
 //!
+//! The crate owns the `[[backends]]` section of the configuration file ([`config`]): each
+//! entry's kind, models and aliases, accreditation and operators, and the rule that refuses
+//! `http://` to a host that is not loopback unless the entry sets `allow_cleartext`.
+//!
 //! This crate is I/O (hyper, rustls, worker threads); it knows nothing of the server side of
 //! HTTP, authentication or storage.
 
 mod backend;
+pub mod config;
 pub mod local;
 mod local_backend;
 mod openai;
@@ -26,6 +31,7 @@ mod pool;
 mod router;
 
 pub use backend::{Backend, BackendError, BackendSpec, BoxFuture, Call, ChatAnswer, ChunkStream};
+pub use config::{ApiKey, BackendConfig, BackendKind, ModelAlias};
 pub use local_backend::LocalBackend;
 pub use openai::{HttpClient, MAX_ANSWER_BYTES, OpenAiBackend, http_client};
 pub use router::{Candidate, ModelInfo, RetryPolicy, RouteError, Router, SendFailure, Sent};

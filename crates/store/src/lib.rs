@@ -43,11 +43,15 @@
 //! # }
 //! ```
 //!
+//! The crate owns the `[storage]` section of the configuration file ([`config`]); a database
+//! URL with a password is a [`DatabaseUrl`], whose `Debug` hides it.
+//!
 //! It is deliberately not a general query layer: each operation the gateway needs is one method
 //! with SQL written once for both backends.
 
 mod audit;
 mod audit_log;
+pub mod config;
 mod error;
 pub mod install;
 mod key;
@@ -60,6 +64,7 @@ pub use audit::{
     StoredCheckpoint, now_timestamp,
 };
 pub use audit_log::{AppendError, AuditLog, AuditLogConfig, MAX_BATCH, Receipt};
+pub use config::{DatabaseUrl, StorageConfig, redact_url};
 pub use error::StoreError;
 pub use key::{KeyFormat, KeyHasher, KeyLookup, KeyRecord, KeyShape};
 pub use migrations::SCHEMA_VERSION;

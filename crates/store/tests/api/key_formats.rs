@@ -80,7 +80,7 @@ async fn legacy_keys_keep_working_after_the_upgrade_and_are_listed_as_legacy() {
         let (live, revoked) = version_1_database(&db).await;
         let store = db.open().await;
         assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
-        assert!(SCHEMA_VERSION >= 2);
+        const { assert!(SCHEMA_VERSION >= 2) };
 
         assert_eq!(
             store.key_shape(&live),
