@@ -44,7 +44,7 @@ pub(crate) enum PrincipalCommand {
         /// Nationality as a country trigraph.
         #[arg(long, default_value = "USA", value_name = "TRIGRAPH")]
         nationality: String,
-        /// user, admin or auditor.
+        /// user, admin, auditor or metrics (reads /metrics only).
         #[arg(long, default_value = "user")]
         role: String,
     },

@@ -453,7 +453,7 @@ fn bad_principals_are_exit_1_with_a_reason() {
     );
     assert_eq!(
         err,
-        "unknown role `root`: expected one of user, admin, auditor"
+        "unknown role `root`: expected one of user, admin, auditor, metrics"
     );
     let err = fails(
         dir.path(),

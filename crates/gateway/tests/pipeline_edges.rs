@@ -535,8 +535,7 @@ async fn metrics_can_require_an_operator_role() {
             tenant: "ops".into(),
             clearance: "UNCLASSIFIED".into(),
             nationality: "USA".into(),
-            // TODO(metrics role): `metrics` once the store accepts it.
-            role: "auditor".into(),
+            role: "metrics".into(),
         })
         .await
         .unwrap();
@@ -552,6 +551,20 @@ async fn metrics_can_require_an_operator_role() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(String::from_utf8_lossy(&b).contains("enclave_"));
+    // The scraper's key reads metrics and nothing of value.
+    let (s, _, b) = gw
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&scraper),
+            &[("x-enclave-classification", "UNCLASSIFIED")],
+            Some(Bytes::from_static(
+                br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&b).contains("permission_denied"));
     let (s, _, _) = gw.call(Method::GET, "/healthz", None, &[], None).await;
     assert_eq!(s, StatusCode::OK, "health stays open");
     gw.stop().await;

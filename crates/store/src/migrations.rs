@@ -1,8 +1,10 @@
 //! The schema migrations, embedded in the binary.
 //!
-//! One SQL dialect serves SQLite and PostgreSQL (TEXT and BIGINT columns only). sqlx records the
-//! applied versions in `_sqlx_migrations`; the highest one is the schema version. Migrations are
-//! never edited once released (sqlx checks their checksums); a change is a new file.
+//! One SQL dialect serves SQLite and PostgreSQL (TEXT and BIGINT columns only) where it can; a
+//! change that the two databases make differently (SQLite cannot alter a constraint) has one file
+//! per database under the same version. sqlx records the applied versions in `_sqlx_migrations`;
+//! the highest one is the schema version. Migrations are never edited once released (sqlx checks
+//! their checksums); a change is a new file.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -11,36 +13,67 @@ use std::pin::Pin;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
+/// A migration's SQL: one script for both databases, or one each.
+#[derive(Clone, Copy, Debug)]
+enum Sql {
+    Both(&'static str),
+    Each {
+        sqlite: &'static str,
+        postgres: &'static str,
+    },
+}
+
 /// Every migration: version, description, SQL. Versions increase by one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (
         1,
         "identities",
-        include_str!("../migrations/0001_identities.sql"),
+        Sql::Both(include_str!("../migrations/0001_identities.sql")),
     ),
     (
         2,
         "key format",
-        include_str!("../migrations/0002_key_format.sql"),
+        Sql::Both(include_str!("../migrations/0002_key_format.sql")),
     ),
-    (3, "audit", include_str!("../migrations/0003_audit.sql")),
+    (
+        3,
+        "audit",
+        Sql::Both(include_str!("../migrations/0003_audit.sql")),
+    ),
+    (
+        4,
+        "metrics role",
+        Sql::Each {
+            sqlite: include_str!("../migrations/0004_metrics_role_sqlite.sql"),
+            postgres: include_str!("../migrations/0004_metrics_role_postgres.sql"),
+        },
+    ),
 ];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
-/// The embedded migrations as a sqlx migration source.
+/// The embedded migrations as a sqlx migration source, in the dialect of one database.
 #[derive(Debug)]
-pub(crate) struct Embedded;
+pub(crate) struct Embedded {
+    /// Whether the database is PostgreSQL (else SQLite).
+    pub(crate) postgres: bool,
+}
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(
         self,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
-        Box::pin(async {
+        let postgres = self.postgres;
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
                 .map(|&(version, description, sql)| {
+                    let sql = match sql {
+                        Sql::Both(sql) => sql,
+                        Sql::Each { postgres: pg, .. } if postgres => pg,
+                        Sql::Each { sqlite, .. } => sqlite,
+                    };
                     Migration::new(
                         version,
                         Cow::Borrowed(description),

@@ -8,7 +8,7 @@ use crate::StoreError;
 const MAX_NAME_LEN: usize = 64;
 
 /// The roles a principal can have.
-const ROLES: [&str; 3] = ["user", "admin", "auditor"];
+const ROLES: [&str; 4] = ["user", "admin", "auditor", "metrics"];
 
 /// A principal to add. [`Store::add_principal`](crate::Store::add_principal) checks every field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct NewPrincipal {
     pub clearance: String,
     /// Nationality, a country trigraph (`USA`).
     pub nationality: String,
-    /// `user`, `admin` or `auditor`.
+    /// `user`, `admin`, `auditor` or `metrics`.
     pub role: String,
 }
 
@@ -36,7 +36,7 @@ pub struct PrincipalRecord {
     pub clearance: String,
     /// Nationality trigraph.
     pub nationality: String,
-    /// `user`, `admin` or `auditor`.
+    /// `user`, `admin`, `auditor` or `metrics`.
     pub role: String,
     /// When it was added (unix seconds).
     pub created_at: i64,
@@ -51,7 +51,7 @@ impl NewPrincipal {
         let role = self.role.to_ascii_lowercase();
         if !ROLES.contains(&role.as_str()) {
             return Err(StoreError::Invalid(format!(
-                "unknown role `{}`: expected one of user, admin, auditor",
+                "unknown role `{}`: expected one of user, admin, auditor, metrics",
                 printable(&self.role)
             )));
         }

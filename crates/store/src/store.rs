@@ -110,9 +110,11 @@ impl Store {
                 )));
             }
         }
-        let migrator = Migrator::new(Embedded)
-            .await
-            .map_err(StoreError::Migration)?;
+        let migrator = Migrator::new(Embedded {
+            postgres: backend == Backend::Postgres,
+        })
+        .await
+        .map_err(StoreError::Migration)?;
         migrator.run(&pool).await.map_err(StoreError::Migration)?;
         Ok(Store {
             pool,

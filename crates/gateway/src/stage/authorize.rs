@@ -8,6 +8,8 @@
 //! the decision is recorded here for the audit entry.
 
 use enclave_api::{ContentPolicy, PartKind};
+use enclave_policy::Role;
+use http::StatusCode;
 
 use crate::app::App;
 use crate::ctx::RequestCtx;
@@ -27,9 +29,17 @@ pub(crate) fn content_policy(app: &App, route: Route) -> ContentPolicy {
 ///
 /// # Errors
 ///
-/// None yet beyond what reading the body refused; the stage is where route and role rules
-/// go.
+/// 403 `permission_denied` when a `metrics` principal (a scraper's identity) asks for a model:
+/// that role reads the operator surfaces and nothing else.
 pub(crate) fn run(ctx: &mut RequestCtx, uninspected: &[PartKind]) -> Result<(), ApiError> {
+    if ctx.route.is_model() && ctx.caller().map(|c| c.principal.role) == Some(Role::Metrics) {
+        ctx.decide("authorize", "deny", "metrics role");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "The `metrics` role reads /metrics only; it may not use the models.",
+        ));
+    }
     for kind in uninspected {
         // SECURITY: allowed by the operator's policy; the request's label stays at least the
         // session label (see `label::session`), never lower.

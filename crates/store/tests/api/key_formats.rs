@@ -163,3 +163,57 @@ async fn lookups_say_why_a_key_is_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_upgrade_admits_the_metrics_role_and_keeps_every_constraint() {
+    each_backend(|db| async move {
+        let (live, _) = version_1_database(&db).await;
+        let store = db.open().await;
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        const { assert!(SCHEMA_VERSION >= 4) };
+        store
+            .add_principal(&enclave_store::NewPrincipal {
+                name: "prometheus".into(),
+                tenant: "ops".into(),
+                clearance: "UNCLASSIFIED".into(),
+                nationality: "USA".into(),
+                role: "metrics".into(),
+            })
+            .await
+            .unwrap();
+        assert!(store.authenticate_key(&live).await.unwrap().is_some());
+        drop(store);
+
+        // One connection: SQLite's foreign-key switch belongs to the connection.
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        if db.backend == "sqlite" {
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        // The rebuilt tables keep their checks: an unknown role, a key of nobody and an unknown
+        // key format are all refused by the database itself.
+        for hostile in [
+            "INSERT INTO principals (name, tenant, clearance, nationality, role, created_at) \
+             VALUES ('mallory', 't1', 'SECRET', 'USA', 'root', 1)",
+            "INSERT INTO api_keys (id, principal, hash, created_at) \
+             VALUES ('00000000000000ee', 'nobody', 'h', 1)",
+            "INSERT INTO api_keys (id, principal, hash, created_at, format) \
+             VALUES ('00000000000000ef', 'alice', 'h', 1, 'plain')",
+            "DELETE FROM principals WHERE name = 'alice'",
+        ] {
+            assert!(
+                sqlx::query(hostile).execute(&mut conn).await.is_err(),
+                "{} accepted: {hostile}",
+                db.backend
+            );
+        }
+        <sqlx::AnyConnection as sqlx::Connection>::close(conn)
+            .await
+            .unwrap();
+    })
+    .await;
+}
