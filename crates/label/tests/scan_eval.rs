@@ -9,9 +9,24 @@
 //! marking after a single word or a colon (`Explain (S//NF).`, `Quick check: is
 //! CONFIDENTIAL//NOFORN a valid banner?`); rule 2a of the scan module (a short question about a
 //! marking that ends its paragraph) was written on reading them, so set B is no longer held out
-//! either: with it A measures 96.3 % (340/353) and B 95.9 % (186/194). The test prints each
-//! figure against the target and fails when a set falls below its floor, the measured figure
-//! rounded down: 96 % for A, 95 % for B.
+//! either: with it A measures 96.3 % (340/353) and B 95.9 % (186/194).
+//!
+//! Set C, written after rule 2a and committed before its first run, is the held-out figure:
+//! 90.6 % (203/224; the banner alone 92.9 %, 208/224), below the target, and no rule was changed
+//! on reading its misses. Fifteen of the twenty-one are honest texts asserted: questions whose
+//! words after the marking are not all about markings, that have no full stop or that go on in
+//! the paragraph (rule 2a holds back), a marking after one word (`Equation (S) defines …`,
+//! `Exhibit (S) is withheld …`), tables that list markings, a marking after a clause and a colon
+//! or opening a code comment, and banners whose parse stops before an upper-case word
+//! (`//GBR SECRET//EYES ONLY`, `SECRET//REL TO FVEY`). One is spillage missed: `Fix grammar (TS)
+//! the general are move troops north` reads as a mention because two words with lower case stand
+//! before the marking and lower-case text follows it (rule 7), a gap of the rules that predates
+//! rule 2a. Five are mention flags only (`T-shirt (S)`, `-3 (C)` read as marks, `a single (S)`
+//! dropped as an abbreviation, an unclosed `(TS//SI` in a grep pattern, a question asserted
+//! because marked text follows it in its paragraph).
+//!
+//! The test prints each figure against the target and fails when a set falls below its floor,
+//! the measured figure rounded down: 96 % for A, 95 % for B, 90 % for C.
 
 #![allow(
     clippy::unwrap_used,
@@ -30,6 +45,8 @@ use serde_json::Value;
 const EVAL_A: &str = include_str!("data/scan_eval.jsonl");
 /// Written after that revision; read to write rule 2a.
 const EVAL_B: &str = include_str!("data/scan_eval_b.jsonl");
+/// Written after rule 2a, never read to change a rule.
+const EVAL_C: &str = include_str!("data/scan_eval_c.jsonl");
 
 /// The accuracy asked for on texts the scanner has never seen.
 const TARGET_ACCURACY: f64 = 0.95;
@@ -97,6 +114,7 @@ fn accuracy_on_unseen_marking_examples_holds() {
     for (name, set, min_items, floor) in [
         ("scan_eval", EVAL_A, 300, 0.96),
         ("scan_eval_b", EVAL_B, 150, 0.95),
+        ("scan_eval_c", EVAL_C, 200, 0.90),
     ] {
         let (accuracy, wrong) = measure(name, set, min_items);
         assert!(
