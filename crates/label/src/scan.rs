@@ -50,11 +50,23 @@
 //!    the line's lead-in, a `|`, or a `.`, `!`, `?`, `:` or `;` followed by white space — or none
 //!    of those words has a lower-case letter (or is in a script without case): `x (TS//SI) …`,
 //!    `Note (S//NF) …`, `Done. (S) …`, `DRAFT MEMO SECRET//NOFORN`, `1.2.3 (S) …`. A marking after
-//!    a single word is asserted even in an honest question (`Explain SECRET//NOFORN`): one word
-//!    of lead-in is the cheapest disguise for a pasted banner. A table cell is a sentence of its
-//!    own, so a marking alone in a cell or opening one is asserted: a column of classifications
-//!    marks its rows (`| Alpha | active | (S//NF) |`), and a table that lists markings
-//!    (`| Secret | (S) |`) reads the same way — such a list belongs in sentences.
+//!    a single word is asserted (`Explain SECRET//NOFORN`, `Explain (S//NF) the plan.`): one
+//!    word of lead-in is the cheapest disguise for a pasted banner — unless rule 2a holds. A
+//!    table cell is a sentence of its own, so a marking alone in a cell or opening one is
+//!    asserted: a column of classifications marks its rows (`| Alpha | active | (S//NF) |`), and
+//!    a table that lists markings (`| Secret | (S) |`) reads the same way — such a list belongs
+//!    in sentences.
+//!
+//!    2a. **Short question about it** (mentioned). Exactly one word, with a lower-case letter,
+//!    stands between the start of its sentence (never a table cell) and the marking; after it
+//!    come at most eight words, each a marking, a function word or a word that talks about
+//!    markings (`mean`, `valid`, `banner`, `stricter`, …); then `.`, `?` or `!` ends the
+//!    sentence, and nothing else follows in its paragraph: `Explain (S//NF).`, `Define
+//!    (TS//SI).`, `Quick check: is CONFIDENTIAL//NOFORN a valid banner?`, `Is (S//NF) stricter
+//!    than (S//REL TO USA, FVEY)?`. Nothing that could be the text it marks follows it, so it
+//!    marks nothing: `Is (S//NF) the convoy leaving at 0400 from Gate 3?`, `Explain (S//NF). The
+//!    convoy …`, a next line of the same paragraph, or a banner line with a word before it and
+//!    no full stop (`Explain SECRET//NOFORN`) keep it asserted.
 //! 3. **Quoted term** (mentioned). A quote mark or backtick stands right before it and a
 //!    closing one right after it: `the banner "SECRET//NOFORN" means`, `` `(S//NF)` ``.
 //! 4. **After punctuation.** Skipping white space and opening quotes, brackets and emphasis, the
@@ -1277,9 +1289,15 @@ fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usiz
     let prev = before.chars().next_back();
     let rest = after.trim_start_matches(|c: char| c.is_whitespace() || is_opener(c));
     let gap_after = after.get(..after.len() - rest.len()).unwrap_or_default();
-    // 2. Sentence start (a table cell included).
+    // 2. Sentence start (a table cell included), unless the sentence is a short question or
+    // instruction about the marking that ends its paragraph (2a).
     if !in_sentence(lead) {
-        return Asserted;
+        let truncated = lo > lead_in_end;
+        return if !truncated && is_short_question_object(view, line, lead, after) {
+            Mentioned
+        } else {
+            Asserted
+        };
     }
     // 3. Quoted term.
     let quoted = lead.chars().next_back().is_some_and(is_opening_quote)
@@ -1311,6 +1329,173 @@ fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usiz
         Some(c) if c.is_ascii_uppercase() || c.is_ascii_digit() => Asserted,
         _ => Mentioned,
     }
+}
+
+/// Rule 2a: whether the marking after `lead` (the text of its line before it, from the end of
+/// the line's lead-in) and before `after` (the rest of its line) is the object of a short
+/// question or instruction that ends the paragraph: `Explain (S//NF).`, `Define (TS//SI).`,
+/// `Quick check: is CONFIDENTIAL//NOFORN a valid banner?`, `Clarify TOP SECRET//HCS for me.`
+///
+/// SECURITY: only the words that can talk about a marking may follow it, so nothing that could
+/// be the text it marks does. Each condition holds:
+/// - exactly one word of letters stands between the start of its sentence (the line's lead-in,
+///   or `.`, `!`, `?`, `:` or `;` and white space — never a table cell's `|`) and the marking,
+///   with a lower-case letter in it, then one space and at most an opening quote mark;
+/// - after it (and at most a closing quote mark) come at most [`MAX_TAIL_WORDS`] words, each a
+///   word about markings or a function word ([`is_meta_word`]) or a marking itself (`(S//REL TO
+///   USA, FVEY)`, `TOP SECRET//SI`, `NOFORN`), separated by single spaces and commas; no digit,
+///   no name, no other word;
+/// - then the sentence ends with `.`, `?` or `!` — a banner line with a word before it has no
+///   full stop — and nothing but white space follows on the line, and the next line is blank or
+///   absent: no text of the same paragraph follows for the marking to mark.
+fn is_short_question_object(view: &str, line: &Range<usize>, lead: &str, after: &str) -> bool {
+    let Some(sentence) = sentence_of(lead) else {
+        return false;
+    };
+    // One word, one space, at most an opening quote.
+    let sentence = sentence.strip_suffix(is_opening_quote).unwrap_or(sentence);
+    let Some(word) = sentence.strip_suffix(' ') else {
+        return false;
+    };
+    let word = word.trim_start();
+    let is_word = !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_alphabetic() || b == b'\'')
+        && word.bytes().any(|b| b.is_ascii_lowercase());
+    if !is_word {
+        return false;
+    }
+    let tail = after.strip_prefix(is_closing_quote).unwrap_or(after);
+    let tail = tail.trim_end_matches([' ', '\t', '\r']);
+    // The sentence end: `.`, `?`, `!` (repeated, as in `?!`), then at most a closing quote.
+    let tail = tail.strip_suffix(is_closing_quote).unwrap_or(tail);
+    let words = tail.trim_end_matches(['.', '?', '!']);
+    if words.len() == tail.len() || words.ends_with([' ', ',']) {
+        return false;
+    }
+    tail_is_about_markings(words) && next_line_is_blank(view, line.end)
+}
+
+/// The most words that may follow a marking in rule 2a.
+const MAX_TAIL_WORDS: usize = 8;
+
+/// Whether `words` (what follows a marking up to the end of its sentence) is empty or, after
+/// one space, at most [`MAX_TAIL_WORDS`] words about markings, function words or markings,
+/// separated by single spaces (a comma may end a word).
+fn tail_is_about_markings(words: &str) -> bool {
+    if words.is_empty() {
+        return true;
+    }
+    // A comma may follow the marking itself: `write CUI//SP-CTI, not UNCLASSIFIED//CUI.`
+    let words = words.strip_prefix(',').unwrap_or(words);
+    let Some(mut rest) = words.strip_prefix(' ') else {
+        return false;
+    };
+    let mut count = 0;
+    while !rest.is_empty() {
+        count += 1;
+        if count > MAX_TAIL_WORDS {
+            return false;
+        }
+        let token_len = if rest.starts_with('(') {
+            // A portion mark, which may hold spaces: `(S//REL TO USA, FVEY)`.
+            match rest.find(')') {
+                Some(close) if close <= MAX_CANDIDATE_BYTES => {
+                    let inner = rest.get(1..close).unwrap_or_default();
+                    if !is_marking_token(inner) {
+                        return false;
+                    }
+                    close + 1
+                }
+                _ => return false,
+            }
+        } else {
+            let len = rest.find(' ').unwrap_or(rest.len());
+            let token = rest.get(..len).unwrap_or_default();
+            let token = token.strip_suffix(',').unwrap_or(token);
+            if !(is_meta_word(token) || is_marking_token(token)) {
+                return false;
+            }
+            len
+        };
+        rest = rest.get(token_len..).unwrap_or_default();
+        let after_comma = rest.strip_prefix(',').unwrap_or(rest);
+        rest = match after_comma.strip_prefix(' ') {
+            Some(next) if !next.starts_with(' ') && !next.is_empty() => next,
+            None if after_comma.is_empty() => after_comma,
+            _ => return false,
+        };
+    }
+    true
+}
+
+/// Whether `token` is written as a marking: upper-case letters, digits, `/`, `-`, `,` and
+/// spaces with a `//` in them (`TOP SECRET//SI`, `S//REL TO USA, FVEY`), or one of the words
+/// of a marking (`NOFORN`, `CUI`, `TS`). SECURITY: an upper-case word that is not a marking's
+/// (`KILO`, `GATE`) may be a code name, and a code name is content.
+fn is_marking_token(token: &str) -> bool {
+    #[rustfmt::skip]
+    const WORDS: [&str; 36] = [
+        "TOP", "SECRET", "CONFIDENTIAL", "UNCLASSIFIED", "RESTRICTED", "CUI", "TS", "S", "C", "U",
+        "NATO", "COSMIC", "SCI", "SI", "TK", "HCS", "SAR", "NOFORN", "NF", "ORCON", "OC", "IMCON",
+        "PROPIN", "RELIDO", "REL", "FOUO", "FISA", "FGI", "JOINT", "LES", "RD", "FRD", "FVEY",
+        "SBU", "DISPLAY", "EYES",
+    ];
+    let separated = token.contains("//")
+        && token.bytes().all(|b| {
+            b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'/' | b'-' | b',' | b' ')
+        });
+    separated || WORDS.contains(&token)
+}
+
+/// Whether `word` is a word that talks about a marking or a function word, in any case: the
+/// only words that may follow a marking in rule 2a. None of them can carry the content of a
+/// classified text.
+fn is_meta_word(word: &str) -> bool {
+    #[rustfmt::skip]
+    const WORDS: &[&str] = &[
+        // Articles, pronouns, prepositions, conjunctions, auxiliaries, negation.
+        "a", "an", "the", "this", "that", "these", "those", "it", "its", "it's", "me", "us", "you",
+        "i", "we", "they", "them", "one", "ones", "for", "to", "of", "in", "on", "by", "as",
+        "than", "from", "with", "without", "at", "about", "and", "or", "nor", "but", "not", "no",
+        "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "can",
+        "could", "should", "would", "will", "may", "might", "must", "shall", "has", "have", "had",
+        "so", "too", "also", "just", "ever", "even", "then", "still", "yet", "please", "again",
+        "here", "there", "now", "really", "actually", "exactly", "briefly", "anymore", "any",
+        "some", "all", "both", "either", "each", "what", "which", "how", "why", "when", "where",
+        "who",
+        // What is said about a marking.
+        "mean", "means", "meant", "meaning", "stand", "stands", "refer", "refers", "valid",
+        "invalid", "correct", "incorrect", "right", "wrong", "ok", "okay", "allowed", "permitted",
+        "proper", "properly", "legal", "legit", "real", "official", "current", "obsolete",
+        "deprecated", "outdated", "same", "different", "difference", "equivalent", "similar",
+        "stricter", "looser", "higher", "lower", "above", "below", "more", "less", "restrictive",
+        "used", "use", "needed", "required", "necessary", "written", "spelled", "abbreviated",
+        "formatted", "ordered", "replaced", "retired", "new", "old", "marking", "markings", "mark",
+        "marks", "banner", "banners", "portion", "portions", "caveat", "caveats", "control",
+        "controls", "classification", "classifications", "level", "levels", "label", "labels",
+        "category", "categories", "format", "form", "example", "examples", "abbreviation",
+        "acronym", "spelling", "order", "syntax", "rule", "rules", "top", "secret", "confidential",
+        "unclassified", "classified", "exist", "exists", "work", "works", "apply", "applies",
+        "simply", "simple", "detail", "plain", "english", "terms", "words", "word",
+    ];
+    let lower = word.to_ascii_lowercase();
+    !word.is_empty() && WORDS.contains(&lower.as_str())
+}
+
+/// The words of the sentence that `lead` ends in: the text after the start of `lead`, a `.`,
+/// `!`, `?`, `:` or `;` followed by white space; `None` when a table cell's `|` opens it.
+fn sentence_of(lead: &str) -> Option<&str> {
+    let mut next_is_space = false;
+    for (i, c) in lead.char_indices().rev() {
+        if c == '|' {
+            return None;
+        }
+        if next_is_space && matches!(c, '.' | '!' | '?' | ':' | ';') {
+            return lead.get(i + 1..);
+        }
+        next_is_space = c.is_whitespace();
+    }
+    Some(lead)
 }
 
 /// Whether at least two words stand between the end of `lead` and the start of its sentence
@@ -1763,6 +1948,88 @@ mod tests {
             one("Summarize the following document SECRET//NOFORN\n\nThe plan is set."),
             Placement::Mentioned
         );
+    }
+
+    #[test]
+    fn a_marking_that_ends_a_short_question_about_it_is_a_mention() {
+        // Rule 2a: one word before it, only words about markings after it, a full stop or
+        // question mark, and the end of the paragraph.
+        for src in [
+            "Explain (S//NF).",
+            "Define (TS//SI).",
+            "Explain SECRET//NOFORN.",
+            "Clarify TOP SECRET//HCS for me.",
+            "Quick check: is CONFIDENTIAL//NOFORN a valid banner?",
+            "Is CONFIDENTIAL//NOFORN a valid banner?",
+            "Is (S//NF) still used?",
+            "Is (S//NF) stricter than (S//REL TO USA, FVEY)?",
+            "Explain \"SECRET//NOFORN\" in plain English, please.",
+            "Question: would (S//REL TO USA, GBR) be wrong here?",
+            "1. Define (TS//SI).",
+            "Thanks! Explain (S//NF).\n\nAnd what about ORCON?",
+            "Explain (S//NF).  \n",
+        ] {
+            let s = scan(src);
+            assert!(!s.markings.is_empty(), "{src:?}");
+            assert!(
+                s.markings
+                    .iter()
+                    .all(|m| m.placement == Placement::Mentioned),
+                "{src:?}: {:?}",
+                placed(src)
+            );
+            assert_eq!(s.label, Label::unclassified(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_question_that_carries_content_stays_asserted() {
+        // SECURITY: whatever follows a marking that could be the text it marks keeps it
+        // asserted, question or not.
+        for src in [
+            // Content after it, phrased as a question: names, digits, words that are not about
+            // markings.
+            "Is (S//NF) the convoy leaving at 0400 from Gate 3 tomorrow?",
+            "Is (S//NF) the convoy leaving tomorrow?",
+            "Is (S//NF) bridge mined?",
+            "Is (S//NF) KILO?",
+            "Explain (S//NF) 0400.",
+            "Explain (S//NF) the plan.",
+            "Explain (S//NF) troop movements near Kandahar are expected.",
+            "Note: the (S//NF) bridge is mined.",
+            "Summary: (S//NF) The convoy leaves at 0400 from Gate 3.",
+            "Summary: (S//NF) the convoy leaves at dawn.",
+            // Content after it in the same paragraph.
+            "Explain (S//NF). The convoy leaves at 0400.",
+            "Explain (S//NF).\nThe convoy leaves at 0400.",
+            "Is (S//NF) valid? (S//NF) the convoy leaves at dawn.",
+            "Define (TS//SI).\nmovement at the border.",
+            // A banner line with a word before it has no full stop; a label and a colon with
+            // no word is a subject line.
+            "Explain SECRET//NOFORN",
+            "Explain SECRET//NOFORN\nThe plan is set.",
+            "Explain: (S//NF).",
+            "Subject: (S//NF).",
+            // A table cell, two words without lower case, a column gap, a disguise.
+            "| Explain | (S//NF). |",
+            "| Explain (S//NF). |",
+            "DRAFT MEMO (S//NF).",
+            "Explain  (S//NF).",
+            "Explain ЅECRET//NOFORN.",
+            "Explain (Ｓ//NF).",
+            // Portion marks at line and item starts are asserted whatever follows.
+            "(S//NF) valid?",
+            "\"(S//NF) is it valid?\"",
+            "a) (S//NF) mean?",
+            "• (S) still used?",
+        ] {
+            let p = placed(src);
+            assert!(
+                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
+                "{src:?}: {p:?}"
+            );
+            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+        }
     }
 
     #[test]

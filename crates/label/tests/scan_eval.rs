@@ -4,13 +4,29 @@
 //! so.
 //!
 //! The target is 95 %. Set A measured 94.3 % at its first, clean run (333/353) and 95.2 % after
-//! the one revision it prompted; set B, never read to change a rule, measures 93.3 % (181/194;
-//! the spillage decision alone, the banner, 95.4 %). Ten of set B's thirteen misses are honest
-//! questions with a marking after a single word or a colon (`Explain (S//NF).`, `Quick check: is
-//! CONFIDENTIAL//NOFORN a valid banner?`), asserted on purpose because one word or a label of
-//! lead-in is how pasted classified text would pose as a mention (rules 2 and 4 of the scan
-//! module). The test prints each figure against the target and fails when either set falls below
-//! its measured floor.
+//! the one revision it prompted; set B measured 93.3 % (181/194; the spillage decision alone, the
+//! banner, 95.4 %) at its clean run. Ten of set B's thirteen misses were honest questions with a
+//! marking after a single word or a colon (`Explain (S//NF).`, `Quick check: is
+//! CONFIDENTIAL//NOFORN a valid banner?`); rule 2a of the scan module (a short question about a
+//! marking that ends its paragraph) was written on reading them, so set B is no longer held out
+//! either: with it A measures 96.3 % (340/353) and B 95.9 % (186/194).
+//!
+//! Set C, written after rule 2a and committed before its first run, is the held-out figure:
+//! 90.6 % (203/224; the banner alone 92.9 %, 208/224), below the target, and no rule was changed
+//! on reading its misses. Fifteen of the twenty-one are honest texts asserted: questions whose
+//! words after the marking are not all about markings, that have no full stop or that go on in
+//! the paragraph (rule 2a holds back), a marking after one word (`Equation (S) defines …`,
+//! `Exhibit (S) is withheld …`), tables that list markings, a marking after a clause and a colon
+//! or opening a code comment, and banners whose parse stops before an upper-case word
+//! (`//GBR SECRET//EYES ONLY`, `SECRET//REL TO FVEY`). One is spillage missed: `Fix grammar (TS)
+//! the general are move troops north` reads as a mention because two words with lower case stand
+//! before the marking and lower-case text follows it (rule 7), a gap of the rules that predates
+//! rule 2a. Five are mention flags only (`T-shirt (S)`, `-3 (C)` read as marks, `a single (S)`
+//! dropped as an abbreviation, an unclosed `(TS//SI` in a grep pattern, a question asserted
+//! because marked text follows it in its paragraph).
+//!
+//! The test prints each figure against the target and fails when a set falls below its floor,
+//! the measured figure rounded down: 96 % for A, 95 % for B, 90 % for C.
 
 #![allow(
     clippy::unwrap_used,
@@ -27,8 +43,10 @@ use serde_json::Value;
 
 /// Written after the placement rules were first written; read to revise them once.
 const EVAL_A: &str = include_str!("data/scan_eval.jsonl");
-/// Written after that revision, never read to change a rule.
+/// Written after that revision; read to write rule 2a.
 const EVAL_B: &str = include_str!("data/scan_eval_b.jsonl");
+/// Written after rule 2a, never read to change a rule.
+const EVAL_C: &str = include_str!("data/scan_eval_c.jsonl");
 
 /// The accuracy asked for on texts the scanner has never seen.
 const TARGET_ACCURACY: f64 = 0.95;
@@ -94,8 +112,9 @@ fn accuracy_on_unseen_marking_examples_holds() {
     // The floors are the measured figures (see the module doc), so that no change to the rules
     // lowers them unnoticed; the target itself is printed beside each figure.
     for (name, set, min_items, floor) in [
-        ("scan_eval", EVAL_A, 300, 0.95),
-        ("scan_eval_b", EVAL_B, 150, 0.93),
+        ("scan_eval", EVAL_A, 300, 0.96),
+        ("scan_eval_b", EVAL_B, 150, 0.95),
+        ("scan_eval_c", EVAL_C, 200, 0.90),
     ] {
         let (accuracy, wrong) = measure(name, set, min_items);
         assert!(
