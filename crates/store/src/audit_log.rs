@@ -360,7 +360,13 @@ impl Writer {
                         }
                     }
                     if !entries.is_empty() {
+                        let was_down = self.outage_since.get().is_some();
                         self.commit(entries, waiters).await;
+                        if !was_down && self.outage_since.get().is_some() {
+                            // The first probe comes one retry period after the outage began,
+                            // not at once (an interval's first tick is immediate).
+                            retry.reset();
+                        }
                         self.record_outage_end(false).await;
                     }
                     for job in control {
@@ -411,7 +417,11 @@ impl Writer {
     ) {
         let state = &self.state;
         let count = entries.len();
-        match state.store.append_audit(entries).await {
+        match state
+            .store
+            .append_audit_after(entries, state.tree.len())
+            .await
+        {
             Ok(batch) => {
                 if state.unavailable.swap(false, Ordering::Relaxed) {
                     tracing::info!("the audit log is writable again");

@@ -165,6 +165,60 @@ async fn two_stores_appending_at_once_leave_no_gap_and_no_duplicate() {
 }
 
 #[tokio::test]
+async fn appends_after_a_guessed_head_survive_wrong_guesses_quotes_and_races() {
+    each_backend(|db: Db| async move {
+        let a = db.open().await;
+        let b = db.open().await;
+        // A right guess, then a stale one (b has not seen a's entries): the stale append takes
+        // the next free indices, never a duplicate or a gap.
+        let first = a
+            .append_audit_after(vec![request("it's"), request("a 'quoted' id")], 0)
+            .await
+            .unwrap();
+        assert_eq!(first.first, 0);
+        let stale = b.append_audit_after(vec![request("b")], 0).await.unwrap();
+        assert_eq!(stale.first, 2);
+        assert_eq!(stale.results[0].as_ref().unwrap().index, 2);
+        // A guess beyond the head would leave a gap: it must not be taken either.
+        let ahead = a.append_audit_after(vec![request("c")], 9).await.unwrap();
+        assert_eq!(ahead.first, 3);
+        assert_eq!(all_rows(&a).await, ["it's", "a 'quoted' id", "b", "c"]);
+        let leaves: Vec<_> = first
+            .results
+            .iter()
+            .map(|r| r.as_ref().unwrap().leaf)
+            .collect();
+        for (i, leaf) in leaves.into_iter().enumerate() {
+            let entry = a.audit_entry(i as u64).await.unwrap().unwrap();
+            assert_eq!(hash_leaf(entry.as_bytes()), leaf);
+        }
+        // Racing writers, each guessing from what it last appended.
+        let mut tasks = Vec::new();
+        for (w, store) in [(0, a.clone()), (1, b.clone())] {
+            tasks.push(tokio::spawn(async move {
+                let mut guess = 0;
+                for n in 0..20 {
+                    let batch = store
+                        .append_audit_after(vec![request(&format!("w{w}-{n}"))], guess)
+                        .await
+                        .unwrap();
+                    guess = batch.first + 1;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let ids = all_rows(&a).await;
+        assert_eq!(ids.len(), 4 + 2 * 20);
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        verify(&a).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn checkpoints_sign_the_stored_tree_and_are_skipped_while_it_does_not_grow() {
     each_backend(|db: Db| async move {
         let store = db.open().await;
