@@ -13,7 +13,7 @@
 //!    `[UNK]`;
 //! 4. `[CLS] … [SEP]`, truncating the word pieces so the whole fits in the token budget.
 //!
-//! Cost is linear in the text's length: words past the token budget are not looked at, a word
+//! Cost is linear in the text's length: text past the token budget is not looked at, a word
 //! over `max_input_chars_per_word` (100 for BERT) is `[UNK]` after counting no further than
 //! that, and the longest-match search starts from the longest piece in the vocabulary rather
 //! than from the whole rest of the word.
@@ -134,14 +134,22 @@ impl WordPiece {
     /// result has at most `max_tokens` ids (never fewer than the two special tokens).
     pub fn encode(&self, text: &str, max_tokens: usize) -> Vec<u32> {
         let budget = max_tokens.saturating_sub(2);
-        let normalized = self.normalizer.normalize(text);
-        let mut ids = Vec::with_capacity(budget.min(normalized.len()) + 2);
+        let mut ids = Vec::with_capacity(budget.min(text.len()) + 2);
         ids.push(self.cls);
-        for word in words(&normalized) {
-            if ids.len() > budget {
-                break;
+        // Normalized a stretch at a time, split at ASCII whitespace, so text past the budget is
+        // never normalized. The same as normalizing the whole: the normalizer maps characters
+        // one by one, NFD never reorders marks across a space, and a space ends a word.
+        'text: for stretch in text.split([' ', '\n', '\t', '\r']) {
+            if stretch.is_empty() {
+                continue;
             }
-            self.push_pieces(word, &mut ids);
+            let normalized = self.normalizer.normalize(stretch);
+            for word in words(&normalized) {
+                if ids.len() > budget {
+                    break 'text;
+                }
+                self.push_pieces(word, &mut ids);
+            }
         }
         ids.truncate(budget.saturating_add(1));
         ids.push(self.sep);
