@@ -258,6 +258,9 @@ impl ChatModel {
     }
 
     /// As [`ChatModel::begin`], for a prompt already encoded (by [`ChatModel::encode_prompt`]).
+    /// The prompt runs in chunks; between them `go_on` is asked whether to continue, and when
+    /// it says no the sequence comes back finished as [`FinishReason::Cancelled`] (the client
+    /// left, or the server is stopping), so a long prompt does not hold the caller to its end.
     ///
     /// # Errors
     ///
@@ -266,8 +269,9 @@ impl ChatModel {
         &self,
         ids: &[u32],
         params: &GenerationParams,
+        go_on: &(dyn Fn() -> bool + Sync),
     ) -> Result<Sequence, ChatError> {
-        self.start_encoded(ids, params, false)
+        self.start_encoded(ids, params, false, go_on)
     }
 
     fn start(
@@ -277,7 +281,7 @@ impl ChatModel {
         ignore_eos: bool,
     ) -> Result<Sequence, ChatError> {
         let ids = self.encode_prompt(prompt)?;
-        self.start_encoded(&ids, params, ignore_eos)
+        self.start_encoded(&ids, params, ignore_eos, &|| true)
     }
 
     fn start_encoded(
@@ -285,6 +289,7 @@ impl ChatModel {
         ids: &[u32],
         params: &GenerationParams,
         ignore_eos: bool,
+        go_on: &(dyn Fn() -> bool + Sync),
     ) -> Result<Sequence, ChatError> {
         let prompt_tokens = ids.len();
         if prompt_tokens == 0 {
@@ -317,9 +322,12 @@ impl ChatModel {
         }
         let logits = self
             .llama
-            .forward(ids, &mut seq.cache)
+            .forward(ids, &mut seq.cache, go_on)
             .map_err(ChatError::Inference)?;
-        self.accept(&mut seq, logits)?;
+        match logits {
+            Some(logits) => self.accept(&mut seq, logits)?,
+            None => seq.cancel(),
+        }
         Ok(seq)
     }
 

@@ -358,7 +358,15 @@ fn chat_worker(model: &ChatModel, jobs: &Receiver<ChatJob>, stop: &AtomicBool) {
             if job.events.is_closed() {
                 continue; // the caller left while queued
             }
-            match model.begin_encoded(&job.prompt.ids, &job.params) {
+            // The prompt runs alone first; it stops between chunks if its client leaves or
+            // the server stops, so neither waits for a long prompt to finish.
+            let go_on = || !job.events.is_closed() && !stop.load(Ordering::Acquire);
+            match model.begin_encoded(&job.prompt.ids, &job.params, &go_on) {
+                Ok(_) if stop.load(Ordering::Acquire) => {
+                    let _ = job
+                        .events
+                        .try_send(ChatEvent::Failed("the server is shutting down".into()));
+                }
                 Ok(seq) => active.push(ActiveChat {
                     seq,
                     events: job.events,
