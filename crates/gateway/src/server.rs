@@ -83,6 +83,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, app, tls } = self;
         accept_loop(listener, Arc::clone(&app), tls.map(Arc::new), shutdown).await;
+        stop_local_models(&app);
         // Write the queued audit entries and a final checkpoint, then close the database so
         // nothing durable is left in flight.
         app.audit.shutdown().await;
@@ -294,6 +295,9 @@ pub fn serve(config: Config, threads: usize) -> Result<(), StartError> {
                         Err(e) => tracing::error!(error = %e, "worker listener failed"),
                     }
                 });
+                // The grace is over: drop what is left (connections past it, a tokenizing
+                // task on the blocking pool) instead of waiting for it.
+                runtime.shutdown_background();
             })
             .map_err(|e| StartError::Setup(format!("starting worker thread: {e}")))?;
         workers.push(handle);
@@ -312,12 +316,24 @@ pub fn serve(config: Config, threads: usize) -> Result<(), StartError> {
     for w in workers {
         let _ = w.join();
     }
+    stop_local_models(&app);
     runtime.block_on(async {
         app.audit.shutdown().await;
         app.store.close().await;
     });
+    // Nothing left here may hold the exit past the grace: the embedded models' worker threads
+    // are never joined (the process ends them), and tasks still on the blocking pool are left.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// After the grace period: ends every local generation still running (connections past the
+/// grace were dropped, and with them their clients) so the chat worker stops spending steps.
+fn stop_local_models(app: &App) {
+    if let Some(local) = &app.local {
+        local.shutdown();
+    }
 }
 
 fn single_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {

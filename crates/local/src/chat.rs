@@ -37,7 +37,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
-pub use bpe::Tokenizer;
+pub use bpe::{MAX_PIECE_BYTES, Tokenizer, TooManyTokens};
 pub use error::ChatError;
 pub use model::WeightFormat;
 
@@ -175,7 +175,8 @@ impl ChatModel {
     /// # Errors
     ///
     /// [`ChatError::ContextLength`] when the prompt's tokens plus `max_tokens` exceed
-    /// [`ChatModel::context_length`], [`ChatError::EmptyPrompt`] for a prompt with no tokens,
+    /// [`ChatModel::context_length`], [`ChatError::PromptTooLong`] when the prompt alone does
+    /// (found without tokenizing all of it), [`ChatError::EmptyPrompt`] for a prompt with no tokens,
     /// [`ChatError::Inference`] when a tensor operation fails.
     pub fn generate(
         &self,
@@ -242,13 +243,54 @@ impl ChatModel {
         self.start(prompt, params, false)
     }
 
+    /// Encodes `prompt` (already rendered) for [`ChatModel::begin_encoded`], giving up as soon
+    /// as it has more tokens than the context holds: an over-long prompt costs about a
+    /// context's worth of tokenizing, however long it is.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError::PromptTooLong`] when the prompt alone exceeds the context.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, ChatError> {
+        let max = self.context_length();
+        self.tokenizer
+            .encode_within(prompt, max)
+            .map_err(|_| ChatError::PromptTooLong { max })
+    }
+
+    /// As [`ChatModel::begin`], for a prompt already encoded (by [`ChatModel::encode_prompt`]).
+    /// The prompt runs in chunks; between them `go_on` is asked whether to continue, and when
+    /// it says no the sequence comes back finished as [`FinishReason::Cancelled`] (the client
+    /// left, or the server is stopping), so a long prompt does not hold the caller to its end.
+    ///
+    /// # Errors
+    ///
+    /// As [`ChatModel::generate`].
+    pub fn begin_encoded(
+        &self,
+        ids: &[u32],
+        params: &GenerationParams,
+        go_on: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Sequence, ChatError> {
+        self.start_encoded(ids, params, false, go_on)
+    }
+
     fn start(
         &self,
         prompt: &str,
         params: &GenerationParams,
         ignore_eos: bool,
     ) -> Result<Sequence, ChatError> {
-        let ids = self.tokenizer.encode(prompt);
+        let ids = self.encode_prompt(prompt)?;
+        self.start_encoded(&ids, params, ignore_eos, &|| true)
+    }
+
+    fn start_encoded(
+        &self,
+        ids: &[u32],
+        params: &GenerationParams,
+        ignore_eos: bool,
+        go_on: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Sequence, ChatError> {
         let prompt_tokens = ids.len();
         if prompt_tokens == 0 {
             return Err(ChatError::EmptyPrompt);
@@ -280,9 +322,12 @@ impl ChatModel {
         }
         let logits = self
             .llama
-            .forward(&ids, &mut seq.cache)
+            .forward(ids, &mut seq.cache, go_on)
             .map_err(ChatError::Inference)?;
-        self.accept(&mut seq, logits)?;
+        match logits {
+            Some(logits) => self.accept(&mut seq, logits)?,
+            None => seq.cancel(),
+        }
         Ok(seq)
     }
 

@@ -660,3 +660,32 @@ fn sequences_stepped_together_generate_what_they_generate_alone() {
         assert_eq!(t, a.text);
     }
 }
+
+#[test]
+fn a_long_prompt_stops_between_chunks_when_told_to() {
+    let model = tiny_model();
+    // Over one prefill chunk (256 tokens), so there is a point between chunks to stop at.
+    let ids = model.encode_prompt(&"a b ".repeat(150)).unwrap();
+    assert!(ids.len() > 256, "{}", ids.len());
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let stop = || {
+        asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        false
+    };
+    let seq = model.begin_encoded(&ids, &greedy(4), &stop).unwrap();
+    assert!(seq.is_finished());
+    assert_eq!(asked.into_inner(), 1);
+    let g = seq.into_generation();
+    assert_eq!(
+        (g.finish_reason, g.completion_tokens),
+        (FinishReason::Cancelled, 0)
+    );
+    // Told to go on, the same prompt generates as `begin` does.
+    let go = model.begin_encoded(&ids, &greedy(4), &|| true).unwrap();
+    assert!(!go.is_finished());
+    // Over the context: refused before it is all tokenized.
+    assert!(matches!(
+        model.encode_prompt(&"a".repeat(1 << 20)),
+        Err(ChatError::PromptTooLong { max }) if max == CONTEXT as usize
+    ));
+}

@@ -321,6 +321,19 @@ fn words_over_100_characters_are_unk() {
 }
 
 #[test]
+fn a_mebibyte_word_is_one_unk_and_long_words_stop_at_the_budget() {
+    // One word of 1 MiB: [UNK] after looking at 101 characters of it, not at all of them.
+    assert_eq!(encode(&"x".repeat(1 << 20)), sentence(&["[UNK]"]));
+    // 1 MiB of 100-letter words, each 100 pieces long: cut at the token budget, even with
+    // no budget the longest-match search stays linear (the longest piece is short).
+    let words = format!("{} ", "x".repeat(100)).repeat((1 << 20) / 101);
+    let cut = encode(&words);
+    assert_eq!(cut.len(), MAX_TOKENS);
+    let all = tokenizer().encode(&words, usize::MAX);
+    assert_eq!(all.len(), (1 << 20) / 101 * 100 + 2);
+}
+
+#[test]
 fn long_input_is_cut_to_256_tokens_including_specials() {
     let long = "the ".repeat(1000);
     let encoded = encode(&long);

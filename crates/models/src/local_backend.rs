@@ -60,7 +60,8 @@ impl LocalBackend {
             ));
         }
         let messages = messages(req)?;
-        let (prompt, prompt_tokens) = self.engine.prompt(&messages).map_err(local_error)?;
+        let prompt = self.engine.prompt(messages).await.map_err(local_error)?;
+        let prompt_tokens = prompt.tokens();
         let context = self.engine.context_length().unwrap_or(0) as u64;
         let room = context.saturating_sub(prompt_tokens as u64);
         let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS.min(room));
@@ -74,10 +75,7 @@ impl LocalBackend {
             });
         }
         let params = params(req, max_tokens)?;
-        let events = self
-            .engine
-            .chat(prompt, prompt_tokens, params)
-            .map_err(local_error)?;
+        let events = self.engine.chat(prompt, params).map_err(local_error)?;
         let mut stream = LocalStream {
             events,
             id: format!("chatcmpl-{}", call.request_id),
@@ -269,6 +267,13 @@ fn local_error(e: LocalError) -> BackendError {
         LocalError::ContextLength { .. } => BackendError::Invalid {
             code: "context_length_exceeded",
             message: format!("{e}: shorten the messages or lower max_tokens."),
+            param: Some("messages".to_owned()),
+        },
+        LocalError::PromptTooLong { context } => BackendError::Invalid {
+            code: "context_length_exceeded",
+            message: format!(
+                "The prompt has more tokens than this model's whole context of {context} tokens. Shorten the messages."
+            ),
             param: Some("messages".to_owned()),
         },
         LocalError::NotServed(m) => BackendError::invalid(

@@ -14,6 +14,12 @@ pub enum ChatError {
         /// The model's context length.
         max: usize,
     },
+    /// The prompt alone has more tokens than the context window; tokenizing stopped there.
+    #[error("prompt has more tokens than the context of {max} tokens: shorten the messages")]
+    PromptTooLong {
+        /// The model's context length.
+        max: usize,
+    },
     /// The prompt encodes to no tokens at all.
     #[error("prompt is empty: send at least one message")]
     EmptyPrompt,

@@ -272,18 +272,24 @@ impl Llama {
     }
 
     /// Runs `tokens` through the model after the positions already in `cache`, and returns the
-    /// logits (`vocab` long) of the last token.
+    /// logits (`vocab` long) of the last token. Between chunks of [`PREFILL_CHUNK`] tokens it
+    /// asks `go_on`, and returns `Ok(None)` as soon as that says no.
     pub(crate) fn forward(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
-    ) -> Result<Vec<f32>, candle_core::Error> {
+        go_on: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Vec<f32>>, candle_core::Error> {
         self.pool.install(|| {
             let mut last = None;
             for chunk in tokens.chunks(PREFILL_CHUNK) {
+                if last.is_some() && !go_on() {
+                    return Ok(None);
+                }
                 last = Some(self.forward_chunk(chunk, cache)?);
             }
             last.ok_or_else(|| candle_core::Error::Msg("forward pass over no tokens".into()))
+                .map(Some)
         })
     }
 

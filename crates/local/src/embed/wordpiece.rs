@@ -13,6 +13,11 @@
 //!    `[UNK]`;
 //! 4. `[CLS] … [SEP]`, truncating the word pieces so the whole fits in the token budget.
 //!
+//! Cost is linear in the text's length: text past the token budget is not looked at, a word
+//! over `max_input_chars_per_word` (100 for BERT) is `[UNK]` after counting no further than
+//! that, and the longest-match search starts from the longest piece in the vocabulary rather
+//! than from the whole rest of the word.
+//!
 //! Unicode tables come from `unicode-normalization` and `unicode-properties`, which are newer
 //! than the ones `tokenizers` ships; the two agree except for characters assigned recently.
 
@@ -37,6 +42,8 @@ pub struct WordPiece {
     sep: u32,
     pad: u32,
     max_input_chars_per_word: usize,
+    /// Bytes in the longest piece (either kind): no longer candidate can match.
+    max_piece_bytes: usize,
 }
 
 impl WordPiece {
@@ -104,7 +111,14 @@ impl WordPiece {
                 }
             }
         }
+        let max_piece_bytes = words
+            .keys()
+            .chain(continuations.keys())
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
         Ok(WordPiece {
+            max_piece_bytes,
             words,
             continuations,
             normalizer,
@@ -120,16 +134,24 @@ impl WordPiece {
     /// result has at most `max_tokens` ids (never fewer than the two special tokens).
     pub fn encode(&self, text: &str, max_tokens: usize) -> Vec<u32> {
         let budget = max_tokens.saturating_sub(2);
-        let normalized = self.normalizer.normalize(text);
-        let mut ids = Vec::with_capacity(budget.min(normalized.len()) + 2);
+        let mut ids = Vec::with_capacity(budget.min(text.len()) + 2);
         ids.push(self.cls);
-        for word in words(&normalized) {
-            if ids.len() > budget {
-                break;
+        // Normalized a stretch at a time, split at ASCII whitespace, so text past the budget is
+        // never normalized. The same as normalizing the whole: the normalizer maps characters
+        // one by one, NFD never reorders marks across a space, and a space ends a word.
+        'text: for stretch in text.split([' ', '\n', '\t', '\r']) {
+            if stretch.is_empty() {
+                continue;
             }
-            self.push_pieces(word, &mut ids);
+            let normalized = self.normalizer.normalize(stretch);
+            for word in words(&normalized) {
+                if ids.len() > budget {
+                    break 'text;
+                }
+                self.push_pieces(word, &mut ids);
+            }
         }
-        ids.truncate(budget + 1);
+        ids.truncate(budget.saturating_add(1));
         ids.push(self.sep);
         ids
     }
@@ -151,7 +173,7 @@ impl WordPiece {
 
     /// Appends the WordPiece ids of one pre-tokenized word.
     fn push_pieces(&self, word: &str, ids: &mut Vec<u32>) {
-        if word.chars().count() > self.max_input_chars_per_word {
+        if word.chars().nth(self.max_input_chars_per_word).is_some() {
             ids.push(self.unk);
             return;
         }
@@ -163,9 +185,10 @@ impl WordPiece {
             } else {
                 &self.continuations
             };
-            // Longest match first: shrink the candidate one character at a time.
+            // Longest match first: shrink the candidate one character at a time, from the
+            // longest piece the vocabulary has.
             let rest = word.get(start..).unwrap_or_default();
-            let mut end = rest.len();
+            let mut end = rest.floor_char_boundary(self.max_piece_bytes);
             let found = loop {
                 let candidate = rest.get(..end).unwrap_or_default();
                 if let Some(id) = vocab.get(candidate) {
