@@ -23,6 +23,7 @@
 //! HTTP, authentication or storage.
 
 mod backend;
+pub mod bedrock;
 pub mod config;
 pub mod local;
 mod local_backend;

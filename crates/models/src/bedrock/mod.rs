@@ -1,0 +1,3 @@
+//! Amazon Bedrock (`kind = "bedrock"`).
+
+pub mod eventstream;
