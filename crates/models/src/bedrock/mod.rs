@@ -2,15 +2,15 @@
 //!
 //! - Chat goes through the Converse API (`POST /model/{modelId}/converse`), streamed chat
 //!   through ConverseStream (`/model/{modelId}/converse-stream`), whose answer is AWS's binary
-//!   event stream ([`eventstream`]) turned into OpenAI-style chunks ([`stream`]). The typed
-//!   request is translated ([`converse`]); nothing of the client's raw body is forwarded.
+//!   event stream ([`eventstream`]) turned into OpenAI-style chunks (`stream.rs`). The typed
+//!   request is translated (`converse.rs`); nothing of the client's raw body is forwarded.
 //! - Embeddings go through InvokeModel (`/model/{modelId}/invoke`): Titan text embeddings
 //!   (`{"inputText"}`, one call per input) and Cohere embed (`{"texts"}`, one call).
 //! - Every request is signed with SigV4 ([`sigv4`]) for service `bedrock` with credentials
 //!   from the environment or the shared files ([`credentials`]). The model id (or ARN) is one
 //!   path segment, percent-encoded (`:` → `%3A`, `/` → `%2F`).
 //! - Errors are classified as the router needs: throttling and a model not ready are
-//!   re-sendable, everything that may have run is not ([`converse::classify`]).
+//!   re-sendable, everything that may have run is not (`converse::classify`).
 //!
 //! SECURITY: the secret key never leaves [`credentials::Credentials`]; only signatures derived
 //! from it are sent, and no `Debug` impl or error shows it.
