@@ -154,7 +154,9 @@ impl BedrockBackend {
                 region: &self.region,
                 service: SERVICE,
                 time: SystemTime::now(),
-                content_hash: ContentHashHeader::Include,
+                // As botocore does for bedrock-runtime: the payload's hash is signed in the
+                // canonical request but not sent as a header (only S3 requires that).
+                content_hash: ContentHashHeader::Omit,
             },
         );
         let mut req = Request::new(Full::new(body));
