@@ -386,3 +386,259 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use enclave_api::{ContentPolicy, FinishReason};
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::eventstream::{Header, HeaderValue as EsValue, Message};
+    use super::*;
+    use crate::ChunkStream;
+    use crate::openai::http_client;
+
+    /// What the test server received: path, headers, body.
+    type Seen = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
+
+    fn frame(kind: &str, payload: &str) -> Vec<u8> {
+        let s = |v: &str| EsValue::String(v.to_owned());
+        Message {
+            headers: vec![
+                Header {
+                    name: ":message-type".into(),
+                    value: s("event"),
+                },
+                Header {
+                    name: ":event-type".into(),
+                    value: s(kind),
+                },
+            ],
+            payload: Bytes::from(payload.to_owned()),
+        }
+        .encode()
+    }
+
+    fn stream_bytes(corrupt: bool) -> Vec<u8> {
+        let mut out = frame("messageStart", r#"{"role":"assistant"}"#);
+        let mut delta = frame(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#,
+        );
+        if corrupt {
+            let last = delta.len() - 1;
+            delta[last] ^= 0xff;
+        }
+        out.extend(delta);
+        out.extend(frame("messageStop", r#"{"stopReason":"max_tokens"}"#));
+        out
+    }
+
+    /// A Bedrock stand-in on loopback: the model id picks the answer.
+    async fn server() -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let record = Arc::clone(&record);
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let headers = req.headers().clone();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            record.lock().unwrap().push((path.clone(), headers, body));
+                            let (status, error, body): (u16, Option<&str>, Vec<u8>) = if path
+                                .contains("throttle")
+                            {
+                                (429, Some("ThrottlingException"), b"{}".to_vec())
+                            } else if path.contains("denied") {
+                                (403, Some("AccessDeniedException"), b"{}".to_vec())
+                            } else if path.contains("invalid") {
+                                (
+                                    400,
+                                    Some("ValidationException"),
+                                    br#"{"message":"bad temperature"}"#.to_vec(),
+                                )
+                            } else if path.ends_with("/converse-stream") {
+                                (200, None, stream_bytes(path.contains("corrupt")))
+                            } else {
+                                (200, None, br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hello"}]}},"stopReason":"end_turn","usage":{"inputTokens":2,"outputTokens":1,"totalTokens":3}}"#.to_vec())
+                            };
+                            let mut resp = Response::new(Full::new(Bytes::from(body)));
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            if let Some(e) = error {
+                                resp.headers_mut().insert(
+                                    "x-amzn-errortype",
+                                    HeaderValue::from_str(&format!(
+                                        "{e}:http://internal.amazon.com/"
+                                    ))
+                                    .unwrap(),
+                                );
+                            }
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn backend(url: &str) -> BedrockBackend {
+        BedrockBackend::new(
+            BackendSpec {
+                name: "gov".into(),
+                models: Vec::new(),
+                accreditation: enclave_label::Accreditation::new(
+                    enclave_label::Label::unclassified(),
+                    [],
+                ),
+                priority: 0,
+                weight: 1,
+            },
+            BedrockParams {
+                region: "us-gov-west-1".into(),
+                endpoint_url: url.to_owned(),
+                credentials: Arc::new(CredentialProvider::fixed(credentials::Credentials::new(
+                    "AKIDTEST",
+                    "planted-secret",
+                    Some("planted-token".into()),
+                ))),
+                guardrail: None,
+            },
+            Duration::from_secs(2),
+            http_client(Duration::from_secs(2)).unwrap(),
+        )
+    }
+
+    fn chat(stream: bool) -> ChatRequest {
+        let body = format!(
+            r#"{{"model":"claude","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        ChatRequest::parse(Bytes::from(body), &ContentPolicy::default()).unwrap()
+    }
+
+    fn call() -> Call {
+        Call {
+            request_id: "r1".into(),
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    async fn collect(mut s: ChunkStream) -> Vec<Result<enclave_api::Chunk, BackendError>> {
+        let mut out = Vec::new();
+        while let Some(item) =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(s.as_mut(), cx)).await
+        {
+            out.push(item);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_converse_call_is_signed_and_its_model_id_encoded() {
+        let (url, seen) = server().await;
+        let b = backend(&url);
+        let ChatAnswer::Whole(c) = b
+            .chat(&chat(false), "us.anthropic.claude-v2:1", &call())
+            .await
+            .unwrap()
+        else {
+            panic!("expected a whole answer")
+        };
+        assert_eq!(c.choices[0].content.as_deref(), Some("Hello"));
+        assert_eq!(c.model, "claude");
+        assert_eq!(c.id, "chatcmpl-r1");
+        let seen = seen.lock().unwrap();
+        let (path, headers, body) = &seen[0];
+        assert_eq!(path, "/model/us.anthropic.claude-v2%3A1/converse");
+        let auth = headers["authorization"].to_str().unwrap();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/")
+                && auth.contains("/us-gov-west-1/bedrock/aws4_request, SignedHeaders=accept;content-type;host;x-amz-date;x-amz-security-token, Signature="),
+            "{auth}"
+        );
+        assert_eq!(headers["x-amz-security-token"], "planted-token");
+        assert!(!headers.contains_key("x-amz-content-sha256"));
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            v,
+            json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+        );
+        assert!(!format!("{b:?}").contains("planted-secret"));
+    }
+
+    #[tokio::test]
+    async fn a_converse_stream_becomes_chunks_and_a_bad_crc_ends_it() {
+        let (url, _) = server().await;
+        let b = backend(&url);
+        let ChatAnswer::Stream(s) = b.chat(&chat(true), "m", &call()).await.unwrap() else {
+            panic!("expected a stream")
+        };
+        let chunks: Vec<_> = collect(s).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[1].deltas[0].content.as_deref(), Some("Hi"));
+        assert_eq!(
+            chunks[2].deltas[0].finish_reason,
+            Some(FinishReason::Length)
+        );
+
+        let ChatAnswer::Stream(s) = b.chat(&chat(true), "corrupt", &call()).await.unwrap() else {
+            panic!("expected a stream")
+        };
+        let items = collect(s).await;
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert!(items[0].is_ok());
+        assert!(
+            matches!(&items[1], Err(BackendError::Failed { reason }) if reason.contains("checksum")),
+            "{items:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn error_answers_are_classified() {
+        let (url, _) = server().await;
+        let b = backend(&url);
+        for (model, want) in [
+            ("throttle", "throttled"),
+            ("denied", "credentials"),
+            ("invalid", "rejected"),
+        ] {
+            let e = b.chat(&chat(false), model, &call()).await.unwrap_err();
+            let got = match &e {
+                BackendError::Throttled { .. } => "throttled",
+                BackendError::Credentials { status: 403 } => "credentials",
+                BackendError::Rejected { status: 400, body } => {
+                    assert!(body.message.contains("bad temperature"), "{body:?}");
+                    "rejected"
+                }
+                _ => "other",
+            };
+            assert_eq!(got, want, "{model}: {e:?}");
+        }
+        // Nothing listens here: not sent, so it may be tried elsewhere.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = backend(&format!("http://127.0.0.1:{port}"))
+            .chat(&chat(false), "m", &call())
+            .await
+            .unwrap_err();
+        assert!(e.may_resend(), "{e:?}");
+    }
+}
