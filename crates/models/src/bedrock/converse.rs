@@ -130,7 +130,15 @@ pub(crate) fn request_body(
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), Value::Object(inference));
     }
-    if !req.tools.is_empty() {
+    // `tool_choice: "none"` has no Converse equivalent: the tools are left out, unless the
+    // conversation already holds tool calls or results, which Converse accepts only with a
+    // toolConfig (then the tools are offered and the model decides, as with `auto`).
+    let has_tool_blocks = req
+        .messages
+        .iter()
+        .any(|m| !m.tool_calls.is_empty() || m.role == Role::Tool);
+    let none = matches!(&req.tool_choice, Some(Value::String(s)) if s == "none");
+    if !req.tools.is_empty() && (has_tool_blocks || !none) {
         let tools: Vec<Value> = req
             .tools
             .iter()
@@ -164,8 +172,8 @@ pub(crate) fn request_body(
     Ok(Value::Object(body))
 }
 
-/// OpenAI's `tool_choice` as Converse's `toolChoice` (`none` has no equivalent: the tools
-/// are offered and the model decides, as with `auto`).
+/// OpenAI's `tool_choice` as Converse's `toolChoice` (`none`, when the tools must be sent
+/// anyway, as `auto`).
 fn tool_choice(choice: Option<&Value>) -> Result<Option<Value>, BackendError> {
     let Some(choice) = choice else {
         return Ok(None);
@@ -414,6 +422,27 @@ mod tests {
                 "guardrailConfig": {"guardrailIdentifier": "gr-1", "guardrailVersion": "2"},
             })
         );
+    }
+
+    #[test]
+    fn tool_choice_none_leaves_the_tools_out_unless_the_history_needs_them() {
+        let tools = r#""tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"none""#;
+        let fresh = parse(&format!(
+            r#"{{"model":"m",{tools},"messages":[{{"role":"user","content":"x"}}]}}"#
+        ));
+        assert!(
+            request_body(&fresh, None)
+                .unwrap()
+                .get("toolConfig")
+                .is_none()
+        );
+        let after_call = parse(&format!(
+            r#"{{"model":"m",{tools},"messages":[{{"role":"user","content":"x"}},
+            {{"role":"assistant","tool_calls":[{{"id":"a","function":{{"name":"f","arguments":"{{}}"}}}}]}},
+            {{"role":"tool","tool_call_id":"a","content":"r"}}]}}"#
+        ));
+        let v = request_body(&after_call, None).unwrap();
+        assert_eq!(v["toolConfig"]["toolChoice"], json!({"auto": {}}));
     }
 
     #[test]
