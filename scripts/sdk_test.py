@@ -37,6 +37,30 @@ CHUNK_DELAY_MS = 100
 STARTUP_TIMEOUT_S = 20.0
 
 
+# Two Bedrock backends on mocks (crates/gateway/tests/bedrock_mock.py, which checks every SigV4
+# signature with botocore): GovCloud accredited CUI, a commercial region UNCLASSIFIED only.
+BEDROCK_MOCK = Path(__file__).resolve().parent.parent / "crates/gateway/tests/bedrock_mock.py"
+BEDROCK_PROFILES = {
+    "govcloud": ("us-gov-west-1", "AKIAGOVSDKTEST000001", "sdk/gov+secret/DO-NOT-LOG-1234567890"),
+    "commercial": ("us-east-1", "AKIACOMSDKTEST000002", "sdk/commercial+secret"),
+}
+BEDROCK_GOV_MODEL = "us-gov.anthropic.claude-3-5-sonnet-20240620-v1:0"
+BEDROCK_COMMERCIAL_MODEL = (
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+)
+
+
+def botocore_available() -> bool:
+    try:
+        import botocore.auth  # noqa: F401
+        import botocore.eventstream  # noqa: F401
+    except ImportError:
+        if os.environ.get("ENCLAVE_REQUIRE_BOTOCORE") == "1":
+            raise RuntimeError("ENCLAVE_REQUIRE_BOTOCORE=1 but botocore is not installed here")
+        return False
+    return True
+
+
 LOCAL_BACKEND = """
 [[backends]]
 name = "local"
@@ -85,6 +109,10 @@ class Harness:
         self.mock_log = self.tmp / "mock-upstream.log"
         self.base_url = ""
         self.key = ""
+        # The Bedrock mocks' URLs by profile (empty when botocore is missing).
+        self.bedrock: dict[str, str] = {}
+        # AWS_* variables for the CLI and the server (the credentials file of the mocks).
+        self.serve_env: dict[str, str] = {}
 
     # --- start-up ---
 
@@ -110,6 +138,47 @@ class Harness:
             raise RuntimeError(f"mock-upstream did not start (first line {line!r})")
         upstream_url = line.split(" ", 1)[1]
 
+        bedrock_backends = ""
+        serve_env: dict[str, str] = {}
+        if botocore_available():
+            creds = self.tmp / "aws-credentials"
+            with open(creds, "w") as f:
+                for profile, (region, key_id, secret) in BEDROCK_PROFILES.items():
+                    f.write(f"[{profile}]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n\n")
+                    proc = subprocess.Popen(
+                        [sys.executable, str(BEDROCK_MOCK), "--region", region, "--access-key", key_id,
+                         "--secret-key", secret],
+                        stdout=subprocess.PIPE,
+                        stderr=open(self.tmp / f"bedrock-{profile}.log", "wb"),
+                        text=True,
+                    )
+                    self.procs.append(proc)
+                    first = proc.stdout.readline().strip() if proc.stdout else ""
+                    if not first.startswith("listening on "):
+                        raise RuntimeError(f"bedrock mock did not start (first line {first!r})")
+                    self.bedrock[profile] = "http://" + first.split(" ", 2)[2]
+            serve_env = {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": str(self.tmp / "none")}
+            for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+                serve_env[var] = ""
+            for profile, upstream, accreditation, priority in (
+                ("commercial", BEDROCK_COMMERCIAL_MODEL, "UNCLASSIFIED", 1),
+                ("govcloud", BEDROCK_GOV_MODEL, "CUI", 2),
+            ):
+                region = BEDROCK_PROFILES[profile][0]
+                bedrock_backends += f"""
+[[backends]]
+name = "bedrock-{profile}"
+kind = "bedrock"
+region = "{region}"
+endpoint_url = "{self.bedrock[profile]}"
+profile = "{profile}"
+models = [{{ name = "claude", upstream = "{upstream}" }}, {{ name = "claude-tools", upstream = "{upstream}-tools" }}, {{ name = "claude-invalid", upstream = "invalid-model" }}]
+accreditation = "{accreditation}"
+operators = "USA"
+priority = {priority}
+"""
+        self.serve_env = serve_env
+
         port = free_port()
         data = self.tmp / "data"
         self.config.write_text(
@@ -126,6 +195,7 @@ base_url = "{upstream_url}"
 models = ["{MODEL}"]
 accreditation = "{CLEARANCE}"
 operators = "USA"
+{bedrock_backends}
 {LOCAL_BACKEND if local_models_dir() else ""}"""
         )
         self.cli("init")
@@ -135,7 +205,7 @@ operators = "USA"
         if not self.key or "\n" in self.key:
             raise RuntimeError(f"`enclave key create` should print the key alone, printed {self.key!r}")
 
-        env = dict(os.environ, ENCLAVE_LOG=os.environ.get("ENCLAVE_LOG", "info"))
+        env = dict(os.environ, ENCLAVE_LOG=os.environ.get("ENCLAVE_LOG", "info"), **self.serve_env)
         if local_models_dir():
             env["ENCLAVE_MODELS_DIR"] = local_models_dir()
         server = subprocess.Popen(
@@ -163,7 +233,8 @@ operators = "USA"
 
     def cli(self, *args: str) -> str:
         cmd = [self.enclave, "--config", str(self.config), *args]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        env = dict(os.environ, **self.serve_env)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
         if p.returncode != 0:
             raise RuntimeError(
                 f"`enclave {' '.join(args)}` exited {p.returncode}\nstdout: {p.stdout.strip()}\nstderr: {p.stderr.strip()}"
@@ -388,6 +459,92 @@ def run_checks(h: Harness) -> Checks:
         assert abs(norm - 1.0) < 1e-3, f"norm {norm}"
         return f"2 x 384 dims, norm {norm:.4f}"
 
+    def bedrock_stats(profile: str) -> dict:
+        import json
+
+        with urllib.request.urlopen(f"{h.bedrock[profile]}/__stats", timeout=5) as r:
+            stats = json.loads(r.read())
+        assert stats["bad_signatures"] == 0, f"{profile}: {stats['bad_signatures']} bad signatures"
+        return stats
+
+    cui = client.with_options(default_headers={"X-Enclave-Classification": "CUI"})
+
+    def bedrock_chat():
+        raw = cui.chat.completions.with_raw_response.create(
+            model="claude", messages=[{"role": "user", "content": "hello Bedrock"}])
+        completion = raw.parse()
+        content = completion.choices[0].message.content
+        assert content == "Hello from us-gov-west-1: you said: hello Bedrock", f"content {content!r}"
+        assert completion.usage.total_tokens == 18, f"usage {completion.usage}"
+        assert raw.headers.get("x-enclave-classification") == "CUI"
+        return f"content {content!r}"
+
+    def bedrock_stream():
+        stream = cui.chat.completions.create(
+            model="claude", messages=[{"role": "user", "content": "streamed"}], stream=True,
+            stream_options={"include_usage": True})
+        text, finish, usage, chunks = "", None, None, 0
+        for chunk in stream:
+            chunks += 1
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+            if chunk.usage:
+                usage = chunk.usage
+        assert text == "Hello from us-gov-west-1: you said: streamed", f"text {text!r}"
+        assert finish == "stop" and usage is not None and usage.completion_tokens == 7, f"{finish} {usage}"
+        return f"{chunks} chunks, text {text!r}"
+
+    def bedrock_tool_round_trip():
+        import json
+
+        tools = [{"type": "function", "function": {"name": "weather", "description": "Weather in a city",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+        messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+        first = cui.chat.completions.create(model="claude-tools", messages=messages, tools=tools)
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls", f"finish {choice.finish_reason}"
+        call = choice.message.tool_calls[0]
+        assert call.function.name == "weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+        messages += [choice.message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}]
+        second = cui.chat.completions.create(model="claude-tools", messages=messages, tools=tools)
+        content = second.choices[0].message.content
+        assert content == "The weather in Paris: sunny, 24 C.", f"content {content!r}"
+        return f"call {call.id} -> {content!r}"
+
+    def bedrock_error():
+        return expect_status_error(
+            lambda: cui.chat.completions.create(model="claude-invalid", messages=[{"role": "user", "content": "x"}]),
+            openai.BadRequestError,
+            400,
+            "invalid_request",
+        )
+
+    def bedrock_cui_routing():
+        before = len(bedrock_stats("commercial")["requests"])
+        for i in range(4):
+            r = cui.chat.completions.create(model="claude", messages=[{"role": "user", "content": f"cui {i}"}])
+            assert r.choices[0].message.content.startswith("Hello from us-gov-west-1"), r.choices[0].message.content
+        assert len(bedrock_stats("commercial")["requests"]) == before, "a CUI request reached the commercial backend"
+        # An UNCLASSIFIED session may use the commercial backend, which is tried first.
+        r = client.chat.completions.create(
+            model="claude", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Enclave-Classification": "UNCLASSIFIED"})
+        assert r.choices[0].message.content == "Hello from us-east-1: you said: hi", r.choices[0].message.content
+        gov = len(bedrock_stats("govcloud")["requests"])
+        return f"GovCloud served {gov} requests, commercial {before + 1} (none at CUI)"
+
+    def bedrock_secret_not_logged():
+        secret = BEDROCK_PROFILES["govcloud"][2]
+        log = h.server_log.read_text(errors="replace")
+        assert secret not in log, "the secret key is in the server log"
+        for path in (h.tmp / "data").rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"the secret key is in {path}"
+        return "not in the server log or the data directory"
+
     checks.run("chat completion, non-streaming (content and X-Enclave-Classification)", chat_non_stream)
     checks.run("chat completion, streaming", chat_stream)
     checks.run("models.list() contains gpt-4o", models_list)
@@ -396,6 +553,15 @@ def run_checks(h: Harness) -> Checks:
     checks.run("spillage: TOP SECRET content in a SECRET session -> PermissionDeniedError spillage_detected", spillage_above_session)
     checks.run("unknown API key -> AuthenticationError invalid_api_key", bad_key)
     checks.run("session TOP SECRET above clearance -> PermissionDeniedError classification_exceeds_clearance", above_clearance)
+    if h.bedrock:
+        checks.run("bedrock: chat at CUI goes to GovCloud", bedrock_chat)
+        checks.run("bedrock: streamed chat with usage", bedrock_stream)
+        checks.run("bedrock: tool call round trip", bedrock_tool_round_trip)
+        checks.run("bedrock: ValidationException -> BadRequestError invalid_request", bedrock_error)
+        checks.run("bedrock: CUI never reaches the commercial backend", bedrock_cui_routing)
+        checks.run("bedrock: the secret key is not in the log or the data directory", bedrock_secret_not_logged)
+    else:
+        print("SKIP  bedrock checks: botocore is not installed (pip install botocore)", flush=True)
     if local_models_dir():
         checks.run("local model: streamed chat answers the reference prompt", local_stream)
         checks.run("local model: embeddings", local_embeddings)

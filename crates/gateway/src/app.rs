@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use enclave_models::local::LocalEngine;
 use enclave_models::{
-    Backend, BackendSpec, LocalBackend, OpenAiBackend, RetryPolicy, Router, http_client,
+    Backend, BackendSpec, BedrockBackend, BedrockParams, LocalBackend, OpenAiBackend, RetryPolicy,
+    Router, http_client,
 };
 use enclave_store::install::AuditDigestKeys;
 use enclave_store::{AuditLog, AuditLogConfig, Store};
@@ -184,10 +185,33 @@ impl App {
                     Arc::new(LocalBackend::new(spec, engine))
                 }
                 BackendKind::Bedrock => {
-                    return Err(StartError::Setup(format!(
-                        "backend {}: kind = \"bedrock\" is not available in this build",
-                        b.name
-                    )));
+                    // The loader fills both in for every bedrock entry it accepts.
+                    let Some(bedrock) = &b.bedrock else {
+                        return Err(StartError::Setup(format!(
+                            "backend {}: no Bedrock settings",
+                            b.name
+                        )));
+                    };
+                    let Some(credentials) = &bedrock.credentials else {
+                        return Err(StartError::Setup(format!(
+                            "backend {}: no AWS credentials",
+                            b.name
+                        )));
+                    };
+                    if b.allow_cleartext && is_cleartext_remote(&bedrock.endpoint_url) {
+                        tracing::warn!(backend = %b.name, endpoint_url = %bedrock.endpoint_url, "allow_cleartext: prompts cross the network unencrypted");
+                    }
+                    Arc::new(BedrockBackend::new(
+                        spec,
+                        BedrockParams {
+                            region: bedrock.region.clone(),
+                            endpoint_url: bedrock.endpoint_url.clone(),
+                            credentials: Arc::clone(credentials),
+                            guardrail: bedrock.guardrail.clone(),
+                        },
+                        config.limits.connect_timeout,
+                        client.clone(),
+                    ))
                 }
             };
             backends.push(backend);

@@ -64,6 +64,7 @@ pub use audit::{AuditConfig, DEFAULT_AUDIT_ORIGIN, KeysConfig, RawAudit, RawKeys
 pub use enclave_auth::config::{RawCertMapping, RawClaims, RawOidc, RawTls};
 pub use enclave_auth::{OidcConfig, TlsConfig};
 pub use enclave_local::weights::{ModelsDir, ModelsDirSource};
+use enclave_models::bedrock::credentials::CredentialProvider;
 pub use enclave_models::config::{
     ApiKey, BackendConfig, BackendKind, ModelAlias, RawBackend, is_cleartext_remote,
 };
@@ -362,6 +363,21 @@ impl Config {
         self.models_dir = ModelsDir::locate_with_env(models_dir, &self.data_dir, env);
         // Backends are only here when every entry was valid, so the indices are the file's.
         for (i, b) in self.backends.iter_mut().enumerate() {
+            if let Some(bedrock) = &mut b.bedrock {
+                // Non-UTF-8 values are read as absent: AWS's own tools cannot use them either.
+                let lookup = |name: &str| env(name).and_then(|v| v.into_string().ok());
+                match CredentialProvider::resolve(bedrock.profile.as_deref(), &lookup) {
+                    Ok(c) => bedrock.credentials = Some(std::sync::Arc::new(c)),
+                    Err(e) => {
+                        let key = if bedrock.profile.is_some() {
+                            format!("backends[{i}].profile")
+                        } else {
+                            format!("backends[{i}]")
+                        };
+                        p.push(&key, &e.to_string());
+                    }
+                }
+            }
             let Some(var) = &b.api_key_env else { continue };
             match env(var).map(OsString::into_string) {
                 Some(Ok(key)) if !key.is_empty() => b.api_key = Some(ApiKey::new(key)),

@@ -37,6 +37,18 @@ pub struct RawBackend {
     pub weight: Option<i64>,
     /// Allow `http://` to a host that is not loopback (default false).
     pub allow_cleartext: Option<bool>,
+    /// AWS region of a `bedrock` backend (`us-gov-west-1`); also the signing region.
+    pub region: Option<String>,
+    /// Endpoint of a `bedrock` backend instead of `https://bedrock-runtime.<region>.…`: a
+    /// FIPS or VPC endpoint, or a test server.
+    pub endpoint_url: Option<String>,
+    /// AWS profile whose credentials a `bedrock` backend signs with (default: the environment's
+    /// keys, else `AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+    /// Bedrock guardrail applied to every request of a `bedrock` backend (id or ARN).
+    pub guardrail_identifier: Option<String>,
+    /// Version of `guardrail_identifier` (`1`, `DRAFT`).
+    pub guardrail_version: Option<String>,
 }
 
 /// The `models` list of a backend as written.
@@ -138,6 +150,34 @@ pub struct BackendConfig {
     /// Allow `http://` to a host that is not loopback (default false: refused, since prompts
     /// and the upstream key would cross the network in clear).
     pub allow_cleartext: bool,
+    /// What a `bedrock` backend needs besides the common keys.
+    pub bedrock: Option<BedrockConfig>,
+}
+
+/// The keys of a `kind = "bedrock"` entry.
+#[derive(Clone, Debug)]
+pub struct BedrockConfig {
+    /// AWS region (also the signing region).
+    pub region: String,
+    /// Where requests go, without a trailing `/`: `endpoint_url`, else the region's
+    /// `bedrock-runtime` endpoint.
+    pub endpoint_url: String,
+    /// The profile named in the file, if any.
+    pub profile: Option<String>,
+    /// Guardrail id or ARN and version.
+    pub guardrail: Option<Guardrail>,
+    /// The credentials (filled in by the gateway's loader, which reads the environment and
+    /// the shared files; `None` until then).
+    pub credentials: Option<std::sync::Arc<crate::bedrock::credentials::CredentialProvider>>,
+}
+
+/// A Bedrock guardrail applied to every request of a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guardrail {
+    /// Its id or ARN.
+    pub identifier: String,
+    /// Its version (`1`, `DRAFT`).
+    pub version: String,
 }
 
 /// One problem in the `[[backends]]` section: the key path and what is wrong and allowed.
@@ -218,14 +258,7 @@ impl BackendConfig {
         let kind = match required(&mut p, at, "kind", raw.kind).as_deref() {
             Some("openai") => Some(BackendKind::OpenAi),
             Some("local") => Some(BackendKind::Local),
-            Some("bedrock") => {
-                p.push(problem(
-                    at,
-                    "kind",
-                    "kind = \"bedrock\" is not available in this build yet",
-                ));
-                Some(BackendKind::Bedrock)
-            }
+            Some("bedrock") => Some(BackendKind::Bedrock),
             Some(other) => {
                 p.push(problem(
                     at,
@@ -251,6 +284,33 @@ impl BackendConfig {
         if kind == Some(BackendKind::OpenAi) && base_url.is_none() {
             p.push(problem(at, "base_url", "required for kind = \"openai\""));
         }
+        if kind == Some(BackendKind::Bedrock) && base_url.is_some() {
+            p.push(problem(
+                at,
+                "base_url",
+                "not used by kind = \"bedrock\": set region, and endpoint_url for a FIPS or VPC endpoint",
+            ));
+        }
+        if kind == Some(BackendKind::Bedrock) && raw.api_key_env.is_some() {
+            p.push(problem(
+                at,
+                "api_key_env",
+                "not used by kind = \"bedrock\": requests are signed with AWS credentials (environment or profile)",
+            ));
+        }
+        let bedrock = bedrock_from_raw(
+            &mut p,
+            at,
+            kind,
+            BedrockKeys {
+                region: raw.region,
+                endpoint_url: raw.endpoint_url,
+                profile: raw.profile,
+                guardrail_identifier: raw.guardrail_identifier,
+                guardrail_version: raw.guardrail_version,
+            },
+            raw.allow_cleartext.unwrap_or(false),
+        );
         if kind == Some(BackendKind::Local) && base_url.is_some() {
             p.push(problem(
                 at,
@@ -325,11 +385,132 @@ impl BackendConfig {
                     priority,
                     weight,
                     allow_cleartext,
+                    bedrock,
                 })
             }
             _ => Err(p),
         }
     }
+}
+
+/// The Bedrock keys of an entry, checked together.
+struct BedrockKeys {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    profile: Option<String>,
+    guardrail_identifier: Option<String>,
+    guardrail_version: Option<String>,
+}
+
+/// Checks the Bedrock keys: required and valid for `kind = "bedrock"`, refused for the others.
+fn bedrock_from_raw(
+    p: &mut Vec<ConfigProblem>,
+    at: &str,
+    kind: Option<BackendKind>,
+    keys: BedrockKeys,
+    allow_cleartext: bool,
+) -> Option<BedrockConfig> {
+    if kind != Some(BackendKind::Bedrock) {
+        for (key, present) in [
+            ("region", keys.region.is_some()),
+            ("endpoint_url", keys.endpoint_url.is_some()),
+            ("profile", keys.profile.is_some()),
+            ("guardrail_identifier", keys.guardrail_identifier.is_some()),
+            ("guardrail_version", keys.guardrail_version.is_some()),
+        ] {
+            if present && kind.is_some() {
+                p.push(problem(at, key, "only used by kind = \"bedrock\""));
+            }
+        }
+        return None;
+    }
+    let region = required(p, at, "region", keys.region).filter(|r| {
+        let ok = !r.is_empty()
+            && r.len() <= 32
+            && r.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            p.push(problem(
+                at,
+                "region",
+                "expected an AWS region like \"us-gov-west-1\"",
+            ));
+        }
+        ok
+    })?;
+    let endpoint_url = match keys.endpoint_url {
+        Some(u) => {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                p.push(problem(
+                    at,
+                    "endpoint_url",
+                    "expected an https:// URL (http:// only to a loopback address)",
+                ));
+            } else if !allow_cleartext && is_cleartext_remote(&u) {
+                // SECURITY: prompts at the backend's label would cross a network unencrypted.
+                p.push(problem(
+                    at,
+                    "endpoint_url",
+                    "http:// to a host that is not loopback sends prompts in clear: use https://, or set allow_cleartext = true if the network is protected otherwise",
+                ));
+            }
+            u.trim_end_matches('/').to_owned()
+        }
+        None => default_endpoint(&region),
+    };
+    if let Some(profile) = &keys.profile
+        && (profile.is_empty() || profile.len() > 128 || profile.contains([']', '\n', '\0']))
+    {
+        p.push(problem(
+            at,
+            "profile",
+            "expected the name of an AWS profile",
+        ));
+    }
+    let guardrail = match (keys.guardrail_identifier, keys.guardrail_version) {
+        (Some(identifier), Some(version)) => Some(Guardrail {
+            identifier,
+            version,
+        }),
+        (Some(_), None) => {
+            p.push(problem(
+                at,
+                "guardrail_version",
+                "required with guardrail_identifier (a version number or \"DRAFT\")",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            p.push(problem(
+                at,
+                "guardrail_identifier",
+                "required with guardrail_version (the guardrail's id or ARN)",
+            ));
+            None
+        }
+        (None, None) => None,
+    };
+    Some(BedrockConfig {
+        region,
+        endpoint_url,
+        profile: keys.profile,
+        guardrail,
+        credentials: None,
+    })
+}
+
+/// The `bedrock-runtime` endpoint of a region, in its partition's domain.
+pub fn default_endpoint(region: &str) -> String {
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else if region.starts_with("us-isob-") {
+        "sc2s.sgov.gov"
+    } else if region.starts_with("us-iso-") {
+        "c2s.ic.gov"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://bedrock-runtime.{region}.{domain}")
 }
 
 /// Whether `url` is `http://` to a host other than a loopback address or `localhost`.
@@ -710,6 +891,103 @@ mod tests {
         let text = format!("{b:?}");
         assert!(!text.contains("sk-planted-secret"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
+    }
+
+    fn bedrock(name: &str) -> RawBackend {
+        RawBackend {
+            name: Some(name.into()),
+            kind: Some("bedrock".into()),
+            region: Some("us-gov-west-1".into()),
+            models: Some(RawModels(vec![RawModel::Alias(RawModelAlias {
+                name: Some("claude".into()),
+                upstream: Some("us-gov.anthropic.claude-3-5-sonnet-20240620-v1:0".into()),
+            })])),
+            accreditation: Some("CUI".into()),
+            ..RawBackend::default()
+        }
+    }
+
+    #[test]
+    fn a_bedrock_entry_gets_its_region_s_endpoint() {
+        let b = BackendConfig::from_raw(bedrock("gov"), "backends[0]").unwrap();
+        assert_eq!(b.kind, BackendKind::Bedrock);
+        let br = b.bedrock.unwrap();
+        assert_eq!(
+            br.endpoint_url,
+            "https://bedrock-runtime.us-gov-west-1.amazonaws.com"
+        );
+        assert!(br.guardrail.is_none() && br.credentials.is_none());
+        assert_eq!(
+            default_endpoint("us-isob-east-1"),
+            "https://bedrock-runtime.us-isob-east-1.sc2s.sgov.gov"
+        );
+        let mut fips = bedrock("fips");
+        fips.endpoint_url =
+            Some("https://bedrock-runtime-fips.us-gov-west-1.amazonaws.com/".into());
+        fips.guardrail_identifier = Some("gr-abc".into());
+        fips.guardrail_version = Some("DRAFT".into());
+        fips.profile = Some("govcloud".into());
+        let br = BackendConfig::from_raw(fips, "backends[0]")
+            .unwrap()
+            .bedrock
+            .unwrap();
+        assert_eq!(
+            br.endpoint_url,
+            "https://bedrock-runtime-fips.us-gov-west-1.amazonaws.com"
+        );
+        assert_eq!(br.guardrail.unwrap().version, "DRAFT");
+        assert_eq!(br.profile.as_deref(), Some("govcloud"));
+        let mut local = bedrock("test");
+        local.endpoint_url = Some("http://127.0.0.1:9000".into());
+        assert!(BackendConfig::from_raw(local, "backends[0]").is_ok());
+    }
+
+    #[test]
+    fn bedrock_keys_are_checked_and_refused_elsewhere() {
+        let mut b = bedrock("b");
+        b.region = None;
+        b.base_url = Some("https://x/v1".into());
+        b.api_key_env = Some("KEY".into());
+        b.guardrail_version = Some("1".into());
+        let e = BackendConfig::from_raw(b, "backends[0]").unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                "backends[0].base_url: not used by kind = \"bedrock\": set region, and endpoint_url for a FIPS or VPC endpoint",
+                "backends[0].api_key_env: not used by kind = \"bedrock\": requests are signed with AWS credentials (environment or profile)",
+                "backends[0].region: required",
+            ]
+        );
+        let mut b = bedrock("b");
+        b.region = Some("US West".into());
+        let e = BackendConfig::from_raw(b, "backends[0]").unwrap_err();
+        assert_eq!(
+            keys(&e),
+            ["backends[0].region: expected an AWS region like \"us-gov-west-1\""]
+        );
+        let mut b = bedrock("b");
+        b.endpoint_url = Some("http://bedrock.internal:80".into());
+        b.guardrail_identifier = Some("gr".into());
+        let text = keys(&BackendConfig::from_raw(b, "backends[0]").unwrap_err()).join("\n");
+        assert!(
+            text.contains("backends[0].endpoint_url: http:// to a host that is not loopback"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backends[0].guardrail_version: required with guardrail_identifier"),
+            "{text}"
+        );
+        let mut o = openai("o");
+        o.region = Some("us-east-1".into());
+        o.profile = Some("p".into());
+        let e = BackendConfig::from_raw(o, "backends[0]").unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                "backends[0].region: only used by kind = \"bedrock\"",
+                "backends[0].profile: only used by kind = \"bedrock\"",
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!
 //! - [`OpenAiBackend`] (`kind = "openai"`): OpenAI-compatible servers over HTTP(S);
 //! - [`LocalBackend`] (`kind = "local"`): the embedded models on their worker threads
-//!   ([`local::LocalEngine`]).
+//!   ([`local::LocalEngine`]);
+//! - [`BedrockBackend`] (`kind = "bedrock"`): Amazon Bedrock's Converse, ConverseStream and
+//!   InvokeModel APIs, signed with SigV4 ([`bedrock`]).
 //!
 //! A [`Router`] holds them all and treats them alike: [`Router::candidates`] keeps only the
 //! backends that serve the model and whose accreditation permits the request's label (through
@@ -23,6 +25,7 @@
 //! HTTP, authentication or storage.
 
 mod backend;
+pub mod bedrock;
 pub mod config;
 pub mod local;
 mod local_backend;
@@ -31,7 +34,8 @@ mod pool;
 mod router;
 
 pub use backend::{Backend, BackendError, BackendSpec, BoxFuture, Call, ChatAnswer, ChunkStream};
-pub use config::{ApiKey, BackendConfig, BackendKind, ModelAlias};
+pub use bedrock::{BedrockBackend, BedrockParams};
+pub use config::{ApiKey, BackendConfig, BackendKind, BedrockConfig, Guardrail, ModelAlias};
 pub use local_backend::LocalBackend;
 pub use openai::{HttpClient, MAX_ANSWER_BYTES, OpenAiBackend, http_client};
 pub use router::{Candidate, ModelInfo, RetryPolicy, RouteError, Router, SendFailure, Sent};

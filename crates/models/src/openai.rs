@@ -89,7 +89,7 @@ type Endpoint = Result<(Uri, Option<HeaderValue>), String>;
 /// The paths [`OpenAiBackend::new`] prepares.
 const PREPARED_PATHS: [&str; 2] = ["/chat/completions", "/embeddings"];
 
-static BACKEND_IDS: AtomicU64 = AtomicU64::new(1);
+pub(crate) static BACKEND_IDS: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// One HTTPS client per thread and backend, so a request and its upstream connection stay
@@ -242,17 +242,25 @@ impl OpenAiBackend {
     /// This thread's client for this backend (made on first use; the shared one if that
     /// fails).
     fn thread_client(&self) -> HttpClient {
-        CLIENTS.with(|cell| {
-            let mut clients = cell.borrow_mut();
-            if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return c.clone();
-            }
-            let c =
-                http_client(self.connect_timeout).unwrap_or_else(|_| self.fallback_client.clone());
-            clients.push((self.id, c.clone()));
-            c
-        })
+        thread_client(self.id, self.connect_timeout, &self.fallback_client)
     }
+}
+
+/// This thread's HTTPS client for backend `id` (made on first use; `fallback` if that fails).
+pub(crate) fn thread_client(
+    id: u64,
+    connect_timeout: Duration,
+    fallback: &HttpClient,
+) -> HttpClient {
+    CLIENTS.with(|cell| {
+        let mut clients = cell.borrow_mut();
+        if let Some((_, c)) = clients.iter().find(|(i, _)| *i == id) {
+            return c.clone();
+        }
+        let c = http_client(connect_timeout).unwrap_or_else(|_| fallback.clone());
+        clients.push((id, c.clone()));
+        c
+    })
 }
 
 impl Backend for OpenAiBackend {
@@ -348,7 +356,7 @@ async fn refusal(resp: Response<Incoming>, deadline: Instant) -> BackendError {
 }
 
 /// Reads a whole body of at most `max` bytes before `deadline`.
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     mut body: Incoming,
     max: usize,
     deadline: Instant,
@@ -473,7 +481,7 @@ impl Stream for EventStream {
 /// The `Host` header hyper-util's client would add for `uri`: the host, with the port unless it
 /// is the scheme's default. (Sending it ourselves spares the client formatting it per request;
 /// the client leaves a `Host` header it is given alone.)
-fn host_header(uri: &Uri) -> Option<HeaderValue> {
+pub(crate) fn host_header(uri: &Uri) -> Option<HeaderValue> {
     let host = uri.host()?;
     let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
     match uri.port() {
@@ -484,12 +492,12 @@ fn host_header(uri: &Uri) -> Option<HeaderValue> {
     }
 }
 
-fn retry_after<B>(resp: &Response<B>) -> Option<Duration> {
+pub(crate) fn retry_after<B>(resp: &Response<B>) -> Option<Duration> {
     let v = resp.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

@@ -50,15 +50,27 @@ pub(crate) fn backend(
 
 impl Gateway {
     pub(crate) async fn start(extra: &str) -> Gateway {
-        Gateway::start_inner(extra, None).await
+        Gateway::start_inner(extra, None, &enclave_gateway::config::process_env).await
     }
 
     /// A gateway whose `models_dir` is `models` (for `kind = "local"` backends).
     pub(crate) async fn start_with_models(extra: &str, models: &std::path::Path) -> Gateway {
-        Gateway::start_inner(extra, Some(models)).await
+        Gateway::start_inner(extra, Some(models), &enclave_gateway::config::process_env).await
     }
 
-    async fn start_inner(extra: &str, models: Option<&std::path::Path>) -> Gateway {
+    /// A gateway whose configuration reads the environment through `env` (a map in tests).
+    pub(crate) async fn start_with_env(
+        extra: &str,
+        env: enclave_gateway::config::Env<'_>,
+    ) -> Gateway {
+        Gateway::start_inner(extra, None, env).await
+    }
+
+    async fn start_inner(
+        extra: &str,
+        models: Option<&std::path::Path>,
+        env: enclave_gateway::config::Env<'_>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let models = models.map_or(String::new(), |m| {
@@ -69,7 +81,7 @@ impl Gateway {
             data.display(),
             data.join("enclave.db").display()
         );
-        let config = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let config = Config::parse_with_env(&toml, env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         let server = Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let app = Arc::clone(server.app());
