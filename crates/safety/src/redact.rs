@@ -88,6 +88,10 @@ pub struct StreamRedactor {
     /// How many leading bytes of `pending` belong to a finding whose marker was already
     /// emitted (after a forced emission cut through it).
     skip: usize,
+    /// How much `pending` must hold before the next screening. It grows by half when a
+    /// screening released nothing (an open token), so a long run costs linear time, not a
+    /// rescan per chunk.
+    next_release: usize,
 }
 
 impl StreamRedactor {
@@ -98,16 +102,24 @@ impl StreamRedactor {
             context: String::new(),
             pending: String::new(),
             skip: 0,
+            next_release: HOLDBACK_BYTES + STEP_BYTES,
         }
     }
 
     /// Takes the next chunk and returns the text that can be released now (possibly empty).
     pub fn push(&mut self, chunk: &str) -> String {
         self.pending.push_str(chunk);
-        if self.pending.len() < HOLDBACK_BYTES + STEP_BYTES {
+        if self.pending.len() < self.next_release {
             return String::new();
         }
-        self.release(false)
+        let out = self.release(false);
+        let held = self.pending.len();
+        self.next_release = if out.is_empty() {
+            (held + (held / 2).max(STEP_BYTES)).min(MAX_HOLDBACK_BYTES + HOLDBACK_BYTES + 1)
+        } else {
+            held + STEP_BYTES
+        };
+        out
     }
 
     /// Ends the stream and returns the rest.
@@ -193,13 +205,7 @@ fn merge(findings: &[Finding], categories: &[Category]) -> Vec<(Range<usize>, Ki
         .iter()
         .filter(|f| categories.contains(&f.category()))
         .collect();
-    selected.sort_by(|a, b| {
-        (a.span.start, std::cmp::Reverse(a.span.end), a.kind).cmp(&(
-            b.span.start,
-            std::cmp::Reverse(b.span.end),
-            b.kind,
-        ))
-    });
+    selected.sort_by_key(|f| (f.span.start, std::cmp::Reverse(f.span.end), f.kind));
     let mut out: Vec<(Range<usize>, Kind)> = Vec::with_capacity(selected.len());
     for f in selected {
         match out.last_mut() {

@@ -11,20 +11,17 @@ use regex::Regex;
 use super::fold::fold;
 use super::{Finding, Kind, compile};
 
-/// One rule: its kind, its confidence and its pattern.
-struct Rule {
-    kind: Kind,
-    confidence: f32,
-    pattern: Regex,
+/// The rules, compiled into one regex with one capture group per rule (`r0`, `r1`, …): one
+/// pass over the text instead of one per rule. At any position the first rule in the list that
+/// matches wins, and matches do not overlap, so two phrases that share words are one finding.
+struct Rules {
+    regex: Regex,
+    rules: Vec<(Kind, f32)>,
 }
 
-static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    let rule = |kind, confidence, pattern: &str| Rule {
-        kind,
-        confidence,
-        pattern: compile(pattern),
-    };
-    vec![
+static RULES: LazyLock<Rules> = LazyLock::new(|| {
+    let rule = |kind, confidence, pattern: &'static str| (kind, confidence, pattern);
+    let list: [(Kind, f32, &str); 10] = [
         rule(
             Kind::InjectionIgnoreInstructions,
             0.9,
@@ -75,33 +72,54 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             0.8,
             r"(?i)(?-u:\b)(?:note|message|instructions?)\s+(?:to|for)\s+(?:the\s+|any\s+)?(?:AI|assistant|LLM|language\s+model|chatbot|agent)s?\s*(?:reading|processing|summari[sz]ing)?\s*(?:this)?\s*[:\-]",
         ),
-    ]
+    ];
+    let combined: Vec<String> = list
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, p))| format!("(?P<r{i}>{p})"))
+        .collect();
+    Rules {
+        regex: compile(&combined.join("|")),
+        rules: list.iter().map(|&(k, c, _)| (k, c)).collect(),
+    }
 });
 
 /// Runs the injection rules on the folded text.
 pub(super) fn detect(text: &str, out: &mut Vec<Finding>) {
     if text.is_ascii() {
-        for r in RULES.iter() {
-            for m in r.pattern.find_iter(text) {
-                out.push(Finding {
-                    kind: r.kind,
-                    span: trim(text, m.start(), m.end()),
-                    confidence: r.confidence,
-                });
-            }
-        }
+        matches(text, |s, e, kind, confidence| {
+            out.push(Finding {
+                kind,
+                span: trim(text, s, e),
+                confidence,
+            });
+        });
         return;
     }
     let folded = fold(text);
-    for r in RULES.iter() {
-        for m in r.pattern.find_iter(&folded.text) {
-            let (s, e) = folded.original_span(m.start(), m.end(), text);
-            out.push(Finding {
-                kind: r.kind,
-                span: trim(text, s, e),
-                confidence: r.confidence,
-            });
-        }
+    matches(&folded.text, |s, e, kind, confidence| {
+        let (s, e) = folded.original_span(s, e, text);
+        out.push(Finding {
+            kind,
+            span: trim(text, s, e),
+            confidence,
+        });
+    });
+}
+
+/// Calls `found(start, end, kind, confidence)` for each rule match in `hay`.
+fn matches(hay: &str, mut found: impl FnMut(usize, usize, Kind, f32)) {
+    let r = &*RULES;
+    for c in r.regex.captures_iter(hay) {
+        let Some(m) = c.get(0) else { continue };
+        // The rule patterns have no capture groups of their own, so group `i + 1` is rule `i`.
+        let Some(&(kind, confidence)) = (0..r.rules.len())
+            .find(|&i| c.get(i + 1).is_some())
+            .and_then(|i| r.rules.get(i))
+        else {
+            continue;
+        };
+        found(m.start(), m.end(), kind, confidence);
     }
 }
 

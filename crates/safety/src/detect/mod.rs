@@ -223,7 +223,7 @@ pub fn detect(text: &str) -> Vec<Finding> {
     secrets::detect(text, &mut out);
     injection::detect(text, &mut out);
     marking::detect(text, &mut out);
-    out.sort_by(|a, b| (a.span.start, a.span.end, a.kind).cmp(&(b.span.start, b.span.end, b.kind)));
+    out.sort_by_key(|a| (a.span.start, a.span.end, a.kind));
     out.dedup_by(|a, b| a.kind == b.kind && a.span == b.span);
     out
 }
@@ -285,6 +285,15 @@ fn ceil_boundary(text: &str, i: usize) -> usize {
 )]
 fn compile(pattern: &str) -> regex::Regex {
     regex::Regex::new(pattern).expect("detector pattern compiles")
+}
+
+/// Compiles a set of patterns written in this crate.
+#[expect(
+    clippy::expect_used,
+    reason = "every pattern is a literal in this crate, compiled by the unit tests"
+)]
+fn compile_set(patterns: &[&str]) -> regex::RegexSet {
+    regex::RegexSet::new(patterns).expect("detector patterns compile")
 }
 
 #[cfg(test)]

@@ -5,17 +5,22 @@
 //! off its DFA onto a slower engine whenever the text is not ASCII.
 
 use std::net::Ipv6Addr;
+use std::ops::Range;
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
-use super::{Finding, Kind, compile, context_has};
+use super::{Finding, Kind, compile, compile_set, context_has};
 
 /// How far around a number the rules look for a context word, in bytes.
 const CONTEXT_BYTES: usize = 48;
 
 /// The compiled PII patterns.
 struct Patterns {
+    /// The numeric rules in one alternation: where it finds nothing, none of them can match.
+    numeric: Regex,
+    /// The same rules as a set, to tell which of them match in a region before running any.
+    numeric_set: RegexSet,
     ssn: Regex,
     nanp: Regex,
     intl: Regex,
@@ -28,15 +33,31 @@ struct Patterns {
     address: Regex,
 }
 
+/// SSN: three groups with the same separator (dash, space or none).
+const SSN: &str = r"(?-u:\b)([0-9]{3})([- ]?)([0-9]{2})([- ]?)([0-9]{4})(?-u:\b)";
+/// NANP: optional `+1 ` or `1-`, area code (optionally in parentheses), exchange, line; or `+1`
+/// and ten bare digits. Some separator or the prefix is required (checked in code) so that bare
+/// ten-digit numbers are not phones. Groups: 1 area in parentheses, 2 area, 3 first separator,
+/// 4 exchange, 5 second separator, 6 line; 7–9 area, exchange and line of the bare form.
+const NANP: &str = r"(?:\+1[ .\-]|(?-u:\b)1[ .\-])?(?:\(([0-9]{3})\)[ .\-]?|(?-u:\b)([0-9]{3})([ .\-]?))([0-9]{3})([ .\-]?)([0-9]{4})(?-u:\b)|\+1([0-9]{3})([0-9]{3})([0-9]{4})(?-u:\b)";
+/// Payment card: 13 to 19 digits, optionally in groups separated by one space or dash.
+const CARD: &str = r"(?-u:\b)[0-9](?:[ \-]?[0-9]){12,18}(?-u:\b)";
+/// DoD ID (EDIPI) candidates: ten digits.
+const TEN_DIGITS: &str = r"(?-u:\b)[0-9]{10}(?-u:\b)";
+/// U.S. passport books and cards: nine digits, or one letter and eight digits.
+const PASSPORT: &str = r"(?-u:\b)[A-Za-z]?[0-9]{8,9}(?-u:\b)";
+/// IPv4 candidates: four dotted groups of one to three digits.
+const IPV4: &str = r"(?-u:\b)([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(?-u:\b)";
+/// Street address: a number, an optional direction, one to four capitalized or ordinal words,
+/// a street suffix and an optional quadrant. Words are bounded so that a match stays within
+/// [`ADDRESS_REACH`] of its number.
+const ADDRESS: &str = r"(?-u:\b)[0-9]{1,6}[A-Z]? (?:(?:[NSEW]|North|South|East|West)\.? )?(?:(?:[A-Z][A-Za-z'\-]{0,24}|[0-9]{1,3}(?:st|nd|rd|th))\.? ){1,4}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Drive|Dr|Lane|Ln|Court|Ct|Place|Pl|Way|Terrace|Ter|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Trail|Trl|Pike|Plaza)(?-u:\b)\.?(?: (?:NW|NE|SW|SE|N|S|E|W)(?-u:\b))?";
+
 static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
-    // Three groups with the same separator (dash, space or none).
-    ssn: compile(r"(?-u:\b)([0-9]{3})([- ]?)([0-9]{2})([- ]?)([0-9]{4})(?-u:\b)"),
-    // NANP: optional +1, area code (optionally in parentheses), exchange, line; some separator
-    // or the +1 prefix is required so that bare ten-digit numbers (DoD IDs, order numbers) are
-    // not phones.
-    nanp: compile(
-        r"(?:\+1[ .\-]?|(?-u:\b)1[ .\-])?(?:\(([0-9]{3})\)[ .\-]?|([0-9]{3})([ .\-]?))([0-9]{3})([ .\-]?)([0-9]{4})(?-u:\b)",
-    ),
+    numeric: compile(&[SSN, NANP, CARD, TEN_DIGITS, PASSPORT, IPV4, ADDRESS].join("|")),
+    numeric_set: compile_set(&[SSN, NANP, CARD, TEN_DIGITS, PASSPORT, IPV4]),
+    ssn: compile(SSN),
+    nanp: compile(NANP),
     // International: + country code, then 6 to 14 more digits in groups.
     intl: compile(
         r"\+([2-9][0-9]{0,2})(?:[ .\-]?\(?[0-9]{1,4}\)?)(?:[ .\-]?[0-9]{2,5}){1,5}(?-u:\b)",
@@ -44,26 +65,41 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     email: compile(
         r"(?-u:\b)[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?-u:\b)",
     ),
-    // 13 to 19 digits, optionally in groups separated by one space or dash.
-    card: compile(r"(?-u:\b)[0-9](?:[ \-]?[0-9]){12,18}(?-u:\b)"),
-    ten_digits: compile(r"(?-u:\b)[0-9]{10}(?-u:\b)"),
-    // U.S. passport books and cards: nine digits, or one letter and eight digits.
-    passport: compile(r"(?-u:\b)[A-Za-z]?[0-9]{8,9}(?-u:\b)"),
-    ipv4: compile(r"(?-u:\b)([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(?-u:\b)"),
+    card: compile(CARD),
+    ten_digits: compile(TEN_DIGITS),
+    passport: compile(PASSPORT),
+    ipv4: compile(IPV4),
     // Candidates only: the standard library's parser decides.
     ipv6: compile(
         r"(?:[0-9A-Fa-f]{1,4}|:)?:(?:[0-9A-Fa-f]{0,4}:){1,7}(?:[0-9A-Fa-f]{1,4}|(?:[0-9]{1,3}\.){3}[0-9]{1,3})?",
     ),
-    address: compile(
-        r"(?-u:\b)[0-9]{1,6}[A-Z]? (?:(?:[NSEW]|North|South|East|West)\.? )?(?:(?:[A-Z][A-Za-z'\-]*|[0-9]{1,3}(?:st|nd|rd|th))\.? ){1,4}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Drive|Dr|Lane|Ln|Court|Ct|Place|Pl|Way|Terrace|Ter|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Trail|Trl|Pike|Plaza)(?-u:\b)\.?(?: (?:NW|NE|SW|SE|N|S|E|W)(?-u:\b))?",
-    ),
+    address: compile(ADDRESS),
 });
 
 /// Runs the PII rules.
 pub(super) fn detect(text: &str, out: &mut Vec<Finding>) {
     let p = &*PATTERNS;
-    ssn(p, text, out);
-    phones(p, text, out);
+    // The numeric rules run one by one only near the places where their union matched (see
+    // `regions`): one pass over ordinary prose instead of seven.
+    let hits: Vec<Range<usize>> = p.numeric.find_iter(text).map(|m| m.range()).collect();
+    let addresses = regions(text, hits.iter().cloned(), 0, ADDRESS_REACH);
+    // Per rule, the regions where it matches at all: one set search per region instead of a
+    // search per rule.
+    let mut per_rule: [Vec<Range<usize>>; 6] = Default::default();
+    for r in regions(text, hits.into_iter(), 0, NUMBER_REACH) {
+        for i in p
+            .numeric_set
+            .matches(text.get(r.clone()).unwrap_or(""))
+            .iter()
+        {
+            if let Some(list) = per_rule.get_mut(i) {
+                list.push(r.clone());
+            }
+        }
+    }
+    let [ssns, phones_, cards, tens, passports, ipv4s] = &per_rule;
+    ssn(p, text, ssns, out);
+    phones(p, text, phones_, out);
     for m in p.email.find_iter(text) {
         // `user:password@host` in a URL is a credential, not an address.
         if text.get(..m.start()).is_some_and(|b| b.ends_with(':')) {
@@ -71,12 +107,12 @@ pub(super) fn detect(text: &str, out: &mut Vec<Finding>) {
         }
         push(out, Kind::Email, m.start(), m.end(), 0.95);
     }
-    for m in p.card.find_iter(text) {
-        if is_card(m.as_str()) && !glued(text, m.start(), m.end()) {
-            push(out, Kind::PaymentCard, m.start(), m.end(), 0.95);
+    for (s, e, m) in region_matches(&p.card, text, cards) {
+        if is_card(m) && !glued(text, s, e) {
+            push(out, Kind::PaymentCard, s, e, 0.95);
         }
     }
-    for m in p.ten_digits.find_iter(text) {
+    for (s, e, _) in region_matches(&p.ten_digits, text, tens) {
         const WORDS: &[&str] = &[
             "edipi",
             "dod id",
@@ -86,37 +122,130 @@ pub(super) fn detect(text: &str, out: &mut Vec<Finding>) {
             "dod benefits number",
             "cac number",
         ];
-        if !glued(text, m.start(), m.end())
-            && context_has(text, m.start(), m.end(), CONTEXT_BYTES, 0, WORDS)
-        {
-            push(out, Kind::DodId, m.start(), m.end(), 0.9);
+        if !glued(text, s, e) && context_has(text, s, e, CONTEXT_BYTES, 0, WORDS) {
+            push(out, Kind::DodId, s, e, 0.9);
         }
     }
-    for m in p.passport.find_iter(text) {
-        let s = m.as_str();
-        if (s.len() == 9 || s.as_bytes().first().is_some_and(u8::is_ascii_alphabetic))
-            && !glued(text, m.start(), m.end())
-            && context_has(text, m.start(), m.end(), CONTEXT_BYTES, 0, &["passport"])
+    for (s, e, m) in region_matches(&p.passport, text, passports) {
+        if (m.len() == 9 || m.as_bytes().first().is_some_and(u8::is_ascii_alphabetic))
+            && !glued(text, s, e)
+            && context_has(text, s, e, CONTEXT_BYTES, 0, &["passport"])
         {
-            push(out, Kind::UsPassport, m.start(), m.end(), 0.85);
+            push(out, Kind::UsPassport, s, e, 0.85);
         }
     }
-    ipv4(p, text, out);
-    ipv6(p, text, out);
-    for m in p.address.find_iter(text) {
-        push(out, Kind::StreetAddress, m.start(), m.end(), 0.7);
+    ipv4(p, text, ipv4s, out);
+    ipv6(
+        p,
+        text,
+        &regions(text, colon_pairs(text), IPV6_REACH, IPV6_REACH),
+        out,
+    );
+    for (s, e, _) in region_matches(&p.address, text, &addresses) {
+        push(out, Kind::StreetAddress, s, e, 0.7);
     }
 }
 
+/// How far a street address reaches past the start of its number (four words of up to 25
+/// letters, a direction, a suffix and a quadrant).
+const ADDRESS_REACH: usize = 160;
+/// How far every other numeric match reaches past its start (19 card digits and 6 separators;
+/// `+1 (202) 456-1111` is 17 bytes).
+const NUMBER_REACH: usize = 48;
+/// How far an IPv6 address reaches on either side of one of its colons.
+const IPV6_REACH: usize = 45;
+
+/// Pairs of colons at most five bytes apart: an IPv6 address with three or more groups has one
+/// (groups are at most four hex digits), while prose colons ("Notes: …") come alone.
+fn colon_pairs(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut colons = text.match_indices(':').map(|(i, _)| i).peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let i = colons.next()?;
+            if let Some(&j) = colons.peek()
+                && j - i <= 5
+            {
+                return Some(i..j + 1);
+            }
+        }
+    })
+}
+
+/// Widens each span by `before` and `after` bytes, then to the nearest ASCII whitespace (or the
+/// ends of the text) on each side, merging regions that meet.
+///
+/// INVARIANT: a region starts after whitespace (or at 0) and ends before whitespace (or at the
+/// end), so `(?-u:\b)` sees the same neighbours at a region's edges as in the whole text (the
+/// rules' other checks read the whole text). Spans come from a union of the rules (a rule can
+/// match only where the union's leftmost-first search found a match starting at or before it,
+/// within the same match), or from characters every match contains (IPv6 colons); with
+/// `after` at least a rule's longest match, each rule finds in the regions exactly the matches
+/// it finds in the whole text. A test compares both on the detector corpus.
+fn regions(
+    text: &str,
+    spans: impl Iterator<Item = Range<usize>>,
+    before: usize,
+    after: usize,
+) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let space = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_whitespace);
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for span in spans {
+        let floor = out.last().map_or(0, |r| r.end);
+        let mut start = span.start.saturating_sub(before).max(floor);
+        while start > floor && !space(start - 1) {
+            start -= 1;
+        }
+        // Walk only past the previous region's end (already at a boundary): a long run without
+        // whitespace is walked once, not once per span in it.
+        let mut end = span.end.saturating_add(after).min(bytes.len());
+        if end > floor {
+            while end < bytes.len() && !space(end) {
+                end += 1;
+            }
+        }
+        match out.last_mut() {
+            Some(last) if start <= last.end => last.end = last.end.max(end),
+            _ => out.push(start..end),
+        }
+    }
+    out
+}
+
+/// The matches of `re` in each region, as spans in the whole text and the matched text.
+fn region_matches<'t>(
+    re: &'t Regex,
+    text: &'t str,
+    regions: &'t [Range<usize>],
+) -> impl Iterator<Item = (usize, usize, &'t str)> + 't {
+    region_captures(re, text, regions).filter_map(|(base, c)| {
+        c.get(0)
+            .map(|m| (base + m.start(), base + m.end(), m.as_str()))
+    })
+}
+
+/// The captures of `re` in each region, with the region's start to add to their offsets.
+fn region_captures<'t>(
+    re: &'t Regex,
+    text: &'t str,
+    regions: &'t [Range<usize>],
+) -> impl Iterator<Item = (usize, regex::Captures<'t>)> + 't {
+    regions.iter().flat_map(move |r| {
+        let hay = text.get(r.clone()).unwrap_or("");
+        re.captures_iter(hay).map(move |c| (r.start, c))
+    })
+}
+
 /// SSNs: SSA validity rules; undashed nine-digit numbers only with a context word near.
-fn ssn(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
-    for c in p.ssn.captures_iter(text) {
+fn ssn(p: &Patterns, text: &str, regions: &[Range<usize>], out: &mut Vec<Finding>) {
+    for (base, c) in region_captures(&p.ssn, text, regions) {
         let (Some(m), Some(a), Some(s1), Some(g), Some(s2), Some(s)) =
             (c.get(0), c.get(1), c.get(2), c.get(3), c.get(4), c.get(5))
         else {
             continue;
         };
-        if s1.as_str() != s2.as_str() || glued(text, m.start(), m.end()) {
+        let (ms, me) = (base + m.start(), base + m.end());
+        if s1.as_str() != s2.as_str() || glued(text, ms, me) {
             continue;
         }
         if !ssn_valid(a.as_str(), g.as_str(), s.as_str()) {
@@ -133,19 +262,12 @@ fn ssn(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
         ];
         let confidence = if s1.as_str() == "-" {
             0.9
-        } else if context_has(
-            text,
-            m.start(),
-            m.end(),
-            CONTEXT_BYTES,
-            CONTEXT_BYTES,
-            WORDS,
-        ) {
+        } else if context_has(text, ms, me, CONTEXT_BYTES, CONTEXT_BYTES, WORDS) {
             0.85
         } else {
             continue;
         };
-        push(out, Kind::UsSsn, m.start(), m.end(), confidence);
+        push(out, Kind::UsSsn, ms, me, confidence);
     }
 }
 
@@ -166,13 +288,14 @@ fn ssn_valid(area: &str, group: &str, serial: &str) -> bool {
 }
 
 /// NANP and international phone numbers.
-fn phones(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
-    for c in p.nanp.captures_iter(text) {
+fn phones(p: &Patterns, text: &str, regions: &[Range<usize>], out: &mut Vec<Finding>) {
+    for (base, c) in region_captures(&p.nanp, text, regions) {
         let Some(m) = c.get(0) else { continue };
-        let Some(area) = c.get(1).or_else(|| c.get(2)) else {
-            continue;
-        };
-        let (Some(exchange), Some(line)) = (c.get(4), c.get(6)) else {
+        let (ms, me) = (base + m.start(), base + m.end());
+        let area = c.get(1).or_else(|| c.get(2)).or_else(|| c.get(7));
+        let exchange = c.get(4).or_else(|| c.get(8));
+        let line = c.get(6).or_else(|| c.get(9));
+        let (Some(area), Some(exchange), Some(line)) = (area, exchange, line) else {
             continue;
         };
         let sep1 = c.get(3).map_or("", |s| s.as_str());
@@ -186,18 +309,11 @@ fn phones(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
         } else {
             sep1 == sep2 && (!sep1.is_empty() || prefixed)
         };
-        // The pattern cannot say "no word character before the area code" after an optional
-        // `+1`, so the boundary is checked here.
-        let starts_word = m.as_str().starts_with(|c: char| c.is_ascii_digit())
-            && text
-                .get(..m.start())
-                .and_then(|b| b.chars().next_back())
-                .is_some_and(|c| c.is_alphanumeric() || c == '_');
-        if !formatted || starts_word || glued(text, m.start(), m.end()) {
+        if !formatted || glued(text, ms, me) {
             continue;
         }
         if nanp_valid(area.as_str(), exchange.as_str(), line.as_str()) {
-            push(out, Kind::Phone, m.start(), m.end(), 0.8);
+            push(out, Kind::Phone, ms, me, 0.8);
         }
     }
     for m in p.intl.find_iter(text) {
@@ -271,13 +387,14 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// IPv4 with octet validation, not inside a longer dotted number or after `v`/`version`.
-fn ipv4(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
-    for c in p.ipv4.captures_iter(text) {
+fn ipv4(p: &Patterns, text: &str, regions: &[Range<usize>], out: &mut Vec<Finding>) {
+    for (base, c) in region_captures(&p.ipv4, text, regions) {
         let Some(m) = c.get(0) else { continue };
+        let (ms, me) = (base + m.start(), base + m.end());
         let octets_ok = (1..=4).all(|i| {
             c.get(i).is_some_and(|o| {
                 let s = o.as_str();
@@ -287,8 +404,8 @@ fn ipv4(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
         if !octets_ok {
             continue;
         }
-        let before = text.get(..m.start()).unwrap_or("");
-        let after = text.get(m.end()..).unwrap_or("");
+        let before = text.get(..ms).unwrap_or("");
+        let after = text.get(me..).unwrap_or("");
         let dotted_before = before.ends_with('.') || before.ends_with('v') || before.ends_with('V');
         let dotted_after = after.len() > 1
             && after.starts_with('.')
@@ -302,27 +419,26 @@ fn ipv4(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
         if dotted_before || dotted_after || versioned {
             continue;
         }
-        push(out, Kind::Ipv4, m.start(), m.end(), 0.75);
+        push(out, Kind::Ipv4, ms, me, 0.75);
     }
 }
 
 /// IPv6 candidates that the standard parser accepts, with at least three groups.
-fn ipv6(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
-    for m in p.ipv6.find_iter(text) {
-        let s = m.as_str();
+fn ipv6(p: &Patterns, text: &str, regions: &[Range<usize>], out: &mut Vec<Finding>) {
+    for (start, end, s) in region_matches(&p.ipv6, text, regions) {
         let groups = s.split(':').filter(|g| !g.is_empty()).count();
         if groups < 3 || s.parse::<Ipv6Addr>().is_err() {
             continue;
         }
-        let before = text.get(..m.start()).and_then(|b| b.chars().next_back());
-        let after = text.get(m.end()..).and_then(|a| a.chars().next());
+        let before = text.get(..start).and_then(|b| b.chars().next_back());
+        let after = text.get(end..).and_then(|a| a.chars().next());
         let word = |c: Option<char>| {
             c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.')
         };
         if word(before) || word(after) {
             continue;
         }
-        push(out, Kind::Ipv6, m.start(), m.end(), 0.8);
+        push(out, Kind::Ipv6, start, end, 0.8);
     }
 }
 
@@ -351,6 +467,52 @@ fn push(out: &mut Vec<Finding>, kind: Kind, start: usize, end: usize, confidence
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_find_the_same_matches_in_regions_as_in_the_whole_text() {
+        let corpus = [
+            "SSN 536-22-8714 and 536 22 8714, call (202) 456-1111 or +1 202-456-1111, 2024-118-5532",
+            "card 4111 1111 1111 1111 4111-1111-1111-1111 EDIPI 1234567890 passport A12345678 x912345678",
+            "hosts 10.0.0.1, 256.1.1.1, 1.2.3.4.5 at 1600 Pennsylvania Avenue NW and 350 5th Ave.",
+            "12345678901234567890123 1-2-3-4-5-6-7-8-9-0-1-2-3-4 ((((202) 456-1111)))) 1 1 1 1 1 1 1",
+            "v1.2.3.4 1.2.3.4\n999 Main Street\n 2001:db8::1 fe80::1:2:3 12:30:45 ::ffff:10.0.0.1",
+        ];
+        let p = &*PATTERNS;
+        for text in corpus {
+            let hits: Vec<Range<usize>> = p.numeric.find_iter(text).map(|m| m.range()).collect();
+            let numbers = regions(text, hits.iter().cloned(), 0, NUMBER_REACH);
+            let addresses = regions(text, hits.into_iter(), 0, ADDRESS_REACH);
+            let rules = [
+                (&p.ssn, &numbers),
+                (&p.nanp, &numbers),
+                (&p.card, &numbers),
+                (&p.ten_digits, &numbers),
+                (&p.passport, &numbers),
+                (&p.ipv4, &numbers),
+                (&p.address, &addresses),
+            ];
+            for (re, regions) in rules {
+                let whole: Vec<_> = re.find_iter(text).map(|m| m.range()).collect();
+                let regional: Vec<_> = region_matches(re, text, regions)
+                    .map(|(s, e, _)| s..e)
+                    .collect();
+                assert_eq!(whole, regional, "{re} in {text:?}");
+            }
+            let colons = regions(text, colon_pairs(text), IPV6_REACH, IPV6_REACH);
+            // Whole-text candidates with fewer than three groups are dropped by the rule anyway.
+            let whole: Vec<_> = p
+                .ipv6
+                .find_iter(text)
+                .filter(|m| m.as_str().split(':').filter(|g| !g.is_empty()).count() >= 3)
+                .map(|m| m.range())
+                .collect();
+            let regional: Vec<_> = region_matches(&p.ipv6, text, &colons)
+                .filter(|(_, _, m)| m.split(':').filter(|g| !g.is_empty()).count() >= 3)
+                .map(|(s, e, _)| s..e)
+                .collect();
+            assert_eq!(whole, regional, "ipv6 in {text:?}");
+        }
+    }
 
     #[test]
     fn luhn_and_issuers() {

@@ -19,6 +19,7 @@ pub(crate) const AWS_PAIR_BYTES: usize = 160;
 struct Patterns {
     aws_access: Regex,
     aws_secret: Regex,
+    aws_secret_words: Regex,
     pem_begin: Regex,
     pem_end: Regex,
     bearer: Regex,
@@ -35,17 +36,18 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     // A 40-character base64 run, bounded by characters that cannot continue it (`=` may come
     // before it, as in `KEY=…`, but only padding after).
     aws_secret: compile(r"(?:^|[^A-Za-z0-9/+])([A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])"),
+    aws_secret_words: compile(r"(?i)aws_secret|secret_?access_?key|aws secret|secret access key"),
     pem_begin: compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"),
     pem_end: compile(r"\A[ \t\r\n]*-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"),
-    bearer: compile(
-        r"(?i)(?:(?-u:\b)(authorization)[ \t]*[:=][ \t]*[\x22']?[ \t]*)?(?-u:\b)bearer[ \t]+([A-Za-z0-9\-._~+/]{8,}=*)",
-    ),
+    // The `Authorization:` before it is checked by hand: as an optional prefix in the pattern it
+    // kept the regex crate from searching for the literal `bearer` first.
+    bearer: compile(r"(?i:bearer)[ \t]+([A-Za-z0-9\-._~+/]{8,}=*)"),
     jwt: compile(r"(?-u:\b)(eyJ[A-Za-z0-9_\-]{5,})\.([A-Za-z0-9_\-]{2,})\.([A-Za-z0-9_\-]*)"),
     url_password: compile(
         r"(?-u:\b)[A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@]{1,64}:([^\s@/]{1,128})@[A-Za-z0-9\[]",
     ),
     assignment: compile(
-        r#"(?i)(?:(?-u:\b)|[_\-.])(password|passwd|pwd|pass|secret|client[_\-]?secret|secret[_\-]?key|api[_\-]?key|access[_\-]?token|auth[_\-]?token)[\x22']?[ \t]*(=|:)[ \t]*([\x22']?)([^\s\x22';,]{3,128})"#,
+        r#"(?i)(password|passwd|pwd|pass|secret|client[_\-]?secret|secret[_\-]?key|api[_\-]?key|access[_\-]?token|auth[_\-]?token)[\x22']?[ \t]*(=|:)[ \t]*([\x22']?)([^\s\x22';,]{3,128})"#,
     ),
     github: compile(
         r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,255})(?-u:\b)",
@@ -68,10 +70,19 @@ pub(super) fn detect(text: &str, out: &mut Vec<Finding>) {
     aws_secret(p, text, &access, out);
     private_keys(p, text, out);
     for c in p.bearer.captures_iter(text) {
-        let Some(token) = c.get(2) else { continue };
+        let (Some(m), Some(token)) = (c.get(0), c.get(1)) else {
+            continue;
+        };
+        if text
+            .get(..m.start())
+            .and_then(|b| b.chars().next_back())
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            continue;
+        }
         // A bare "Bearer x" in prose needs a token-shaped value: letters and digits.
         let s = token.as_str();
-        let header = c.get(1).is_some();
+        let header = after_authorization(text, m.start());
         let shaped = s.len() >= 16
             && s.bytes().any(|b| b.is_ascii_digit())
             && s.bytes().any(|b| b.is_ascii_alphabetic());
@@ -117,6 +128,25 @@ pub(super) fn detect(text: &str, out: &mut Vec<Finding>) {
     }
 }
 
+/// Whether `Authorization:` (or `authorization=`, quoted or not) ends just before `at`.
+fn after_authorization(text: &str, at: usize) -> bool {
+    let before = text.get(..at).unwrap_or("");
+    let before = before.trim_end_matches([' ', '\t', '"', '\'']);
+    let Some(before) = before.strip_suffix([':', '=']) else {
+        return false;
+    };
+    let before = before.trim_end_matches([' ', '\t', '"', '\'']);
+    let n = "authorization".len();
+    before.len() >= n
+        && before
+            .get(before.len() - n..)
+            .is_some_and(|w| w.eq_ignore_ascii_case("authorization"))
+        && !before
+            .get(..before.len() - n)
+            .and_then(|b| b.chars().next_back())
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
 /// AWS secret access keys: 40 base64 characters with an upper-case letter, a lower-case letter
 /// and a digit, near an access key id or after a naming word.
 fn aws_secret(p: &Patterns, text: &str, access: &[(usize, usize)], out: &mut Vec<Finding>) {
@@ -127,6 +157,11 @@ fn aws_secret(p: &Patterns, text: &str, access: &[(usize, usize)], out: &mut Vec
         "aws secret",
         "secret access key",
     ];
+    // Without an access key id or a naming word anywhere, no candidate can qualify: skip the
+    // scan for 40-character runs, the most expensive part of this module.
+    if access.is_empty() && !p.aws_secret_words.is_match(text) {
+        return;
+    }
     let mut at = 0;
     // The boundary characters are part of the match, so adjacent candidates are found by
     // restarting just after each candidate rather than with `captures_iter`.
@@ -183,6 +218,15 @@ fn assignments(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
         else {
             continue;
         };
+        // The key starts a word, or follows `_`, `-` or `.` (`DB_PASSWORD`), not a letter
+        // (`bypass`, `compass`).
+        if text
+            .get(..key.start())
+            .and_then(|b| b.chars().next_back())
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        {
+            continue;
+        }
         let key = key.as_str().to_ascii_lowercase();
         // In `a=1&password=x&b=2` the value ends at `&`; after a colon `&` is part of it.
         let v = match value.as_str().find('&') {
