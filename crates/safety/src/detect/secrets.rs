@@ -193,15 +193,17 @@ fn private_keys(p: &Patterns, text: &str, out: &mut Vec<Finding>) {
         let start = from + m.start();
         let header_end = from + m.end();
         let body = text.get(header_end..).unwrap_or("");
+        // The body ends where the END line (or any other run of five dashes) begins, or at the
+        // first character a body cannot hold. Looking for the dashes first bounds the character
+        // scan, so a text of many BEGIN lines is read once, not once per line.
+        let dashes = body.find("-----").unwrap_or(body.len());
         let stop = body
-            .bytes()
-            .position(|b| !(b.is_ascii_alphanumeric() || b"+/=:,- \t\r\n".contains(&b)))
-            .unwrap_or(body.len());
-        // The body ends where the END line (or any other run of five dashes) begins.
-        let stop = body
-            .get(..stop)
-            .and_then(|b| b.find("-----"))
-            .unwrap_or(stop);
+            .get(..dashes)
+            .and_then(|b| {
+                b.bytes()
+                    .position(|b| !(b.is_ascii_alphanumeric() || b"+/=:,- \t\r\n".contains(&b)))
+            })
+            .unwrap_or(dashes);
         let trimmed = body.get(..stop).map_or(0, |b| b.trim_end().len());
         let tail = body.get(trimmed..).unwrap_or("");
         let end = header_end + p.pem_end.find(tail).map_or(trimmed, |e| trimmed + e.end());
