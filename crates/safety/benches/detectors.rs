@@ -71,7 +71,42 @@ fn bench(c: &mut Criterion) {
             redact(&prompt, &f, &[Category::Pii, Category::Secrets])
         })
     });
+    let long: String = prose(200_000).chars().take(200_000).collect();
+    g.throughput(Throughput::Bytes(long.len() as u64));
+    g.bench_function("detect_200000_chars", |b| {
+        b.iter(|| detect(black_box(&long)))
+    });
     g.finish();
+
+    latency_percentiles(&prompt);
+}
+
+/// Criterion reports means over batches; the target is a per-call p99, so time single
+/// calls and print the percentiles (to stderr, next to criterion's report).
+fn latency_percentiles(prompt: &str) {
+    const CALLS: usize = 20_000;
+    let mut nanos: Vec<u128> = (0..CALLS)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            black_box(detect(black_box(prompt)));
+            t.elapsed().as_nanos()
+        })
+        .collect();
+    nanos.sort_unstable();
+    let at = |q: f64| {
+        nanos
+            .get(((CALLS as f64) * q) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    eprintln!(
+        "prompt/detect_2000_chars per call over {CALLS} calls: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+        at(0.50),
+        at(0.99),
+        at(0.999),
+        nanos.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
 }
 
 criterion_group!(benches, bench);
