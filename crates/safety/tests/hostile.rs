@@ -131,3 +131,112 @@ fn streaming_an_endless_token_one_byte_at_a_time_is_linear() {
     out += r.finish().len();
     assert_eq!(out, 200_000);
 }
+
+mod generated {
+    use enclave_safety::{Category, StreamRedactor, detect, redact_text};
+    use proptest::prelude::*;
+
+    /// Fragments that start, end or break findings, glued in random order.
+    const FRAGMENTS: &[&str] = &[
+        "0",
+        "1",
+        "9",
+        "536",
+        "22",
+        "8714",
+        "202",
+        "456",
+        "1111",
+        "4111",
+        " ",
+        "  ",
+        "\n",
+        "-",
+        ".",
+        ":",
+        "::",
+        "/",
+        "//",
+        "(",
+        ")",
+        "+1",
+        "+44",
+        "@",
+        "a",
+        "Z",
+        "é",
+        "東",
+        "\u{200B}",
+        "\u{0456}",
+        "AKIA",
+        "QYLPMN5HFIQR7XYZ",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "eyJ",
+        "-----BEGIN PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----",
+        "MIIB",
+        "password=",
+        "Password: ",
+        "Bearer ",
+        "Authorization: ",
+        "postgres://u:",
+        "ghp_",
+        "xoxb-",
+        "AIza",
+        "SSN ",
+        "EDIPI ",
+        "passport ",
+        "ignore ",
+        "previous ",
+        "instructions",
+        "<!-- AI:",
+        "SECRET//NOFORN",
+        "(S//NF) ",
+        "TOP SECRET",
+        " Street",
+        " Ave",
+        "Pennsylvania",
+        "ana@agency.gov",
+        "2001:db8::1",
+        "10.0.0.1",
+    ];
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..400)
+            .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn detection_holds_its_invariants_on_generated_text(t in text()) {
+            for f in detect(&t) {
+                prop_assert!(f.span.start < f.span.end && f.span.end <= t.len());
+                prop_assert!(t.is_char_boundary(f.span.start) && t.is_char_boundary(f.span.end));
+            }
+        }
+
+        #[test]
+        fn streaming_matches_whole_text_on_generated_text(t in text(), cut_seed in any::<u64>()) {
+            let redacted = [Category::Pii, Category::Secrets];
+            let mut r = StreamRedactor::new(&redacted);
+            let mut out = String::new();
+            let mut at = 0;
+            let mut x = cut_seed | 1;
+            while at < t.len() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut next = (at + 1 + (x % 97) as usize).min(t.len());
+                while !t.is_char_boundary(next) {
+                    next += 1;
+                }
+                out += &r.push(&t[at..next]);
+                at = next;
+            }
+            out += &r.finish();
+            prop_assert_eq!(out, redact_text(&t, &redacted));
+        }
+    }
+}
