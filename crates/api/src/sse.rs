@@ -69,11 +69,18 @@ impl SseParser {
     ///
     /// [`SseError::TooLarge`] when the unread bytes exceed the bound.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
         self.buf.extend_from_slice(bytes);
-        if !self.started && self.buf.len() >= 3 {
-            self.started = true;
-            if self.buf.starts_with(b"\xEF\xBB\xBF") {
-                let _ = self.buf.split_to(3);
+        // A byte-order mark is skipped only at the very start of the stream. Until the stream's
+        // first three bytes have arrived they are still at the front of the buffer: a partial
+        // mark holds no line end, so `next_event` cannot have consumed any of them.
+        if !self.started {
+            let seen = self.buf.len().min(BOM.len());
+            if self.buf.get(..seen) != BOM.get(..seen) {
+                self.started = true;
+            } else if seen == BOM.len() {
+                self.started = true;
+                let _ = self.buf.split_to(BOM.len());
             }
         }
         // Unread bytes may hold several whole events; only the event in progress is bounded,
@@ -209,6 +216,31 @@ mod tests {
             got.extend(all(&mut p));
         }
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_only_at_the_start_of_the_stream() {
+        // Found by the `sse_stream` fuzz target: fed a byte at a time, a mark after a first
+        // blank line was taken for the stream's own.
+        for stream in [
+            &b"\xEF\xBB\xBFdata: a\n\n"[..],
+            &b"\n\xEF\xBB\xBFdata: a\n\n"[..],
+            &b"\n\xEF\xBB\xBF:x\ndata: a\n\n"[..],
+        ] {
+            let mut whole = SseParser::new(4096);
+            whole.push(stream).unwrap();
+            let want = all(&mut whole);
+            let mut split = SseParser::new(4096);
+            let mut got = Vec::new();
+            for b in stream {
+                split.push(&[*b]).unwrap();
+                got.extend(all(&mut split));
+            }
+            assert_eq!(got, want, "{stream:?}");
+        }
+        let mut p = SseParser::new(4096);
+        p.push(b"\xEF\xBB\xBFdata: a\n\n").unwrap();
+        assert_eq!(all(&mut p)[0].data, "a");
     }
 
     #[test]
