@@ -7,9 +7,9 @@
 
 /// Text after folding, with the map back to the original.
 #[derive(Debug)]
-pub(crate) struct Folded {
+pub struct Folded {
     /// The folded text.
-    pub(crate) text: String,
+    pub text: String,
     /// `offsets[i]` is the byte offset in the original text of the character that produced byte
     /// `i` of `text`; `offsets[text.len()]` is the original length.
     pub(crate) offsets: Vec<u32>,
@@ -17,17 +17,34 @@ pub(crate) struct Folded {
 
 impl Folded {
     /// The original byte offset of folded byte offset `i` (clamped to the end).
-    pub(crate) fn original(&self, i: usize) -> usize {
+    pub fn original(&self, i: usize) -> usize {
         self.offsets
             .get(i)
             .or_else(|| self.offsets.last())
             .map_or(0, |&o| o as usize)
     }
+
+    /// The original span of folded span `start..end` in `src` (the text that was folded): from
+    /// its first character's start to the end of its last character — not to the start of the
+    /// next one, which may be a dropped invisible character.
+    pub fn original_span(&self, start: usize, end: usize, src: &str) -> (usize, usize) {
+        let s = self.original(start);
+        if end <= start {
+            return (s, s);
+        }
+        let last = self.original(end - 1);
+        let e = src
+            .get(last..)
+            .and_then(|rest| rest.chars().next())
+            .map_or(src.len(), |c| last + c.len_utf8());
+        (s, e)
+    }
 }
 
-/// Folds `src`. Offsets are stored as `u32`; text longer than 4 GiB is not expected (the
+/// Folds `src`: look-alike letters, digits and punctuation to ASCII (case kept), invisible
+/// characters and combining marks dropped, other characters kept. Offsets are stored as `u32`; text longer than 4 GiB is not expected (the
 /// gateway's body limit is far smaller), and offsets saturate rather than wrap.
-pub(crate) fn fold(src: &str) -> Folded {
+pub fn fold(src: &str) -> Folded {
     let mut text = String::with_capacity(src.len());
     let mut offsets = Vec::with_capacity(src.len() + 1);
     for (at, c) in src.char_indices() {
@@ -174,12 +191,15 @@ fn letter_lookalike(c: char) -> Option<u8> {
         'а' | 'α' => b'a',
         'с' | 'ϲ' => b'c',
         'ԁ' => b'd',
-        'е' => b'e',
+        'ɡ' => b'g',
+        'п' => b'n',
+        'г' => b'r',
+        'е' | 'ε' => b'e',
         'һ' => b'h',
-        'і' | 'ι' => b'i',
+        'і' | 'ι' | 'ı' => b'i',
         'ј' | 'ϳ' => b'j',
         'ӏ' => b'l',
-        'о' | 'ο' => b'o',
+        'о' | 'ο' | 'σ' => b'o',
         'р' | 'ρ' => b'p',
         'ԛ' => b'q',
         'ѕ' => b's',
@@ -196,6 +216,22 @@ fn letter_lookalike(c: char) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_map_back_over_dropped_invisibles() {
+        // The safety stack matches trigger words in the folded text and reports original spans.
+        let src = "іgn\u{200B}оrе ｐrevious";
+        let f = fold(src);
+        assert_eq!(f.text, "ignore previous");
+        let (s, e) = f.original_span(0, 6, src);
+        assert_eq!(&src[s..e], "іgn\u{200B}оrе");
+        let (s, e) = f.original_span(7, 15, src);
+        assert_eq!(&src[s..e], "ｐrevious");
+        assert_eq!(f.original_span(3, 3, src), (f.original(3), f.original(3)));
+        let other = fold("東京 ∑");
+        assert_eq!(other.text, "東京 ∑");
+        assert_eq!(other.original(3), 3);
+    }
 
     #[test]
     fn cyrillic_and_zero_width_fold_to_ascii_with_offsets() {

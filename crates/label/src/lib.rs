@@ -42,6 +42,7 @@ mod scan;
 
 pub use error::{MarkingError, ReasonCode};
 pub use fields::{CuiFields, MarkingFields};
+pub use fold::{Folded, fold};
 pub use label::{Aea, Cui, Dissem, Fgi, Label, Ldc, Level, NonIc, NonUsControl, Owner};
 pub use lattice::{AccessClass, Accreditation, Clearance, Denial, Nations, rollup};
 pub use marking::{Form, MAX_MARKING_BYTES, Marking, Mode, parse_marking};

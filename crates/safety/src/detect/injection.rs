@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::fold::fold;
 use super::{Finding, Kind, compile};
+use enclave_label::fold;
 
 /// The rules, compiled into one regex with one capture group per rule (`r0`, `r1`, …): one
 /// pass over the text instead of one per rule. At any position the first rule in the list that

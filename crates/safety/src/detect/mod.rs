@@ -10,7 +10,6 @@
 //! also when a rule matched a folded copy of the text (injection phrases are matched after
 //! look-alike letters are folded and invisible characters dropped).
 
-mod fold;
 mod injection;
 mod marking;
 mod pii;
