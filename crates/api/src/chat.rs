@@ -169,15 +169,7 @@ impl ChatRequest {
     pub fn parse(raw: Bytes, policy: &ContentPolicy) -> Result<ChatRequest, RequestError> {
         let text = read::utf8(&raw)?;
         let json = Json::parse(text).map_err(RequestError::json)?;
-        let Json::Object(members) = &json else {
-            return Err(RequestError::invalid(
-                "",
-                format!(
-                    "The request body must be a JSON object, not {}.",
-                    json.kind()
-                ),
-            ));
-        };
+        let members = read::body_members(&json)?;
         let mut req = ChatRequest {
             model: String::new(),
             messages: Vec::new(),

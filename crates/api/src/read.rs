@@ -18,6 +18,20 @@ pub(crate) fn utf8(raw: &[u8]) -> Result<&str, RequestError> {
     })
 }
 
+/// The members of a request body, which must be a JSON object.
+pub(crate) fn body_members<'j, 'a>(json: &'j Json<'a>) -> Result<&'j Members<'a>, RequestError> {
+    match json {
+        Json::Object(members) => Ok(members),
+        other => Err(RequestError::invalid(
+            "",
+            format!(
+                "The request body must be a JSON object, not {}.",
+                other.kind()
+            ),
+        )),
+    }
+}
+
 /// A required string.
 pub(crate) fn string(v: &Json<'_>, param: &str) -> Result<String, RequestError> {
     match v {
