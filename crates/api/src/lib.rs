@@ -33,6 +33,7 @@ mod chat;
 mod embeddings;
 mod error;
 pub mod json;
+mod moderation;
 mod policy;
 mod read;
 pub mod sse;
@@ -44,5 +45,6 @@ pub use answer::{
 pub use chat::{ChatRequest, Message, Part, Role, Tool, ToolCall};
 pub use embeddings::{EmbeddingsRequest, MAX_INPUTS};
 pub use error::{RequestError, RequestErrorKind};
+pub use moderation::{MAX_MODERATION_INPUTS, ModerationRequest};
 pub use policy::{ContentPolicy, PartKind};
 pub use sse::{SseError, SseEvent, SseParser};

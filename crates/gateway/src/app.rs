@@ -41,6 +41,8 @@ pub struct App {
     pub connections: Arc<crate::conn::Connections>,
     /// The embedded models, when a `kind = "local"` backend is configured.
     pub local: Option<Arc<LocalEngine>>,
+    /// The safety screen of each tenant's policy pack.
+    pub screens: crate::stage::screen::Screens,
 }
 
 /// Why the gateway could not start.
@@ -126,6 +128,10 @@ impl App {
                 });
             }
         }
+        // Every pack is read and checked before anything else starts: a bad pack stops the
+        // start rather than screening with a default.
+        let screens = crate::stage::screen::Screens::load(&config.safety).map_err(StartError::Setup)?;
+        tracing::info!(pack = screens.default_pack(), "safety screen loaded");
         let audit = start_audit(&config, &install, store.clone()).await?;
         let mut local: Option<Arc<LocalEngine>> = None;
         let client = http_client(config.limits.connect_timeout)
@@ -234,6 +240,7 @@ impl App {
         let limits = &config.limits;
         let app = App {
             local,
+            screens,
             auth: Authenticator::new(store.clone(), oidc),
             store,
             audit,

@@ -7,6 +7,8 @@
 //!                 ├─ metrics ─ (authenticate, when required) ────────────────────┤
 //!                 ├─ models ─ authenticate ─ label(session) ─────────────────────┤
 //!                 ├─ audit receipts ─ authenticate ─ label(session) ─ role ──────┤
+//!                 ├─ moderations ─ authenticate ─ label(session) ─ read body ─ admit │
+//!                 │    ─ parse ─ label(content) ─ authorize ─ screen (the answer) ───┤
 //!                 └─ chat, embeddings ─ authenticate ─ label(session) ─ read body │
 //!                      ─ admit ─ parse ─ label(content) ─ authorize ─ screen input │
 //!                      ─ recall ─ route ─ generate ─ screen output ─ remember ────┤
@@ -28,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use enclave_api::{ChatRequest, EmbeddingsRequest};
+use enclave_api::{ChatRequest, EmbeddingsRequest, ModerationRequest};
 use enclave_label::Label;
 use enclave_models::ChatAnswer;
 use enclave_policy::Role;
@@ -298,6 +300,7 @@ async fn run(
         Route::Models => models(ctx, req.headers(), peer).await,
         Route::ChatCompletions => chat(ctx, peer, req).await,
         Route::Embeddings => embeddings(ctx, peer, req).await,
+        Route::Moderations => moderations(ctx, peer, req).await,
         Route::MethodNotAllowed(allowed) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -402,7 +405,7 @@ async fn chat(
     ctx.model = Some(request.model.clone());
     stage::label::content(ctx, &request.text)?;
     stage::authorize::run(ctx, &request.uninspected)?;
-    stage::screen::input(ctx, &request.text)?;
+    stage::screen::input(ctx, &request.text).await?;
     stage::recall::run(ctx, &mut request)?;
     let candidates = stage::routing::run(ctx, &request.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &request).await?;
@@ -428,7 +431,9 @@ async fn chat(
                     )
                 })?,
             };
-            screen.whole(&mut whole)?;
+            let screened = screen.whole(&mut whole);
+            screen.record(ctx);
+            screened?;
             Reply::Whole {
                 status: StatusCode::OK,
                 content_type: "application/json",
@@ -459,7 +464,7 @@ async fn embeddings(
     ctx.model = Some(request.model.clone());
     stage::label::content(ctx, &request.text)?;
     stage::authorize::run(ctx, &[])?;
-    stage::screen::input(ctx, &request.text)?;
+    stage::screen::input(ctx, &request.text).await?;
     let candidates = stage::routing::run(ctx, &request.model)?;
     let answer = stage::generate::embed(ctx, &candidates, &request).await?;
     Ok(Reply::Whole {
@@ -468,6 +473,40 @@ async fn embeddings(
         body: answer.body(),
         label: Some(ctx.answer_label()),
         usage: answer.usage,
+    })
+}
+
+/// `POST /v1/moderations`: the safety screen's verdict on each input, as OpenAI's moderation
+/// endpoint answers. The texts pass the same label stages as a prompt (marked content above the
+/// session is spillage, refused before it is screened); the screen is the answer, so it never
+/// blocks here.
+async fn moderations(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = read_body(ctx, &parts.headers, incoming).await?;
+    audit::prompt(ctx, &raw);
+    admit(ctx).await?;
+    let request = ModerationRequest::parse(&raw).map_err(ApiError::from)?;
+    let model = request
+        .model
+        .clone()
+        .unwrap_or_else(|| stage::screen::MODERATION_MODEL.to_owned());
+    ctx.span.record("model", model.as_str());
+    ctx.model = Some(model.clone());
+    stage::label::content(ctx, &request.text)?;
+    stage::authorize::run(ctx, &[])?;
+    let body = stage::screen::moderate(ctx, request.inputs, &model).await?;
+    Ok(Reply::Whole {
+        status: StatusCode::OK,
+        content_type: "application/json",
+        body,
+        label: Some(ctx.answer_label()),
+        usage: None,
     })
 }
 

@@ -98,6 +98,7 @@ impl HttpBody for SseBody {
                 for bytes in &this.pending {
                     ctx.trail.output(bytes);
                 }
+                this.screen.record(&mut ctx);
                 this.closing = ctx.finish(&outcome);
             }
             if let Some(receipt) = this.closing.as_mut() {

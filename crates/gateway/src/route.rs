@@ -23,6 +23,8 @@ pub enum Route {
     Metrics,
     /// `GET /v1/models`: the models the caller may use at its session label.
     Models,
+    /// `POST /v1/moderations`: the safety screen's verdict on texts.
+    Moderations,
     /// `GET /readyz`: the database is reachable.
     Ready,
     /// A known path with the wrong method; the method it accepts.
@@ -40,6 +42,7 @@ impl Route {
             "/healthz" => (Route::Health, Method::GET),
             "/metrics" => (Route::Metrics, Method::GET),
             "/v1/models" => (Route::Models, Method::GET),
+            "/v1/moderations" => (Route::Moderations, Method::POST),
             "/readyz" => (Route::Ready, Method::GET),
             "/v1/audit/checkpoint" => (Route::AuditCheckpoint, Method::GET),
             "/v1/audit/entries" => (Route::AuditEntries, Method::GET),
@@ -70,14 +73,19 @@ impl Route {
             Route::Health => "healthz",
             Route::Metrics => "metrics",
             Route::Models => "models",
+            Route::Moderations => "moderations",
             Route::Ready => "readyz",
             Route::MethodNotAllowed(_) | Route::NotFound => "other",
         }
     }
 
-    /// Whether the route serves a model (and so passes every stage of the pipeline).
+    /// Whether the route reads content into a model or the safety screen (and so passes the
+    /// content stages of the pipeline: label, authorize, screen).
     pub fn is_model(self) -> bool {
-        matches!(self, Route::ChatCompletions | Route::Embeddings)
+        matches!(
+            self,
+            Route::ChatCompletions | Route::Embeddings | Route::Moderations
+        )
     }
 
     /// Whether a request to this route is recorded in the audit log: every route but the

@@ -38,6 +38,9 @@ pub struct Behavior {
     pub endless: bool,
     /// Pause before answering at all.
     pub answer_delay: Duration,
+    /// Stream the last message's text back in pieces of this many bytes (cut at character
+    /// boundaries) instead of `chunks` numbered words.
+    pub stream_echo: Option<usize>,
 }
 
 impl Default for Behavior {
@@ -49,6 +52,7 @@ impl Default for Behavior {
             chunk_delay: Duration::ZERO,
             endless: false,
             answer_delay: Duration::ZERO,
+            stream_echo: None,
         }
     }
 }
@@ -227,11 +231,13 @@ async fn answer(
                     .pointer("/stream_options/include_usage")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
+                let echo = b.stream_echo.map(|n| pieces(&last, n.max(1)));
                 let stream = Sse {
+                    echo,
                     shared: Arc::clone(&s),
                     model,
                     sent: 0,
-                    chunks: b.chunks,
+                    chunks: b.stream_echo.map_or(b.chunks, |_| usize::MAX),
                     endless: b.endless,
                     usage,
                     delay: b.chunk_delay,
@@ -279,8 +285,26 @@ fn error(status: u16) -> Response<MockBody> {
     r
 }
 
+/// `text` cut into pieces of about `n` bytes, at character boundaries.
+fn pieces(text: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        if cur.len() + c.len_utf8() > n && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// A streamed chat answer; counts a cancellation when dropped before the end.
 struct Sse {
+    /// The pieces of an echoed answer (`Behavior::stream_echo`), sent instead of words.
+    echo: Option<Vec<String>>,
     shared: Arc<Shared>,
     model: String,
     sent: usize,
@@ -315,10 +339,14 @@ impl Body for Sse {
         }
         let i = self.sent;
         self.sent += 1;
-        let text = if self.endless || i < self.chunks {
+        let piece = match &self.echo {
+            Some(pieces) => pieces.get(i).cloned(),
+            None => (self.endless || i < self.chunks).then(|| format!("word{i} ")),
+        };
+        let text = if let Some(piece) = piece {
             let chunk = json!({
                 "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": self.model,
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": format!("word{i} ")}, "finish_reason": null}]
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": null}]
             });
             format!("data: {chunk}\n\n")
         } else {
@@ -327,7 +355,8 @@ impl Body for Sse {
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
             });
             if self.usage {
-                last["usage"] = json!({"prompt_tokens": 7, "completion_tokens": self.chunks, "total_tokens": 7 + self.chunks});
+                let n = self.sent.saturating_sub(1);
+                last["usage"] = json!({"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n});
             }
             self.done = true;
             self.shared.streams_completed.fetch_add(1, Ordering::SeqCst);

@@ -1,58 +1,481 @@
-//! The screen stages: the safety stack over a request's input and its answer.
+//! The screen stages: the safety stack (`enclave-safety`) over a request's input and its answer,
+//! with the policy pack of the caller's tenant (`[safety]` in the configuration).
 //!
-//! Seams until the safety stack lands (issue 18): `input` sees every string the request
-//! carries before anything is sent; `OutputScreen` sees every chunk of a streamed answer (it
-//! may change a chunk, hold text back across chunk boundaries and release it at the end, or
-//! stop the stream with an error) and every whole answer.
+//! - [`input`] screens every string the request carries before anything is sent anywhere. A
+//!   category whose action is `block` ends the request with 400 `policy_violation` naming the
+//!   categories; `review` with 400 `pending_review` (until a review queue exists it holds the
+//!   request by refusing it); `flag` is recorded (categories and scores, never text) and
+//!   counted; `redact` on input also refuses (Enclave does not rewrite prompts: the caller is
+//!   told which categories to remove).
+//! - [`OutputScreen`] screens a streamed answer chunk by chunk through the engine's streaming
+//!   screen (a holdback window of a few hundred bytes per choice, so a redaction or a block
+//!   sees text across chunk boundaries), and a whole answer at once. A block mid-stream ends
+//!   the stream with an error event whose code is `policy_violation`.
+//! - [`moderate`] answers `POST /v1/moderations` with the same engine.
+//!
+//! Every decision lands in the request's audit entry (`safety_input`, `safety_output`).
 
-use enclave_api::{Chunk, Completion};
+use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
+use enclave_api::{Chunk, Completion, Delta};
+use enclave_safety::{Action, Category, Direction, Engine, Pack, StreamScreen, StreamStep, Verdict};
+use http::StatusCode;
+
+use crate::config::{PackSource, SafetyConfig};
 use crate::ctx::RequestCtx;
 use crate::error::ApiError;
+
+/// The model name `/v1/moderations` answers with when the request names none.
+pub(crate) const MODERATION_MODEL: &str = "enclave-screen";
+
+/// Texts longer than this are screened on the blocking pool rather than the event loop (the
+/// inline stages cost about a millisecond per 2,000 characters).
+const INLINE_BYTES: usize = 32 * 1024;
+
+/// The engines of the configured packs: one for every tenant without its own pack, one per
+/// distinct pack of the others.
+#[derive(Debug)]
+pub struct Screens {
+    default: Engine,
+    tenants: HashMap<String, Engine>,
+}
+
+impl Screens {
+    /// Loads and checks every pack the configuration names (pack files are read here, once).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the key path and what is wrong with the pack.
+    pub fn load(config: &SafetyConfig) -> Result<Screens, String> {
+        let mut built: Vec<(PackSource, Engine)> = Vec::new();
+        let mut engine_for = |source: &PackSource, at: &str| -> Result<Engine, String> {
+            if let Some((_, e)) = built.iter().find(|(s, _)| s == source) {
+                return Ok(e.clone());
+            }
+            let pack = match source {
+                PackSource::Builtin(name) => Pack::builtin(name),
+                PackSource::File(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        format!("{at}: cannot read pack file {}: {e}", path.display())
+                    })?;
+                    let name = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("pack");
+                    Pack::from_toml(name, &text)
+                }
+            }
+            .map_err(|e| format!("{at}: {e}"))?;
+            let engine = Engine::with_pack(pack).map_err(|e| format!("{at}: {e}"))?;
+            built.push((source.clone(), engine.clone()));
+            Ok(engine)
+        };
+        let default = engine_for(&config.pack, "safety.pack")?;
+        let mut tenants = HashMap::new();
+        for (tenant, source) in &config.tenants {
+            let engine = engine_for(source, &format!("safety.tenants.{tenant}"))?;
+            tenants.insert(tenant.clone(), engine);
+        }
+        Ok(Screens { default, tenants })
+    }
+
+    /// The engine of `tenant`'s pack.
+    pub fn for_tenant(&self, tenant: &str) -> &Engine {
+        self.tenants.get(tenant).unwrap_or(&self.default)
+    }
+
+    /// The default pack's name.
+    pub fn default_pack(&self) -> &str {
+        self.default.pack().name()
+    }
+}
+
+/// The engine for the request's caller (the default pack before authentication).
+fn engine(ctx: &RequestCtx) -> Engine {
+    let screens = &ctx.app.screens;
+    match ctx.caller() {
+        Some(c) => screens.for_tenant(c.principal.tenant.as_str()).clone(),
+        None => screens.default.clone(),
+    }
+}
+
+/// Screens `text` off the event loop when it is long.
+async fn screen_text(engine: Engine, text: &str, direction: Direction) -> Result<Verdict, ApiError> {
+    if text.len() <= INLINE_BYTES {
+        return Ok(engine.screen(text, direction));
+    }
+    let owned = text.to_owned();
+    tokio::task::spawn_blocking(move || engine.screen(&owned, direction))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "the safety screen failed");
+            ApiError::internal()
+        })
+}
 
 /// Screens the request's text (every string it carries, as paragraphs).
 ///
 /// # Errors
 ///
-/// A `policy_violation` or `pending_review` refusal, once the safety stack exists.
-pub(crate) fn input(_ctx: &mut RequestCtx, _text: &str) -> Result<(), ApiError> {
+/// 400 `policy_violation` (or `pending_review`) naming the categories that fired.
+pub(crate) async fn input(ctx: &mut RequestCtx, text: &str) -> Result<(), ApiError> {
+    let verdict = screen_text(engine(ctx), text, Direction::Input).await?;
+    record(ctx, "safety_input", &verdict);
+    // SECURITY: a prompt is never rewritten, so `redact` on input cannot be honoured by
+    // sending a changed prompt: it is refused like a block, naming what to remove.
+    if verdict.stops() || verdict.action == Action::Redact {
+        return Err(refusal(&verdict, Direction::Input));
+    }
     Ok(())
 }
 
-/// Screens one answer as it goes.
-#[derive(Debug, Default)]
-pub(crate) struct OutputScreen;
+/// Records a verdict's fired categories as decisions and counts them.
+fn record(ctx: &mut RequestCtx, stage: &'static str, verdict: &Verdict) {
+    for category in &verdict.categories {
+        let action = ctx
+            .caller()
+            .map(|c| ctx.app.screens.for_tenant(c.principal.tenant.as_str()))
+            .unwrap_or(&ctx.app.screens.default)
+            .pack()
+            .rule(direction_of(stage), *category)
+            .action;
+        ctx.app.metrics.flag(category.as_str());
+        // Categories and scores only: never the text.
+        tracing::info!(
+            stage,
+            category = category.as_str(),
+            score = verdict.scores.get(*category),
+            action = action.as_str(),
+            "safety category fired"
+        );
+        ctx.decide(stage, action.as_str(), category.as_str());
+    }
+    if verdict.categories.is_empty() {
+        ctx.decide(stage, "allow", "none");
+    }
+}
+
+fn direction_of(stage: &str) -> Direction {
+    if stage == "safety_output" {
+        Direction::Output
+    } else {
+        Direction::Input
+    }
+}
+
+/// The refusal for a verdict that stops a request.
+fn refusal(verdict: &Verdict, direction: Direction) -> ApiError {
+    let names = verdict.category_names().join(", ");
+    let (code, message) = match (verdict.action, direction) {
+        (Action::Review, _) => (
+            "pending_review",
+            format!(
+                "The request needs a human review under this deployment's safety policy ({names}); it was not sent to a model."
+            ),
+        ),
+        (Action::Redact, Direction::Input) => (
+            "policy_violation",
+            format!(
+                "The request carries content this deployment's safety policy removes ({names}); remove it and send again."
+            ),
+        ),
+        (_, Direction::Input) => (
+            "policy_violation",
+            format!(
+                "The request was refused by this deployment's safety policy ({names}); it was not sent to a model."
+            ),
+        ),
+        (_, Direction::Output) => (
+            "policy_violation",
+            format!("The answer was stopped by this deployment's safety policy ({names})."),
+        ),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// Screens one answer as it goes: one streaming screen per choice's text and per tool call's
+/// arguments.
+#[derive(Debug)]
+pub(crate) struct OutputScreen {
+    engine: Engine,
+    /// (choice index, tool call index or `None` for the text) → its screen.
+    streams: BTreeMap<(u32, Option<u32>), StreamScreen>,
+    /// The last chunk's id, created and model, for chunks made of held-back text.
+    last: Option<(String, u64, String)>,
+    /// The categories that fired, with their worst score, for the record.
+    fired: Vec<Verdict>,
+}
 
 impl OutputScreen {
     /// A screen for the answer to `ctx`'s request.
-    pub(crate) fn new(_ctx: &RequestCtx) -> OutputScreen {
-        OutputScreen
+    pub(crate) fn new(ctx: &RequestCtx) -> OutputScreen {
+        OutputScreen {
+            engine: engine(ctx),
+            streams: BTreeMap::new(),
+            last: None,
+            fired: Vec::new(),
+        }
     }
 
-    /// Screens a streamed chunk, which it may change.
+    fn step(&mut self, key: (u32, Option<u32>), text: &str, end: bool) -> Result<String, ApiError> {
+        let engine = &self.engine;
+        let screen = self
+            .streams
+            .entry(key)
+            .or_insert_with(|| engine.stream_in(Direction::Output));
+        let first = if text.is_empty() {
+            StreamStep::Emit(String::new())
+        } else {
+            screen.push(text)
+        };
+        let mut out = match first {
+            StreamStep::Emit(s) => s,
+            StreamStep::Stop(verdict) => return Err(self.stopped(verdict)),
+        };
+        if end {
+            match screen.finish() {
+                StreamStep::Emit(s) => out.push_str(&s),
+                StreamStep::Stop(verdict) => return Err(self.stopped(verdict)),
+            }
+        }
+        if end {
+            let verdict = screen.verdict().clone();
+            if !verdict.categories.is_empty() {
+                self.fired.push(verdict);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The refusal for a stream the screen stopped, the verdict kept for the record.
+    fn stopped(&mut self, verdict: Verdict) -> ApiError {
+        let e = refusal(&verdict, Direction::Output);
+        self.fired.push(verdict);
+        e
+    }
+
+    /// Screens a streamed chunk, which it may change (text held back, redacted, or released
+    /// from earlier chunks). A choice's held text is released in the chunk that ends it.
     ///
     /// # Errors
     ///
     /// A refusal that ends the stream with an error event.
-    pub(crate) fn chunk(&mut self, _chunk: &mut Chunk) -> Result<(), ApiError> {
+    pub(crate) fn chunk(&mut self, chunk: &mut Chunk) -> Result<(), ApiError> {
+        self.last = Some((chunk.id.clone(), chunk.created, chunk.model.clone()));
+        let mut changed = false;
+        for delta in &mut chunk.deltas {
+            let end = delta.finish_reason.is_some();
+            if delta.content.is_some() || end {
+                let text = delta.content.take().unwrap_or_default();
+                let out = self.step((delta.index, None), &text, end)?;
+                changed |= out != text;
+                if !(out.is_empty() && text.is_empty()) {
+                    delta.content = Some(out);
+                }
+            }
+            for call in &mut delta.tool_calls {
+                let key = (delta.index, Some(call.index));
+                if let Some(args) = call.arguments.take() {
+                    let out = self.step(key, &args, false)?;
+                    changed |= out != args;
+                    call.arguments = Some(out);
+                }
+            }
+            if end {
+                // Arguments held back for this choice's tool calls are released with its end.
+                let keys: Vec<_> = self
+                    .streams
+                    .keys()
+                    .filter(|(i, t)| *i == delta.index && t.is_some())
+                    .copied()
+                    .collect();
+                for key in keys {
+                    let rest = self.step(key, "", true)?;
+                    self.streams.remove(&key);
+                    if !rest.is_empty() {
+                        changed = true;
+                        if let Some(call) = delta
+                            .tool_calls
+                            .iter_mut()
+                            .find(|c| Some(c.index) == key.1)
+                        {
+                            call.arguments.get_or_insert_with(String::new).push_str(&rest);
+                        } else {
+                            delta.tool_calls.push(enclave_api::ToolCallDelta {
+                                index: key.1.unwrap_or_default(),
+                                id: None,
+                                name: None,
+                                arguments: Some(rest),
+                            });
+                        }
+                    }
+                }
+                self.streams.remove(&(delta.index, None));
+            }
+        }
+        if changed {
+            // Rendered again from the typed chunk: the backend's bytes no longer match.
+            chunk.raw = None;
+        }
         Ok(())
     }
 
-    /// The end of a stream: chunks held back, released.
+    /// The end of a stream: text still held back (a choice that never sent its end), released.
     ///
     /// # Errors
     ///
     /// A refusal that ends the stream with an error event.
     pub(crate) fn end(&mut self) -> Result<Vec<Chunk>, ApiError> {
-        Ok(Vec::new())
+        let keys: Vec<_> = self.streams.keys().copied().collect();
+        let mut deltas: Vec<Delta> = Vec::new();
+        for key in keys {
+            let rest = self.step(key, "", true)?;
+            if rest.is_empty() {
+                continue;
+            }
+            let mut delta = Delta {
+                index: key.0,
+                ..Delta::default()
+            };
+            match key.1 {
+                None => delta.content = Some(rest),
+                Some(t) => delta.tool_calls.push(enclave_api::ToolCallDelta {
+                    index: t,
+                    id: None,
+                    name: None,
+                    arguments: Some(rest),
+                }),
+            }
+            deltas.push(delta);
+        }
+        self.streams.clear();
+        if deltas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (id, created, model) = self.last.clone().unwrap_or_default();
+        Ok(vec![Chunk {
+            id,
+            created,
+            model,
+            deltas,
+            usage: None,
+            raw: None,
+        }])
     }
 
-    /// Screens a whole answer, which it may change.
+    /// Screens a whole answer, which it may change (redactions).
     ///
     /// # Errors
     ///
     /// A refusal sent instead of the answer.
-    pub(crate) fn whole(&mut self, _answer: &mut Completion) -> Result<(), ApiError> {
+    pub(crate) fn whole(&mut self, answer: &mut Completion) -> Result<(), ApiError> {
+        let mut changed = false;
+        for choice in &mut answer.choices {
+            let texts = choice
+                .content
+                .iter_mut()
+                .chain(choice.tool_calls.iter_mut().map(|c| &mut c.arguments));
+            for text in texts {
+                let verdict = self.engine.screen(text, Direction::Output);
+                if verdict.stops() {
+                    let e = refusal(&verdict, Direction::Output);
+                    self.fired.push(verdict);
+                    return Err(e);
+                }
+                let redacted = verdict.redacted(text);
+                if redacted != *text {
+                    *text = redacted;
+                    changed = true;
+                }
+                if !verdict.categories.is_empty() {
+                    self.fired.push(verdict);
+                }
+            }
+        }
+        if changed {
+            answer.raw = None;
+        }
         Ok(())
     }
+
+    /// Records what fired in the answer into the request's decisions (call once, at its end).
+    pub(crate) fn record(&mut self, ctx: &mut RequestCtx) {
+        let fired = std::mem::take(&mut self.fired);
+        if fired.is_empty() {
+            ctx.decide("safety_output", "allow", "none");
+        }
+        for verdict in fired {
+            for category in &verdict.categories {
+                let action = self.engine.pack().rule(Direction::Output, *category).action;
+                ctx.app.metrics.flag(category.as_str());
+                tracing::info!(
+                    stage = "safety_output",
+                    category = category.as_str(),
+                    score = verdict.scores.get(*category),
+                    action = action.as_str(),
+                    "safety category fired"
+                );
+                ctx.decide("safety_output", action.as_str(), category.as_str());
+            }
+        }
+    }
+}
+
+/// Answers `POST /v1/moderations`: one result per input, in OpenAI's shape, with Enclave's
+/// categories added and the pack's action beside each.
+///
+/// # Errors
+///
+/// 500 when the screen could not run.
+pub(crate) async fn moderate(
+    ctx: &mut RequestCtx,
+    inputs: Vec<String>,
+    model: &str,
+) -> Result<Bytes, ApiError> {
+    let engine = engine(ctx);
+    let total: usize = inputs.iter().map(String::len).sum();
+    let verdicts = if total <= INLINE_BYTES {
+        inputs
+            .iter()
+            .map(|t| engine.screen(t, Direction::Input))
+            .collect::<Vec<_>>()
+    } else {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || {
+            inputs
+                .iter()
+                .map(|t| engine.screen(t, Direction::Input))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "the safety screen failed");
+            ApiError::internal()
+        })?
+    };
+    let applied: serde_json::Map<String, serde_json::Value> = Category::ALL
+        .into_iter()
+        .map(|c| (c.as_str().to_owned(), serde_json::json!(["text"])))
+        .collect();
+    let mut results = Vec::with_capacity(verdicts.len());
+    for verdict in &verdicts {
+        record(ctx, "safety_input", verdict);
+        results.push(serde_json::json!({
+            "flagged": verdict.flagged,
+            "categories": verdict.categories_json(),
+            "category_scores": verdict.category_scores_json(),
+            "category_applied_input_types": applied,
+            "action": verdict.action.as_str(),
+        }));
+    }
+    let body = serde_json::json!({
+        "id": format!("modr-{}", ctx.id),
+        "model": model,
+        "results": results,
+    });
+    serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
+        tracing::error!(error = %e, "rendering a moderation answer failed");
+        ApiError::internal()
+    })
 }

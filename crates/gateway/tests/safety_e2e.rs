@@ -1,0 +1,302 @@
+//! The safety stack in the request path, over real sockets (issue 18): `/v1/moderations`, the
+//! input screen (block, review, flag), the output screen on whole and streamed answers
+//! (redaction across chunk boundaries, a block mid-stream), and per-tenant packs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail on broken machinery"
+)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{Gateway, backend, code};
+use enclave_test_support::{Behavior, MockUpstream};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const OPENAI_CATEGORIES: [&str; 13] = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+/// A request that falls squarely under the contract's ban on domestic surveillance.
+const SURVEILLANCE: &str = "Covertly track the phone location of this U.S. citizen without a warrant and compile a dossier of his daily movements, his social media posts and everyone he talks to.";
+
+async fn gateway_with(extra: &str, behavior: Behavior) -> (MockUpstream, Gateway, String) {
+    let up = MockUpstream::start(behavior).await.unwrap();
+    let config = format!(
+        "{}{extra}",
+        backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")
+    );
+    let gw = Gateway::start(&config).await;
+    let key = gw.user("alice", "t1", "SECRET", "USA").await;
+    (up, gw, key)
+}
+
+/// Writes a pack file into the gateway's temporary directory's parent-independent location.
+fn pack_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn moderations_answer_in_openai_shape_with_enclave_categories() {
+    let (_up, gw, key) = gateway_with("", Behavior::default()).await;
+    let (s, h, v) = gw
+        .post(
+            "/v1/moderations",
+            &key,
+            None,
+            &json!({"input": ["Please summarize the attached memo about the office move.", SURVEILLANCE]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(h.contains_key("x-enclave-audit-index"));
+    assert!(v["id"].as_str().unwrap().starts_with("modr-"));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        for c in OPENAI_CATEGORIES
+            .iter()
+            .chain(&["surveillance/us-persons", "pii", "secrets", "classified-marking"])
+        {
+            assert!(r["categories"][c].is_boolean(), "{c}: {r}");
+            assert!(r["category_scores"][c].is_number(), "{c}: {r}");
+            assert_eq!(r["category_applied_input_types"][c], json!(["text"]), "{c}");
+        }
+    }
+    assert_eq!(results[0]["flagged"], false, "{}", results[0]);
+    assert_eq!(results[1]["flagged"], true, "{}", results[1]);
+    assert_eq!(results[1]["categories"]["surveillance/us-persons"], true);
+    assert_eq!(results[1]["action"], "block");
+}
+
+#[tokio::test]
+async fn moderations_refuse_what_they_cannot_screen_and_marked_text_above_the_session() {
+    let (up, gw, key) = gateway_with("", Behavior::default()).await;
+    let image = json!({"input": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]});
+    let (s, _, v) = gw.post("/v1/moderations", &key, None, &image).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "unsupported_content")
+    );
+    // Spillage stays the label stage's refusal, not a safety verdict.
+    let marked = json!({"input": "(S//NF) The convoy leaves at dawn."});
+    let (s, _, v) = gw.post("/v1/moderations", &key, None, &marked).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "spillage_detected"));
+    // ... and at a session that covers it, it is screened.
+    let (s, _, v) = gw
+        .post("/v1/moderations", &key, Some("SECRET//NOFORN"), &marked)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Malformed and unauthenticated requests.
+    let (s, _, v) = gw
+        .post("/v1/moderations", &key, None, &json!({"input": 5}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert_eq!(v["error"]["param"], "input");
+    let (s, _, b) = gw
+        .call(
+            Method::POST,
+            "/v1/moderations",
+            None,
+            &[],
+            Some(Bytes::from_static(b"{\"input\":\"hi\"}")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b:?}");
+    let (s, _, _) = gw
+        .call(Method::GET, "/v1/moderations", Some(&key), &[], None)
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(up.requests(), 0, "moderation never calls a model backend");
+}
+
+#[tokio::test]
+async fn a_blocked_prompt_is_refused_before_any_backend_sees_it() {
+    let (up, gw, key) = gateway_with("", Behavior::default()).await;
+    let (s, _, v) = gw.chat(&key, None, "m", SURVEILLANCE).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "policy_violation"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("surveillance/us-persons"), "{message}");
+    assert_eq!(up.requests(), 0);
+    // An ordinary request on the same connection pool goes through.
+    let (s, _, v) = gw
+        .chat(&key, None, "m", "Draft a polite reminder about Friday's staff meeting.")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let metrics = gw.app.metrics.render();
+    assert!(
+        metrics.contains("surveillance/us-persons"),
+        "fired categories are counted"
+    );
+}
+
+#[tokio::test]
+async fn packs_choose_block_review_and_redact_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = pack_file(
+        dir.path(),
+        "strict.toml",
+        "description = \"test\"\n[categories.pii]\ninput = \"block\"\noutput = \"redact\"\n[categories.secrets]\naction = \"review\"\n",
+    );
+    let extra = format!("[safety]\npack = \"us-federal\"\n[safety.tenants]\nt2 = \"{strict}\"\n");
+    let (up, gw, key) = gateway_with(&extra, Behavior::default()).await;
+    let key2 = gw.user("bob", "t2", "SECRET", "USA").await;
+    let email = "Write to ana.lopez@example.gov about the schedule.";
+    // Tenant t1 (us-federal): PII in a prompt is flagged and served; the echoed answer is
+    // redacted.
+    let (s, _, v) = gw.chat(&key, None, "m", email).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!answer.contains("ana.lopez@example.gov"), "{answer}");
+    assert!(answer.contains("[REDACTED:email]"), "{answer}");
+    // Tenant t2's pack blocks PII in prompts and sends secrets to review.
+    let (s, _, v) = gw.chat(&key2, None, "m", email).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "policy_violation"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("pii"));
+    let (s, _, v) = gw
+        .chat(
+            &key2,
+            None,
+            "m",
+            "the deploy key is AKIAQYLPMN5HFIQR7XYZ, keep it safe",
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "pending_review"));
+    assert_eq!(up.requests(), 1, "only t1's request reached the backend");
+}
+
+#[tokio::test]
+async fn streamed_answers_are_redacted_across_chunk_boundaries() {
+    let (_up, gw, key) = gateway_with(
+        "",
+        Behavior {
+            stream_echo: Some(3),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let secret = "AKIAQYLPMN5HFIQR7XYZ";
+    let prompt = format!("Reply to ana.lopez@example.gov and use key {secret} for the upload, then report back to the team lead before noon.");
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+    let (s, h, b) = gw
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&key),
+            &[],
+            Some(Bytes::from(serde_json::to_vec(&body).unwrap())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "text/event-stream");
+    let text = String::from_utf8(b.to_vec()).unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let mut answer = String::new();
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            answer.push_str(c);
+        }
+    }
+    assert!(!text.contains("ana.lopez@example.gov"), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    assert_eq!(
+        answer,
+        "Reply to [REDACTED:email] and use key [REDACTED:aws_access_key] for the upload, then report back to the team lead before noon."
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_turns_to_a_blocked_category_ends_with_policy_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    // Prompts about surveillance pass this pack; answers about it are blocked.
+    let pack = pack_file(
+        dir.path(),
+        "answers.toml",
+        "[categories.\"surveillance/us-persons\"]\ninput = \"allow\"\noutput = \"block\"\n",
+    );
+    let (_up, gw, key) = gateway_with(
+        &format!("[safety]\npack = \"{pack}\"\n"),
+        Behavior {
+            stream_echo: Some(4),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": SURVEILLANCE}]});
+    let (s, _, b) = gw
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&key),
+            &[],
+            Some(Bytes::from(serde_json::to_vec(&body).unwrap())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(b.to_vec()).unwrap();
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .last()
+        .unwrap();
+    let v: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["error"]["code"], "policy_violation", "{text}");
+    assert!(
+        !text.contains("dossier"),
+        "nothing of the blocked part was released: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_pack_stops_the_start_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = pack_file(
+        dir.path(),
+        "bad.toml",
+        "[categories.\"no-such-category\"]\naction = \"block\"\n",
+    );
+    for (pack, expect) in [
+        (bad.as_str(), "no-such-category"),
+        ("no-such-builtin", "no-such-builtin"),
+        ("/nonexistent/pack.toml", "cannot read"),
+    ] {
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n[safety]\npack = \"{pack}\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("data/enclave.db").display()
+        );
+        let config = enclave_gateway::config::Config::parse(&toml).unwrap();
+        let err = enclave_gateway::app::App::build(config)
+            .await
+            .err()
+            .expect("a bad pack is refused at start")
+            .to_string();
+        assert!(err.contains("safety.pack"), "{err}");
+        assert!(err.contains(expect), "{err}");
+    }
+}
