@@ -2,7 +2,7 @@
 //!
 //! `serve` runs the gateway; `init`, `principal` and `key` prepare an install and manage who may
 //! call it; `marking` holds the marking tools; `audit` verifies, exports and proves the audit
-//! log. `screen` and `eval` join as the safety stack lands. Errors are one line on stderr and exit code 1 (invalid input) or 2
+//! log. `screen` runs the safety engine over JSON lines and `safety` trains and evaluates its model. Errors are one line on stderr and exit code 1 (invalid input) or 2
 //! (usage, I/O, database).
 
 use std::io::{self, Read, Write};
@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod audit;
 mod marking;
+mod safety;
+mod screen;
 mod serve;
 
 /// Enclave: a classification-aware gateway for language models.
@@ -47,6 +49,12 @@ enum Command {
     /// Verify, export and prove the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Screen JSON lines `{"id", "text"}` from stdin with the safety engine; one verdict line
+    /// each on stdout (`id`, `flagged`, `action`, `categories`, `category_scores`).
+    Screen(screen::ScreenArgs),
+    /// Train and evaluate the safety stack's n-gram model.
+    #[command(subcommand)]
+    Safety(safety::SafetyCommand),
 }
 
 /// How a command failed: the exit code and the one line for stderr.
@@ -95,6 +103,8 @@ fn main() -> ExitCode {
         Command::Key(cmd) => admin::key(cmd, config),
         Command::Marking(cmd) => marking::run(cmd),
         Command::Audit(cmd) => audit::run(cmd, config),
+        Command::Screen(args) => screen::run(&args),
+        Command::Safety(cmd) => safety::run(cmd),
     };
     match result {
         Ok(out) => {

@@ -8,13 +8,23 @@
 //! (contextual). A policy pack turns scores into actions (`allow`, `flag`, `redact`, `block`,
 //! `review`).
 //!
-//! Built so far: the deterministic detectors ([`detect`], each [`Finding`] with a [`Kind`], a
-//! byte span and a confidence) and redaction over whole texts ([`redact`]) and streams
-//! ([`StreamRedactor`]). The trained classifiers, policy packs and the screen that turns scores
-//! into a [`Verdict`] are not built yet.
+//! Built: the deterministic detectors ([`detect`], each [`Finding`] with a [`Kind`], a byte span
+//! and a confidence), redaction over whole texts ([`redact`]) and streams ([`StreamRedactor`]),
+//! the hashed n-gram model ([`NgramModel`], trained by [`train`]), policy packs ([`Pack`]) and
+//! the [`Engine`] that turns them into a [`Verdict`] for a text ([`Engine::screen`]) or a stream
+//! ([`Engine::stream`]). Not built: the contextual stage and similarity scoring of denied topics.
 //!
 //! Pure: no I/O, no async, no clock. Model weights and packs are parsed from bytes and text the
 //! caller read; the sentence embedding model is reached through [`Embed`].
+//!
+//! ```
+//! use enclave_safety::{Action, Direction, Engine};
+//! let engine = Engine::builtin().expect("the committed pack and weights load");
+//! let v = engine.screen("Call me at (202) 456-1414 about the budget memo.", Direction::Output);
+//! assert_eq!(v.action, Action::Redact);
+//! assert_eq!(v.redacted("Call me at (202) 456-1414 about the budget memo."),
+//!            "Call me at [REDACTED:phone] about the budget memo.");
+//! ```
 //!
 //! ```
 //! use enclave_safety::{Category, StreamRedactor, detect, redact};
@@ -29,21 +39,26 @@
 
 #![deny(clippy::indexing_slicing)]
 
+mod action;
 mod category;
 mod classifier;
 mod detect;
+mod engine;
+mod ngram;
+mod pack;
 mod redact;
+pub mod train;
 
+pub use action::{Action, Direction};
 pub use category::{Category, Scores};
 pub use classifier::{Classifier, Embed};
 pub use detect::{Finding, Kind, detect};
+pub use engine::{
+    BUILTIN_NGRAM_MODEL, Engine, EngineError, STREAM_WINDOW_BYTES, StreamScreen, StreamStep,
+    Verdict,
+};
+pub use ngram::{BLOCK_BYTES, Head, ModelError, NgramModel};
+pub use pack::{DEFAULT_THRESHOLD, DEFAULT_TOPIC_THRESHOLD, DeniedTopic, Pack, PackError, Rule};
 pub use redact::{
     HOLDBACK_BYTES, MAX_HOLDBACK_BYTES, STEP_BYTES, StreamRedactor, redact, redact_text,
 };
-
-/// What the screen decided about a text (filled in by the engine).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Verdict {
-    /// Calibrated score per category.
-    pub scores: Scores,
-}

@@ -1,0 +1,329 @@
+//! The screen: detectors and trained classifiers score a text, the policy pack turns the scores
+//! into a [`Verdict`]; and the streaming screen over an answer that arrives in chunks.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::action::{Action, Direction};
+use crate::category::{Category, Scores};
+use crate::classifier::Classifier;
+use crate::detect::{Finding, detect};
+use crate::ngram::{ModelError, NgramModel};
+use crate::pack::{Pack, PackError};
+use crate::redact::{StreamRedactor, redact};
+
+/// The committed n-gram model (`crates/safety/models/ngram.bin`, made by
+/// `enclave safety train`).
+pub const BUILTIN_NGRAM_MODEL: &[u8] = include_bytes!("../models/ngram.bin");
+
+/// The streaming screen classifies the last this many bytes of the stream each time it releases
+/// text (the n-gram model's window).
+pub const STREAM_WINDOW_BYTES: usize = 2 * crate::ngram::BLOCK_BYTES;
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The policy pack is invalid.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// The model weights are invalid.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// What the screen decided about a text.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    /// Calibrated score per category (detectors and classifiers combined by maximum).
+    pub scores: Scores,
+    /// Whether any category fired with an action other than `allow`.
+    pub flagged: bool,
+    /// The categories that fired (score at or over the pack's threshold, action not `allow`),
+    /// in wire order.
+    pub categories: Vec<Category>,
+    /// The strictest action over the fired categories (`allow` when none fired).
+    pub action: Action,
+    /// The deterministic detectors' findings, with byte spans in the screened text (empty in a
+    /// streaming verdict, whose spans would point into text already released).
+    pub findings: Vec<Finding>,
+    /// The fired categories whose action is `redact` (apply with [`Verdict::redacted`]).
+    pub redact: Vec<Category>,
+}
+
+impl Verdict {
+    /// Whether the text must not be served (`block` or `review`).
+    pub fn stops(&self) -> bool {
+        self.action.stops()
+    }
+
+    /// `text` (the text this verdict was made for) with the findings of the categories the pack
+    /// redacts replaced by `[REDACTED:<kind>]`; the text unchanged when none.
+    pub fn redacted(&self, text: &str) -> String {
+        if self.redact.is_empty() {
+            return text.to_owned();
+        }
+        redact(text, &self.findings, &self.redact)
+    }
+
+    /// OpenAI's `categories` object: every category name → whether it fired.
+    pub fn categories_json(&self) -> Map<String, Value> {
+        Category::ALL
+            .into_iter()
+            .map(|c| {
+                (
+                    c.as_str().to_owned(),
+                    Value::Bool(self.categories.contains(&c)),
+                )
+            })
+            .collect()
+    }
+
+    /// OpenAI's `category_scores` object: every category name → its score.
+    pub fn category_scores_json(&self) -> Map<String, Value> {
+        self.scores
+            .iter()
+            .map(|(c, p)| (c.as_str().to_owned(), Value::from(round(p))))
+            .collect()
+    }
+
+    /// The categories that fired, by wire name.
+    pub fn category_names(&self) -> Vec<&'static str> {
+        self.categories.iter().map(|c| c.as_str()).collect()
+    }
+}
+
+/// Scores rounded to six decimals: the JSON stays short and stable across platforms.
+fn round(p: f32) -> f64 {
+    (f64::from(p) * 1e6).round() / 1e6
+}
+
+struct Inner {
+    pack: Pack,
+    classifiers: Vec<Box<dyn Classifier>>,
+}
+
+/// The safety engine: a policy pack and the loaded classifiers. Cheap to clone and share
+/// (`Send + Sync`, one `Arc` inside); build it once at start.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("pack", &self.inner.pack.name())
+            .field(
+                "classifiers",
+                &self
+                    .inner
+                    .classifiers
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Engine {
+    /// The default pack (`us-federal`) with the committed n-gram model.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError`] if the embedded pack or weights do not parse (the crate's tests check
+    /// they do).
+    pub fn builtin() -> Result<Engine, EngineError> {
+        Engine::with_pack(Pack::builtin("us-federal")?)
+    }
+
+    /// `pack` with the committed n-gram model.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Model`] if the embedded weights do not parse.
+    pub fn with_pack(pack: Pack) -> Result<Engine, EngineError> {
+        let model = NgramModel::from_bytes(BUILTIN_NGRAM_MODEL)?;
+        Ok(Engine::new(pack, vec![Box::new(model)]))
+    }
+
+    /// `pack` with these classifiers (their scores are combined with the detectors' by maximum).
+    pub fn new(pack: Pack, classifiers: Vec<Box<dyn Classifier>>) -> Engine {
+        Engine {
+            inner: Arc::new(Inner { pack, classifiers }),
+        }
+    }
+
+    /// The policy pack.
+    pub fn pack(&self) -> &Pack {
+        &self.inner.pack
+    }
+
+    /// Scores `text` with the detectors and classifiers, without applying the pack.
+    pub fn score(&self, text: &str) -> (Scores, Vec<Finding>) {
+        let findings = detect(text);
+        let mut scores = Scores::default();
+        for f in &findings {
+            let c = f.category();
+            if f.confidence > scores.get(c) {
+                scores.set(c, f.confidence);
+            }
+        }
+        for classifier in &self.inner.classifiers {
+            scores = scores.max(&classifier.score(text));
+        }
+        (scores, findings)
+    }
+
+    /// Screens a whole text flowing in `direction`.
+    pub fn screen(&self, text: &str, direction: Direction) -> Verdict {
+        let (scores, findings) = self.score(text);
+        self.decide(scores, findings, direction)
+    }
+
+    /// Applies the pack to scores.
+    pub fn decide(&self, scores: Scores, findings: Vec<Finding>, direction: Direction) -> Verdict {
+        let pack = &self.inner.pack;
+        let mut categories = Vec::new();
+        let mut action = Action::Allow;
+        let mut redact_cats = Vec::new();
+        for (c, p) in scores.iter() {
+            let rule = pack.rule(direction, c);
+            if rule.action == Action::Allow || p < rule.threshold {
+                continue;
+            }
+            categories.push(c);
+            action = action.max(rule.action);
+            if rule.action == Action::Redact {
+                redact_cats.push(c);
+            }
+        }
+        Verdict {
+            scores,
+            flagged: !categories.is_empty(),
+            categories,
+            action,
+            findings,
+            redact: redact_cats,
+        }
+    }
+
+    /// A streaming screen for an answer (direction `output`) that arrives in chunks.
+    pub fn stream(&self) -> StreamScreen {
+        self.stream_in(Direction::Output)
+    }
+
+    /// A streaming screen for text flowing in `direction`.
+    pub fn stream_in(&self, direction: Direction) -> StreamScreen {
+        StreamScreen {
+            engine: self.clone(),
+            direction,
+            redactor: StreamRedactor::new(&self.inner.pack.redacted(direction)),
+            tail: String::new(),
+            verdict: Verdict::default(),
+            stopped: false,
+        }
+    }
+}
+
+/// What the streaming screen says after a chunk.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamStep {
+    /// Send this text on (possibly empty: it is held back for now), redacted where the pack
+    /// redacts.
+    Emit(String),
+    /// End the stream: a category whose action is `block` or `review` fired. Nothing more is
+    /// released; the verdict names the categories (send `policy_violation`).
+    Stop(Verdict),
+}
+
+/// The streaming screen: feed chunks with [`StreamScreen::push`], end with
+/// [`StreamScreen::finish`]. Text is released behind a holdback window (the
+/// [`StreamRedactor`]'s: 256–512 bytes); before any text is released, the last
+/// [`STREAM_WINDOW_BYTES`] received (released and held text) are screened, so the released text
+/// has been screened together with what follows it.
+pub struct StreamScreen {
+    engine: Engine,
+    direction: Direction,
+    redactor: StreamRedactor,
+    /// The last received text (at most `2 × STREAM_WINDOW_BYTES`).
+    tail: String,
+    /// The running verdict: scores are the maximum over screened windows.
+    verdict: Verdict,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for StreamScreen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamScreen")
+            .field("direction", &self.direction)
+            .field("verdict", &self.verdict)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamScreen {
+    /// Takes the next chunk.
+    pub fn push(&mut self, chunk: &str) -> StreamStep {
+        if self.stopped {
+            return StreamStep::Stop(self.verdict.clone());
+        }
+        self.tail.push_str(chunk);
+        let out = self.redactor.push(chunk);
+        if out.is_empty() {
+            self.trim_tail();
+            return StreamStep::Emit(out);
+        }
+        let step = self.check(out);
+        self.trim_tail();
+        step
+    }
+
+    /// Ends the stream: screens what is held and releases the rest (or stops).
+    pub fn finish(&mut self) -> StreamStep {
+        if self.stopped {
+            return StreamStep::Stop(self.verdict.clone());
+        }
+        let out = self.redactor.finish();
+        self.check(out)
+    }
+
+    /// The verdict so far: scores are the maximum over every window screened.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    fn check(&mut self, out: String) -> StreamStep {
+        let start = floor_boundary(
+            &self.tail,
+            self.tail.len().saturating_sub(STREAM_WINDOW_BYTES),
+        );
+        let window = self.tail.get(start..).unwrap_or_default();
+        let (scores, _) = self.engine.score(window);
+        let merged = self.verdict.scores.max(&scores);
+        self.verdict = self.engine.decide(merged, Vec::new(), self.direction);
+        if self.verdict.stops() {
+            self.stopped = true;
+            return StreamStep::Stop(self.verdict.clone());
+        }
+        StreamStep::Emit(out)
+    }
+
+    fn trim_tail(&mut self) {
+        if self.tail.len() > 2 * STREAM_WINDOW_BYTES {
+            let cut = floor_boundary(&self.tail, self.tail.len() - STREAM_WINDOW_BYTES);
+            self.tail.drain(..cut);
+        }
+    }
+}
+
+/// The largest character boundary at or before `at`.
+fn floor_boundary(s: &str, at: usize) -> usize {
+    let mut i = at.min(s.len());
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}

@@ -1,0 +1,459 @@
+//! The inline learned stage: a hashed word and character n-gram linear model, one calibrated
+//! logistic regression per category.
+//!
+//! Features of a text (after folding look-alike letters and dropping invisible characters with
+//! `enclave_label::fold`, and lower-casing): each word (a run of letters and digits), each pair
+//! of adjacent words, and the character 3-, 4- and 5-grams of each word padded with a space on
+//! either side. Each feature is hashed (FNV-1a, seeded per feature family) into
+//! `2^buckets_log2` buckets; the feature vector is the bucket counts divided by the square root
+//! of the number of features, so a text's length does not scale its logits.
+//!
+//! Long texts are read whole: the text is cut into blocks of [`BLOCK_BYTES`] by word start, each
+//! window is two adjacent blocks (windows overlap by half), and a category's score is the maximum
+//! over windows. Cost is linear in the length.
+//!
+//! The weights are stored quantized to `i8` with one scale per category; a category's logit is
+//! `bias + scale · Σ w / √n`, and its calibrated probability is `σ(a · logit + b)` (Platt scaling
+//! fitted on a calibration split the weights were not trained on).
+
+use enclave_label::fold;
+
+use crate::category::{Category, Scores};
+use crate::classifier::Classifier;
+
+/// The file's first bytes.
+pub(crate) const MAGIC: &[u8; 8] = b"ENCLNG01";
+
+/// A window is two blocks of this many bytes (by where words start).
+pub const BLOCK_BYTES: usize = 2048;
+
+/// Longest word (in bytes) whose character n-grams are taken; a longer run (a key, a base64
+/// blob) contributes its word feature and the n-grams of its first and last 32 bytes.
+const MAX_NGRAM_WORD: usize = 64;
+
+/// Why model bytes were rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("n-gram model: {0}")]
+pub struct ModelError(pub String);
+
+/// One category's head: which category, its bias, quantization scale and Platt parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Head {
+    /// The category scored.
+    pub category: Category,
+    /// The logit's bias.
+    pub bias: f32,
+    /// The weight of one quantization step.
+    pub scale: f32,
+    /// Platt slope.
+    pub platt_a: f32,
+    /// Platt intercept.
+    pub platt_b: f32,
+}
+
+/// A loaded n-gram model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NgramModel {
+    buckets_log2: u32,
+    heads: Vec<Head>,
+    /// Bucket-major: `weights[bucket * heads.len() + head]`.
+    weights: Vec<i8>,
+}
+
+/// The features of one word: its hashes, in the order they are produced.
+pub(crate) fn word_features(word: &[u8], prev: Option<&[u8]>, out: &mut Vec<u32>) {
+    out.push(fnv(1, word, &[]));
+    if let Some(p) = prev {
+        out.push(fnv(2, p, word));
+    }
+    if word.len() <= MAX_NGRAM_WORD {
+        char_ngrams(word, out);
+    } else {
+        let (Some(head), Some(tail)) = (word.get(..32), word.get(word.len() - 32..)) else {
+            return;
+        };
+        char_ngrams(head, out);
+        char_ngrams(tail, out);
+    }
+}
+
+fn char_ngrams(word: &[u8], out: &mut Vec<u32>) {
+    let mut padded = Vec::with_capacity(word.len() + 2);
+    padded.push(b' ');
+    padded.extend_from_slice(word);
+    padded.push(b' ');
+    for n in 3..=5usize {
+        if padded.len() < n {
+            break;
+        }
+        for g in padded.windows(n) {
+            // `n` is at most 5: the seed cannot truncate.
+            out.push(fnv(u8::try_from(n).unwrap_or(0) + 10, g, &[]));
+        }
+    }
+}
+
+/// FNV-1a over a family seed and one or two byte strings.
+fn fnv(family: u8, a: &[u8], b: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &x in std::iter::once(&family).chain(a).chain(&[0xff]).chain(b) {
+        h ^= u32::from(x);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    // Final avalanche so that the low bits (the bucket) depend on every byte.
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x2c1b_3c6d);
+    h ^= h >> 12;
+    h
+}
+
+/// The words of a text, each with the byte offset (in the folded, lower-cased text) where it
+/// starts. Words are runs of alphanumeric characters; apostrophes inside words are dropped.
+pub(crate) fn words(text: &str) -> (String, Vec<(usize, usize)>) {
+    let folded = fold(text).text.to_lowercase();
+    let mut spans = Vec::new();
+    let mut start = None;
+    for (i, c) in folded.char_indices() {
+        if c.is_alphanumeric() {
+            if start.is_none() {
+                start = Some(i);
+            }
+        } else if let Some(s) = start.take() {
+            spans.push((s, i));
+        }
+    }
+    if let Some(s) = start {
+        spans.push((s, folded.len()));
+    }
+    (folded, spans)
+}
+
+/// The hashed features of a text cut into blocks: `(feature hashes, block of each word)`.
+/// Every feature of a word belongs to the word's block.
+pub(crate) struct Blocks {
+    /// Per block: the feature hashes.
+    pub(crate) blocks: Vec<Vec<u32>>,
+}
+
+pub(crate) fn featurize(text: &str, block_bytes: usize) -> Blocks {
+    let (folded, spans) = words(text);
+    let bytes = folded.as_bytes();
+    let mut blocks: Vec<Vec<u32>> = vec![Vec::new()];
+    let mut block_start = 0usize;
+    let mut prev: Option<&[u8]> = None;
+    for (s, e) in spans {
+        let Some(word) = bytes.get(s..e) else {
+            continue;
+        };
+        if s >= block_start + block_bytes {
+            blocks.push(Vec::new());
+            block_start = s;
+        }
+        if let Some(cur) = blocks.last_mut() {
+            word_features(word, prev, cur);
+        }
+        prev = Some(word);
+    }
+    Blocks { blocks }
+}
+
+/// Features of a whole text as one vector (training): the hashes, concatenated.
+pub(crate) fn features_whole(text: &str) -> Vec<u32> {
+    featurize(text, usize::MAX)
+        .blocks
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The logistic function.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl NgramModel {
+    /// A model that scores nothing (every category 0).
+    pub fn empty() -> NgramModel {
+        NgramModel {
+            buckets_log2: 0,
+            heads: Vec::new(),
+            weights: Vec::new(),
+        }
+    }
+
+    /// Builds a model from its parts.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError`] when `weights` is not `2^buckets_log2 × heads.len()` long, `buckets_log2`
+    /// is over 24, or a category has two heads.
+    pub fn from_parts(
+        buckets_log2: u32,
+        heads: Vec<Head>,
+        weights: Vec<i8>,
+    ) -> Result<NgramModel, ModelError> {
+        if buckets_log2 > 24 {
+            return Err(ModelError(format!(
+                "{buckets_log2} bucket bits (at most 24)"
+            )));
+        }
+        let want = (1usize << buckets_log2) * heads.len();
+        if weights.len() != want {
+            return Err(ModelError(format!(
+                "{} weights where {} buckets × {} heads need {want}",
+                weights.len(),
+                1usize << buckets_log2,
+                heads.len()
+            )));
+        }
+        for (i, h) in heads.iter().enumerate() {
+            if heads.iter().skip(i + 1).any(|o| o.category == h.category) {
+                return Err(ModelError(format!("two heads for {}", h.category)));
+            }
+            if ![h.bias, h.scale, h.platt_a, h.platt_b]
+                .iter()
+                .all(|v| v.is_finite())
+            {
+                return Err(ModelError(format!(
+                    "non-finite parameter in the head of {}",
+                    h.category
+                )));
+            }
+        }
+        Ok(NgramModel {
+            buckets_log2,
+            heads,
+            weights,
+        })
+    }
+
+    /// Parses the model file (format in `docs/SAFETY.md`).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError`] naming what is wrong: magic, truncation, an unknown category index, sizes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<NgramModel, ModelError> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(8)? != MAGIC {
+            return Err(ModelError("not an n-gram model file (bad magic)".into()));
+        }
+        let buckets_log2 = r.u32()?;
+        let n_heads = r.u32()? as usize;
+        if n_heads > Category::COUNT {
+            return Err(ModelError(format!(
+                "{n_heads} heads (at most {})",
+                Category::COUNT
+            )));
+        }
+        let mut heads = Vec::with_capacity(n_heads);
+        for _ in 0..n_heads {
+            let idx = r.u32()? as usize;
+            let category = *Category::ALL
+                .get(idx)
+                .ok_or_else(|| ModelError(format!("unknown category index {idx}")))?;
+            heads.push(Head {
+                category,
+                bias: r.f32()?,
+                scale: r.f32()?,
+                platt_a: r.f32()?,
+                platt_b: r.f32()?,
+            });
+        }
+        if buckets_log2 > 24 {
+            return Err(ModelError(format!(
+                "{buckets_log2} bucket bits (at most 24)"
+            )));
+        }
+        let want = (1usize << buckets_log2) * n_heads;
+        let raw = r.take(want)?;
+        if r.at != bytes.len() {
+            return Err(ModelError(format!("{} trailing bytes", bytes.len() - r.at)));
+        }
+        let weights = raw.iter().map(|b| i8::from_ne_bytes([*b])).collect();
+        NgramModel::from_parts(buckets_log2, heads, weights)
+    }
+
+    /// The model file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.heads.len() * 20 + self.weights.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.buckets_log2.to_le_bytes());
+        let n = u32::try_from(self.heads.len()).unwrap_or(0);
+        out.extend_from_slice(&n.to_le_bytes());
+        for h in &self.heads {
+            let idx = u32::try_from(h.category.index()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&idx.to_le_bytes());
+            for v in [h.bias, h.scale, h.platt_a, h.platt_b] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out.extend(self.weights.iter().map(|w| w.to_ne_bytes()[0]));
+        out
+    }
+
+    /// The heads (one per category the model scores).
+    pub fn heads(&self) -> &[Head] {
+        &self.heads
+    }
+
+    /// The raw logits of a feature list, one per head.
+    fn logits(&self, features: &[u32], out: &mut Vec<f32>) {
+        let k = self.heads.len();
+        out.clear();
+        if k == 0 {
+            return;
+        }
+        let mask = (1u32 << self.buckets_log2) - 1;
+        let mut acc = vec![0i32; k];
+        for f in features {
+            let b = (f & mask) as usize * k;
+            if let Some(row) = self.weights.get(b..b + k) {
+                for (a, w) in acc.iter_mut().zip(row) {
+                    *a += i32::from(*w);
+                }
+            }
+        }
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "feature counts and sums are far below 2^24"
+        )]
+        let norm = 1.0 / (features.len().max(1) as f32).sqrt();
+        for (h, a) in self.heads.iter().zip(&acc) {
+            #[expect(clippy::cast_precision_loss, reason = "sums are far below 2^24")]
+            let s = *a as f32;
+            out.push(h.bias + h.scale * s * norm);
+        }
+    }
+
+    /// Raw (uncalibrated) logits of the whole text as one vector, one per head (training and
+    /// calibration).
+    pub fn raw_logits(&self, text: &str) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.logits(&features_whole(text), &mut out);
+        out
+    }
+
+    /// Calibrated probabilities from raw logits (one per head).
+    pub fn calibrate(&self, logits: &[f32]) -> Vec<f32> {
+        self.heads
+            .iter()
+            .zip(logits)
+            .map(|(h, l)| sigmoid(h.platt_a * l + h.platt_b))
+            .collect()
+    }
+
+    /// The window-maximum of the calibrated probabilities, per head.
+    pub fn score_heads(&self, text: &str) -> Vec<f32> {
+        let blocks = featurize(text, BLOCK_BYTES).blocks;
+        let mut best = vec![0.0f32; self.heads.len()];
+        let mut logits = Vec::new();
+        let mut window = Vec::new();
+        let pairs = blocks.len().saturating_sub(1).max(1);
+        for i in 0..pairs {
+            window.clear();
+            for b in blocks.iter().skip(i).take(2) {
+                window.extend_from_slice(b);
+            }
+            self.logits(&window, &mut logits);
+            for (b, p) in best.iter_mut().zip(self.calibrate(&logits)) {
+                *b = b.max(p);
+            }
+        }
+        best
+    }
+}
+
+impl Classifier for NgramModel {
+    fn name(&self) -> &'static str {
+        "ngram"
+    }
+
+    fn score(&self, text: &str) -> Scores {
+        let mut s = Scores::default();
+        for (h, p) in self.heads.iter().zip(self.score_heads(text)) {
+            s.set(h.category, p);
+        }
+        s
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
+        let s = self
+            .bytes
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or_else(|| ModelError(format!("truncated at byte {}", self.at)))?;
+        self.at += n;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32, ModelError> {
+        let b = self.take(4)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        Ok(u32::from_le_bytes(a))
+    }
+
+    fn f32(&mut self) -> Result<f32, ModelError> {
+        Ok(f32::from_bits(self.u32()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_round_trips_and_bad_files_are_named() {
+        let heads = vec![Head {
+            category: Category::Hate,
+            bias: -1.0,
+            scale: 0.01,
+            platt_a: 1.0,
+            platt_b: 0.0,
+        }];
+        let m = NgramModel::from_parts(4, heads, (0..16).map(|i| i as i8).collect()).unwrap();
+        let bytes = m.to_bytes();
+        assert_eq!(NgramModel::from_bytes(&bytes).unwrap(), m);
+        assert!(
+            NgramModel::from_bytes(&bytes[..bytes.len() - 1])
+                .unwrap_err()
+                .0
+                .contains("truncated")
+        );
+        assert!(
+            NgramModel::from_bytes(b"nonsense")
+                .unwrap_err()
+                .0
+                .contains("magic")
+        );
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(
+            NgramModel::from_bytes(&extra)
+                .unwrap_err()
+                .0
+                .contains("trailing")
+        );
+        assert_eq!(
+            NgramModel::from_bytes(&NgramModel::empty().to_bytes()).unwrap(),
+            NgramModel::empty()
+        );
+    }
+
+    #[test]
+    fn long_texts_are_read_whole() {
+        let text = "word ".repeat(10_000);
+        let b = featurize(&text, BLOCK_BYTES).blocks;
+        assert!(b.len() > 20);
+        let total: usize = b.iter().map(Vec::len).sum();
+        assert_eq!(total, features_whole(&text).len());
+        // Homoglyphs and zero-width characters fold to the same words.
+        assert_eq!(words("ign\u{200b}оre").0, "ignore");
+    }
+}
