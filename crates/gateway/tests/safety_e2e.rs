@@ -262,7 +262,7 @@ async fn a_stream_that_turns_to_a_blocked_category_ends_with_policy_violation() 
     let last = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .last()
+        .next_back()
         .unwrap();
     let v: Value = serde_json::from_str(last).unwrap();
     assert_eq!(v["error"]["code"], "policy_violation", "{text}");
@@ -291,11 +291,10 @@ async fn a_bad_pack_stops_the_start_with_its_key_path() {
             dir.path().join("data/enclave.db").display()
         );
         let config = enclave_gateway::config::Config::parse(&toml).unwrap();
-        let err = enclave_gateway::app::App::build(config)
-            .await
-            .err()
-            .expect("a bad pack is refused at start")
-            .to_string();
+        let Err(err) = enclave_gateway::app::App::build(config).await else {
+            panic!("a bad pack is refused at start: {pack}");
+        };
+        let err = err.to_string();
         assert!(err.contains("safety.pack"), "{err}");
         assert!(err.contains(expect), "{err}");
     }
