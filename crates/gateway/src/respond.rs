@@ -135,6 +135,14 @@ impl HttpBody for SseBody {
             }
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(mut chunk))) => {
+                    if let Some(ctx) = this.ctx.as_mut() {
+                        // Tokens count against the caller's limit as they are generated
+                        // (before the screen holds any back).
+                        let text = chunk.text().len() as u64;
+                        ctx.charge(text.div_ceil(4));
+                    }
+                    let deadline = Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(deadline);
                     if let Err(e) = this.screen.chunk(&mut chunk) {
                         this.fail(&e);
                         continue;
@@ -142,14 +150,11 @@ impl HttpBody for SseBody {
                     if let Some(u) = chunk.usage {
                         this.usage = Some(u);
                     }
-                    if let Some(ctx) = this.ctx.as_mut() {
-                        // Tokens count against the caller's limit as they are generated.
-                        let text = chunk.text().len() as u64;
-                        ctx.charge(text.div_ceil(4));
+                    // A chunk whose text the screen holds back entirely carries nothing: it is
+                    // not sent (its text goes out with a later one).
+                    if !crate::stage::screen::is_empty(&chunk) {
+                        this.pending.push_back(chunk.event());
                     }
-                    let deadline = Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(deadline);
-                    this.pending.push_back(chunk.event());
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e, "the backend failed mid-stream");

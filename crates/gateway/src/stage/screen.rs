@@ -130,9 +130,27 @@ pub(crate) async fn input(ctx: &mut RequestCtx, text: &str) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Whether a screened chunk carries nothing a client needs (no text, role, tool call, end or
+/// usage).
+pub(crate) fn is_empty(chunk: &Chunk) -> bool {
+    chunk.usage.is_none()
+        && chunk.deltas.iter().all(|d| {
+            d.content.as_deref().is_none_or(str::is_empty)
+                && d.role.is_none()
+                && d.refusal.is_none()
+                && d.tool_calls.is_empty()
+                && d.finish_reason.is_none()
+        })
+}
+
 /// Records a verdict's fired categories as decisions and counts them.
 fn record(ctx: &mut RequestCtx, stage: &'static str, verdict: &Verdict) {
     for category in &verdict.categories {
+        // A marking in a prompt is the label stage's to judge and count (spillage, or a
+        // `classified-marking` flag for one discussed in prose): not counted twice.
+        if *category == Category::ClassifiedMarking && stage == "safety_input" {
+            continue;
+        }
         let action = ctx
             .caller()
             .map(|c| ctx.app.screens.for_tenant(c.principal.tenant.as_str()))
