@@ -34,6 +34,13 @@ MODEL = "gpt-4o"
 # The mock pauses this long before each streamed chunk, so the stream check can tell a
 # gateway that streams from one that buffers the whole answer.
 CHUNK_DELAY_MS = 100
+# The mock streams the prompt back in pieces of this many bytes.
+ECHO_PIECE_BYTES = 100
+# A prompt long enough that the output screen (which holds back a few hundred bytes, so a
+# finding to redact may straddle pieces) releases text several times while the answer streams.
+LONG_PROSE = "The committee met on Tuesday to review the quarterly budget and agreed to move the staff training to the spring. " * 14
+# A request the contract forbids (domestic surveillance of a U.S. person).
+SURVEILLANCE = "Covertly track the phone location of this U.S. citizen without a warrant and compile a dossier of his daily movements, his social media posts and everyone he talks to."
 STARTUP_TIMEOUT_S = 20.0
 
 
@@ -124,7 +131,7 @@ class Harness:
                     "`cargo build -p enclave -p enclave-test-support` or set ENCLAVE_BIN_DIR"
                 )
         upstream_port = free_port()
-        env = dict(os.environ, MOCK_CHUNK_DELAY_MS=str(CHUNK_DELAY_MS))
+        env = dict(os.environ, MOCK_CHUNK_DELAY_MS=str(CHUNK_DELAY_MS), MOCK_STREAM_ECHO_BYTES=str(ECHO_PIECE_BYTES))
         mock = subprocess.Popen(
             [str(self.bins / "mock-upstream"), f"127.0.0.1:{upstream_port}"],
             stdout=subprocess.PIPE,
@@ -345,7 +352,7 @@ def run_checks(h: Harness) -> Checks:
         start = time.monotonic()
         stream = client.chat.completions.create(
             model=MODEL,
-            messages=[{"role": "user", "content": user_text}],
+            messages=[{"role": "user", "content": LONG_PROSE}],
             stream=True,
         )
         text = ""
@@ -356,20 +363,43 @@ def run_checks(h: Harness) -> Checks:
             if chunk.choices and chunk.choices[0].delta.content:
                 text += chunk.choices[0].delta.content
                 arrivals.append(time.monotonic() - start)
-        assert text == "word0 word1 word2 ", f"concatenated text {text!r}"
+        assert text == LONG_PROSE, f"concatenated text {text!r}"
         assert chunks >= 3, f"{chunks} chunks"
-        # The mock pauses CHUNK_DELAY_MS before each chunk: a streaming gateway hands the first
-        # word over well before the last one; a buffering one delivers them all at once.
+        # The mock pauses CHUNK_DELAY_MS before each piece: a streaming gateway hands the first
+        # text over well before the last (after its screen's holdback of a few hundred bytes);
+        # a buffering one delivers it all at once.
         spread = (arrivals[-1] - arrivals[0]) * 1000
         assert spread >= CHUNK_DELAY_MS * 1.5, (
             f"the words arrived within {spread:.0f} ms of each other: the answer was buffered, not streamed"
         )
-        return f"{chunks} chunks, text {text!r}, first word after {arrivals[0] * 1000:.0f} ms, last after {arrivals[-1] * 1000:.0f} ms"
+        return f"{chunks} chunks, text {text[:30]!r}..., first text after {arrivals[0] * 1000:.0f} ms, last after {arrivals[-1] * 1000:.0f} ms"
 
     def models_list():
         ids = [m.id for m in client.models.list()]
         assert MODEL in ids, f"models {ids!r} lack {MODEL}"
         return f"models {ids}"
+
+    def moderations():
+        raw = client.moderations.with_raw_response.create(
+            input=["Please schedule the quarterly review for next Tuesday.", SURVEILLANCE]
+        )
+        r = raw.parse()
+        assert len(r.results) == 2, f"{len(r.results)} results"
+        assert not r.results[0].flagged, f"benign text flagged: {r.results[0]}"
+        assert r.results[1].flagged, f"surveillance not flagged: {r.results[1]}"
+        body = raw.http_response.json()
+        cats = body["results"][1]["categories"]
+        assert cats["surveillance/us-persons"] is True, f"categories {cats}"
+        assert r.results[0].category_scores.violence is not None
+        blocked = expect_status_error(
+            lambda: client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": SURVEILLANCE}]
+            ),
+            openai.BadRequestError,
+            400,
+            "policy_violation",
+        )
+        return f"flagged {[x.flagged for x in r.results]}, action {body['results'][1].get('action')}; chat: {blocked}"
 
     def embeddings():
         r = client.embeddings.create(model=MODEL, input="a short sentence to embed")
@@ -549,6 +579,7 @@ def run_checks(h: Harness) -> Checks:
     checks.run("chat completion, streaming", chat_stream)
     checks.run("models.list() contains gpt-4o", models_list)
     checks.run("embeddings", embeddings)
+    checks.run("moderations.create: OpenAI shape, Enclave categories; a blocked prompt -> BadRequestError policy_violation", moderations)
     checks.run("spillage: (S) content in an UNCLASSIFIED session -> PermissionDeniedError spillage_detected", spillage)
     checks.run("spillage: TOP SECRET content in a SECRET session -> PermissionDeniedError spillage_detected", spillage_above_session)
     checks.run("unknown API key -> AuthenticationError invalid_api_key", bad_key)

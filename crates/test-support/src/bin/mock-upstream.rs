@@ -1,7 +1,9 @@
 //! A mock OpenAI-compatible upstream for the SDK test and the load script (tests only).
 //!
 //! `mock-upstream [ADDR]` (default 127.0.0.1:0) prints `listening http://ADDR/v1` and serves
-//! until killed. `MOCK_CHUNK_DELAY_MS` sets the pause between streamed chunks.
+//! until killed. `MOCK_CHUNK_DELAY_MS` sets the pause between streamed chunks;
+//! `MOCK_STREAM_ECHO_BYTES` makes a streamed answer echo the last message in pieces of that
+//! many bytes instead of three numbered words.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -21,6 +23,9 @@ fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::ZERO, Duration::from_millis);
+    let echo = std::env::var("MOCK_STREAM_ECHO_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -29,6 +34,7 @@ fn main() -> std::io::Result<()> {
             addr,
             Behavior {
                 chunk_delay: delay,
+                stream_echo: echo,
                 ..Behavior::default()
             },
         )
