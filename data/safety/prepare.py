@@ -207,6 +207,17 @@ for task, n in [("email", 50), ("code", 50), ("table", 120)]:
         rows.append(ex(ctx, [], []))
         atk = attacks[h(ctx) % len(attacks)]
         rows.append(ex(insert(ctx, atk), ["prompt-injection"], OPENAI + ["cyber/offensive"]))
+# The users' questions and the reference answers of other contexts: benign questions and
+# benign model outputs, which the other sources lack.
+for task, n in [("email", 50), ("table", 300)]:
+    lines = open(os.path.join(SRC, f"bipia_train/{task}/train.jsonl")).read().splitlines()
+    for line in sorted(lines, key=h)[-n:]:
+        r = json.loads(line)
+        q = re.sub(r"^Q:\s*", "", r["question"]).strip()
+        rows.append(ex(q, [], []))
+        ideal = r["ideal"] if isinstance(r["ideal"], str) else " ".join(r["ideal"])
+        if len(ideal) > 20:
+            rows.append(ex(ideal, [], []))
 write("bipia_train", rows, ("SOURCE.md", "LICENSE"))
 
 # Davidson: hate (clear majority) positives for hate; "neither" negatives; "offensive" only as

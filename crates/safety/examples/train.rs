@@ -86,7 +86,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for (c, t, f1) in train::suggest_thresholds(&model, &examples) {
+        println!("  {c}: F1-best threshold on the calibration split {t:.2} (F1 {f1:.3})");
+    }
     let engine = Engine::new(pack, vec![Box::new(model)]);
+    if env("SHOW").is_some() {
+        for e in examples.iter().filter(|e| e.is_heldout()) {
+            let v = engine.screen(&e.text, enclave_safety::Direction::Input);
+            if v.flagged {
+                println!("  fired {:?} on {:?}", v.category_names(), e.text);
+            }
+        }
+    }
     print!("{}", train::evaluate(&engine, &examples).to_markdown());
     ExitCode::SUCCESS
 }

@@ -325,6 +325,41 @@ pub fn train(examples: &[Example], config: &TrainConfig) -> NgramModel {
     model
 }
 
+/// Per head, the threshold on the calibrated probability that maximizes F1 on the calibration
+/// split (what the `us-federal` pack's thresholds were set from): `(category, threshold, F1)`.
+/// The candidates are 0.05, 0.10, … 0.90.
+pub fn suggest_thresholds(model: &NgramModel, examples: &[Example]) -> Vec<(Category, f32, f64)> {
+    let calib: Vec<(&Example, Vec<f32>)> = examples
+        .iter()
+        .filter(|e| e.split == Split::Calibration && !e.is_heldout())
+        .map(|e| (e, model.score_heads(&e.text)))
+        .collect();
+    let mut out = Vec::new();
+    for (h, head) in model.heads().iter().enumerate() {
+        let pairs: Vec<(f32, bool)> = calib
+            .iter()
+            .filter_map(|(e, p)| Some((*p.get(h)?, e.label(head.category)?)))
+            .collect();
+        let mut best = (0.5f32, 0.0f64);
+        for step in 1..=18u8 {
+            let t = f32::from(step) * 0.05;
+            let tp = pairs.iter().filter(|(p, y)| *y && *p >= t).count();
+            let fp = pairs.iter().filter(|(p, y)| !*y && *p >= t).count();
+            let pos = pairs.iter().filter(|(_, y)| *y).count();
+            let f1 = if tp == 0 {
+                0.0
+            } else {
+                2.0 * ratio(tp, tp + fp) * ratio(tp, pos) / (ratio(tp, tp + fp) + ratio(tp, pos))
+            };
+            if f1 > best.1 {
+                best = (t, f1);
+            }
+        }
+        out.push((head.category, best.0, best.1));
+    }
+    out
+}
+
 /// Fits `p = σ(a·z + b)` to `(logit, label)` pairs by Newton's method on the log loss with
 /// Platt's smoothed targets. `(1, 0)` when a class is missing.
 pub fn platt(pairs: &[(f32, bool)]) -> (f32, f32) {
