@@ -186,7 +186,10 @@ fn sparse(text: &str, mask: u32) -> Vec<(u32, f32)> {
         *counts.entry(f & mask).or_insert(0.0) += 1.0;
     }
     #[expect(clippy::cast_precision_loss, reason = "feature counts are small")]
-    let norm = 1.0 / (feats.len().max(1) as f32).sqrt();
+    let norm = 1.0 / (feats.len() as f32 + crate::ngram::NORM_SMOOTHING).sqrt();
+    *counts
+        .entry(crate::ngram::pad_feature() & mask)
+        .or_insert(0.0) += crate::ngram::NORM_SMOOTHING.sqrt();
     let mut v: Vec<(u32, f32)> = counts.into_iter().map(|(k, c)| (k, c * norm)).collect();
     v.sort_unstable_by_key(|(k, _)| *k);
     v
@@ -234,7 +237,19 @@ pub fn train(examples: &[Example], config: &TrainConfig) -> NgramModel {
         .collect();
     let mut w = vec![0f32; buckets * k];
     let mut g2 = vec![0f32; buckets * k];
-    let mut bias = vec![0f32; k];
+    // The bias starts at the weighted prior log-odds: AdaGrad's step on a parameter every
+    // example touches shrinks fast, so a bias started at 0 stays near 0, and a text with little
+    // evidence (a word or two) would score near the middle instead of near the prior.
+    let mut bias: Vec<f32> = (0..k)
+        .map(|j| {
+            let pos = ys.iter().filter(|y| y.get(j) == Some(&Some(true))).count();
+            let neg = ys.iter().filter(|y| y.get(j) == Some(&Some(false))).count();
+            #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+            let odds =
+                pos.max(1) as f32 * pos_weight.get(j).copied().unwrap_or(1.0) / neg.max(1) as f32;
+            odds.ln()
+        })
+        .collect();
     let mut bias_g2 = vec![0f32; k];
     let mut order: Vec<usize> = (0..xs.len()).collect();
     let mut rng = Rng(config.seed | 1);
