@@ -17,9 +17,14 @@ use crate::redact::{StreamRedactor, redact};
 /// `enclave safety train`).
 pub const BUILTIN_NGRAM_MODEL: &[u8] = include_bytes!("../models/ngram.bin");
 
-/// The streaming screen classifies the last this many bytes of the stream each time it releases
-/// text (the n-gram model's window).
+/// The streaming screen classifies at most the last this many bytes of the stream each time it
+/// releases text (the n-gram model's window).
 pub const STREAM_WINDOW_BYTES: usize = 2 * crate::ngram::BLOCK_BYTES;
+
+/// Each screening of a stream covers the text received since the previous screening and this
+/// many bytes before it (so a phrase cut by a screening boundary is seen whole), within
+/// [`STREAM_WINDOW_BYTES`].
+pub const STREAM_CONTEXT_BYTES: usize = 1024;
 
 /// Why an engine could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +227,7 @@ impl Engine {
             redactor: StreamRedactor::new(&self.inner.pack.redacted(direction)),
             tail: String::new(),
             verdict: Verdict::default(),
+            screened_to: 0,
             stopped: false,
         }
     }
@@ -240,9 +246,9 @@ pub enum StreamStep {
 
 /// The streaming screen: feed chunks with [`StreamScreen::push`], end with
 /// [`StreamScreen::finish`]. Text is released behind a holdback window (the
-/// [`StreamRedactor`]'s: 256–512 bytes); before any text is released, the last
-/// [`STREAM_WINDOW_BYTES`] received (released and held text) are screened, so the released text
-/// has been screened together with what follows it.
+/// [`StreamRedactor`]'s: 256–512 bytes); before any text is released, the text received since
+/// the previous screening is screened with [`STREAM_CONTEXT_BYTES`] before it (released and held
+/// text), so the released text has been screened together with what follows it.
 pub struct StreamScreen {
     engine: Engine,
     direction: Direction,
@@ -251,6 +257,8 @@ pub struct StreamScreen {
     tail: String,
     /// The running verdict: scores are the maximum over screened windows.
     verdict: Verdict,
+    /// Where in `tail` the last screening ended.
+    screened_to: usize,
     stopped: bool,
 }
 
@@ -298,9 +306,13 @@ impl StreamScreen {
     fn check(&mut self, out: String) -> StreamStep {
         let start = floor_boundary(
             &self.tail,
-            self.tail.len().saturating_sub(STREAM_WINDOW_BYTES),
+            self.tail
+                .len()
+                .saturating_sub(STREAM_WINDOW_BYTES)
+                .max(self.screened_to.saturating_sub(STREAM_CONTEXT_BYTES)),
         );
         let window = self.tail.get(start..).unwrap_or_default();
+        self.screened_to = self.tail.len();
         let (scores, _) = self.engine.score(window);
         let merged = self.verdict.scores.max(&scores);
         self.verdict = self.engine.decide(merged, Vec::new(), self.direction);
@@ -315,6 +327,7 @@ impl StreamScreen {
         if self.tail.len() > 2 * STREAM_WINDOW_BYTES {
             let cut = floor_boundary(&self.tail, self.tail.len() - STREAM_WINDOW_BYTES);
             self.tail.drain(..cut);
+            self.screened_to = self.screened_to.saturating_sub(cut);
         }
     }
 }

@@ -54,8 +54,8 @@ pub use category::{Category, Scores};
 pub use classifier::{Classifier, Embed};
 pub use detect::{Finding, Kind, detect};
 pub use engine::{
-    BUILTIN_NGRAM_MODEL, Engine, EngineError, STREAM_WINDOW_BYTES, StreamScreen, StreamStep,
-    Verdict,
+    BUILTIN_NGRAM_MODEL, Engine, EngineError, STREAM_CONTEXT_BYTES, STREAM_WINDOW_BYTES,
+    StreamScreen, StreamStep, Verdict,
 };
 pub use ngram::{BLOCK_BYTES, Head, ModelError, NgramModel};
 pub use pack::{DEFAULT_THRESHOLD, DEFAULT_TOPIC_THRESHOLD, DeniedTopic, Pack, PackError, Rule};

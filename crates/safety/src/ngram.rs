@@ -5,8 +5,9 @@
 //! `enclave_label::fold`, and lower-casing): each word (a run of letters and digits), each pair
 //! of adjacent words, and the character 3-, 4- and 5-grams of each word padded with a space on
 //! either side. Each feature is hashed (FNV-1a, seeded per feature family) into
-//! `2^buckets_log2` buckets; the feature vector is the bucket counts divided by the square root
-//! of the number of features, so a text's length does not scale its logits.
+//! `2^buckets_log2` buckets; the feature vector is the bucket counts divided by `√(n + 32)` for `n`
+//! features, so a text's length does not scale its logits and a few words cannot reach extreme
+//! ones.
 //!
 //! Long texts are read whole: the text is cut into blocks of [`BLOCK_BYTES`] by word start, each
 //! window is two adjacent blocks (windows overlap by half), and a category's score is the maximum
@@ -30,6 +31,18 @@ pub const BLOCK_BYTES: usize = 2048;
 /// Longest word (in bytes) whose character n-grams are taken; a longer run (a key, a base64
 /// blob) contributes its word feature and the n-grams of its first and last 32 bytes.
 const MAX_NGRAM_WORD: usize = 64;
+
+/// Added to the feature count under the square root of the length normalization, so that a
+/// very short text ("ok", "fine") cannot reach extreme logits from two or three features.
+/// The added mass is a learned pseudo-feature ([`pad_feature`], count `√32`), so the model
+/// learns what a text with little evidence scores instead of falling back on the bias.
+/// Training and inference share it.
+pub(crate) const NORM_SMOOTHING: f32 = 32.0;
+
+/// The hash of the length-padding pseudo-feature.
+pub(crate) fn pad_feature() -> u32 {
+    fnv(99, b"<pad>", &[])
+}
 
 /// Why model bytes were rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -317,10 +330,12 @@ impl NgramModel {
             clippy::cast_precision_loss,
             reason = "feature counts and sums are far below 2^24"
         )]
-        let norm = 1.0 / (features.len().max(1) as f32).sqrt();
-        for (h, a) in self.heads.iter().zip(&acc) {
+        let norm = 1.0 / (features.len() as f32 + NORM_SMOOTHING).sqrt();
+        let pad_at = (pad_feature() & mask) as usize * k;
+        let pad = self.weights.get(pad_at..pad_at + k).unwrap_or(&[]);
+        for (i, (h, a)) in self.heads.iter().zip(&acc).enumerate() {
             #[expect(clippy::cast_precision_loss, reason = "sums are far below 2^24")]
-            let s = *a as f32;
+            let s = *a as f32 + f32::from(pad.get(i).copied().unwrap_or(0)) * NORM_SMOOTHING.sqrt();
             out.push(h.bias + h.scale * s * norm);
         }
     }

@@ -186,7 +186,10 @@ fn sparse(text: &str, mask: u32) -> Vec<(u32, f32)> {
         *counts.entry(f & mask).or_insert(0.0) += 1.0;
     }
     #[expect(clippy::cast_precision_loss, reason = "feature counts are small")]
-    let norm = 1.0 / (feats.len().max(1) as f32).sqrt();
+    let norm = 1.0 / (feats.len() as f32 + crate::ngram::NORM_SMOOTHING).sqrt();
+    *counts
+        .entry(crate::ngram::pad_feature() & mask)
+        .or_insert(0.0) += crate::ngram::NORM_SMOOTHING.sqrt();
     let mut v: Vec<(u32, f32)> = counts.into_iter().map(|(k, c)| (k, c * norm)).collect();
     v.sort_unstable_by_key(|(k, _)| *k);
     v
@@ -234,7 +237,19 @@ pub fn train(examples: &[Example], config: &TrainConfig) -> NgramModel {
         .collect();
     let mut w = vec![0f32; buckets * k];
     let mut g2 = vec![0f32; buckets * k];
-    let mut bias = vec![0f32; k];
+    // The bias starts at the weighted prior log-odds: AdaGrad's step on a parameter every
+    // example touches shrinks fast, so a bias started at 0 stays near 0, and a text with little
+    // evidence (a word or two) would score near the middle instead of near the prior.
+    let mut bias: Vec<f32> = (0..k)
+        .map(|j| {
+            let pos = ys.iter().filter(|y| y.get(j) == Some(&Some(true))).count();
+            let neg = ys.iter().filter(|y| y.get(j) == Some(&Some(false))).count();
+            #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+            let odds =
+                pos.max(1) as f32 * pos_weight.get(j).copied().unwrap_or(1.0) / neg.max(1) as f32;
+            odds.ln()
+        })
+        .collect();
     let mut bias_g2 = vec![0f32; k];
     let mut order: Vec<usize> = (0..xs.len()).collect();
     let mut rng = Rng(config.seed | 1);
@@ -323,6 +338,41 @@ pub fn train(examples: &[Example], config: &TrainConfig) -> NgramModel {
         model = m;
     }
     model
+}
+
+/// Per head, the threshold on the calibrated probability that maximizes F1 on the calibration
+/// split (what the `us-federal` pack's thresholds were set from): `(category, threshold, F1)`.
+/// The candidates are 0.05, 0.10, … 0.90.
+pub fn suggest_thresholds(model: &NgramModel, examples: &[Example]) -> Vec<(Category, f32, f64)> {
+    let calib: Vec<(&Example, Vec<f32>)> = examples
+        .iter()
+        .filter(|e| e.split == Split::Calibration && !e.is_heldout())
+        .map(|e| (e, model.score_heads(&e.text)))
+        .collect();
+    let mut out = Vec::new();
+    for (h, head) in model.heads().iter().enumerate() {
+        let pairs: Vec<(f32, bool)> = calib
+            .iter()
+            .filter_map(|(e, p)| Some((*p.get(h)?, e.label(head.category)?)))
+            .collect();
+        let mut best = (0.5f32, 0.0f64);
+        for step in 1..=18u8 {
+            let t = f32::from(step) * 0.05;
+            let tp = pairs.iter().filter(|(p, y)| *y && *p >= t).count();
+            let fp = pairs.iter().filter(|(p, y)| !*y && *p >= t).count();
+            let pos = pairs.iter().filter(|(_, y)| *y).count();
+            let f1 = if tp == 0 {
+                0.0
+            } else {
+                2.0 * ratio(tp, tp + fp) * ratio(tp, pos) / (ratio(tp, tp + fp) + ratio(tp, pos))
+            };
+            if f1 > best.1 {
+                best = (t, f1);
+            }
+        }
+        out.push((head.category, best.0, best.1));
+    }
+    out
 }
 
 /// Fits `p = σ(a·z + b)` to `(logit, label)` pairs by Newton's method on the log loss with
