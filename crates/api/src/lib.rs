@@ -35,6 +35,7 @@ mod error;
 pub mod json;
 mod policy;
 mod read;
+mod responses;
 pub mod sse;
 
 pub use answer::{
@@ -45,4 +46,5 @@ pub use chat::{ChatRequest, Message, Part, Role, Tool, ToolCall};
 pub use embeddings::{EmbeddingsRequest, MAX_INPUTS};
 pub use error::{RequestError, RequestErrorKind};
 pub use policy::{ContentPolicy, PartKind};
+pub use responses::{ContentPart, Item, ItemsRequest, ResponsesRequest};
 pub use sse::{SseError, SseEvent, SseParser};

@@ -24,6 +24,7 @@
 //! | `[metrics]` | [`RawMetrics`] | [`MetricsConfig`] | here |
 //! | `[audit]` | [`RawAudit`] | [`AuditConfig`] | here |
 //! | `[keys]` | [`RawKeys`] | [`KeysConfig`] | here |
+//! | `[retention]` | [`RawRetention`] | [`RetentionConfig`] | here |
 //!
 //! [`Config::parse`] parses the text, deserializes the whole [`RawConfig`] through `walk` (a
 //! serde `Deserializer` over the parsed document that records every unknown key in every
@@ -52,6 +53,7 @@
 mod audit;
 mod limits;
 mod policy;
+mod retention;
 mod walk;
 
 use std::collections::HashSet;
@@ -73,6 +75,7 @@ pub use limits::{Limits, RawLimits, Size};
 pub use policy::{
     MetricsConfig, PolicyConfig, RawChatPolicy, RawEmbeddingsPolicy, RawMetrics, RawPolicy,
 };
+pub use retention::{RawRetention, RetentionConfig};
 use serde::Deserialize;
 use walk::Problem;
 
@@ -106,6 +109,8 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     /// `[keys]`: where the install's secrets come from when replicas share them.
     pub keys: Option<RawKeys>,
+    /// `[retention]`: how long stored responses and conversations are kept.
+    pub retention: Option<RawRetention>,
 }
 
 /// A whole, validated configuration.
@@ -136,6 +141,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Where the install's secrets come from besides the data directory.
     pub keys: KeysConfig,
+    /// How long stored responses and conversations are kept.
+    pub retention: RetentionConfig,
     /// Where the file was read from (`None` for the embedded defaults).
     pub source: Option<PathBuf>,
 }
@@ -227,6 +234,7 @@ impl Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             keys: KeysConfig::default(),
+            retention: RetentionConfig::default(),
             source: None,
         }
     }
@@ -334,6 +342,12 @@ impl Config {
         let keys = p
             .check(KeysConfig::from_raw(raw.keys.unwrap_or_default(), "keys"))
             .unwrap_or_default();
+        let retention = p
+            .check(RetentionConfig::from_raw(
+                raw.retention.unwrap_or_default(),
+                "retention",
+            ))
+            .unwrap_or_default();
         let mut config = Config {
             listen,
             models_dir: d.models_dir,
@@ -347,6 +361,7 @@ impl Config {
             metrics,
             audit,
             keys,
+            retention,
             source: None,
         };
         config.read_env(models_dir.as_deref(), env, &mut p);

@@ -15,3 +15,4 @@ mod install;
 mod key_formats;
 mod keys;
 mod principals;
+mod state;
