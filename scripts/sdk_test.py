@@ -607,10 +607,12 @@ def run_checks(h: Harness) -> Checks:
         assert r.output_text == "echo: first turn", r.output_text
         added = client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "a note"}])
         note = added.data[0].id
-        items = [i for i in client.conversations.items.list(conv.id)]
+        items = [i for i in client.conversations.items.list(conv.id, order="asc")]
         texts = [i.content[0].text for i in items]
         assert texts == ["hello", "first turn", "echo: first turn", "a note"], texts
         client.conversations.items.delete(note, conversation_id=conv.id)
+        newest = [i.content[0].text for i in client.conversations.items.list(conv.id, limit=2)]
+        assert newest == ["echo: first turn", "first turn", "hello"], newest
         left = [i.id for i in client.conversations.items.list(conv.id)]
         assert note not in left and len(left) == 3, left
         deleted = client.conversations.delete(conv.id)

@@ -626,9 +626,13 @@ async fn state_read(
             responses::delete_conversation(ctx, id.of(path)).await?,
             session,
         ),
-        Route::ListItems(id) => responses::list_items(ctx, id.of(path), None).await?,
+        Route::ListItems(id) => {
+            let page = responses::Page::parse(req.uri().query().unwrap_or_default())?;
+            responses::list_items(ctx, id.of(path), None, &page).await?
+        }
         Route::GetItem(id, item) => {
-            responses::list_items(ctx, id.of(path), Some(item.of(path))).await?
+            let all = responses::Page::default();
+            responses::list_items(ctx, id.of(path), Some(item.of(path)), &all).await?
         }
         Route::DeleteItem(id, item) => {
             responses::delete_item(ctx, id.of(path), item.of(path)).await?

@@ -516,14 +516,86 @@ fn conversation_object(c: &StoredConversation) -> Value {
     })
 }
 
-fn items_list(items: &[Item]) -> Value {
+fn items_list(items: &[Item], has_more: bool) -> Value {
     json!({
         "object": "list",
         "data": items,
         "first_id": items.first().map(|i| i.id.clone()),
         "last_id": items.last().map(|i| i.id.clone()),
-        "has_more": false,
+        "has_more": has_more,
     })
+}
+
+/// The paging of `GET /v1/conversations/{id}/items`: `order` (`asc` or `desc`, the default,
+/// newest first, as OpenAI's), `limit` (1..=100, default 20) and `after` (an item id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Page {
+    /// Oldest first.
+    pub(crate) ascending: bool,
+    /// At most this many items.
+    pub(crate) limit: usize,
+    /// Start after this item.
+    pub(crate) after: Option<String>,
+}
+
+impl Default for Page {
+    /// Every item, oldest first (for internal reads).
+    fn default() -> Page {
+        Page {
+            ascending: true,
+            limit: usize::MAX,
+            after: None,
+        }
+    }
+}
+
+impl Page {
+    /// Reads the query string (unknown parameters are ignored).
+    ///
+    /// # Errors
+    ///
+    /// 400 `invalid_request` naming a parameter with a bad value.
+    pub(crate) fn parse(query: &str) -> Result<Page, ApiError> {
+        let mut page = Page {
+            ascending: false,
+            limit: 20,
+            after: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "order" => {
+                    page.ascending = match value {
+                        "asc" => true,
+                        "desc" => false,
+                        _ => {
+                            return Err(ApiError::bad_request(
+                                "invalid_request",
+                                "`order` must be `asc` or `desc`.",
+                            )
+                            .param("order"));
+                        }
+                    };
+                }
+                "limit" => {
+                    page.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_request",
+                                "`limit` must be an integer from 1 to 100.",
+                            )
+                            .param("limit")
+                        })?;
+                }
+                "after" if !value.is_empty() => page.after = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
 }
 
 fn new_items(items: &[Item]) -> Result<(Vec<Item>, Vec<NewItem>), ApiError> {
@@ -628,6 +700,7 @@ pub(crate) async fn list_items(
     ctx: &mut RequestCtx,
     id: &str,
     item: Option<&str>,
+    page: &Page,
 ) -> Result<(Value, Label), ApiError> {
     let (tenant, _) = who(ctx)?;
     let session = session(ctx)?;
@@ -662,7 +735,20 @@ pub(crate) async fn list_items(
         items.push(parsed);
     }
     match item {
-        None => Ok((items_list(&items), label)),
+        None => {
+            if !page.ascending {
+                items.reverse();
+            }
+            if let Some(after) = &page.after {
+                match items.iter().position(|i| &i.id == after) {
+                    Some(at) => drop(items.drain(..=at)),
+                    None => items.clear(),
+                }
+            }
+            let has_more = items.len() > page.limit;
+            items.truncate(page.limit);
+            Ok((items_list(&items, has_more), label))
+        }
         Some(_) => match items.into_iter().next() {
             Some(one) => Ok((serde_json::to_value(one).unwrap_or_default(), label)),
             None => Err(not_found(ctx, "item", None)),
@@ -694,7 +780,7 @@ pub(crate) async fn add_items(
         return Err(not_found(ctx, "conversation", None));
     };
     ctx.decide("state", "allow", "stored");
-    Ok((items_list(&items), raised))
+    Ok((items_list(&items, false), raised))
 }
 
 /// Deletes item `item` of conversation `id`; the conversation object.
@@ -743,6 +829,24 @@ pub(crate) async fn purge_loop(store: enclave_store::Store, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item_pages_follow_the_reference_defaults() {
+        let p = Page::parse("").unwrap();
+        assert_eq!((p.ascending, p.limit, p.after), (false, 20, None));
+        let p = Page::parse("order=asc&limit=100&after=msg_1&x=y").unwrap();
+        assert_eq!(
+            (p.ascending, p.limit, p.after.as_deref()),
+            (true, 100, Some("msg_1"))
+        );
+        for bad in ["order=up", "limit=0", "limit=101", "limit=-1", "limit=x"] {
+            assert_eq!(
+                Page::parse(bad).unwrap_err().code,
+                "invalid_request",
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn deltas_cover_the_text_exactly() {

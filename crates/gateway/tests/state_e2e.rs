@@ -387,7 +387,7 @@ async fn a_secret_turn_raises_a_conversation_and_a_lowered_header_then_finds_not
     assert_eq!(label_of(&h), "SECRET");
     let (s, h, items) = get(
         &gw,
-        &format!("/v1/conversations/{id}/items"),
+        &format!("/v1/conversations/{id}/items?order=asc"),
         &alice,
         Some("SECRET"),
     )
@@ -410,6 +410,26 @@ async fn a_secret_turn_raises_a_conversation_and_a_lowered_header_then_finds_not
             "echo: secret detail"
         ]
     );
+    // The reference's default order is newest first, 20 at a time; `limit` and `after` page.
+    let (_, _, page) = get(
+        &gw,
+        &format!("/v1/conversations/{id}/items?limit=2"),
+        &alice,
+        Some("SECRET"),
+    )
+    .await;
+    assert_eq!(page["data"][0]["content"][0]["text"], "echo: secret detail");
+    assert_eq!(page["has_more"], true);
+    let last = page["last_id"].as_str().unwrap();
+    let (_, _, rest) = get(
+        &gw,
+        &format!("/v1/conversations/{id}/items?limit=20&after={last}"),
+        &alice,
+        Some("SECRET"),
+    )
+    .await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 3);
+    assert_eq!(rest["has_more"], false);
 
     // Downgrading the session by header on the continued conversation: nothing is there.
     let (s, _, absent) = get(&gw, "/v1/conversations/conv_none", &alice, None).await;
