@@ -575,6 +575,88 @@ def run_checks(h: Harness) -> Checks:
                 assert secret.encode() not in path.read_bytes(), f"the secret key is in {path}"
         return "not in the server log or the data directory"
 
+    # --- stored state: Responses and Conversations ---
+    state: dict = {}
+
+    def responses_plain():
+        raw = client.responses.with_raw_response.create(model=MODEL, input="my call sign is Falcon", instructions="Be brief.")
+        label = raw.headers.get("x-enclave-classification")
+        assert label == SESSION, f"x-enclave-classification is {label!r}"
+        r = raw.parse()
+        assert r.id.startswith("resp_"), r.id
+        assert r.object == "response" and r.status == "completed", (r.object, r.status)
+        assert r.output_text == "echo: my call sign is Falcon", f"output_text {r.output_text!r}"
+        assert r.usage is not None and r.usage.total_tokens >= 0, r.usage
+        state["first"] = r.id
+        return f"{r.id[:16]}..., output_text {r.output_text!r}, usage {r.usage.total_tokens} tokens"
+
+    def responses_stream():
+        stream = client.responses.create(model=MODEL, input="stream the plan", stream=True)
+        kinds = []
+        text = ""
+        final = None
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+            if event.type == "response.completed":
+                final = event.response
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+        assert text == "echo: stream the plan", f"deltas {text!r}"
+        assert final is not None and final.output_text == text
+        return f"{len(kinds)} events, text {text!r}"
+
+    def responses_previous():
+        r = client.responses.create(model=MODEL, input="what is my call sign?", previous_response_id=state["first"])
+        assert r.previous_response_id == state["first"], r.previous_response_id
+        assert r.output_text == "echo: what is my call sign?", r.output_text
+        state["second"] = r.id
+        return f"continued {state['first'][:12]}... as {r.id[:12]}..."
+
+    def responses_retrieve_delete():
+        got = client.responses.retrieve(state["second"])
+        assert got.id == state["second"] and got.output_text == "echo: what is my call sign?", got
+        client.responses.delete(state["second"])
+        return expect_status_error(lambda: client.responses.retrieve(state["second"]), openai.NotFoundError, 404, "not_found")
+
+    def responses_lower_session():
+        lower = client.with_options(default_headers={"X-Enclave-Classification": "UNCLASSIFIED"})
+        return expect_status_error(
+            lambda: lower.responses.create(model=MODEL, input="and then?", previous_response_id=state["first"]),
+            openai.NotFoundError,
+            404,
+            "not_found",
+        )
+
+    def conversations_items():
+        conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "hello"}], metadata={"topic": "exercise"})
+        assert conv.id.startswith("conv_") and conv.object == "conversation", conv
+        got = client.conversations.retrieve(conv.id)
+        assert got.id == conv.id and got.metadata == {"topic": "exercise"}, got
+        r = client.responses.create(model=MODEL, input="first turn", conversation=conv.id)
+        assert r.output_text == "echo: first turn", r.output_text
+        added = client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "a note"}])
+        note = added.data[0].id
+        items = [i for i in client.conversations.items.list(conv.id, order="asc")]
+        texts = [i.content[0].text for i in items]
+        assert texts == ["hello", "first turn", "echo: first turn", "a note"], texts
+        client.conversations.items.delete(note, conversation_id=conv.id)
+        newest = [i.content[0].text for i in client.conversations.items.list(conv.id, limit=2)]
+        assert newest == ["echo: first turn", "first turn", "hello"], newest
+        left = [i.id for i in client.conversations.items.list(conv.id)]
+        assert note not in left and len(left) == 3, left
+        deleted = client.conversations.delete(conv.id)
+        assert deleted.deleted, deleted
+        expect_status_error(lambda: client.conversations.retrieve(conv.id), openai.NotFoundError, 404, "not_found")
+        return f"{conv.id[:14]}...: {len(texts)} items, then deleted"
+
+    checks.run("responses.create (plain): output_text, usage, X-Enclave-Classification", responses_plain)
+    checks.run("responses.create (stream=True): the Responses event sequence", responses_stream)
+    checks.run("responses.create with previous_response_id", responses_previous)
+    checks.run("responses.retrieve / responses.delete, then NotFoundError not_found", responses_retrieve_delete)
+    checks.run("previous_response_id of a SECRET response from an UNCLASSIFIED session -> NotFoundError", responses_lower_session)
+    checks.run("conversations.create/retrieve/delete and conversations.items list/create/delete", conversations_items)
+    # --- end of stored state ---
     checks.run("chat completion, non-streaming (content and X-Enclave-Classification)", chat_non_stream)
     checks.run("chat completion, streaming", chat_stream)
     checks.run("models.list() contains gpt-4o", models_list)

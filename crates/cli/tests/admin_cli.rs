@@ -506,9 +506,7 @@ fn key_create_prints_only_a_key_that_authenticates() {
     rt.block_on(async {
         let inst = install::prepare(&data).unwrap();
         let url = format!("sqlite://{}", data.join("enclave.db").display());
-        let store = Store::open(&url, inst.master_key().api_key_hasher())
-            .await
-            .unwrap();
+        let store = Store::open(&url, inst.master_key()).await.unwrap();
         let (_, p) = store
             .authenticate_key(key)
             .await
@@ -599,4 +597,78 @@ fn marking_still_works_next_to_the_admin_commands() {
         ok(dir.path(), &["marking", "normalize", "secret//noforn"]),
         "SECRET//NOFORN\n"
     );
+}
+
+#[test]
+fn tenant_shred_destroys_the_key_then_the_rows_and_is_audited() {
+    let dir = Scratch::new();
+    let config = init_with(&dir);
+    let c = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let url = format!("sqlite://{}", data.join("enclave.db").display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let label: enclave_label::Label = "UNCLASSIFIED".parse().unwrap();
+    rt.block_on(async {
+        let inst = install::prepare(&data).unwrap();
+        let store = Store::open(&url, inst.master_key()).await.unwrap();
+        for (id, tenant) in [("resp_a", "agency-a"), ("resp_b", "agency-b")] {
+            store
+                .put_response(&enclave_store::state::StoredResponse {
+                    id: id.into(),
+                    tenant: tenant.into(),
+                    principal: "alice".into(),
+                    label: "UNCLASSIFIED".into(),
+                    previous_response_id: None,
+                    conversation_id: None,
+                    body: b"{}".to_vec(),
+                    created_at: 1,
+                    expires_at: None,
+                })
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    });
+
+    let out = ok(dir.path(), &["--config", c, "tenant", "shred", "agency-a"]);
+    assert_eq!(
+        out,
+        "shredded tenant agency-a: data key destroyed, 1 rows deleted\n"
+    );
+    let again = ok(dir.path(), &["--config", c, "tenant", "shred", "agency-a"]);
+    assert_eq!(
+        again,
+        "shredded tenant agency-a: no data key existed, 0 rows deleted\n"
+    );
+
+    rt.block_on(async {
+        let inst = install::prepare(&data).unwrap();
+        let store = Store::open(&url, inst.master_key()).await.unwrap();
+        assert!(
+            store
+                .response("agency-a", "resp_a", &label)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .response("agency-b", "resp_b", &label)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let rows = store.audit_rows(0, 1000).await.unwrap();
+        let shreds: Vec<&String> = rows
+            .iter()
+            .map(|r| &r.entry)
+            .filter(|e| e.contains("tenant.shred"))
+            .collect();
+        assert_eq!(shreds.len(), 2, "{shreds:?}");
+        assert!(shreds[0].contains("agency-a") && shreds[0].contains("\"key_destroyed\":\"true\""));
+        store.close().await;
+    });
 }

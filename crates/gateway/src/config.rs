@@ -25,6 +25,7 @@
 //! | `[audit]` | [`RawAudit`] | [`AuditConfig`] | here |
 //! | `[keys]` | [`RawKeys`] | [`KeysConfig`] | here |
 //! | `[safety]` | [`RawSafety`] | [`SafetyConfig`] | here |
+//! | `[retention]` | [`RawRetention`] | [`RetentionConfig`] | here |
 //!
 //! [`Config::parse`] parses the text, deserializes the whole [`RawConfig`] through `walk` (a
 //! serde `Deserializer` over the parsed document that records every unknown key in every
@@ -54,6 +55,7 @@ mod audit;
 mod limits;
 mod policy;
 mod safety;
+mod retention;
 mod walk;
 
 use std::collections::HashSet;
@@ -76,6 +78,7 @@ pub use policy::{
     MetricsConfig, PolicyConfig, RawChatPolicy, RawEmbeddingsPolicy, RawMetrics, RawPolicy,
 };
 pub use safety::{DEFAULT_PACK, PackSource, RawSafety, SafetyConfig};
+pub use retention::{RawRetention, RetentionConfig};
 use serde::Deserialize;
 use walk::Problem;
 
@@ -111,6 +114,8 @@ pub struct RawConfig {
     pub keys: Option<RawKeys>,
     /// `[safety]`: the policy pack of each tenant.
     pub safety: Option<RawSafety>,
+    /// `[retention]`: how long stored responses and conversations are kept.
+    pub retention: Option<RawRetention>,
 }
 
 /// A whole, validated configuration.
@@ -143,6 +148,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// The policy pack of each tenant.
     pub safety: SafetyConfig,
+    /// How long stored responses and conversations are kept.
+    pub retention: RetentionConfig,
     /// Where the file was read from (`None` for the embedded defaults).
     pub source: Option<PathBuf>,
 }
@@ -235,6 +242,7 @@ impl Config {
             audit: AuditConfig::default(),
             keys: KeysConfig::default(),
             safety: SafetyConfig::default(),
+            retention: RetentionConfig::default(),
             source: None,
         }
     }
@@ -348,6 +356,12 @@ impl Config {
                 "safety",
             ))
             .unwrap_or_default();
+        let retention = p
+            .check(RetentionConfig::from_raw(
+                raw.retention.unwrap_or_default(),
+                "retention",
+            ))
+            .unwrap_or_default();
         let mut config = Config {
             listen,
             models_dir: d.models_dir,
@@ -362,6 +376,7 @@ impl Config {
             audit,
             keys,
             safety,
+            retention,
             source: None,
         };
         config.read_env(models_dir.as_deref(), env, &mut p);

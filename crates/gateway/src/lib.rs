@@ -26,6 +26,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 mod respond;
+mod responses;
 pub mod route;
 pub mod server;
 pub mod stage;

@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use enclave_api::{ChatRequest, EmbeddingsRequest, ModerationRequest};
+use enclave_api::{
+    ChatRequest, EmbeddingsRequest, ItemsRequest, ModerationRequest, ResponsesRequest,
+};
 use enclave_label::Label;
 use enclave_models::ChatAnswer;
 use enclave_policy::Role;
@@ -47,7 +49,8 @@ use crate::ctx::{Outcome, RequestCtx};
 use crate::error::ApiError;
 use crate::identity::PeerCert;
 use crate::respond::{self, Replay, SseBody};
-use crate::route::Route;
+use crate::responses;
+use crate::route::{PathId, Route};
 use crate::stage::label::CLASSIFICATION;
 use crate::stage::screen::OutputScreen;
 use crate::stage::{self, audit};
@@ -150,7 +153,7 @@ async fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Bo
             label,
             usage,
         }) => {
-            if ctx.route.is_model() {
+            if ctx.route.is_model() || ctx.route.is_state() {
                 audit::output(&mut ctx, &body);
             }
             let mut resp = Response::new(body::full(body));
@@ -301,6 +304,18 @@ async fn run(
         Route::ChatCompletions => chat(ctx, peer, req).await,
         Route::Embeddings => embeddings(ctx, peer, req).await,
         Route::Moderations => moderations(ctx, peer, req).await,
+        // --- stored state (Responses, Conversations) ---
+        Route::CreateResponse => create_response(ctx, peer, req).await,
+        Route::CreateConversation => create_conversation(ctx, peer, req).await,
+        Route::AddItems(id) => add_items(ctx, peer, req, id).await,
+        Route::GetResponse(_)
+        | Route::DeleteResponse(_)
+        | Route::GetConversation(_)
+        | Route::DeleteConversation(_)
+        | Route::ListItems(_)
+        | Route::GetItem(..)
+        | Route::DeleteItem(..) => state_read(ctx, peer, &req).await,
+        // --- end of stored state ---
         Route::MethodNotAllowed(allowed) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -475,6 +490,172 @@ async fn embeddings(
         usage: answer.usage,
     })
 }
+
+// === stored state: Responses and Conversations (see `crate::responses`) ===
+
+/// `POST /v1/responses`: authenticate ─ label(session) ─ read body ─ admit ─ parse ─
+/// label(content) ─ load the previous response or conversation (404 unless visible; its label
+/// joins the request's) ─ authorize ─ screen input ─ recall ─ route ─ generate (the backend's
+/// chat interface) ─ screen output ─ remember ─ store the response and append to the
+/// conversation. A streamed response is sent as the Responses event sequence once the whole
+/// answer has been screened and stored.
+async fn create_response(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = read_body(ctx, &parts.headers, incoming).await?;
+    audit::prompt(ctx, &raw);
+    admit(ctx).await?;
+    let request = ResponsesRequest::parse(&raw).map_err(ApiError::from)?;
+    if let Some(model) = &request.model {
+        ctx.span.record("model", model.as_str());
+    }
+    stage::label::content(ctx, &request.text)?;
+    let context = responses::load_context(ctx, &request).await?;
+    let mut chat = responses::chat_request(&request, &context)?;
+    ctx.model = Some(chat.model.clone());
+    stage::authorize::run(ctx, &chat.uninspected)?;
+    stage::screen::input(ctx, &chat.text).await?;
+    stage::recall::run(ctx, &mut chat)?;
+    let candidates = stage::routing::run(ctx, &chat.model)?;
+    let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
+    let mut whole = match answer {
+        ChatAnswer::Whole(w) => w,
+        ChatAnswer::Stream(s) => respond::collect(s).await.map_err(|e| {
+            tracing::warn!(error = %e, "the backend failed mid-stream");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "The model backend failed in the middle of the answer; the operator's log has the details.",
+            )
+        })?,
+    };
+    let mut screen = OutputScreen::new(ctx);
+    let screened = screen.whole(&mut whole);
+    screen.record(ctx);
+    screened?;
+    stage::remember::run(ctx, &chat);
+    let turn = responses::finish_turn(ctx, &request, &chat, context, &whole).await?;
+    let usage = whole.usage;
+    if request.stream {
+        return Ok(Reply::Whole {
+            status: StatusCode::OK,
+            content_type: "text/event-stream",
+            body: responses::events(&turn.response),
+            label: Some(turn.label),
+            usage,
+        });
+    }
+    let mut reply = json(StatusCode::OK, &turn.response, Some(turn.label));
+    if let Reply::Whole { usage: u, .. } = &mut reply {
+        *u = usage;
+    }
+    Ok(reply)
+}
+
+/// Refuses the `metrics` role (a scraper's identity) on the stored-state routes that do not
+/// pass the authorize stage.
+fn state_role(ctx: &mut RequestCtx) -> Result<(), ApiError> {
+    if ctx.caller().map(|c| c.principal.role) == Some(Role::Metrics) {
+        ctx.decide("authorize", "deny", "metrics role");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "The `metrics` role reads /metrics only; it may not use stored state.",
+        ));
+    }
+    ctx.decide("authorize", "allow", ctx.route.name());
+    Ok(())
+}
+
+/// `POST /v1/conversations`: authenticate ─ label(session) ─ read body ─ admit ─ parse ─
+/// label(content) ─ authorize ─ screen input ─ store, labeled with the request's label.
+async fn create_conversation(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = read_body(ctx, &parts.headers, incoming).await?;
+    audit::prompt(ctx, &raw);
+    admit(ctx).await?;
+    let request = ItemsRequest::parse(&raw, false).map_err(ApiError::from)?;
+    stage::label::content(ctx, &request.text)?;
+    state_role(ctx)?;
+    stage::screen::input(ctx, &request.text).await?;
+    let (object, label) = responses::create_conversation(ctx, &request).await?;
+    Ok(json(StatusCode::OK, &object, Some(label)))
+}
+
+/// `POST /v1/conversations/{id}/items`: as creating one, then appended if the conversation
+/// is visible (404 otherwise); the conversation's label rises to the request's.
+async fn add_items(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+    id: PathId,
+) -> Result<Reply, Exit> {
+    let path = req.uri().path().to_owned();
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = read_body(ctx, &parts.headers, incoming).await?;
+    audit::prompt(ctx, &raw);
+    admit(ctx).await?;
+    let request = ItemsRequest::parse(&raw, true).map_err(ApiError::from)?;
+    stage::label::content(ctx, &request.text)?;
+    state_role(ctx)?;
+    stage::screen::input(ctx, &request.text).await?;
+    let (object, label) = responses::add_items(ctx, id.of(&path), &request).await?;
+    Ok(json(StatusCode::OK, &object, Some(label)))
+}
+
+/// The stored-state routes without a body: authenticate ─ label(session) ─ authorize ─ read
+/// or delete (404 unless visible). An answer carries the object's label.
+async fn state_read(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: &Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    stage::authenticate::run(ctx, req.headers(), peer).await?;
+    stage::label::session(ctx, req.headers())?;
+    state_role(ctx)?;
+    let path = req.uri().path();
+    let session = ctx.answer_label();
+    let (object, label) = match ctx.route {
+        Route::GetResponse(id) => responses::get_response(ctx, id.of(path)).await?,
+        Route::DeleteResponse(id) => (responses::delete_response(ctx, id.of(path)).await?, session),
+        Route::GetConversation(id) => responses::get_conversation(ctx, id.of(path)).await?,
+        Route::DeleteConversation(id) => (
+            responses::delete_conversation(ctx, id.of(path)).await?,
+            session,
+        ),
+        Route::ListItems(id) => {
+            let page = responses::Page::parse(req.uri().query().unwrap_or_default())?;
+            responses::list_items(ctx, id.of(path), None, &page).await?
+        }
+        Route::GetItem(id, item) => {
+            let all = responses::Page::default();
+            responses::list_items(ctx, id.of(path), Some(item.of(path)), &all).await?
+        }
+        Route::DeleteItem(id, item) => {
+            responses::delete_item(ctx, id.of(path), item.of(path)).await?
+        }
+        _ => {
+            tracing::error!("a stored-state handler was called for another route");
+            return Err(ApiError::internal().into());
+        }
+    };
+    Ok(json(StatusCode::OK, &object, Some(label)))
+}
+
+// === end of stored state ===
 
 /// `POST /v1/moderations`: the safety screen's verdict on each input, as OpenAI's moderation
 /// endpoint answers. The texts pass the same label stages as a prompt (marked content above the

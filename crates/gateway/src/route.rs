@@ -27,16 +27,126 @@ pub enum Route {
     Moderations,
     /// `GET /readyz`: the database is reachable.
     Ready,
-    /// A known path with the wrong method; the method it accepts.
+    // --- Stored state (Responses and Conversations) ---
+    /// `POST /v1/responses`: a turn, stored unless `store` is false.
+    CreateResponse,
+    /// `GET /v1/responses/{id}`.
+    GetResponse(PathId),
+    /// `DELETE /v1/responses/{id}`.
+    DeleteResponse(PathId),
+    /// `POST /v1/conversations`.
+    CreateConversation,
+    /// `GET /v1/conversations/{id}`.
+    GetConversation(PathId),
+    /// `DELETE /v1/conversations/{id}`.
+    DeleteConversation(PathId),
+    /// `GET /v1/conversations/{id}/items`.
+    ListItems(PathId),
+    /// `POST /v1/conversations/{id}/items`.
+    AddItems(PathId),
+    /// `GET /v1/conversations/{id}/items/{item_id}`.
+    GetItem(PathId, PathId),
+    /// `DELETE /v1/conversations/{id}/items/{item_id}`.
+    DeleteItem(PathId, PathId),
+    // --- end of stored state ---
+    /// A known path with the wrong method; the methods it accepts.
     MethodNotAllowed(&'static str),
     /// No such path.
     NotFound,
+}
+
+/// Where an id sits in the request path (byte offsets), so that routes stay `Copy` and parsing
+/// a path allocates nothing. Read it back with [`PathId::of`] on the same path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathId {
+    start: u16,
+    end: u16,
+}
+
+/// The longest id segment a path may carry; longer ones are no route (Enclave's ids are far
+/// shorter).
+pub const MAX_ID_BYTES: usize = 128;
+
+impl PathId {
+    /// The id in `path` (the path this was parsed from).
+    pub fn of(self, path: &str) -> &str {
+        path.get(usize::from(self.start)..usize::from(self.end))
+            .unwrap_or_default()
+    }
+
+    /// The segment of `path` from byte `start` up to the next `/` or the end, if it is a
+    /// plausible id (1 to [`MAX_ID_BYTES`] bytes of ASCII letters, digits, `_` and `-`), and
+    /// the rest of the path after it.
+    fn segment(path: &str, start: usize) -> Option<(PathId, &str)> {
+        let rest = path.get(start..)?;
+        let len = rest.find('/').unwrap_or(rest.len());
+        let id = rest.get(..len)?;
+        if id.is_empty()
+            || id.len() > MAX_ID_BYTES
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return None;
+        }
+        let pid = PathId {
+            start: u16::try_from(start).ok()?,
+            end: u16::try_from(start + len).ok()?,
+        };
+        Some((pid, rest.get(len..).unwrap_or_default()))
+    }
+}
+
+/// The stored-state routes: `None` when `path` is not one of theirs, else the route for
+/// `method` (or which methods the path accepts).
+fn state_route(method: &Method, path: &str) -> Option<Route> {
+    const RESPONSES: &str = "/v1/responses/";
+    const CONVERSATIONS: &str = "/v1/conversations/";
+    let get_or_delete = |get: Route, delete: Route| match *method {
+        Method::GET | Method::HEAD => get,
+        Method::DELETE => delete,
+        _ => Route::MethodNotAllowed("GET, DELETE"),
+    };
+    if path.starts_with(RESPONSES) {
+        let (id, rest) = PathId::segment(path, RESPONSES.len())?;
+        return rest
+            .is_empty()
+            .then(|| get_or_delete(Route::GetResponse(id), Route::DeleteResponse(id)));
+    }
+    if path.starts_with(CONVERSATIONS) {
+        let (id, rest) = PathId::segment(path, CONVERSATIONS.len())?;
+        if rest.is_empty() {
+            return Some(get_or_delete(
+                Route::GetConversation(id),
+                Route::DeleteConversation(id),
+            ));
+        }
+        let items = rest.strip_prefix("/items")?;
+        if items.is_empty() {
+            return Some(match *method {
+                Method::GET | Method::HEAD => Route::ListItems(id),
+                Method::POST => Route::AddItems(id),
+                _ => Route::MethodNotAllowed("GET, POST"),
+            });
+        }
+        let start = path.len() - items.len() + 1;
+        if !items.starts_with('/') {
+            return None;
+        }
+        let (item, rest) = PathId::segment(path, start)?;
+        return rest
+            .is_empty()
+            .then(|| get_or_delete(Route::GetItem(id, item), Route::DeleteItem(id, item)));
+    }
+    None
 }
 
 impl Route {
     /// The route of `method` and `path` (the path without its query).
     pub fn parse(method: &Method, path: &str) -> Route {
         let (route, allowed) = match path {
+            "/v1/responses" => (Route::CreateResponse, Method::POST),
+            "/v1/conversations" => (Route::CreateConversation, Method::POST),
             "/v1/chat/completions" => (Route::ChatCompletions, Method::POST),
             "/v1/embeddings" => (Route::Embeddings, Method::POST),
             "/healthz" => (Route::Health, Method::GET),
@@ -48,7 +158,7 @@ impl Route {
             "/v1/audit/entries" => (Route::AuditEntries, Method::GET),
             "/v1/audit/proof/consistency" => (Route::AuditConsistency, Method::GET),
             "/v1/audit/proof/inclusion" => (Route::AuditInclusion, Method::GET),
-            _ => return Route::NotFound,
+            _ => return state_route(method, path).unwrap_or(Route::NotFound),
         };
         if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
             route
@@ -75,6 +185,16 @@ impl Route {
             Route::Models => "models",
             Route::Moderations => "moderations",
             Route::Ready => "readyz",
+            Route::CreateResponse => "responses_create",
+            Route::GetResponse(_) => "responses_get",
+            Route::DeleteResponse(_) => "responses_delete",
+            Route::CreateConversation => "conversations_create",
+            Route::GetConversation(_) => "conversations_get",
+            Route::DeleteConversation(_) => "conversations_delete",
+            Route::ListItems(_) => "conversation_items_list",
+            Route::AddItems(_) => "conversation_items_add",
+            Route::GetItem(..) => "conversation_items_get",
+            Route::DeleteItem(..) => "conversation_items_delete",
             Route::MethodNotAllowed(_) | Route::NotFound => "other",
         }
     }
@@ -84,7 +204,28 @@ impl Route {
     pub fn is_model(self) -> bool {
         matches!(
             self,
-            Route::ChatCompletions | Route::Embeddings | Route::Moderations
+            Route::ChatCompletions
+                | Route::Embeddings
+                | Route::Moderations
+                | Route::CreateResponse
+        )
+    }
+
+    /// Whether the route reads or writes stored state (responses, conversations): its answers
+    /// carry stored text, so their bytes are digested into the audit entry like a model's.
+    pub fn is_state(self) -> bool {
+        matches!(
+            self,
+            Route::CreateResponse
+                | Route::GetResponse(_)
+                | Route::DeleteResponse(_)
+                | Route::CreateConversation
+                | Route::GetConversation(_)
+                | Route::DeleteConversation(_)
+                | Route::ListItems(_)
+                | Route::AddItems(_)
+                | Route::GetItem(..)
+                | Route::DeleteItem(..)
         )
     }
 
@@ -129,5 +270,77 @@ mod tests {
             Route::MethodNotAllowed("GET")
         );
         assert!(Route::NotFound.is_audited() && !Route::Metrics.is_audited());
+    }
+
+    #[test]
+    fn state_routes_carry_their_ids_without_allocating() {
+        let path = "/v1/responses/resp_0123abc";
+        let Route::GetResponse(id) = Route::parse(&Method::GET, path) else {
+            panic!("not a response route");
+        };
+        assert_eq!(id.of(path), "resp_0123abc");
+        assert!(matches!(
+            Route::parse(&Method::DELETE, path),
+            Route::DeleteResponse(_)
+        ));
+        assert_eq!(
+            Route::parse(&Method::POST, path),
+            Route::MethodNotAllowed("GET, DELETE")
+        );
+        assert_eq!(
+            Route::parse(&Method::POST, "/v1/responses"),
+            Route::CreateResponse
+        );
+        assert_eq!(
+            Route::parse(&Method::POST, "/v1/conversations"),
+            Route::CreateConversation
+        );
+        let path = "/v1/conversations/conv_1/items/msg_2";
+        let Route::DeleteItem(c, i) = Route::parse(&Method::DELETE, path) else {
+            panic!("not an item route");
+        };
+        assert_eq!((c.of(path), i.of(path)), ("conv_1", "msg_2"));
+        let path = "/v1/conversations/conv_1/items";
+        assert!(matches!(
+            Route::parse(&Method::GET, path),
+            Route::ListItems(_)
+        ));
+        assert!(matches!(
+            Route::parse(&Method::POST, path),
+            Route::AddItems(_)
+        ));
+        assert_eq!(
+            Route::parse(&Method::DELETE, path),
+            Route::MethodNotAllowed("GET, POST")
+        );
+        assert!(matches!(
+            Route::parse(&Method::GET, "/v1/conversations/conv_1"),
+            Route::GetConversation(_)
+        ));
+        let long = format!("/v1/responses/{}", "a".repeat(MAX_ID_BYTES + 1));
+        for hostile in [
+            "/v1/responses/",
+            "/v1/responses//",
+            "/v1/responses/a/",
+            "/v1/responses/a/b",
+            "/v1/responses/..",
+            "/v1/responses/a%2Fb",
+            "/v1/responses/a.b",
+            "/v1/conversations/",
+            "/v1/conversations/c/",
+            "/v1/conversations/c/itemsx",
+            "/v1/conversations/c/items/",
+            "/v1/conversations/c/items/i/",
+            "/v1/conversations/c/other",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                Route::parse(&Method::GET, hostile),
+                Route::NotFound,
+                "{hostile}"
+            );
+        }
+        assert!(Route::CreateResponse.is_model() && Route::CreateResponse.is_state());
+        assert!(!Route::ChatCompletions.is_state());
     }
 }

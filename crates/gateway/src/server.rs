@@ -123,6 +123,11 @@ async fn accept_loop(
             tick.tick().await;
         }
     });
+    // Retention: expired responses and conversations are purged in the background.
+    let purge = tokio::spawn(crate::responses::purge_loop(
+        app.store.clone(),
+        app.config.retention.purge_interval,
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -161,6 +166,7 @@ async fn accept_loop(
     }
     drop(listener);
     heartbeat.abort();
+    purge.abort();
     let grace = app.config.limits.shutdown_grace;
     tracing::debug!(
         grace_ms = grace.as_millis() as u64,

@@ -10,7 +10,9 @@
 
 mod audit;
 mod backends;
+mod crypt;
 mod install;
 mod key_formats;
 mod keys;
 mod principals;
+mod state;
