@@ -70,6 +70,47 @@ pub(crate) enum KeyCommand {
     },
 }
 
+/// `enclave tenant …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Crypto-shred a tenant: destroy its data key first (its stored responses and
+    /// conversations become unreadable at once, backups included), then delete its rows.
+    /// Principals, API keys and the audit log stay. Audited as `tenant.shred`.
+    Shred {
+        /// The tenant.
+        tenant: String,
+    },
+}
+
+/// `enclave tenant …`
+pub(crate) fn tenant(cmd: TenantCommand, config_path: Option<&Path>) -> Outcome {
+    match cmd {
+        TenantCommand::Shred { tenant } => {
+            let report = with_store(config_path, async |store, _| {
+                let report = store.shred_tenant(&tenant).await?;
+                let mut details = BTreeMap::from([(
+                    "key_destroyed".to_owned(),
+                    report.key_destroyed.to_string(),
+                )]);
+                for (table, n) in &report.rows_deleted {
+                    details.insert(format!("rows.{table}"), n.to_string());
+                }
+                log_admin(store, "tenant.shred", &tenant, Some(&tenant), details).await?;
+                Ok(report)
+            })?;
+            let key = if report.key_destroyed {
+                "data key destroyed"
+            } else {
+                "no data key existed"
+            };
+            Ok(format!(
+                "shredded tenant {tenant}: {key}, {} rows deleted\n",
+                report.total_rows()
+            ))
+        }
+    }
+}
+
 /// `enclave init`: writes a starter configuration where none exists, prepares the data
 /// directory and its keys, and creates or migrates the database. Never overwrites a file.
 pub(crate) fn init(config_path: Option<&Path>) -> Outcome {
@@ -107,9 +148,9 @@ pub(crate) fn init(config_path: Option<&Path>) -> Outcome {
 
     let sqlite_file = sqlite_path(config.storage.url.expose());
     let db_existed = sqlite_file.as_deref().is_some_and(Path::exists);
-    let hasher = install.master_key().api_key_hasher();
+    let master = install.master_key();
     let (backend, version) = runtime()?.block_on(async {
-        let store = Store::open(config.storage.url.expose(), hasher)
+        let store = Store::open(config.storage.url.expose(), master)
             .await
             .map_err(store_failure)?;
         let version = store.schema_version().await.map_err(store_failure);
@@ -304,9 +345,9 @@ pub(crate) fn with_store<T>(
         )));
     }
     let install = install::prepare_with(&config.data_dir, &sources).map_err(store_failure)?;
-    let hasher = install.master_key().api_key_hasher();
+    let master = install.master_key();
     runtime()?.block_on(async {
-        let store = Store::open(config.storage.url.expose(), hasher)
+        let store = Store::open(config.storage.url.expose(), master)
             .await
             .map_err(store_failure)?;
         let out = op(&store, &install).await.map_err(store_failure);
@@ -332,6 +373,7 @@ pub(crate) fn store_failure(e: StoreError) -> Failure {
         }
         StoreError::AuditLog(_)
         | StoreError::CorruptKeyFile { .. }
+        | StoreError::Crypto(_)
         | StoreError::Database { .. }
         | StoreError::Io { .. }
         | StoreError::Migration(_)

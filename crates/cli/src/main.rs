@@ -41,6 +41,9 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(admin::KeyCommand),
+    /// Crypto-shred a tenant's stored data.
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
     /// Parse, normalize, roll up and find security markings.
     #[command(subcommand)]
     Marking(marking::MarkingCommand),
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Init => admin::init(config),
         Command::Principal(cmd) => admin::principal(cmd, config),
         Command::Key(cmd) => admin::key(cmd, config),
+        Command::Tenant(cmd) => admin::tenant(cmd, config),
         Command::Marking(cmd) => marking::run(cmd),
         Command::Audit(cmd) => audit::run(cmd, config),
     };

@@ -506,9 +506,7 @@ fn key_create_prints_only_a_key_that_authenticates() {
     rt.block_on(async {
         let inst = install::prepare(&data).unwrap();
         let url = format!("sqlite://{}", data.join("enclave.db").display());
-        let store = Store::open(&url, inst.master_key().api_key_hasher())
-            .await
-            .unwrap();
+        let store = Store::open(&url, inst.master_key()).await.unwrap();
         let (_, p) = store
             .authenticate_key(key)
             .await

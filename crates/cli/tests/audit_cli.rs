@@ -101,9 +101,7 @@ impl Fixture {
 
     async fn store(&self) -> Store {
         let install = install::prepare(&self.data).unwrap();
-        Store::open(&self.url, install.master_key().api_key_hasher())
-            .await
-            .unwrap()
+        Store::open(&self.url, install.master_key()).await.unwrap()
     }
 
     fn signer(&self) -> Signer {

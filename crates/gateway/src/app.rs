@@ -94,15 +94,12 @@ impl App {
         for created in &install.created {
             tracing::info!(path = %created.display(), "created");
         }
-        let store = Store::open(
-            config.storage.url.expose(),
-            install.master_key().api_key_hasher(),
-        )
-        .await
-        .map_err(|e| StartError::Storage {
-            url: config.storage.url.to_string(),
-            message: e.to_string(),
-        })?;
+        let store = Store::open(config.storage.url.expose(), install.master_key())
+            .await
+            .map_err(|e| StartError::Storage {
+                url: config.storage.url.to_string(),
+                message: e.to_string(),
+            })?;
         // A master key created just now next to a database that already holds API keys means
         // the old master key was lost: every stored key would silently stop working.
         let master_created = install.created.iter().any(|p| {

@@ -483,7 +483,7 @@ impl Upgraded {
         let data = dir.path().join("data");
         let url = format!("sqlite://{}", data.join("enclave.db").display());
         let install = enclave_store::install::prepare(&data).unwrap();
-        let store = enclave_store::Store::open(&url, install.master_key().api_key_hasher())
+        let store = enclave_store::Store::open(&url, install.master_key())
             .await
             .unwrap();
         store

@@ -82,7 +82,7 @@ async fn open(url: &str) -> Store {
     {
         std::fs::create_dir_all(dir).unwrap();
     }
-    Store::open(url, MasterKey::from_bytes([1; 32]).api_key_hasher())
+    Store::open(url, &MasterKey::from_bytes([1; 32]))
         .await
         .unwrap()
 }

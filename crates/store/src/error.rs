@@ -32,6 +32,11 @@ pub enum StoreError {
         problem: String,
     },
 
+    /// Encryption at rest failed: a stored value or data key did not authenticate (altered,
+    /// moved between rows, or written under another master key).
+    #[error("{0}")]
+    Crypto(String),
+
     /// The database failed or could not be reached.
     #[error("database error while {action}: {source}")]
     Database {

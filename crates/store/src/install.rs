@@ -195,6 +195,11 @@ impl MasterKey {
         MasterKey(bytes)
     }
 
+    /// The raw bytes, for the store's key derivations.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The keyed hash for API keys, derived from this key with the fixed label
     /// `enclave api-key hash v1`.
     pub fn api_key_hasher(&self) -> KeyHasher {

@@ -22,11 +22,7 @@
 //! use enclave_store::{NewPrincipal, Store, install};
 //!
 //! let install = install::prepare("./enclave-data".as_ref())?;
-//! let store = Store::open(
-//!     "sqlite://./enclave-data/enclave.db",
-//!     install.master_key().api_key_hasher(),
-//! )
-//! .await?;
+//! let store = Store::open("sqlite://./enclave-data/enclave.db", install.master_key()).await?;
 //! store
 //!     .add_principal(&NewPrincipal {
 //!         name: "alice".into(),
@@ -52,11 +48,13 @@
 mod audit;
 mod audit_log;
 pub mod config;
+pub mod crypt;
 mod error;
 pub mod install;
 mod key;
 mod migrations;
 mod principal;
+pub mod state;
 mod store;
 
 pub use audit::{
@@ -65,6 +63,7 @@ pub use audit::{
 };
 pub use audit_log::{AppendError, AuditLog, AuditLogConfig, MAX_BATCH, Receipt};
 pub use config::{DatabaseUrl, StorageConfig, redact_url};
+pub use crypt::{ShredReport, TenantCipher};
 pub use error::StoreError;
 pub use key::{KeyFormat, KeyHasher, KeyLookup, KeyRecord, KeyShape};
 pub use migrations::SCHEMA_VERSION;

@@ -48,10 +48,18 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../migrations/0004_metrics_role_postgres.sql"),
         },
     ),
+    (
+        5,
+        "tenant keys and stored state",
+        Sql::Each {
+            sqlite: include_str!("../migrations/0005_state_sqlite.sql"),
+            postgres: include_str!("../migrations/0005_state_postgres.sql"),
+        },
+    ),
 ];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The embedded migrations as a sqlx migration source, in the dialect of one database.
 #[derive(Debug)]

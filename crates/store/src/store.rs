@@ -13,6 +13,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 use crate::StoreError;
+use crate::crypt::{KeyCache, Wrapper};
+use crate::install::MasterKey;
 use crate::key::{self, KeyFormat, KeyHasher, KeyLookup, KeyRecord, KeyShape};
 use crate::migrations::Embedded;
 use crate::principal::{NewPrincipal, PrincipalRecord};
@@ -31,7 +33,11 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     hasher: KeyHasher,
-    rng: SystemRandom,
+    pub(crate) rng: SystemRandom,
+    /// Wraps the tenants' data keys (derived from the master key).
+    pub(crate) wrapper: Wrapper,
+    /// The tenants' unwrapped data keys, shared by the clones.
+    pub(crate) keys: KeyCache,
 }
 
 /// Which database the store talks to.
@@ -47,9 +53,10 @@ impl Store {
     ///
     /// A SQLite database file is created if missing (its directory must exist) and opened in
     /// WAL mode with `synchronous = FULL`, a busy timeout and foreign keys on. Migrations run
-    /// every time; on an up-to-date database they do nothing. `hasher` is the install's API-key
-    /// hash ([`MasterKey::api_key_hasher`](crate::install::MasterKey::api_key_hasher)): keys
-    /// created under one master key do not authenticate under another.
+    /// every time; on an up-to-date database they do nothing. `master` is the install's master
+    /// key: the API-key hash ([`MasterKey::api_key_hasher`]) and the key that wraps the tenants'
+    /// data keys (see [`crate::crypt`]) derive from it, so API keys and stored data made under
+    /// one master key are unusable under another.
     ///
     /// # Errors
     ///
@@ -57,8 +64,10 @@ impl Store {
     /// [`StoreError::Database`] when the database cannot be reached or configured,
     /// [`StoreError::Migration`] when the schema cannot be migrated (for example a database
     /// written by a newer version).
-    pub async fn open(url: &str, hasher: KeyHasher) -> Result<Store, StoreError> {
+    pub async fn open(url: &str, master: &MasterKey) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
+        let hasher = master.api_key_hasher();
+        let wrapper = Wrapper::derive(master)?;
         let backend = Backend::of_url(url)?;
         let (connect_url, max_connections) = match backend {
             Backend::Postgres => (url.to_owned(), 16),
@@ -121,6 +130,8 @@ impl Store {
             backend,
             hasher,
             rng: SystemRandom::new(),
+            wrapper,
+            keys: KeyCache::default(),
         })
     }
 
@@ -582,7 +593,7 @@ fn format_from_row(row: &AnyRow) -> Result<KeyFormat, sqlx::Error> {
 }
 
 /// Now, in unix seconds.
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -591,7 +602,6 @@ fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::install::MasterKey;
 
     async fn pragma(store: &Store, name: &str) -> String {
         let row = sqlx::query(&format!("PRAGMA {name}"))
@@ -607,7 +617,7 @@ mod tests {
     async fn sqlite_connections_are_durable_and_enforce_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("enclave.db").display());
-        let store = Store::open(&url, MasterKey::from_bytes([1; 32]).api_key_hasher())
+        let store = Store::open(&url, &MasterKey::from_bytes([1; 32]))
             .await
             .unwrap();
         assert_eq!(pragma(&store, "journal_mode").await, "wal");

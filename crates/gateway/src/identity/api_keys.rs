@@ -317,7 +317,7 @@ mod tests {
     async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("e.db").display());
-        let store = Store::open(&url, MasterKey::from_bytes([3; 32]).api_key_hasher())
+        let store = Store::open(&url, &MasterKey::from_bytes([3; 32]))
             .await
             .unwrap();
         store

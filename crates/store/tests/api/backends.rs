@@ -5,8 +5,8 @@
 
 use std::future::Future;
 
+use enclave_store::Store;
 use enclave_store::install::MasterKey;
-use enclave_store::{KeyHasher, Store};
 use ring::rand::{SecureRandom, SystemRandom};
 use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
@@ -26,12 +26,12 @@ pub(crate) struct Db {
 impl Db {
     /// Opens the store with the test master key.
     pub(crate) async fn open(&self) -> Store {
-        self.open_with(hasher(1)).await
+        self.open_with(master(1)).await
     }
 
-    /// Opens the store with another hash key.
-    pub(crate) async fn open_with(&self, hasher: KeyHasher) -> Store {
-        let store = Store::open(&self.url, hasher)
+    /// Opens the store with another master key.
+    pub(crate) async fn open_with(&self, master: MasterKey) -> Store {
+        let store = Store::open(&self.url, &master)
             .await
             .unwrap_or_else(|e| panic!("opening the {} store: {e}", self.backend));
         assert_eq!(store.backend_name(), self.backend);
@@ -39,9 +39,9 @@ impl Db {
     }
 }
 
-/// An API-key hasher from a master key filled with `byte`.
-pub(crate) fn hasher(byte: u8) -> KeyHasher {
-    MasterKey::from_bytes([byte; 32]).api_key_hasher()
+/// A master key filled with `byte`.
+pub(crate) fn master(byte: u8) -> MasterKey {
+    MasterKey::from_bytes([byte; 32])
 }
 
 /// What to clean up after a test.

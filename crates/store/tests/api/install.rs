@@ -142,7 +142,7 @@ async fn a_prepared_master_key_drives_the_store() {
     each_backend(|db| async move {
         let tmp = tempfile::tempdir().unwrap();
         let inst = install::prepare(tmp.path()).unwrap();
-        let store = enclave_store::Store::open(&db.url, inst.master_key().api_key_hasher())
+        let store = enclave_store::Store::open(&db.url, inst.master_key())
             .await
             .unwrap();
         store
@@ -152,14 +152,14 @@ async fn a_prepared_master_key_drives_the_store() {
         let (_, key) = store.create_key("alice").await.unwrap();
         // Reading the same install again gives the same hash key.
         let again = install::prepare(tmp.path()).unwrap();
-        let reopened = enclave_store::Store::open(&db.url, again.master_key().api_key_hasher())
+        let reopened = enclave_store::Store::open(&db.url, again.master_key())
             .await
             .unwrap();
         assert!(reopened.authenticate_key(&key).await.unwrap().is_some());
         // A different install does not.
         let other_dir = tempfile::tempdir().unwrap();
         let other = install::prepare(other_dir.path()).unwrap();
-        let foreign = enclave_store::Store::open(&db.url, other.master_key().api_key_hasher())
+        let foreign = enclave_store::Store::open(&db.url, other.master_key())
             .await
             .unwrap();
         assert!(foreign.authenticate_key(&key).await.unwrap().is_none());

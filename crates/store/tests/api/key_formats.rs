@@ -10,7 +10,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::backends::{Db, each_backend};
 use crate::principals::principal;
 
-/// The master key the backends helper opens stores with (`hasher(1)`).
+/// The master key the backends helper opens stores with (`master(1)`).
 const MASTER: [u8; 32] = [1; 32];
 
 /// A legacy key and the hash schema version 1 stored for it: HMAC-SHA256 under

@@ -2,7 +2,7 @@
 
 use enclave_store::{KeyRecord, Store, StoreError};
 
-use crate::backends::{Db, each_backend, hasher, sqlite_dir};
+use crate::backends::{Db, each_backend, master, sqlite_dir};
 use crate::principals::principal;
 
 async fn store_with_alice(db: &Db) -> Store {
@@ -193,11 +193,11 @@ async fn keys_do_not_authenticate_under_another_master_key() {
     each_backend(|db| async move {
         let store = store_with_alice(&db).await;
         let (record, key) = store.create_key("alice").await.unwrap();
-        let other = db.open_with(hasher(2)).await;
+        let other = db.open_with(master(2)).await;
         assert!(other.authenticate_key(&key).await.unwrap().is_none());
         assert!(!other.revoke_key(&key).await.unwrap());
         // The same master key again (a restart) still accepts it.
-        let same = db.open_with(hasher(1)).await;
+        let same = db.open_with(master(1)).await;
         let (k, _) = same.authenticate_key(&key).await.unwrap().unwrap();
         assert_eq!(k.id, record.id);
     })

@@ -10,6 +10,7 @@
 
 mod audit;
 mod backends;
+mod crypt;
 mod install;
 mod key_formats;
 mod keys;

@@ -174,7 +174,7 @@ async fn opening_twice_keeps_data_and_schema_version() {
 
 #[tokio::test]
 async fn unsupported_urls_are_invalid_and_do_not_echo_secrets() {
-    let err = enclave_store::Store::open("mysql://root:hunter2@db/x", crate::backends::hasher(1))
+    let err = enclave_store::Store::open("mysql://root:hunter2@db/x", &crate::backends::master(1))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
@@ -185,7 +185,7 @@ async fn unsupported_urls_are_invalid_and_do_not_echo_secrets() {
     let missing = dir.path().join("no-such-dir").join("enclave.db");
     let err = enclave_store::Store::open(
         &format!("sqlite://{}", missing.display()),
-        crate::backends::hasher(1),
+        &crate::backends::master(1),
     )
     .await
     .unwrap_err();
@@ -205,7 +205,7 @@ async fn sqlite_database_is_in_wal_mode_and_in_memory_works() {
     })
     .await;
 
-    let store = enclave_store::Store::open("sqlite::memory:", crate::backends::hasher(1))
+    let store = enclave_store::Store::open("sqlite::memory:", &crate::backends::master(1))
         .await
         .unwrap();
     store
