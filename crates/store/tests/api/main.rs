@@ -14,4 +14,5 @@ mod crypt;
 mod install;
 mod key_formats;
 mod keys;
+mod memories;
 mod principals;
