@@ -41,6 +41,8 @@ pub struct App {
     pub connections: Arc<crate::conn::Connections>,
     /// The embedded models, when a `kind = "local"` backend is configured.
     pub local: Option<Arc<LocalEngine>>,
+    /// Long-term memory: the in-memory index and its background worker.
+    pub memory: Arc<crate::memory_api::MemoryService>,
 }
 
 /// Why the gateway could not start.
@@ -228,8 +230,20 @@ impl App {
             ),
             None => None,
         };
+        let memory = crate::memory_api::MemoryService::start(
+            store.clone(),
+            config.memory,
+            config.models_dir.clone(),
+            local.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Storage {
+            url: config.storage.url.to_string(),
+            message: e,
+        })?;
         let limits = &config.limits;
         let app = App {
+            memory,
             local,
             auth: Authenticator::new(store.clone(), oidc),
             store,

@@ -24,6 +24,7 @@
 //! | `[metrics]` | [`RawMetrics`] | [`MetricsConfig`] | here |
 //! | `[audit]` | [`RawAudit`] | [`AuditConfig`] | here |
 //! | `[keys]` | [`RawKeys`] | [`KeysConfig`] | here |
+//! | `[memory]` | [`RawMemory`] | [`MemoryConfig`] | here |
 //!
 //! [`Config::parse`] parses the text, deserializes the whole [`RawConfig`] through `walk` (a
 //! serde `Deserializer` over the parsed document that records every unknown key in every
@@ -51,6 +52,7 @@
 
 mod audit;
 mod limits;
+mod memory;
 mod policy;
 mod walk;
 
@@ -70,6 +72,7 @@ pub use enclave_models::config::{
 };
 pub use enclave_store::config::{DatabaseUrl, RawStorage, StorageConfig};
 pub use limits::{Limits, RawLimits, Size};
+pub use memory::{MemoryConfig, RawMemory};
 pub use policy::{
     MetricsConfig, PolicyConfig, RawChatPolicy, RawEmbeddingsPolicy, RawMetrics, RawPolicy,
 };
@@ -106,6 +109,8 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     /// `[keys]`: where the install's secrets come from when replicas share them.
     pub keys: Option<RawKeys>,
+    /// `[memory]`: long-term memory.
+    pub memory: Option<RawMemory>,
 }
 
 /// A whole, validated configuration.
@@ -136,6 +141,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Where the install's secrets come from besides the data directory.
     pub keys: KeysConfig,
+    /// `[memory]`: long-term memory.
+    pub memory: MemoryConfig,
     /// Where the file was read from (`None` for the embedded defaults).
     pub source: Option<PathBuf>,
 }
@@ -227,6 +234,7 @@ impl Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             keys: KeysConfig::default(),
+            memory: MemoryConfig::default(),
             source: None,
         }
     }
@@ -334,6 +342,12 @@ impl Config {
         let keys = p
             .check(KeysConfig::from_raw(raw.keys.unwrap_or_default(), "keys"))
             .unwrap_or_default();
+        let memory = p
+            .check(MemoryConfig::from_raw(
+                raw.memory.unwrap_or_default(),
+                "memory",
+            ))
+            .unwrap_or_default();
         let mut config = Config {
             listen,
             models_dir: d.models_dir,
@@ -347,6 +361,7 @@ impl Config {
             metrics,
             audit,
             keys,
+            memory,
             source: None,
         };
         config.read_env(models_dir.as_deref(), env, &mut p);

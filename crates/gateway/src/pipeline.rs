@@ -7,6 +7,7 @@
 //!                 ├─ metrics ─ (authenticate, when required) ────────────────────┤
 //!                 ├─ models ─ authenticate ─ label(session) ─────────────────────┤
 //!                 ├─ audit receipts ─ authenticate ─ label(session) ─ role ──────┤
+//!                 ├─ memories ─ authenticate ─ label(session) ─ body ─ admit ────┤
 //!                 └─ chat, embeddings ─ authenticate ─ label(session) ─ read body │
 //!                      ─ admit ─ parse ─ label(content) ─ authorize ─ screen input │
 //!                      ─ recall ─ route ─ generate ─ screen output ─ remember ────┤
@@ -44,6 +45,7 @@ use crate::body::{self, Body};
 use crate::ctx::{Outcome, RequestCtx};
 use crate::error::ApiError;
 use crate::identity::PeerCert;
+use crate::memory_api;
 use crate::respond::{self, Replay, SseBody};
 use crate::route::Route;
 use crate::stage::label::CLASSIFICATION;
@@ -298,6 +300,7 @@ async fn run(
         Route::Models => models(ctx, req.headers(), peer).await,
         Route::ChatCompletions => chat(ctx, peer, req).await,
         Route::Embeddings => embeddings(ctx, peer, req).await,
+        Route::Memories | Route::MemorySearch | Route::Memory => memories(ctx, peer, req).await,
         Route::MethodNotAllowed(allowed) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -403,7 +406,7 @@ async fn chat(
     stage::label::content(ctx, &request.text)?;
     stage::authorize::run(ctx, &request.uninspected)?;
     stage::screen::input(ctx, &request.text)?;
-    stage::recall::run(ctx, &mut request)?;
+    let memory_on = stage::recall::run(ctx, &parts.headers, &mut request).await?;
     let candidates = stage::routing::run(ctx, &request.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &request).await?;
     let mut screen = OutputScreen::new(ctx);
@@ -438,7 +441,7 @@ async fn chat(
             }
         }
     };
-    stage::remember::run(ctx, &request);
+    stage::remember::run(ctx, &request, memory_on);
     Ok(reply)
 }
 
@@ -468,6 +471,34 @@ async fn embeddings(
         body: answer.body(),
         label: Some(ctx.answer_label()),
         usage: answer.usage,
+    })
+}
+
+/// The long-term memory routes (`crate::memory_api`): authenticate, session label, body,
+/// admission, then the route.
+async fn memories(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = if parts.method == http::Method::POST {
+        let raw = read_body(ctx, &parts.headers, incoming).await?;
+        audit::prompt(ctx, &raw);
+        raw
+    } else {
+        Bytes::new()
+    };
+    admit(ctx).await?;
+    let (status, body, label) = memory_api::run(ctx, &parts.method, parts.uri.path(), raw).await?;
+    Ok(Reply::Whole {
+        status,
+        content_type: "application/json",
+        body,
+        label: Some(label),
+        usage: None,
     })
 }
 
