@@ -142,8 +142,9 @@ fn main() {
     }
 }
 
-/// The configurations to run: hybrid (the defaults), BM25 only, dense only; `EVAL_SWEEP=1`
-/// adds the variants the defaults were chosen among.
+/// The configurations to run: hybrid (the defaults), BM25 only and dense only (each with the
+/// same re-ranking), and the three without re-ranking (`-plain`); `EVAL_SWEEP=1` adds the
+/// variants the defaults were chosen among.
 fn configs_from_env() -> Vec<(String, Params)> {
     let base = Params::default();
     let mut v = vec![
@@ -163,6 +164,29 @@ fn configs_from_env() -> Vec<(String, Params)> {
             },
         ),
     ];
+    // The baselines without any re-ranking (what BM25 or embeddings alone give).
+    let plain = Params {
+        recency: 0.0,
+        present_recency: 0.0,
+        supersede_similarity: f32::INFINITY,
+        request_weight: 1.0,
+        ..base
+    };
+    v.push((
+        "bm25-plain".into(),
+        Params {
+            retrieval: Retrieval::Lexical,
+            ..plain
+        },
+    ));
+    v.push((
+        "dense-plain".into(),
+        Params {
+            retrieval: Retrieval::Dense,
+            ..plain
+        },
+    ));
+    v.push(("hybrid-plain".into(), plain));
     if std::env::var_os("EVAL_SWEEP").is_some() {
         v.push((
             "hybrid-rrf".into(),
