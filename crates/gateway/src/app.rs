@@ -43,6 +43,8 @@ pub struct App {
     pub local: Option<Arc<LocalEngine>>,
     /// The safety screen of each tenant's policy pack.
     pub screens: crate::stage::screen::Screens,
+    /// Long-term memory: the in-memory index and its background worker.
+    pub memory: Arc<crate::memory_api::MemoryService>,
 }
 
 /// Why the gateway could not start.
@@ -234,8 +236,20 @@ impl App {
             ),
             None => None,
         };
+        let memory = crate::memory_api::MemoryService::start(
+            store.clone(),
+            config.memory,
+            config.models_dir.clone(),
+            local.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Storage {
+            url: config.storage.url.to_string(),
+            message: e,
+        })?;
         let limits = &config.limits;
         let app = App {
+            memory,
             local,
             screens,
             auth: Authenticator::new(store.clone(), oidc),

@@ -26,6 +26,7 @@
 //! | `[keys]` | [`RawKeys`] | [`KeysConfig`] | here |
 //! | `[safety]` | [`RawSafety`] | [`SafetyConfig`] | here |
 //! | `[retention]` | [`RawRetention`] | [`RetentionConfig`] | here |
+//! | `[memory]` | [`RawMemory`] | [`MemoryConfig`] | here |
 //!
 //! [`Config::parse`] parses the text, deserializes the whole [`RawConfig`] through `walk` (a
 //! serde `Deserializer` over the parsed document that records every unknown key in every
@@ -53,6 +54,7 @@
 
 mod audit;
 mod limits;
+mod memory;
 mod policy;
 mod safety;
 mod retention;
@@ -74,6 +76,7 @@ pub use enclave_models::config::{
 };
 pub use enclave_store::config::{DatabaseUrl, RawStorage, StorageConfig};
 pub use limits::{Limits, RawLimits, Size};
+pub use memory::{MemoryConfig, RawMemory};
 pub use policy::{
     MetricsConfig, PolicyConfig, RawChatPolicy, RawEmbeddingsPolicy, RawMetrics, RawPolicy,
 };
@@ -116,6 +119,8 @@ pub struct RawConfig {
     pub safety: Option<RawSafety>,
     /// `[retention]`: how long stored responses and conversations are kept.
     pub retention: Option<RawRetention>,
+    /// `[memory]`: long-term memory.
+    pub memory: Option<RawMemory>,
 }
 
 /// A whole, validated configuration.
@@ -150,6 +155,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// How long stored responses and conversations are kept.
     pub retention: RetentionConfig,
+    /// `[memory]`: long-term memory.
+    pub memory: MemoryConfig,
     /// Where the file was read from (`None` for the embedded defaults).
     pub source: Option<PathBuf>,
 }
@@ -243,6 +250,7 @@ impl Config {
             keys: KeysConfig::default(),
             safety: SafetyConfig::default(),
             retention: RetentionConfig::default(),
+            memory: MemoryConfig::default(),
             source: None,
         }
     }
@@ -362,6 +370,12 @@ impl Config {
                 "retention",
             ))
             .unwrap_or_default();
+        let memory = p
+            .check(MemoryConfig::from_raw(
+                raw.memory.unwrap_or_default(),
+                "memory",
+            ))
+            .unwrap_or_default();
         let mut config = Config {
             listen,
             models_dir: d.models_dir,
@@ -377,6 +391,7 @@ impl Config {
             keys,
             safety,
             retention,
+            memory,
             source: None,
         };
         config.read_env(models_dir.as_deref(), env, &mut p);

@@ -23,6 +23,7 @@ mod ctx;
 pub mod error;
 pub mod identity;
 pub mod limits;
+pub mod memory_api;
 pub mod metrics;
 pub mod pipeline;
 mod respond;

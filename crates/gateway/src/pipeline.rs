@@ -9,6 +9,7 @@
 //!                 ├─ audit receipts ─ authenticate ─ label(session) ─ role ──────┤
 //!                 ├─ moderations ─ authenticate ─ label(session) ─ read body ─ admit │
 //!                 │    ─ parse ─ label(content) ─ authorize ─ screen (the answer) ───┤
+//!                 ├─ memories ─ authenticate ─ label(session) ─ body ─ admit ────┤
 //!                 └─ chat, embeddings ─ authenticate ─ label(session) ─ read body │
 //!                      ─ admit ─ parse ─ label(content) ─ authorize ─ screen input │
 //!                      ─ recall ─ route ─ generate ─ screen output ─ remember ────┤
@@ -48,6 +49,7 @@ use crate::body::{self, Body};
 use crate::ctx::{Outcome, RequestCtx};
 use crate::error::ApiError;
 use crate::identity::PeerCert;
+use crate::memory_api;
 use crate::respond::{self, Replay, SseBody};
 use crate::responses;
 use crate::route::{PathId, Route};
@@ -304,6 +306,7 @@ async fn run(
         Route::ChatCompletions => chat(ctx, peer, req).await,
         Route::Embeddings => embeddings(ctx, peer, req).await,
         Route::Moderations => moderations(ctx, peer, req).await,
+        Route::Memories | Route::MemorySearch | Route::Memory => memories(ctx, peer, req).await,
         // --- stored state (Responses, Conversations) ---
         Route::CreateResponse => create_response(ctx, peer, req).await,
         Route::CreateConversation => create_conversation(ctx, peer, req).await,
@@ -421,7 +424,7 @@ async fn chat(
     stage::label::content(ctx, &request.text)?;
     stage::authorize::run(ctx, &request.uninspected)?;
     stage::screen::input(ctx, &request.text).await?;
-    stage::recall::run(ctx, &mut request)?;
+    let memory_on = stage::recall::run(ctx, &parts.headers, &mut request).await?;
     let candidates = stage::routing::run(ctx, &request.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &request).await?;
     let mut screen = OutputScreen::new(ctx);
@@ -458,7 +461,7 @@ async fn chat(
             }
         }
     };
-    stage::remember::run(ctx, &request);
+    stage::remember::run(ctx, &request, memory_on);
     Ok(reply)
 }
 
@@ -520,7 +523,7 @@ async fn create_response(
     ctx.model = Some(chat.model.clone());
     stage::authorize::run(ctx, &chat.uninspected)?;
     stage::screen::input(ctx, &chat.text).await?;
-    stage::recall::run(ctx, &mut chat)?;
+    let memory_on = stage::recall::run(ctx, &parts.headers, &mut chat).await?;
     let candidates = stage::routing::run(ctx, &chat.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
     let mut whole = match answer {
@@ -538,7 +541,7 @@ async fn create_response(
     let screened = screen.whole(&mut whole);
     screen.record(ctx);
     screened?;
-    stage::remember::run(ctx, &chat);
+    stage::remember::run(ctx, &chat, memory_on);
     let turn = responses::finish_turn(ctx, &request, &chat, context, &whole).await?;
     let usage = whole.usage;
     if request.stream {
@@ -687,6 +690,34 @@ async fn moderations(
         content_type: "application/json",
         body,
         label: Some(ctx.answer_label()),
+        usage: None,
+    })
+}
+
+/// The long-term memory routes (`crate::memory_api`): authenticate, session label, body,
+/// admission, then the route.
+async fn memories(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Reply, Exit> {
+    let (parts, incoming) = req.into_parts();
+    stage::authenticate::run(ctx, &parts.headers, peer).await?;
+    stage::label::session(ctx, &parts.headers)?;
+    let raw = if parts.method == http::Method::POST {
+        let raw = read_body(ctx, &parts.headers, incoming).await?;
+        audit::prompt(ctx, &raw);
+        raw
+    } else {
+        Bytes::new()
+    };
+    admit(ctx).await?;
+    let (status, body, label) = memory_api::run(ctx, &parts.method, parts.uri.path(), raw).await?;
+    Ok(Reply::Whole {
+        status,
+        content_type: "application/json",
+        body,
+        label: Some(label),
         usage: None,
     })
 }

@@ -25,6 +25,13 @@ pub enum Route {
     Models,
     /// `POST /v1/moderations`: the safety screen's verdict on texts.
     Moderations,
+    // --- long-term memory (issue 14) ---
+    /// `POST /v1/memories`: store a memory.
+    Memories,
+    /// `GET` or `DELETE /v1/memories/{id}`: one memory (the id is read from the path again).
+    Memory,
+    /// `POST /v1/memories/search`: search the caller's memories.
+    MemorySearch,
     /// `GET /readyz`: the database is reachable.
     Ready,
     // --- Stored state (Responses and Conversations) ---
@@ -158,7 +165,12 @@ impl Route {
             "/v1/audit/entries" => (Route::AuditEntries, Method::GET),
             "/v1/audit/proof/consistency" => (Route::AuditConsistency, Method::GET),
             "/v1/audit/proof/inclusion" => (Route::AuditInclusion, Method::GET),
-            _ => return state_route(method, path).unwrap_or(Route::NotFound),
+            "/v1/memories" => (Route::Memories, Method::POST),
+            "/v1/memories/search" => (Route::MemorySearch, Method::POST),
+            _ => {
+                return state_route(method, path)
+                    .unwrap_or_else(|| Route::parse_memory(method, path));
+            }
         };
         if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
             route
@@ -168,6 +180,21 @@ impl Route {
             } else {
                 "GET"
             })
+        }
+    }
+
+    /// `/v1/memories/{id}`: one non-empty path segment of at most 128 bytes.
+    fn parse_memory(method: &Method, path: &str) -> Route {
+        let Some(id) = path.strip_prefix("/v1/memories/") else {
+            return Route::NotFound;
+        };
+        if id.is_empty() || id.len() > 128 || id.contains('/') {
+            return Route::NotFound;
+        }
+        if *method == Method::GET || *method == Method::HEAD || *method == Method::DELETE {
+            Route::Memory
+        } else {
+            Route::MethodNotAllowed("GET, DELETE")
         }
     }
 
@@ -181,6 +208,9 @@ impl Route {
             Route::ChatCompletions => "chat_completions",
             Route::Embeddings => "embeddings",
             Route::Health => "healthz",
+            Route::Memories => "memories",
+            Route::Memory => "memory",
+            Route::MemorySearch => "memory_search",
             Route::Metrics => "metrics",
             Route::Models => "models",
             Route::Moderations => "moderations",
@@ -270,6 +300,35 @@ mod tests {
             Route::MethodNotAllowed("GET")
         );
         assert!(Route::NotFound.is_audited() && !Route::Metrics.is_audited());
+        assert_eq!(Route::parse(&Method::POST, "/v1/memories"), Route::Memories);
+        assert_eq!(
+            Route::parse(&Method::POST, "/v1/memories/search"),
+            Route::MemorySearch
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/memories/search"),
+            Route::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/memories/mem_1"),
+            Route::Memory
+        );
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/v1/memories/mem_1"),
+            Route::Memory
+        );
+        assert_eq!(
+            Route::parse(&Method::POST, "/v1/memories/mem_1"),
+            Route::MethodNotAllowed("GET, DELETE")
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/memories/a/b"),
+            Route::NotFound
+        );
+        assert_eq!(Route::parse(&Method::GET, "/v1/memories/"), Route::NotFound);
+        let long = format!("/v1/memories/{}", "a".repeat(129));
+        assert_eq!(Route::parse(&Method::GET, &long), Route::NotFound);
+        assert!(Route::Memory.is_audited() && !Route::Memory.is_model());
     }
 
     #[test]

@@ -56,10 +56,18 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../migrations/0005_state_postgres.sql"),
         },
     ),
+    (
+        6,
+        "memories",
+        Sql::Each {
+            sqlite: include_str!("../migrations/0006_memories_sqlite.sql"),
+            postgres: include_str!("../migrations/0006_memories_postgres.sql"),
+        },
+    ),
 ];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The embedded migrations as a sqlx migration source, in the dialect of one database.
 #[derive(Debug)]

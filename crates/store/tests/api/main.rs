@@ -14,5 +14,6 @@ mod crypt;
 mod install;
 mod key_formats;
 mod keys;
+mod memories;
 mod principals;
 mod state;

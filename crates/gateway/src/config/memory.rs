@@ -1,0 +1,82 @@
+//! The `[memory]` section: long-term memory (recall into chat, the remember queue, search).
+
+use serde::Deserialize;
+
+use super::{Problem, Section};
+
+/// `[memory]` as written in the file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemory {
+    /// Whether chat requests recall and remember by default: `"on"` or `"off"` (default
+    /// `"off"`); a request's `X-Enclave-Memory: on|off` header overrides it.
+    pub default: Option<String>,
+    /// Most memories recalled into one chat request (1..50, default 5).
+    pub recall_limit: Option<i64>,
+    /// Most characters of recalled text added to one request (100..100000, default 4000).
+    pub recall_max_chars: Option<i64>,
+    /// Memories waiting to be stored or embedded before new ones are dropped (1..1000000,
+    /// default 10000).
+    pub queue: Option<i64>,
+    /// Compute embeddings with the in-process all-MiniLM-L6-v2 (default true); without them
+    /// retrieval is lexical only.
+    pub embeddings: Option<bool>,
+}
+
+/// Long-term memory settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// `default = "on"`: chat requests recall and remember unless their header says off.
+    pub default_on: bool,
+    /// `recall_limit`.
+    pub recall_limit: usize,
+    /// `recall_max_chars`.
+    pub recall_max_chars: usize,
+    /// `queue`.
+    pub queue: usize,
+    /// `embeddings`.
+    pub embeddings: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> MemoryConfig {
+        MemoryConfig {
+            default_on: false,
+            recall_limit: 5,
+            recall_max_chars: 4000,
+            queue: 10_000,
+            embeddings: true,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Checks the section found at key path `at` (`memory`).
+    ///
+    /// # Errors
+    ///
+    /// Every problem, each with its key path.
+    pub(super) fn from_raw(raw: RawMemory, at: &str) -> Result<MemoryConfig, Vec<Problem>> {
+        let mut c = MemoryConfig::default();
+        let mut p = Section::new(at);
+        match raw.default.as_deref() {
+            None | Some("off") => {}
+            Some("on") => c.default_on = true,
+            Some(_) => p.push("default", "expected \"on\" or \"off\""),
+        }
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        if let Some(v) = p.int_in("recall_limit", raw.recall_limit, 1, 50) {
+            c.recall_limit = size(v);
+        }
+        if let Some(v) = p.int_in("recall_max_chars", raw.recall_max_chars, 100, 100_000) {
+            c.recall_max_chars = size(v);
+        }
+        if let Some(v) = p.int_in("queue", raw.queue, 1, 1_000_000) {
+            c.queue = size(v);
+        }
+        if let Some(e) = raw.embeddings {
+            c.embeddings = e;
+        }
+        p.finish(c)
+    }
+}

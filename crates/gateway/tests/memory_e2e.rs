@@ -1,0 +1,443 @@
+//! Long-term memory over a real socket: the `/v1/memories` routes, and recall and remember in
+//! chat — attacked across tenants, principals and labels.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test on broken machinery"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Gateway, backend, code};
+use enclave_test_support::{Behavior, MockUpstream};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Memory settings for these tests: embeddings off (lexical retrieval; the engine's own tests
+/// and the evaluation cover dense), memory off by default.
+const MEMORY: &str = "[memory]\nembeddings = false\n";
+
+async fn add(gw: &Gateway, key: &str, label: Option<&str>, body: &Value) -> (StatusCode, Value) {
+    let (s, _, v) = gw.post("/v1/memories", key, label, body).await;
+    (s, v)
+}
+
+async fn search(gw: &Gateway, key: &str, label: Option<&str>, query: &str) -> Vec<Value> {
+    let (s, _, v) = gw
+        .post("/v1/memories/search", key, label, &json!({"query": query}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "list");
+    v["data"].as_array().unwrap().clone()
+}
+
+async fn get(gw: &Gateway, key: &str, label: Option<&str>, id: &str) -> (StatusCode, Value) {
+    call(gw, Method::GET, key, label, id).await
+}
+
+async fn call(
+    gw: &Gateway,
+    method: Method,
+    key: &str,
+    label: Option<&str>,
+    id: &str,
+) -> (StatusCode, Value) {
+    let headers: Vec<(&str, &str)> = label
+        .map(|l| vec![("x-enclave-classification", l)])
+        .unwrap_or_default();
+    let (s, _, b) = gw
+        .call(
+            method,
+            &format!("/v1/memories/{id}"),
+            Some(key),
+            &headers,
+            None,
+        )
+        .await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn memories_stay_inside_their_tenant_principal_and_label() {
+    let gw = Gateway::start(MEMORY).await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    let bob = gw.user("bob", "agency-a", "SECRET", "USA").await;
+    let eve = gw.user("eve", "agency-b", "TOP SECRET", "USA").await;
+
+    // Sent as bytes: a serialized map would sort the keys.
+    let body = r#"{"content": "The relay site moves to Grafenwoehr in March.", "metadata": {"b": 2, "a": [1, {"x": null}]}}"#;
+    let (s, _, bytes) = gw
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&alice),
+            &[("x-enclave-classification", "SECRET")],
+            Some(Bytes::from_static(body.as_bytes())),
+        )
+        .await;
+    let created: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(s, StatusCode::OK, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["object"], "memory");
+    assert_eq!(created["classification"], "SECRET");
+    // Metadata comes back exactly as stored, key order included (read from the bytes: a
+    // parsed map would sort the keys).
+    let headers = [("x-enclave-classification", "SECRET")];
+    let (_, _, bytes) = gw
+        .call(
+            Method::GET,
+            &format!("/v1/memories/{id}"),
+            Some(&alice),
+            &headers,
+            None,
+        )
+        .await;
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        text.contains(r#""metadata":{"b":2,"a":[1,{"x":null}]}"#),
+        "{text}"
+    );
+
+    // Found by search as soon as the POST returned, at a label that dominates it.
+    let hits = search(
+        &gw,
+        &alice,
+        Some("SECRET"),
+        "where does the relay site move",
+    )
+    .await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0]["id"], id.as_str());
+    assert_eq!(hits[0]["classification"], "SECRET");
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.0);
+    let (s, got) = get(&gw, &alice, Some("SECRET"), &id).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        got["content"],
+        "The relay site moves to Grafenwoehr in March."
+    );
+
+    // The reference answer for an id that does not exist.
+    let (s, missing) = get(
+        &gw,
+        &alice,
+        Some("SECRET"),
+        "mem_00000000000000000000000000000000",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(code(&missing), "not_found");
+
+    // A lower session: not in search, and GET says exactly what it says for a missing id.
+    assert!(
+        search(&gw, &alice, None, "relay site Grafenwoehr")
+            .await
+            .is_empty()
+    );
+    let (s, low) = get(&gw, &alice, Some("CONFIDENTIAL"), &id).await;
+    assert_eq!((s, &low), (StatusCode::NOT_FOUND, &missing));
+    // Another tenant, even cleared higher; another principal of the same tenant.
+    for (key, label) in [(&eve, "TOP SECRET"), (&bob, "SECRET")] {
+        assert!(
+            search(&gw, key, Some(label), "relay site Grafenwoehr")
+                .await
+                .is_empty()
+        );
+        let (s, other) = get(&gw, key, Some(label), &id).await;
+        assert_eq!((s, &other), (StatusCode::NOT_FOUND, &missing));
+        // Deleting someone else's memory is a 404 too, and deletes nothing.
+        let (s, del) = call(&gw, Method::DELETE, key, Some(label), &id).await;
+        assert_eq!((s, &del), (StatusCode::NOT_FOUND, &missing));
+    }
+    let (s, _) = get(&gw, &alice, Some("SECRET"), &id).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "still there after the others tried to delete it"
+    );
+
+    // A namespace shares within the tenant only.
+    let (_, shared) = add(
+        &gw,
+        &alice,
+        None,
+        &json!({"content": "Team standup is at 0900 in room 4.", "metadata": {"namespace": "ops"}}),
+    )
+    .await;
+    let sid = shared["id"].as_str().unwrap();
+    let (s, _, v) = gw
+        .post(
+            "/v1/memories/search",
+            &bob,
+            None,
+            &json!({"query": "standup room", "namespace": "ops"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"][0]["id"], sid);
+    let (s, _, v) = gw
+        .post(
+            "/v1/memories/search",
+            &eve,
+            None,
+            &json!({"query": "standup room", "namespace": "ops"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"], json!([]));
+    let (s, _) = get(&gw, &eve, None, sid).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The owner deletes; then it is gone everywhere.
+    let (s, del) = call(&gw, Method::DELETE, &alice, Some("SECRET"), &id).await;
+    assert_eq!(s, StatusCode::OK, "{del}");
+    assert_eq!(del["deleted"], true);
+    let (s, _) = get(&gw, &alice, Some("SECRET"), &id).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        search(&gw, &alice, Some("SECRET"), "relay site Grafenwoehr")
+            .await
+            .is_empty()
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_memory_is_labeled_with_its_markings_and_spillage_is_refused() {
+    let gw = Gateway::start(MEMORY).await;
+    let alice = gw.user("alice", "agency-a", "SECRET//NOFORN", "USA").await;
+    let (s, v) = add(
+        &gw,
+        &alice,
+        Some("SECRET//NOFORN"),
+        &json!({"content": "(S//NF) The courier uses the blue route."}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["classification"], "SECRET//NOFORN");
+    // Marked above the session: refused, not stored.
+    let (s, v) = add(
+        &gw,
+        &alice,
+        None,
+        &json!({"content": "(S) The courier uses the red route."}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(code(&v), "spillage_detected");
+    let hits = search(&gw, &alice, Some("SECRET//NOFORN"), "red route").await;
+    assert!(
+        hits.iter()
+            .all(|h| !h["content"].as_str().unwrap().contains("red")),
+        "{hits:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_memory_requests_are_refused_with_their_field() {
+    let gw = Gateway::start(MEMORY).await;
+    let key = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    let bad: &[(&[u8], &str, Option<&str>)] = &[
+        (b"not json", "invalid_json", None),
+        (
+            b"{\"content\":\"a\",\"content\":\"b\"}",
+            "invalid_json",
+            None,
+        ),
+        (b"[1]", "invalid_request", None),
+        (b"{}", "invalid_request", Some("content")),
+        (b"{\"content\":\"\"}", "invalid_request", Some("content")),
+        (
+            b"{\"content\":\"a\",\"metadata\":\"x\"}",
+            "invalid_request",
+            Some("metadata"),
+        ),
+    ];
+    for (body, want, param) in bad {
+        let (s, _, b) = gw
+            .call(
+                Method::POST,
+                "/v1/memories",
+                Some(&key),
+                &[],
+                Some(Bytes::from_static(body)),
+            )
+            .await;
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(code(&v), *want, "{v}");
+        assert_eq!(v["error"]["param"].as_str(), *param, "{v}");
+    }
+    let (s, _, v) = gw
+        .post(
+            "/v1/memories/search",
+            &key,
+            None,
+            &json!({"query": "x", "limit": 1000}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("limit"))
+    );
+    let (s, _, _) = gw
+        .call(Method::POST, "/v1/memories/mem_1", Some(&key), &[], None)
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    let (s, _, _) = gw
+        .call(Method::GET, "/v1/memories/x", None, &[], None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn recall_injects_memories_with_labels_and_remember_stores_the_turn() {
+    let up = MockUpstream::start(Behavior::default()).await.unwrap();
+    let config = format!(
+        "{}{MEMORY}",
+        backend("gov", &up.base_url(), "SECRET", "USA", "[\"m\"]")
+    );
+    let gw = Gateway::start(&config).await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    let (s, v) = add(
+        &gw,
+        &alice,
+        Some("SECRET"),
+        &json!({"content": "My supervisor is Colin Hale; briefings go through him first."}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let chat = |memory: &'static str, label: &'static str, text: &'static str| {
+        let body = json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": text}]});
+        let gw = &gw;
+        let alice = alice.clone();
+        async move {
+            gw.call(
+                Method::POST,
+                "/v1/chat/completions",
+                Some(&alice),
+                &[
+                    ("x-enclave-memory", memory),
+                    ("x-enclave-classification", label),
+                ],
+                Some(Bytes::from(serde_json::to_vec(&body).unwrap())),
+            )
+            .await
+        }
+    };
+
+    // Memory on at SECRET: the memory goes upstream as a system message with its marking, and
+    // the answer carries the recalled label.
+    let (s, h, _) = chat("on", "SECRET", "Who is my supervisor?").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-enclave-classification"], "SECRET");
+    let sent = up.received().last().unwrap().body.clone();
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{sent}");
+    assert_eq!(messages[0]["content"], "Be brief.");
+    assert_eq!(messages[1]["role"], "system");
+    let recalled = messages[1]["content"].as_str().unwrap();
+    assert!(
+        recalled.contains("(S) My supervisor is Colin Hale"),
+        "{recalled}"
+    );
+    assert_eq!(messages[2]["content"], "Who is my supervisor?");
+
+    // At a lower session nothing is recalled; with memory off nothing is either.
+    for (memory, label) in [("on", "UNCLASSIFIED"), ("off", "SECRET")] {
+        let (s, _, _) = chat(memory, label, "Who is my supervisor?").await;
+        assert_eq!(s, StatusCode::OK);
+        let sent = up.received().last().unwrap().body.clone();
+        assert_eq!(
+            sent["messages"].as_array().unwrap().len(),
+            2,
+            "{memory} {label}: {sent}"
+        );
+    }
+
+    // A bad header value is refused before anything is sent.
+    let before = up.requests();
+    let (s, _, b) = chat("maybe", "SECRET", "hi").await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert_eq!(up.requests(), before);
+
+    // Remember: the user's statement of an "on" turn becomes a memory, labeled with the
+    // request's label, off the request path.
+    let (s, _, _) = chat("on", "SECRET", "Note that my field office is Pittsburgh.").await;
+    assert_eq!(s, StatusCode::OK);
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = search(&gw, &alice, Some("SECRET"), "field office Pittsburgh").await;
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 1, "the remembered statement is searchable");
+    assert_eq!(found[0]["classification"], "SECRET");
+    assert!(
+        search(&gw, &alice, None, "field office Pittsburgh")
+            .await
+            .is_empty()
+    );
+    // A turn with memory off is not remembered.
+    let (s, _, _) = chat("off", "SECRET", "My locker code is 4417.").await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        search(&gw, &alice, Some("SECRET"), "locker code")
+            .await
+            .is_empty()
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn memories_survive_a_restart_and_the_index_is_rebuilt() {
+    let gw = Gateway::start(MEMORY).await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    let (_, v) = add(
+        &gw,
+        &alice,
+        Some("SECRET"),
+        &json!({"content": "canary-5c1d lives in the vault"}),
+    )
+    .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    // A second gateway on the same data directory rebuilds its index from the store.
+    let data = gw.dir.path().join("data");
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n{MEMORY}",
+        data.display(),
+        data.join("enclave.db").display()
+    );
+    let config = enclave_gateway::config::Config::parse(&toml).unwrap();
+    let app = enclave_gateway::app::App::build(config).await.unwrap();
+    assert_eq!(app.memory.len("agency-a"), 1);
+    drop(app);
+    // Nothing readable at rest: the canary is not in the database files.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(11).any(|w| w == b"canary-5c1d"),
+                "{} holds the plaintext",
+                path.display()
+            );
+        }
+    }
+    let (s, _) = get(&gw, &alice, Some("SECRET"), &id).await;
+    assert_eq!(s, StatusCode::OK);
+    gw.stop().await;
+}

@@ -1,0 +1,750 @@
+//! The per-tenant memory index and the search over it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use enclave_label::Label;
+
+use crate::dense;
+use crate::lexical::Lexical;
+use crate::text;
+
+/// Longest content indexed, in bytes; a longer record is refused (the gateway bounds bodies
+/// well below this).
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+
+/// Most results one search returns.
+pub const MAX_LIMIT: usize = 100;
+
+/// One memory record as the index holds it (the decrypted row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Memory {
+    /// Its id, unique in its tenant.
+    pub id: String,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// The principal that wrote it.
+    pub principal: String,
+    /// A namespace shared within the tenant, if it has one.
+    pub namespace: Option<String>,
+    /// The label of the session that wrote it (session ⊔ content markings).
+    pub label: Label,
+    /// When it was written (any monotonic unit; the gateway uses Unix milliseconds).
+    pub created_at: i64,
+    /// The id of the memory this one replaces, if it said so.
+    pub supersedes: Option<String>,
+    /// The text.
+    pub content: String,
+    /// Its metadata as the caller gave it (JSON text, kept byte for byte; not interpreted).
+    pub metadata: Option<String>,
+}
+
+/// Who reads: a principal of the index's tenant at a session label.
+#[derive(Clone, Copy, Debug)]
+pub struct Viewer<'a> {
+    /// The reading principal.
+    pub principal: &'a str,
+    /// The session label: only memories whose label it dominates are visible.
+    pub label: &'a Label,
+    /// For search: the shared namespace to search instead of the principal's own memories.
+    pub namespace: Option<&'a str>,
+}
+
+/// Which retrieval signals a search uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retrieval {
+    /// Embeddings only (records without one are not found).
+    Dense,
+    /// BM25 and embeddings, fused.
+    Hybrid,
+    /// BM25 only.
+    Lexical,
+}
+
+/// How the two ranked lists are fused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fusion {
+    /// A weighted sum of min-max normalized scores: `weight` on the dense score.
+    Blend {
+        /// Weight of the dense score, 0..=1.
+        weight: f32,
+    },
+    /// Reciprocal rank fusion with constant `k`.
+    Rrf {
+        /// The RRF constant (60 in the original paper).
+        k: f32,
+    },
+}
+
+/// Tunables of ranking (the defaults are the measured configuration; see docs/BENCHMARKS.md).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    /// Which signals to use.
+    pub retrieval: Retrieval,
+    /// How to fuse them.
+    pub fusion: Fusion,
+    /// Candidates taken from each list before fusion.
+    pub depth: usize,
+    /// Multiplicative boost for the newest candidate (0 for none; older ones get less,
+    /// linearly by age rank among the candidates).
+    pub recency: f32,
+    /// Similarity (cosine of embeddings; token overlap without them) above which an older
+    /// candidate is taken as restated by a newer one of the same scope.
+    pub supersede_similarity: f32,
+    /// Share of the superseding memory's score an older, restated memory keeps at most.
+    pub supersede_keep: f32,
+    /// Factor on the score of a memory that asks the assistant something (a question or an
+    /// instruction) rather than states something (1 for none).
+    pub request_weight: f32,
+    /// The recency boost instead of `recency` when the query asks for the present state
+    /// ("now", "currently", "these days").
+    pub present_recency: f32,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            retrieval: Retrieval::Hybrid,
+            fusion: Fusion::Blend { weight: 0.6 },
+            depth: 100,
+            recency: 0.05,
+            supersede_similarity: 0.5,
+            supersede_keep: 0.97,
+            request_weight: 0.8,
+            present_recency: 0.2,
+        }
+    }
+}
+
+/// What a search asks.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    /// The text, for BM25.
+    pub text: &'a str,
+    /// Its embedding, for dense retrieval (`None`: lexical only).
+    pub embedding: Option<&'a [f32]>,
+    /// How many results at most (capped at [`MAX_LIMIT`]).
+    pub limit: usize,
+}
+
+/// One search result.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// The memory.
+    pub memory: Arc<Memory>,
+    /// Its final score (higher is better; comparable only within one search).
+    pub score: f32,
+}
+
+/// Why the index refused a record or a vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexError {
+    /// The content is longer than [`MAX_CONTENT_BYTES`].
+    ContentTooLong,
+    /// The embedding's length differs from the index's dimensions.
+    Dimensions {
+        /// The index's dimensions.
+        expected: usize,
+        /// The vector's length.
+        got: usize,
+    },
+    /// The embedding is zero or not finite.
+    DegenerateEmbedding,
+}
+
+impl std::fmt::Display for IndexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexError::ContentTooLong => {
+                write!(f, "memory content is longer than {MAX_CONTENT_BYTES} bytes")
+            }
+            IndexError::Dimensions { expected, got } => write!(
+                f,
+                "embedding has {got} dimensions, the index expects {expected}"
+            ),
+            IndexError::DegenerateEmbedding => write!(f, "embedding is zero or not finite"),
+        }
+    }
+}
+
+impl std::error::Error for IndexError {}
+
+/// The memories of every tenant, each tenant in its own index: a search never looks at
+/// another tenant's records.
+#[derive(Debug)]
+pub struct Memories {
+    dims: usize,
+    tenants: HashMap<String, TenantIndex>,
+}
+
+impl Memories {
+    /// An empty set of indexes for embeddings of `dims` dimensions.
+    pub fn new(dims: usize) -> Memories {
+        Memories {
+            dims,
+            tenants: HashMap::new(),
+        }
+    }
+
+    /// Adds (or replaces, by id) a memory, with its embedding if it has one. It is searchable
+    /// lexically at once.
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError`] when the content is too long or the embedding unusable; nothing changes.
+    pub fn insert(&mut self, memory: Memory, embedding: Option<&[f32]>) -> Result<(), IndexError> {
+        let dims = self.dims;
+        let index = self
+            .tenants
+            .entry(memory.tenant.clone())
+            .or_insert_with(|| TenantIndex::new(dims));
+        index.insert(memory, embedding)
+    }
+
+    /// Sets the embedding of memory `id` of `tenant` (when dense indexing lags the insert).
+    /// Returns whether the memory exists.
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError`] when the vector is unusable.
+    pub fn set_embedding(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        embedding: &[f32],
+    ) -> Result<bool, IndexError> {
+        match self.tenants.get_mut(tenant) {
+            Some(index) => index.set_embedding(id, embedding),
+            None => Ok(false),
+        }
+    }
+
+    /// Removes memory `id` of `tenant`; returns it if it was there.
+    pub fn remove(&mut self, tenant: &str, id: &str) -> Option<Arc<Memory>> {
+        self.tenants.get_mut(tenant)?.remove(id)
+    }
+
+    /// Removes every memory of `tenant`.
+    pub fn remove_tenant(&mut self, tenant: &str) {
+        self.tenants.remove(tenant);
+    }
+
+    /// Memory `id` of `tenant`, if `viewer` may read it (its label dominated; its own, or in a
+    /// namespace). An invisible memory and a missing one both give `None`.
+    pub fn get(&self, tenant: &str, id: &str, viewer: &Viewer<'_>) -> Option<Arc<Memory>> {
+        self.tenants.get(tenant)?.get(id, viewer)
+    }
+
+    /// The memories of `tenant` that `viewer` may see that best answer `query`.
+    pub fn search(
+        &self,
+        tenant: &str,
+        viewer: &Viewer<'_>,
+        query: &Query<'_>,
+        params: &Params,
+    ) -> Vec<Hit> {
+        match self.tenants.get(tenant) {
+            Some(index) => index.search(viewer, query, params),
+            None => Vec::new(),
+        }
+    }
+
+    /// How many memories `tenant` has (all labels and principals: for operators, not callers).
+    pub fn len(&self, tenant: &str) -> usize {
+        self.tenants.get(tenant).map_or(0, TenantIndex::len)
+    }
+
+    /// Whether no tenant has any memory.
+    pub fn is_empty(&self) -> bool {
+        self.tenants.values().all(|t| t.len() == 0)
+    }
+}
+
+/// The index of one tenant.
+#[derive(Debug)]
+struct TenantIndex {
+    dims: usize,
+    slots: Vec<Option<Doc>>,
+    free: Vec<u32>,
+    by_id: HashMap<String, u32>,
+    lexical: Lexical,
+    /// Distinct labels, interned: a search checks dominance once per label, not per record.
+    labels: Vec<Label>,
+    label_ids: HashMap<Label, u32>,
+    /// Principals and namespaces, interned.
+    names: HashMap<String, u32>,
+    /// Per slot, what visibility and the dense scan read (one cache line holds four).
+    meta: Vec<SlotMeta>,
+    /// Sign codes, `words` per slot (zeros where a slot has no vector).
+    codes: Vec<u64>,
+    words: usize,
+    live: usize,
+}
+
+/// No name (a memory without a namespace; a viewer the index has never seen).
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct SlotMeta {
+    live: bool,
+    has_vector: bool,
+    label: u32,
+    owner: u32,
+    namespace: u32,
+}
+
+const EMPTY: SlotMeta = SlotMeta {
+    live: false,
+    has_vector: false,
+    label: NONE,
+    owner: NONE,
+    namespace: NONE,
+};
+
+#[derive(Debug)]
+struct Doc {
+    memory: Arc<Memory>,
+    label: u32,
+    terms: Vec<String>,
+    len: u32,
+    vector: Option<Box<[f32]>>,
+    /// The text asks rather than states ([`text::is_request`]).
+    request: bool,
+}
+
+impl TenantIndex {
+    fn new(dims: usize) -> TenantIndex {
+        TenantIndex {
+            dims,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            lexical: Lexical::default(),
+            labels: Vec::new(),
+            label_ids: HashMap::new(),
+            names: HashMap::new(),
+            meta: Vec::new(),
+            codes: Vec::new(),
+            words: dims.div_ceil(64),
+            live: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn vector_of(&self, embedding: Option<&[f32]>) -> Result<Option<Box<[f32]>>, IndexError> {
+        let Some(e) = embedding else {
+            return Ok(None);
+        };
+        if e.len() != self.dims {
+            return Err(IndexError::Dimensions {
+                expected: self.dims,
+                got: e.len(),
+            });
+        }
+        dense::normalized(e)
+            .map(|v| Some(v.into_boxed_slice()))
+            .ok_or(IndexError::DegenerateEmbedding)
+    }
+
+    fn insert(&mut self, memory: Memory, embedding: Option<&[f32]>) -> Result<(), IndexError> {
+        if memory.content.len() > MAX_CONTENT_BYTES {
+            return Err(IndexError::ContentTooLong);
+        }
+        let vector = self.vector_of(embedding)?;
+        self.remove(&memory.id);
+        let label = match self.label_ids.get(&memory.label) {
+            Some(&l) => l,
+            None => {
+                let l = u32::try_from(self.labels.len()).unwrap_or(u32::MAX);
+                self.labels.push(memory.label.clone());
+                self.label_ids.insert(memory.label.clone(), l);
+                l
+            }
+        };
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.meta.push(EMPTY);
+                self.codes.extend(std::iter::repeat_n(0, self.words));
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let all = text::terms(&memory.content);
+        let len = u32::try_from(all.len()).unwrap_or(u32::MAX);
+        let terms = self.lexical.add(slot, &all);
+        self.by_id.insert(memory.id.clone(), slot);
+        let owner = self.intern(&memory.principal);
+        let namespace = memory.namespace.as_deref().map_or(NONE, |n| self.intern(n));
+        if let Some(m) = self.meta.get_mut(slot as usize) {
+            *m = SlotMeta {
+                live: true,
+                has_vector: false,
+                label,
+                owner,
+                namespace,
+            };
+        }
+        let request = text::is_request(&memory.content);
+        let doc = Doc {
+            memory: Arc::new(memory),
+            label,
+            terms,
+            len,
+            vector: None,
+            request,
+        };
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = Some(doc);
+        }
+        self.live += 1;
+        if let Some(v) = vector {
+            self.put_vector(slot, v);
+        }
+        Ok(())
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.names.get(name) {
+            return n;
+        }
+        let n = u32::try_from(self.names.len()).unwrap_or(NONE - 1);
+        self.names.insert(name.to_owned(), n);
+        n
+    }
+
+    fn put_vector(&mut self, slot: u32, v: Box<[f32]>) {
+        if let Some(m) = self.meta.get_mut(slot as usize) {
+            m.has_vector = true;
+        }
+        let code = dense::sign_code(&v);
+        let start = slot as usize * self.words;
+        if let Some(dst) = self.codes.get_mut(start..start + self.words) {
+            dst.copy_from_slice(&code);
+        }
+        if let Some(Some(doc)) = self.slots.get_mut(slot as usize) {
+            doc.vector = Some(v);
+        }
+    }
+
+    fn set_embedding(&mut self, id: &str, embedding: &[f32]) -> Result<bool, IndexError> {
+        let v = self
+            .vector_of(Some(embedding))?
+            .ok_or(IndexError::DegenerateEmbedding)?;
+        let Some(&slot) = self.by_id.get(id) else {
+            return Ok(false);
+        };
+        self.put_vector(slot, v);
+        Ok(true)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Memory>> {
+        let slot = self.by_id.remove(id)?;
+        let doc = self.slots.get_mut(slot as usize)?.take()?;
+        self.lexical.remove(slot, &doc.terms, doc.len);
+        if let Some(m) = self.meta.get_mut(slot as usize) {
+            *m = EMPTY;
+        }
+        let start = slot as usize * self.words;
+        if let Some(dst) = self.codes.get_mut(start..start + self.words) {
+            dst.fill(0);
+        }
+        self.free.push(slot);
+        self.live -= 1;
+        Some(doc.memory)
+    }
+
+    fn get(&self, id: &str, viewer: &Viewer<'_>) -> Option<Arc<Memory>> {
+        let slot = *self.by_id.get(id)?;
+        let doc = self.slots.get(slot as usize)?.as_ref()?;
+        let label = self.labels.get(doc.label as usize)?;
+        let m = &doc.memory;
+        // SECURITY: a memory above the session label, or another principal's unshared one,
+        // is answered exactly like a missing id.
+        let mine = m.principal == viewer.principal || m.namespace.is_some();
+        (mine && viewer.label.dominates(label)).then(|| Arc::clone(m))
+    }
+
+    /// The visibility test for search, as a closure over slots.
+    fn visibility(&self, viewer: &Viewer<'_>) -> impl Fn(u32) -> bool + '_ {
+        let allowed: Vec<bool> = self
+            .labels
+            .iter()
+            .map(|l| viewer.label.dominates(l))
+            .collect();
+        let name = |n: &str| self.names.get(n).copied().unwrap_or(NONE);
+        // SECURITY: a viewer or namespace the index has never seen matches nothing (`NONE`
+        // is never compared as equal below).
+        let (owner, namespace) = match viewer.namespace {
+            None => (name(viewer.principal), NONE),
+            Some(ns) => (NONE, name(ns)),
+        };
+        move |slot| {
+            let Some(m) = self.meta.get(slot as usize) else {
+                return false;
+            };
+            m.live
+                && allowed.get(m.label as usize).copied().unwrap_or(false)
+                && if owner != NONE {
+                    m.owner == owner
+                } else {
+                    namespace != NONE && m.namespace == namespace
+                }
+        }
+    }
+
+    fn search(&self, viewer: &Viewer<'_>, query: &Query<'_>, params: &Params) -> Vec<Hit> {
+        let limit = query.limit.clamp(1, MAX_LIMIT);
+        let visible = self.visibility(viewer);
+        let depth = params.depth.max(limit);
+        let lexical = if params.retrieval == Retrieval::Dense {
+            Vec::new()
+        } else {
+            self.lexical_top(query.text, &visible, depth)
+        };
+        let dense = match (params.retrieval, query.embedding) {
+            (Retrieval::Lexical, _) | (_, None) => Vec::new(),
+            (_, Some(q)) => match dense::normalized(q).filter(|q| q.len() == self.dims) {
+                Some(q) => self.dense_top(&q, &visible, depth),
+                None => Vec::new(),
+            },
+        };
+        let mut fused = fuse(&lexical, &dense, params.fusion);
+        self.rerank(&mut fused, params, text::tense(query.text));
+        fused.truncate(limit);
+        fused
+            .into_iter()
+            .filter_map(|(slot, score)| {
+                let doc = self.slots.get(slot as usize)?.as_ref()?;
+                Some(Hit {
+                    memory: Arc::clone(&doc.memory),
+                    score,
+                })
+            })
+            .collect()
+    }
+
+    fn lexical_top(
+        &self,
+        text: &str,
+        visible: &impl Fn(u32) -> bool,
+        depth: usize,
+    ) -> Vec<(u32, f32)> {
+        let terms = text::terms(text);
+        if terms.is_empty() {
+            return Vec::new();
+        }
+        let mut scores = vec![0.0f32; self.slots.len()];
+        let doc_len = |slot: u32| match self.slots.get(slot as usize) {
+            Some(Some(d)) => d.len,
+            _ => 0,
+        };
+        let touched = self.lexical.score(&terms, doc_len, visible, &mut scores);
+        let scored = touched
+            .into_iter()
+            .map(|s| (s, scores.get(s as usize).copied().unwrap_or(0.0)))
+            .collect();
+        top(scored, depth)
+    }
+
+    fn dense_top(
+        &self,
+        q: &[f32],
+        visible: &impl Fn(u32) -> bool,
+        depth: usize,
+    ) -> Vec<(u32, f32)> {
+        let vector = |slot: u32| -> Option<&[f32]> {
+            match self.slots.get(slot as usize) {
+                Some(Some(d)) => d.vector.as_deref(),
+                _ => None,
+            }
+        };
+        let has_vector = |slot: u32| self.meta.get(slot as usize).is_some_and(|m| m.has_vector);
+        let n = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let candidates: Vec<u32> = if self.live <= dense::EXACT_UP_TO {
+            (0..n).filter(|&s| has_vector(s) && visible(s)).collect()
+        } else {
+            let code = dense::sign_code(q);
+            let mut near: Vec<(u32, u32)> = Vec::new();
+            for (s, c) in (0..n).zip(self.codes.chunks_exact(self.words)) {
+                // SECURITY: the filter comes first; an invisible vector is never ranked.
+                if has_vector(s) && visible(s) {
+                    near.push((dense::hamming(c, &code), s));
+                }
+            }
+            let keep = dense::RESCORE.max(depth);
+            if near.len() > keep {
+                near.select_nth_unstable(keep);
+                near.truncate(keep);
+            }
+            near.into_iter().map(|(_, s)| s).collect()
+        };
+        let scored = candidates
+            .into_iter()
+            .filter_map(|s| vector(s).map(|v| (s, dense::dot(q, v))))
+            .collect();
+        top(scored, depth)
+    }
+
+    /// Recency and supersession over the fused candidates (sorted best first on return).
+    fn rerank(&self, fused: &mut [(u32, f32)], params: &Params, tense: text::Tense) {
+        let doc = |slot: u32| self.slots.get(slot as usize).and_then(Option::as_ref);
+        if params.request_weight != 1.0 {
+            for (s, score) in fused.iter_mut() {
+                if doc(*s).is_some_and(|d| d.request) {
+                    *score *= params.request_weight;
+                }
+            }
+        }
+        // A question about the past wants what was replaced: no recency, no supersession.
+        let recency = match tense {
+            text::Tense::Present => params.present_recency,
+            text::Tense::Unmarked => params.recency,
+            text::Tense::Past => 0.0,
+        };
+        if recency > 0.0 && fused.len() > 1 {
+            let mut by_age: Vec<(i64, u32)> = fused
+                .iter()
+                .filter_map(|&(s, _)| doc(s).map(|d| (d.memory.created_at, s)))
+                .collect();
+            by_age.sort_unstable();
+            let n = by_age.len().max(2) as f32 - 1.0;
+            let rank: HashMap<u32, f32> = by_age
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, s))| (s, i as f32 / n))
+                .collect();
+            for (s, score) in fused.iter_mut() {
+                *score *= 1.0 + recency * rank.get(s).copied().unwrap_or(0.0);
+            }
+        }
+        sort_best_first(fused);
+        if tense == text::Tense::Past {
+            return;
+        }
+        // Supersession: among the leading candidates, an older memory restated by a newer one
+        // of the same scope ranks below it.
+        let head = fused.len().min(SUPERSEDE_WINDOW);
+        let mut changed = false;
+        for i in 0..head {
+            for j in 0..head {
+                let (Some(&(si, _)), Some(&(sj, sj_score))) = (fused.get(i), fused.get(j)) else {
+                    continue;
+                };
+                if i == j {
+                    continue;
+                }
+                let (Some(old), Some(new)) = (doc(si), doc(sj)) else {
+                    continue;
+                };
+                if !self.restates(new, old, params) {
+                    continue;
+                }
+                let cap = sj_score * params.supersede_keep;
+                if let Some(entry) = fused.get_mut(i)
+                    && entry.1 > cap
+                {
+                    entry.1 = cap;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            sort_best_first(fused);
+        }
+    }
+
+    /// Whether `new` restates (supersedes) `old`: explicitly, or newer, of the same scope and
+    /// similar enough.
+    fn restates(&self, new: &Doc, old: &Doc, params: &Params) -> bool {
+        let (n, o) = (&new.memory, &old.memory);
+        if n.supersedes.as_deref() == Some(o.id.as_str()) {
+            return true;
+        }
+        if n.created_at <= o.created_at || n.principal != o.principal || n.namespace != o.namespace
+        {
+            return false;
+        }
+        let sim = match (&new.vector, &old.vector) {
+            (Some(a), Some(b)) => dense::dot(a, b),
+            _ => overlap(&new.terms, &old.terms),
+        };
+        sim >= params.supersede_similarity
+    }
+}
+
+/// Candidates looked at for supersession (pairs among them are compared).
+const SUPERSEDE_WINDOW: usize = 30;
+
+/// Share of the smaller term set found in the other (0..=1).
+fn overlap(a: &[String], b: &[String]) -> f32 {
+    let small = a.len().min(b.len());
+    if small == 0 {
+        return 0.0;
+    }
+    let common = a.iter().filter(|t| b.contains(t)).count();
+    common as f32 / small as f32
+}
+
+fn sort_best_first(v: &mut [(u32, f32)]) {
+    v.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+}
+
+/// The `n` best of `scored`, best first.
+fn top(mut scored: Vec<(u32, f32)>, n: usize) -> Vec<(u32, f32)> {
+    if scored.len() > n {
+        scored.select_nth_unstable_by(n, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(n);
+    }
+    sort_best_first(&mut scored);
+    scored
+}
+
+/// One list from the lexical and dense lists (each best first), best first.
+fn fuse(lexical: &[(u32, f32)], dense: &[(u32, f32)], fusion: Fusion) -> Vec<(u32, f32)> {
+    let mut out: HashMap<u32, f32> = HashMap::new();
+    match fusion {
+        Fusion::Rrf { k } => {
+            for list in [lexical, dense] {
+                for (rank, &(s, _)) in list.iter().enumerate() {
+                    *out.entry(s).or_default() += 1.0 / (k + rank as f32 + 1.0);
+                }
+            }
+        }
+        Fusion::Blend { weight } => {
+            let weight = weight.clamp(0.0, 1.0);
+            let w = |list: &[(u32, f32)]| {
+                if list.is_empty() {
+                    0.0
+                } else if std::ptr::eq(list, dense) {
+                    if lexical.is_empty() { 1.0 } else { weight }
+                } else if dense.is_empty() {
+                    1.0
+                } else {
+                    1.0 - weight
+                }
+            };
+            for list in [lexical, dense] {
+                let wl = w(list);
+                let max = list.first().map_or(0.0, |x| x.1);
+                let min = list.last().map_or(0.0, |x| x.1);
+                // Lexical scores are normalized by the best one (a lone match keeps its full
+                // weight); cosine scores min-max over the candidates.
+                let (lo, span) = if std::ptr::eq(list, dense) {
+                    (min, (max - min).max(1e-6))
+                } else {
+                    (0.0, max.max(1e-6))
+                };
+                for &(s, score) in list {
+                    *out.entry(s).or_default() += wl * ((score - lo) / span);
+                }
+            }
+        }
+    }
+    let mut v: Vec<(u32, f32)> = out.into_iter().collect();
+    sort_best_first(&mut v);
+    v
+}

@@ -1,0 +1,275 @@
+//! Long-term memories: one row each in `memories`, their text, metadata and embedding sealed
+//! with the tenant's data key (AES-256-GCM, associated data = table, tenant, id and the
+//! column), so neither the database nor its WAL ever holds them in the clear.
+//!
+//! The plain columns are what access control, ordering and retention need: tenant, principal,
+//! namespace, label (the canonical banner), time and the id of a superseded memory. Search
+//! structures are not stored: the gateway rebuilds its in-memory index at start from
+//! [`Store::memories_page`].
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::StoreError;
+use crate::crypt::{TenantCipher, row_aad};
+use crate::store::Store;
+
+/// Most rows one [`Store::memories_page`] call returns.
+pub const MEMORY_PAGE: i64 = 512;
+
+/// A memory as stored (decrypted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMemory {
+    /// Its id, unique in the table.
+    pub id: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// The principal that wrote it.
+    pub principal: String,
+    /// A namespace shared within the tenant.
+    pub namespace: Option<String>,
+    /// The canonical banner of its label.
+    pub label: String,
+    /// When it was written, in Unix milliseconds.
+    pub created_at: i64,
+    /// The memory it replaces.
+    pub supersedes: Option<String>,
+    /// The text.
+    pub content: String,
+    /// Its metadata, JSON text exactly as given.
+    pub metadata: Option<String>,
+    /// Its embedding, once computed.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// One page of memories for rebuilding the index.
+#[derive(Debug, Default)]
+pub struct MemoryPage {
+    /// The readable memories, ordered by tenant then id.
+    pub memories: Vec<StoredMemory>,
+    /// Ids of rows that failed authentication (altered, or sealed under another key).
+    pub unreadable: Vec<(String, String)>,
+    /// Where the next page starts (`None`: this was the last).
+    pub next: Option<(String, String)>,
+}
+
+const COLUMNS: &str = "id, tenant, principal, namespace, label, created_at, supersedes, \
+                       content_sealed, embedding_sealed, metadata_sealed";
+
+impl Store {
+    /// Stores a memory, sealing its content, metadata and embedding with the tenant's key.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] for an empty id, tenant or principal, [`StoreError::Conflict`]
+    /// when the id exists, [`StoreError::Database`] or a key error otherwise.
+    pub async fn add_memory(&self, m: &StoredMemory) -> Result<(), StoreError> {
+        if m.id.is_empty() || m.tenant.is_empty() || m.principal.is_empty() {
+            return Err(StoreError::Invalid(
+                "a memory needs an id, a tenant and a principal".to_owned(),
+            ));
+        }
+        let cipher = self.tenant_cipher(&m.tenant).await?;
+        let content = cipher.seal(&aad(&m.tenant, &m.id, "content"), m.content.as_bytes());
+        let metadata = m
+            .metadata
+            .as_ref()
+            .map(|md| cipher.seal(&aad(&m.tenant, &m.id, "metadata"), md.as_bytes()));
+        let embedding = m.embedding.as_ref().map(|v| seal_vector(&cipher, m, v));
+        let inserted = sqlx::query(
+            "INSERT INTO memories (id, tenant, principal, namespace, label, created_at, \
+             supersedes, content_sealed, embedding_sealed, metadata_sealed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&m.id)
+        .bind(&m.tenant)
+        .bind(&m.principal)
+        .bind(m.namespace.as_deref())
+        .bind(&m.label)
+        .bind(m.created_at)
+        .bind(m.supersedes.as_deref())
+        .bind(content)
+        .bind(embedding)
+        .bind(metadata)
+        .execute(self.pool())
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                "a memory with that id already exists".to_owned(),
+            )),
+            Err(e) => Err(StoreError::database("adding a memory")(e)),
+        }
+    }
+
+    /// Sets the embedding of memory `id` of `tenant`; `false` when there is no such memory
+    /// (it was deleted meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] or a key error.
+    pub async fn set_memory_embedding(
+        &self,
+        tenant: &str,
+        id: &str,
+        embedding: &[f32],
+    ) -> Result<bool, StoreError> {
+        let cipher = self.tenant_cipher(tenant).await?;
+        let sealed = cipher.seal(&aad(tenant, id, "embedding"), &vector_bytes(embedding));
+        let done =
+            sqlx::query("UPDATE memories SET embedding_sealed = $1 WHERE id = $2 AND tenant = $3")
+                .bind(sealed)
+                .bind(id)
+                .bind(tenant)
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::database("storing a memory's embedding"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Memory `id` of `tenant`, decrypted; `None` when the tenant has no such memory. Access
+    /// by label and principal is the caller's decision.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Crypto`] when the row does not authenticate, [`StoreError::Database`].
+    pub async fn memory(&self, tenant: &str, id: &str) -> Result<Option<StoredMemory>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM memories WHERE id = $1 AND tenant = $2"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::database("reading a memory"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let cipher = self.tenant_cipher(tenant).await?;
+        open_row(&cipher, &row).map(Some)
+    }
+
+    /// Deletes memory `id` of `tenant`; `false` when there was none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`].
+    pub async fn delete_memory(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM memories WHERE id = $1 AND tenant = $2")
+            .bind(id)
+            .bind(tenant)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::database("deleting a memory"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The memories after `after` (tenant, id), at most [`MEMORY_PAGE`], decrypted: what the
+    /// gateway rebuilds its index from. Rows that fail authentication are listed apart.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] or a key error.
+    pub async fn memories_page(
+        &self,
+        after: Option<(&str, &str)>,
+    ) -> Result<MemoryPage, StoreError> {
+        let (tenant, id) = after.unwrap_or(("", ""));
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM memories WHERE tenant > $1 OR (tenant = $1 AND id > $2) \
+             ORDER BY tenant, id LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(MEMORY_PAGE)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database("listing memories"))?;
+        let mut page = MemoryPage::default();
+        let mut cipher: Option<TenantCipher> = None;
+        for row in &rows {
+            let tenant: String = row
+                .try_get("tenant")
+                .map_err(StoreError::database("listing memories"))?;
+            let id: String = row
+                .try_get("id")
+                .map_err(StoreError::database("listing memories"))?;
+            if cipher.as_ref().is_none_or(|c| c.tenant() != tenant) {
+                cipher = Some(self.tenant_cipher(&tenant).await?);
+            }
+            let Some(c) = &cipher else { continue };
+            match open_row(c, row) {
+                Ok(m) => page.memories.push(m),
+                Err(StoreError::Crypto(_)) => page.unreadable.push((tenant.clone(), id.clone())),
+                Err(e) => return Err(e),
+            }
+            page.next = Some((tenant, id));
+        }
+        if rows.len() < usize::try_from(MEMORY_PAGE).unwrap_or(usize::MAX) {
+            page.next = None;
+        }
+        Ok(page)
+    }
+}
+
+/// The associated data of one sealed column of one row.
+fn aad(tenant: &str, id: &str, column: &str) -> Vec<u8> {
+    let mut a = row_aad("memories", tenant, id);
+    a.extend_from_slice(column.as_bytes());
+    a
+}
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn seal_vector(cipher: &TenantCipher, m: &StoredMemory, v: &[f32]) -> Vec<u8> {
+    cipher.seal(&aad(&m.tenant, &m.id, "embedding"), &vector_bytes(v))
+}
+
+fn open_row(cipher: &TenantCipher, row: &AnyRow) -> Result<StoredMemory, StoreError> {
+    let get = |e| StoreError::database("reading a memory")(e);
+    let id: String = row.try_get("id").map_err(get)?;
+    let tenant: String = row.try_get("tenant").map_err(get)?;
+    let content: Vec<u8> = row.try_get("content_sealed").map_err(get)?;
+    let metadata: Option<Vec<u8>> = row.try_get("metadata_sealed").map_err(get)?;
+    let embedding: Option<Vec<u8>> = row.try_get("embedding_sealed").map_err(get)?;
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes)
+            .map_err(|_| StoreError::Crypto("a sealed memory field is not UTF-8".to_owned()))
+    };
+    let content = text(cipher.open(&aad(&tenant, &id, "content"), &content)?)?;
+    let metadata = match metadata {
+        Some(m) => Some(text(cipher.open(&aad(&tenant, &id, "metadata"), &m)?)?),
+        None => None,
+    };
+    let embedding = match embedding {
+        Some(e) => {
+            let bytes = cipher.open(&aad(&tenant, &id, "embedding"), &e)?;
+            if bytes.len() % 4 != 0 {
+                return Err(StoreError::Crypto(
+                    "a sealed memory embedding has a partial component".to_owned(),
+                ));
+            }
+            Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    Ok(StoredMemory {
+        principal: row.try_get("principal").map_err(get)?,
+        namespace: row.try_get("namespace").map_err(get)?,
+        label: row.try_get("label").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        supersedes: row.try_get("supersedes").map_err(get)?,
+        id,
+        tenant,
+        content,
+        metadata,
+        embedding,
+    })
+}
