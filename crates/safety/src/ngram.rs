@@ -5,8 +5,9 @@
 //! `enclave_label::fold`, and lower-casing): each word (a run of letters and digits), each pair
 //! of adjacent words, and the character 3-, 4- and 5-grams of each word padded with a space on
 //! either side. Each feature is hashed (FNV-1a, seeded per feature family) into
-//! `2^buckets_log2` buckets; the feature vector is the bucket counts divided by `√(n + 32)` for `n`
-//! features, so a text's length does not scale its logits and a few words cannot reach extreme
+//! `2^buckets_log2` buckets; the feature vector is 1 for each bucket present (presence, not
+//! counts: repeating a text does not change its vector) divided by `√(n + 32)` for `n` buckets
+//! present, so a text's length does not scale its logits and a few words cannot reach extreme
 //! ones.
 //!
 //! Long texts are read whole: the text is cut into blocks of [`BLOCK_BYTES`] by word start, each
@@ -317,9 +318,14 @@ impl NgramModel {
             return;
         }
         let mask = (1u32 << self.buckets_log2) - 1;
+        // Presence, not counts: a bucket counts once however often its features occur, so a
+        // text repeated (or padded with copies of itself) scores as the text does.
+        let mut buckets: Vec<u32> = features.iter().map(|f| f & mask).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
         let mut acc = vec![0i32; k];
-        for f in features {
-            let b = (f & mask) as usize * k;
+        for f in &buckets {
+            let b = *f as usize * k;
             if let Some(row) = self.weights.get(b..b + k) {
                 for (a, w) in acc.iter_mut().zip(row) {
                     *a += i32::from(*w);
@@ -330,7 +336,7 @@ impl NgramModel {
             clippy::cast_precision_loss,
             reason = "feature counts and sums are far below 2^24"
         )]
-        let norm = 1.0 / (features.len() as f32 + NORM_SMOOTHING).sqrt();
+        let norm = 1.0 / (buckets.len() as f32 + NORM_SMOOTHING).sqrt();
         let pad_at = (pad_feature() & mask) as usize * k;
         let pad = self.weights.get(pad_at..pad_at + k).unwrap_or(&[]);
         for (i, (h, a)) in self.heads.iter().zip(&acc).enumerate() {

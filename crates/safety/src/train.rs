@@ -181,12 +181,13 @@ pub const LEARNED: [Category; 18] = [
 /// A sparse, length-normalized feature vector: `(bucket, value)`.
 fn sparse(text: &str, mask: u32) -> Vec<(u32, f32)> {
     let feats = features_whole(text);
+    // Presence, as inference reads it (see `ngram`): each bucket once.
     let mut counts: HashMap<u32, f32> = HashMap::new();
     for f in &feats {
-        *counts.entry(f & mask).or_insert(0.0) += 1.0;
+        counts.insert(f & mask, 1.0);
     }
     #[expect(clippy::cast_precision_loss, reason = "feature counts are small")]
-    let norm = 1.0 / (feats.len() as f32 + crate::ngram::NORM_SMOOTHING).sqrt();
+    let norm = 1.0 / (counts.len() as f32 + crate::ngram::NORM_SMOOTHING).sqrt();
     *counts
         .entry(crate::ngram::pad_feature() & mask)
         .or_insert(0.0) += crate::ngram::NORM_SMOOTHING.sqrt();
