@@ -419,3 +419,40 @@ fn hostile_inputs_are_refused_or_harmless() {
         .unwrap();
     assert_eq!(index.len("a"), 1);
 }
+
+#[test]
+fn the_dense_prefilter_of_a_large_tenant_filters_before_ranking_too() {
+    // Above 8,192 memories dense search narrows by sign codes first: that path must filter
+    // by label and scope as the exact one does.
+    let mut index = Memories::new(DIMS);
+    for i in 0..9000usize {
+        let mut m = memory(i, 0, i % 2, 0, if i % 3 == 0 { 3 } else { 0 }, &[i % 12]);
+        m.id = format!("big_{i}");
+        index.insert(m, Some(&vector(i))).unwrap();
+    }
+    let u = Label::unclassified();
+    let viewer = Viewer {
+        principal: "alice",
+        label: &u,
+        namespace: None,
+    };
+    let dense = Params {
+        retrieval: Retrieval::Dense,
+        ..Params::default()
+    };
+    for seed in 0..20 {
+        let v = vector(seed);
+        for params in [dense, Params::default()] {
+            let q = Query {
+                text: "deadline report",
+                embedding: Some(&v),
+                limit: 100,
+            };
+            let hits = index.search("agency-a", &viewer, &q, &params);
+            assert_eq!(hits.len(), 100);
+            for h in &hits {
+                assert!(visible(&h.memory, "agency-a", &viewer), "{}", h.memory.id);
+            }
+        }
+    }
+}
