@@ -164,16 +164,16 @@ mod tests {
         let r = parse(r#"{"model":"omni-moderation-latest","input":["a","b"]}"#).unwrap();
         assert_eq!(r.inputs, ["a", "b"]);
         assert_eq!(r.model.as_deref(), Some("omni-moderation-latest"));
-        let r = parse(r#"{"input":[{"type":"text","text":"x"},{"type":"text","text":"y"}]}"#)
-            .unwrap();
+        let r =
+            parse(r#"{"input":[{"type":"text","text":"x"},{"type":"text","text":"y"}]}"#).unwrap();
         assert_eq!(r.inputs, ["x\n\ny"]);
         assert!(r.text.contains('x') && r.text.contains('y'));
     }
 
     #[test]
     fn images_are_refused_not_scored() {
-        let e = parse(r#"{"input":[{"type":"image_url","image_url":{"url":"data:x"}}]}"#)
-            .unwrap_err();
+        let e =
+            parse(r#"{"input":[{"type":"image_url","image_url":{"url":"data:x"}}]}"#).unwrap_err();
         assert_eq!(e.kind.code(), "unsupported_content");
         assert_eq!(e.param.as_deref(), Some("input[0]"));
     }

@@ -129,7 +129,8 @@ impl App {
         }
         // Every pack is read and checked before anything else starts: a bad pack stops the
         // start rather than screening with a default.
-        let screens = crate::stage::screen::Screens::load(&config.safety).map_err(StartError::Setup)?;
+        let screens =
+            crate::stage::screen::Screens::load(&config.safety).map_err(StartError::Setup)?;
         tracing::info!(pack = screens.default_pack(), "safety screen loaded");
         let audit = start_audit(&config, &install, store.clone()).await?;
         let mut local: Option<Arc<LocalEngine>> = None;

@@ -56,8 +56,8 @@ mod audit;
 mod limits;
 mod memory;
 mod policy;
-mod safety;
 mod retention;
+mod safety;
 mod walk;
 
 use std::collections::HashSet;
@@ -80,8 +80,8 @@ pub use memory::{MemoryConfig, RawMemory};
 pub use policy::{
     MetricsConfig, PolicyConfig, RawChatPolicy, RawEmbeddingsPolicy, RawMetrics, RawPolicy,
 };
-pub use safety::{DEFAULT_PACK, PackSource, RawSafety, SafetyConfig};
 pub use retention::{RawRetention, RetentionConfig};
+pub use safety::{DEFAULT_PACK, PackSource, RawSafety, SafetyConfig};
 use serde::Deserialize;
 use walk::Problem;
 

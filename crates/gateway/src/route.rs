@@ -234,10 +234,7 @@ impl Route {
     pub fn is_model(self) -> bool {
         matches!(
             self,
-            Route::ChatCompletions
-                | Route::Embeddings
-                | Route::Moderations
-                | Route::CreateResponse
+            Route::ChatCompletions | Route::Embeddings | Route::Moderations | Route::CreateResponse
         )
     }
 

@@ -71,10 +71,12 @@ async fn moderations_answer_in_openai_shape_with_enclave_categories() {
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
     for r in results {
-        for c in OPENAI_CATEGORIES
-            .iter()
-            .chain(&["surveillance/us-persons", "pii", "secrets", "classified-marking"])
-        {
+        for c in OPENAI_CATEGORIES.iter().chain(&[
+            "surveillance/us-persons",
+            "pii",
+            "secrets",
+            "classified-marking",
+        ]) {
             assert!(r["categories"][c].is_boolean(), "{c}: {r}");
             assert!(r["category_scores"][c].is_number(), "{c}: {r}");
             assert_eq!(r["category_applied_input_types"][c], json!(["text"]), "{c}");
@@ -131,13 +133,22 @@ async fn moderations_refuse_what_they_cannot_screen_and_marked_text_above_the_se
 async fn a_blocked_prompt_is_refused_before_any_backend_sees_it() {
     let (up, gw, key) = gateway_with("", Behavior::default()).await;
     let (s, _, v) = gw.chat(&key, None, "m", SURVEILLANCE).await;
-    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "policy_violation"), "{v}");
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "policy_violation"),
+        "{v}"
+    );
     let message = v["error"]["message"].as_str().unwrap();
     assert!(message.contains("surveillance/us-persons"), "{message}");
     assert_eq!(up.requests(), 0);
     // An ordinary request on the same connection pool goes through.
     let (s, _, v) = gw
-        .chat(&key, None, "m", "Draft a polite reminder about Friday's staff meeting.")
+        .chat(
+            &key,
+            None,
+            "m",
+            "Draft a polite reminder about Friday's staff meeting.",
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let metrics = gw.app.metrics.render();
@@ -193,8 +204,11 @@ async fn streamed_answers_are_redacted_across_chunk_boundaries() {
     )
     .await;
     let secret = "AKIAQYLPMN5HFIQR7XYZ";
-    let prompt = format!("Reply to ana.lopez@example.gov and use key {secret} for the upload, then report back to the team lead before noon.");
-    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+    let prompt = format!(
+        "Reply to ana.lopez@example.gov and use key {secret} for the upload, then report back to the team lead before noon."
+    );
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": prompt}]});
     let (s, h, b) = gw
         .call(
             Method::POST,

@@ -51,7 +51,12 @@ pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + 16;
 
 /// The tables whose rows belong to a tenant (a `tenant` column) and are deleted by
 /// [`Store::shred_tenant`]. A migration that adds such a table adds it here.
-pub const DATA_TABLES: &[&str] = &["conversation_items", "conversations", "responses"];
+pub const DATA_TABLES: &[&str] = &[
+    "conversation_items",
+    "conversations",
+    "memories",
+    "responses",
+];
 
 /// The associated data that binds a sealed value to one row: `enclave row v1 ‖ 0 ‖ table ‖ 0 ‖
 /// tenant ‖ 0 ‖ id` (names may not contain NUL; ids and tenants are checked elsewhere, and a

@@ -356,7 +356,8 @@ impl Body for Sse {
             });
             if self.usage {
                 let n = self.sent.saturating_sub(1);
-                last["usage"] = json!({"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n});
+                last["usage"] =
+                    json!({"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n});
             }
             self.done = true;
             self.shared.streams_completed.fetch_add(1, Ordering::SeqCst);

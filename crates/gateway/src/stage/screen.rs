@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use enclave_api::{Chunk, Completion, Delta};
-use enclave_safety::{Action, Category, Direction, Engine, Pack, StreamScreen, StreamStep, Verdict};
+use enclave_safety::{
+    Action, Category, Direction, Engine, Pack, StreamScreen, StreamStep, Verdict,
+};
 use http::StatusCode;
 
 use crate::config::{PackSource, SafetyConfig};
@@ -59,10 +61,7 @@ impl Screens {
                     let text = std::fs::read_to_string(path).map_err(|e| {
                         format!("{at}: cannot read pack file {}: {e}", path.display())
                     })?;
-                    let name = path
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .unwrap_or("pack");
+                    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("pack");
                     Pack::from_toml(name, &text)
                 }
             }
@@ -101,7 +100,11 @@ fn engine(ctx: &RequestCtx) -> Engine {
 }
 
 /// Screens `text` off the event loop when it is long.
-async fn screen_text(engine: Engine, text: &str, direction: Direction) -> Result<Verdict, ApiError> {
+async fn screen_text(
+    engine: Engine,
+    text: &str,
+    direction: Direction,
+) -> Result<Verdict, ApiError> {
     if text.len() <= INLINE_BYTES {
         return Ok(engine.screen(text, direction));
     }
@@ -313,12 +316,12 @@ impl OutputScreen {
                     self.streams.remove(&key);
                     if !rest.is_empty() {
                         changed = true;
-                        if let Some(call) = delta
-                            .tool_calls
-                            .iter_mut()
-                            .find(|c| Some(c.index) == key.1)
+                        if let Some(call) =
+                            delta.tool_calls.iter_mut().find(|c| Some(c.index) == key.1)
                         {
-                            call.arguments.get_or_insert_with(String::new).push_str(&rest);
+                            call.arguments
+                                .get_or_insert_with(String::new)
+                                .push_str(&rest);
                         } else {
                             delta.tool_calls.push(enclave_api::ToolCallDelta {
                                 index: key.1.unwrap_or_default(),
