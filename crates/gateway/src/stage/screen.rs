@@ -1,17 +1,17 @@
 //! The screen stages: the safety stack (`enclave-safety`) over a request's input and its answer,
 //! with the policy pack of the caller's tenant (`[safety]` in the configuration).
 //!
-//! - [`input`] screens every string the request carries before anything is sent anywhere. A
+//! - `input` screens every string the request carries before anything is sent anywhere. A
 //!   category whose action is `block` ends the request with 400 `policy_violation` naming the
 //!   categories; `review` with 400 `pending_review` (until a review queue exists it holds the
 //!   request by refusing it); `flag` is recorded (categories and scores, never text) and
 //!   counted; `redact` on input also refuses (Enclave does not rewrite prompts: the caller is
 //!   told which categories to remove).
-//! - [`OutputScreen`] screens a streamed answer chunk by chunk through the engine's streaming
+//! - `OutputScreen` screens a streamed answer chunk by chunk through the engine's streaming
 //!   screen (a holdback window of a few hundred bytes per choice, so a redaction or a block
 //!   sees text across chunk boundaries), and a whole answer at once. A block mid-stream ends
 //!   the stream with an error event whose code is `policy_violation`.
-//! - [`moderate`] answers `POST /v1/moderations` with the same engine.
+//! - `moderate` answers `POST /v1/moderations` with the same engine.
 //!
 //! Every decision lands in the request's audit entry (`safety_input`, `safety_output`).
 
