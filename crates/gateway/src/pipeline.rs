@@ -412,11 +412,7 @@ async fn chat(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Reply, Exit> {
     let (parts, incoming) = req.into_parts();
-    stage::authenticate::run(ctx, &parts.headers, peer).await?;
-    stage::label::session(ctx, &parts.headers)?;
-    let raw = read_body(ctx, &parts.headers, incoming).await?;
-    audit::prompt(ctx, &raw);
-    admit(ctx).await?;
+    let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let policy = stage::authorize::content_policy(&ctx.app, ctx.route);
     let mut request = ChatRequest::parse(raw, &policy).map_err(ApiError::from)?;
     ctx.span.record("model", request.model.as_str());
@@ -471,11 +467,7 @@ async fn embeddings(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Reply, Exit> {
     let (parts, incoming) = req.into_parts();
-    stage::authenticate::run(ctx, &parts.headers, peer).await?;
-    stage::label::session(ctx, &parts.headers)?;
-    let raw = read_body(ctx, &parts.headers, incoming).await?;
-    audit::prompt(ctx, &raw);
-    admit(ctx).await?;
+    let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let policy = stage::authorize::content_policy(&ctx.app, ctx.route);
     let request = EmbeddingsRequest::parse(raw, &policy).map_err(ApiError::from)?;
     ctx.span.record("model", request.model.as_str());
@@ -508,11 +500,7 @@ async fn create_response(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Reply, Exit> {
     let (parts, incoming) = req.into_parts();
-    stage::authenticate::run(ctx, &parts.headers, peer).await?;
-    stage::label::session(ctx, &parts.headers)?;
-    let raw = read_body(ctx, &parts.headers, incoming).await?;
-    audit::prompt(ctx, &raw);
-    admit(ctx).await?;
+    let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let request = ResponsesRequest::parse(&raw).map_err(ApiError::from)?;
     if let Some(model) = &request.model {
         ctx.span.record("model", model.as_str());
@@ -583,11 +571,7 @@ async fn create_conversation(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Reply, Exit> {
     let (parts, incoming) = req.into_parts();
-    stage::authenticate::run(ctx, &parts.headers, peer).await?;
-    stage::label::session(ctx, &parts.headers)?;
-    let raw = read_body(ctx, &parts.headers, incoming).await?;
-    audit::prompt(ctx, &raw);
-    admit(ctx).await?;
+    let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let request = ItemsRequest::parse(&raw, false).map_err(ApiError::from)?;
     stage::label::content(ctx, &request.text)?;
     state_role(ctx)?;
@@ -606,11 +590,7 @@ async fn add_items(
 ) -> Result<Reply, Exit> {
     let path = req.uri().path().to_owned();
     let (parts, incoming) = req.into_parts();
-    stage::authenticate::run(ctx, &parts.headers, peer).await?;
-    stage::label::session(ctx, &parts.headers)?;
-    let raw = read_body(ctx, &parts.headers, incoming).await?;
-    audit::prompt(ctx, &raw);
-    admit(ctx).await?;
+    let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let request = ItemsRequest::parse(&raw, true).map_err(ApiError::from)?;
     stage::label::content(ctx, &request.text)?;
     state_role(ctx)?;
@@ -670,11 +650,7 @@ async fn moderations(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Reply, Exit> {
     let (parts, incoming) = req.into_parts();
-    stage::authenticate::run(ctx, &parts.headers, peer).await?;
-    stage::label::session(ctx, &parts.headers)?;
-    let raw = read_body(ctx, &parts.headers, incoming).await?;
-    audit::prompt(ctx, &raw);
-    admit(ctx).await?;
+    let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let request = ModerationRequest::parse(&raw).map_err(ApiError::from)?;
     let model = request
         .model
@@ -720,6 +696,22 @@ async fn memories(
         label: Some(label),
         usage: None,
     })
+}
+
+/// The stages every route with a request body starts with: authenticate ─ label(session) ─
+/// read body (bounded) ─ digest it for the audit entry ─ admit. Returns the body.
+async fn enter(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    headers: &HeaderMap,
+    incoming: hyper::body::Incoming,
+) -> Result<Bytes, Exit> {
+    stage::authenticate::run(ctx, headers, peer).await?;
+    stage::label::session(ctx, headers)?;
+    let raw = read_body(ctx, headers, incoming).await?;
+    audit::prompt(ctx, &raw);
+    admit(ctx).await?;
+    Ok(raw)
 }
 
 /// Reads the body within `limits.max_body_bytes` and `limits.body_read_timeout`.
