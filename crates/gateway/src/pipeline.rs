@@ -434,20 +434,8 @@ async fn chat(
             }
         }
         (answer, false) => {
-            let mut whole = match answer {
-                ChatAnswer::Whole(w) => w,
-                ChatAnswer::Stream(s) => respond::collect(s).await.map_err(|e| {
-                    tracing::warn!(error = %e, "the backend failed mid-stream");
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        "The model backend failed in the middle of the answer; the operator's log has the details.",
-                    )
-                })?,
-            };
-            let screened = screen.whole(&mut whole);
-            screen.record(ctx);
-            screened?;
+            let mut whole = whole_answer(answer).await?;
+            screen.whole(ctx, &mut whole)?;
             Reply::Whole {
                 status: StatusCode::OK,
                 content_type: "application/json",
@@ -514,21 +502,8 @@ async fn create_response(
     let memory_on = stage::recall::run(ctx, &parts.headers, &mut chat).await?;
     let candidates = stage::routing::run(ctx, &chat.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
-    let mut whole = match answer {
-        ChatAnswer::Whole(w) => w,
-        ChatAnswer::Stream(s) => respond::collect(s).await.map_err(|e| {
-            tracing::warn!(error = %e, "the backend failed mid-stream");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                "The model backend failed in the middle of the answer; the operator's log has the details.",
-            )
-        })?,
-    };
-    let mut screen = OutputScreen::new(ctx);
-    let screened = screen.whole(&mut whole);
-    screen.record(ctx);
-    screened?;
+    let mut whole = whole_answer(answer).await?;
+    OutputScreen::new(ctx).whole(ctx, &mut whole)?;
     stage::remember::run(ctx, &chat, memory_on);
     let turn = responses::finish_turn(ctx, &request, &chat, context, &whole).await?;
     let usage = whole.usage;
@@ -696,6 +671,22 @@ async fn memories(
         label: Some(label),
         usage: None,
     })
+}
+
+/// A backend's answer as one completion: a stream is collected (a failure in the middle is
+/// 502 `upstream_error`).
+async fn whole_answer(answer: ChatAnswer) -> Result<enclave_api::Completion, ApiError> {
+    match answer {
+        ChatAnswer::Whole(w) => Ok(w),
+        ChatAnswer::Stream(s) => respond::collect(s).await.map_err(|e| {
+            tracing::warn!(error = %e, "the backend failed mid-stream");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "The model backend failed in the middle of the answer; the operator's log has the details.",
+            )
+        }),
+    }
 }
 
 /// The stages every route with a request body starts with: authenticate ─ label(session) ─

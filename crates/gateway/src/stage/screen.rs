@@ -123,8 +123,9 @@ async fn screen_text(
 ///
 /// 400 `policy_violation` (or `pending_review`) naming the categories that fired.
 pub(crate) async fn input(ctx: &mut RequestCtx, text: &str) -> Result<(), ApiError> {
-    let verdict = screen_text(engine(ctx), text, Direction::Input).await?;
-    record(ctx, "safety_input", &verdict);
+    let engine = engine(ctx);
+    let verdict = screen_text(engine.clone(), text, Direction::Input).await?;
+    record(ctx, &engine, Direction::Input, &verdict);
     // SECURITY: a prompt is never rewritten, so `redact` on input cannot be honoured by
     // sending a changed prompt: it is refused like a block, naming what to remove.
     if verdict.stops() || verdict.action == Action::Redact {
@@ -146,23 +147,26 @@ pub(crate) fn is_empty(chunk: &Chunk) -> bool {
         })
 }
 
-/// Records a verdict's fired categories as decisions and counts them.
-fn record(ctx: &mut RequestCtx, stage: &'static str, verdict: &Verdict) {
+/// The stage name of a direction in decisions and logs.
+fn stage_of(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Input => "safety_input",
+        Direction::Output => "safety_output",
+    }
+}
+
+/// Records a verdict's fired categories (with the action `engine`'s pack takes on them) as
+/// decisions, logs and counts them — categories and scores only, never the text.
+fn record_fired(ctx: &mut RequestCtx, engine: &Engine, direction: Direction, verdict: &Verdict) {
+    let stage = stage_of(direction);
     for category in &verdict.categories {
         // A marking in a prompt is the label stage's to judge and count (spillage, or a
         // `classified-marking` flag for one discussed in prose): not counted twice.
-        if *category == Category::ClassifiedMarking && stage == "safety_input" {
+        if *category == Category::ClassifiedMarking && direction == Direction::Input {
             continue;
         }
-        let action = ctx
-            .caller()
-            .map(|c| ctx.app.screens.for_tenant(c.principal.tenant.as_str()))
-            .unwrap_or(&ctx.app.screens.default)
-            .pack()
-            .rule(direction_of(stage), *category)
-            .action;
+        let action = engine.pack().rule(direction, *category).action;
         ctx.app.metrics.flag(category.as_str());
-        // Categories and scores only: never the text.
         tracing::info!(
             stage,
             category = category.as_str(),
@@ -172,16 +176,13 @@ fn record(ctx: &mut RequestCtx, stage: &'static str, verdict: &Verdict) {
         );
         ctx.decide(stage, action.as_str(), category.as_str());
     }
-    if verdict.categories.is_empty() {
-        ctx.decide(stage, "allow", "none");
-    }
 }
 
-fn direction_of(stage: &str) -> Direction {
-    if stage == "safety_output" {
-        Direction::Output
-    } else {
-        Direction::Input
+/// Records one verdict: its fired categories, or `allow` when none fired.
+fn record(ctx: &mut RequestCtx, engine: &Engine, direction: Direction, verdict: &Verdict) {
+    record_fired(ctx, engine, direction, verdict);
+    if verdict.categories.is_empty() {
+        ctx.decide(stage_of(direction), "allow", "none");
     }
 }
 
@@ -385,12 +386,23 @@ impl OutputScreen {
         }])
     }
 
-    /// Screens a whole answer, which it may change (redactions).
+    /// Screens a whole answer, which it may change (redactions), and records what fired into
+    /// the request's decisions.
     ///
     /// # Errors
     ///
     /// A refusal sent instead of the answer.
-    pub(crate) fn whole(&mut self, answer: &mut Completion) -> Result<(), ApiError> {
+    pub(crate) fn whole(
+        &mut self,
+        ctx: &mut RequestCtx,
+        answer: &mut Completion,
+    ) -> Result<(), ApiError> {
+        let screened = self.screen_whole(answer);
+        self.record(ctx);
+        screened
+    }
+
+    fn screen_whole(&mut self, answer: &mut Completion) -> Result<(), ApiError> {
         let mut changed = false;
         for choice in &mut answer.choices {
             let texts = choice
@@ -400,9 +412,7 @@ impl OutputScreen {
             for text in texts {
                 let verdict = self.engine.screen(text, Direction::Output);
                 if verdict.stops() {
-                    let e = refusal(&verdict, Direction::Output);
-                    self.fired.push(verdict);
-                    return Err(e);
+                    return Err(self.stopped(verdict));
                 }
                 let redacted = verdict.redacted(text);
                 if redacted != *text {
@@ -426,19 +436,8 @@ impl OutputScreen {
         if fired.is_empty() {
             ctx.decide("safety_output", "allow", "none");
         }
-        for verdict in fired {
-            for category in &verdict.categories {
-                let action = self.engine.pack().rule(Direction::Output, *category).action;
-                ctx.app.metrics.flag(category.as_str());
-                tracing::info!(
-                    stage = "safety_output",
-                    category = category.as_str(),
-                    score = verdict.scores.get(*category),
-                    action = action.as_str(),
-                    "safety category fired"
-                );
-                ctx.decide("safety_output", action.as_str(), category.as_str());
-            }
+        for verdict in &fired {
+            record_fired(ctx, &self.engine, Direction::Output, verdict);
         }
     }
 }
@@ -481,7 +480,7 @@ pub(crate) async fn moderate(
         .collect();
     let mut results = Vec::with_capacity(verdicts.len());
     for verdict in &verdicts {
-        record(ctx, "safety_input", verdict);
+        record(ctx, &engine, Direction::Input, verdict);
         results.push(serde_json::json!({
             "flagged": verdict.flagged,
             "categories": verdict.categories_json(),
