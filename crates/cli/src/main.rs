@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod audit;
+mod contextual;
 mod marking;
 mod safety;
 mod screen;
@@ -82,6 +83,11 @@ impl Failure {
             code: 2,
             line: line.into(),
         }
+    }
+
+    /// The line for stderr.
+    pub(crate) fn message(&self) -> &str {
+        &self.line
     }
 
     /// Broken machinery: I/O, serialization (exit 2).

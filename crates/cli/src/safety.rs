@@ -8,6 +8,9 @@ use clap::Subcommand;
 use enclave_safety::train::{self, Example, Split, TrainConfig};
 use enclave_safety::{Engine, NgramModel};
 
+use enclave_safety::contextual::{ContextualConfig, train_contextual};
+
+use crate::contextual;
 use crate::screen::load_pack;
 use crate::{Failure, Outcome};
 
@@ -25,6 +28,26 @@ pub(crate) enum SafetyCommand {
             default_value = "crates/safety/models/ngram.bin"
         )]
         out: PathBuf,
+        /// Also train the contextual heads over the sentence model in this models directory
+        /// (`-` for where `ENCLAVE_MODELS_DIR` or the default data directory say).
+        #[arg(long, value_name = "DIR")]
+        models: Option<PathBuf>,
+        /// Where to write the contextual heads.
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "crates/safety/models/contextual.bin"
+        )]
+        contextual_out: PathBuf,
+        /// A file to keep the training texts' embeddings in between runs (they take minutes).
+        #[arg(long, value_name = "FILE")]
+        embed_cache: Option<PathBuf>,
+        /// The contextual stage's uncertainty band, lower end.
+        #[arg(long, default_value_t = ContextualConfig::default().band_lo)]
+        band_lo: f32,
+        /// The contextual stage's uncertainty band, upper end.
+        #[arg(long, default_value_t = ContextualConfig::default().band_hi)]
+        band_hi: f32,
     },
     /// Evaluate the engine on the test split and the held-out benign texts; prints a Markdown
     /// table.
@@ -41,7 +64,19 @@ pub(crate) enum SafetyCommand {
         /// A policy pack in a TOML file.
         #[arg(long, value_name = "PATH")]
         pack_file: Option<PathBuf>,
+        /// Evaluate with the contextual stage over the sentence model in this models directory
+        /// (`-` for where `ENCLAVE_MODELS_DIR` or the default data directory say).
+        #[arg(long, value_name = "DIR")]
+        models: Option<PathBuf>,
+        /// Contextual heads to evaluate instead of the ones compiled in.
+        #[arg(long, value_name = "FILE", requires = "models")]
+        contextual: Option<PathBuf>,
     },
+}
+
+/// `--models -` means "locate it as the gateway does".
+fn models_arg(dir: Option<&PathBuf>) -> Option<Option<&Path>> {
+    dir.map(|d| (d.as_os_str() != "-").then_some(d.as_path()))
 }
 
 /// Every example under `dir` (`<source>/examples.jsonl`, sources in name order).
@@ -75,9 +110,52 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Example>, Failure> {
 
 pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
     match cmd {
-        SafetyCommand::Train { data, out } => {
+        SafetyCommand::Train {
+            data,
+            out,
+            models,
+            contextual_out,
+            embed_cache,
+            band_lo,
+            band_hi,
+        } => {
             let examples = load(&data)?;
             let model = train::train(&examples, &TrainConfig::default());
+            let mut report = String::new();
+            if let Some(dir) = models_arg(models.as_ref()) {
+                let embed = contextual::load_embedder(dir)?;
+                let vectors =
+                    contextual::embed_examples(&embed, &examples, embed_cache.as_deref())?;
+                let inline = Engine::new(load_pack(None, None)?, vec![Box::new(model.clone())]);
+                let inline_scores: Vec<_> = examples
+                    .iter()
+                    .map(|e| inline.inline(&e.text).scores)
+                    .collect();
+                let config = ContextualConfig {
+                    band_lo,
+                    band_hi,
+                    ..ContextualConfig::default()
+                };
+                let ctx = train_contextual(&examples, &vectors, &inline_scores, &config);
+                let bytes = ctx.to_bytes();
+                std::fs::write(&contextual_out, &bytes).map_err(|e| {
+                    Failure::machinery(format!("writing {}: {e}", contextual_out.display()))
+                })?;
+                let _ = writeln!(
+                    report,
+                    "trained {} contextual heads (band {band_lo}..{band_hi}); wrote {} bytes to {}",
+                    ctx.heads().len(),
+                    bytes.len(),
+                    contextual_out.display()
+                );
+                for h in ctx.heads() {
+                    let _ = writeln!(
+                        report,
+                        "  {}: fusion inline {:.3}, context {:.3}, bias {:.3}",
+                        h.category, h.fuse_inline, h.fuse_context, h.fuse_bias
+                    );
+                }
+            }
             let bytes = model.to_bytes();
             std::fs::write(&out, &bytes)
                 .map_err(|e| Failure::machinery(format!("writing {}: {e}", out.display())))?;
@@ -104,6 +182,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                     h.category, h.bias, h.scale, h.platt_a, h.platt_b
                 );
             }
+            s.push_str(&report);
             Ok(s)
         }
         SafetyCommand::Eval {
@@ -111,19 +190,27 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
             model,
             pack,
             pack_file,
+            models,
+            contextual,
         } => {
             let examples = load(&data)?;
             let pack = load_pack(pack.as_deref(), pack_file.as_ref())?;
-            let engine = match model {
-                Some(path) => {
-                    let bytes = std::fs::read(&path).map_err(|e| {
-                        Failure::machinery(format!("reading {}: {e}", path.display()))
-                    })?;
-                    let m = NgramModel::from_bytes(&bytes)
-                        .map_err(|e| Failure::machinery(e.to_string()))?;
-                    Engine::new(pack, vec![Box::new(m)])
-                }
-                None => Engine::with_pack(pack).map_err(|e| Failure::machinery(e.to_string()))?,
+            let bytes = match model {
+                Some(path) => std::fs::read(&path)
+                    .map_err(|e| Failure::machinery(format!("reading {}: {e}", path.display())))?,
+                None => enclave_safety::BUILTIN_NGRAM_MODEL.to_vec(),
+            };
+            let ngram =
+                NgramModel::from_bytes(&bytes).map_err(|e| Failure::machinery(e.to_string()))?;
+            let engine = match models_arg(models.as_ref()) {
+                Some(dir) => Engine::with_contextual(
+                    pack,
+                    vec![Box::new(ngram)],
+                    contextual::load_model(contextual.as_ref())?,
+                    contextual::load_embedder(dir)?,
+                )
+                .map_err(|e| Failure::machinery(e.to_string()))?,
+                None => Engine::new(pack, vec![Box::new(ngram)]),
             };
             Ok(train::evaluate(&engine, &examples).to_markdown())
         }

@@ -12,7 +12,7 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use enclave_safety::{Direction, Engine, Pack};
+use enclave_safety::{Direction, Engine, NgramModel, Pack};
 use serde_json::{Map, Value, json};
 
 use crate::{Failure, Outcome};
@@ -29,6 +29,14 @@ pub(crate) struct ScreenArgs {
     /// Which way the texts flow: prompts (`input`, the default) or answers (`output`).
     #[arg(long, value_enum, default_value = "input")]
     direction: DirectionArg,
+    /// The models directory holding the sentence model of the contextual stage (default: where
+    /// `ENCLAVE_MODELS_DIR` or `enclave-data/models` say). Without the model the inline stages
+    /// screen alone, and a note on stderr says so.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_contextual")]
+    models: Option<PathBuf>,
+    /// Screen with the inline stages only (no sentence model).
+    #[arg(long)]
+    no_contextual: bool,
 }
 
 /// `--direction`.
@@ -68,7 +76,35 @@ pub(crate) fn load_pack(name: Option<&str>, file: Option<&PathBuf>) -> Result<Pa
 
 pub(crate) fn run(args: &ScreenArgs) -> Outcome {
     let pack = load_pack(args.pack.as_deref(), args.pack_file.as_ref())?;
-    let engine = Engine::with_pack(pack).map_err(|e| Failure::machinery(e.to_string()))?;
+    if args.no_contextual && !pack.denied_topics().is_empty() {
+        return Err(Failure::machinery(
+            "the pack denies topics, which need the contextual stage: drop --no-contextual",
+        ));
+    }
+    let engine = if args.no_contextual {
+        Engine::with_pack(pack).map_err(|e| Failure::machinery(e.to_string()))?
+    } else {
+        match crate::contextual::load_embedder(args.models.as_deref()) {
+            Ok(embed) => {
+                let ngram = NgramModel::from_bytes(enclave_safety::BUILTIN_NGRAM_MODEL)
+                    .map_err(|e| Failure::machinery(e.to_string()))?;
+                Engine::with_contextual(
+                    pack,
+                    vec![Box::new(ngram)],
+                    crate::contextual::load_model(None)?,
+                    embed,
+                )
+                .map_err(|e| Failure::machinery(e.to_string()))?
+            }
+            // An explicit directory without the model is a usage error; the default one is
+            // optional.
+            Err(e) if args.models.is_some() || !pack.denied_topics().is_empty() => return Err(e),
+            Err(e) => {
+                eprintln!("enclave screen: contextual stage off: {}", e.message());
+                Engine::with_pack(pack).map_err(|e| Failure::machinery(e.to_string()))?
+            }
+        }
+    };
     let direction = Direction::from(args.direction);
     let stdin = io::stdin();
     let mut input = stdin.lock();
@@ -154,5 +190,18 @@ fn answer_line(engine: &Engine, direction: Direction, line: &str, line_no: usize
         "category_scores".into(),
         Value::Object(v.category_scores_json()),
     );
+    if !v.topics.is_empty() {
+        m.insert(
+            "denied_topics".into(),
+            Value::Array(
+                v.topics
+                    .iter()
+                    .map(|(name, sim)| {
+                        json!({"name": name, "similarity": (f64::from(*sim) * 1e4).round() / 1e4})
+                    })
+                    .collect(),
+            ),
+        );
+    }
     Value::Object(m)
 }

@@ -129,9 +129,16 @@ impl App {
         }
         // Every pack is read and checked before anything else starts: a bad pack stops the
         // start rather than screening with a default.
-        let screens =
-            crate::stage::screen::Screens::load(&config.safety).map_err(StartError::Setup)?;
-        tracing::info!(pack = screens.default_pack(), "safety screen loaded");
+        let screens = crate::stage::screen::Screens::load(
+            &config.safety,
+            contextual_embedder(&config).map_err(StartError::Setup)?,
+        )
+        .map_err(StartError::Setup)?;
+        tracing::info!(
+            pack = screens.default_pack(),
+            contextual = screens.contextual(),
+            "safety screen loaded"
+        );
         let audit = start_audit(&config, &install, store.clone()).await?;
         let mut local: Option<Arc<LocalEngine>> = None;
         let client = http_client(config.limits.connect_timeout)
@@ -343,3 +350,35 @@ async fn start_audit(
 
 /// A database URL with any password removed, for messages.
 pub use enclave_store::redact_url;
+
+/// The sentence model of the safety screen's contextual stage, as `[safety] contextual` says:
+/// `auto` loads it when the models directory has it (and says so when it does not), `on`
+/// requires it, `off` never loads it.
+fn contextual_embedder(config: &Config) -> Result<Option<Arc<dyn enclave_safety::Embed>>, String> {
+    use crate::config::ContextualMode;
+    let mode = config.safety.contextual;
+    if mode == ContextualMode::Off {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    match LocalEngine::start(
+        &config.models_dir,
+        &[enclave_models::local::EMBED_MODEL.to_owned()],
+        config.limits.local_queue,
+    ) {
+        Ok(engine) => {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "safety contextual stage: all-MiniLM-L6-v2 loaded"
+            );
+            Ok(Some(Arc::new(crate::stage::screen::LocalEmbed(Arc::new(
+                engine,
+            )))))
+        }
+        Err(e) if mode == ContextualMode::On => Err(format!("safety.contextual = \"on\": {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "safety contextual stage off: the sentence model is not in the models directory (inline stages only; run scripts/fetch-models)");
+            Ok(None)
+        }
+    }
+}

@@ -81,7 +81,7 @@ pub use policy::{
     MetricsConfig, PolicyConfig, RawChatPolicy, RawEmbeddingsPolicy, RawMetrics, RawPolicy,
 };
 pub use retention::{RawRetention, RetentionConfig};
-pub use safety::{DEFAULT_PACK, PackSource, RawSafety, SafetyConfig};
+pub use safety::{ContextualMode, DEFAULT_PACK, PackSource, RawSafety, SafetyConfig};
 use serde::Deserialize;
 use walk::Problem;
 

@@ -435,7 +435,7 @@ async fn chat(
         }
         (answer, false) => {
             let mut whole = whole_answer(answer).await?;
-            screen.whole(ctx, &mut whole)?;
+            screen.whole(ctx, &mut whole).await?;
             Reply::Whole {
                 status: StatusCode::OK,
                 content_type: "application/json",
@@ -503,7 +503,7 @@ async fn create_response(
     let candidates = stage::routing::run(ctx, &chat.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
     let mut whole = whole_answer(answer).await?;
-    OutputScreen::new(ctx).whole(ctx, &mut whole)?;
+    OutputScreen::new(ctx).whole(ctx, &mut whole).await?;
     stage::remember::run(ctx, &chat, memory_on);
     let turn = responses::finish_turn(ctx, &request, &chat, context, &whole).await?;
     let usage = whole.usage;

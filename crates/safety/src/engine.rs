@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::action::{Action, Direction};
 use crate::category::{Category, Scores};
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, Embed};
+use crate::contextual::{ContextualModel, MAX_WINDOWS, windows};
 use crate::detect::{Finding, detect};
 use crate::ngram::{ModelError, NgramModel};
 use crate::pack::{Pack, PackError};
@@ -16,6 +17,10 @@ use crate::redact::{StreamRedactor, redact};
 /// The committed n-gram model (`crates/safety/models/ngram.bin`, made by
 /// `enclave safety train`).
 pub const BUILTIN_NGRAM_MODEL: &[u8] = include_bytes!("../models/ngram.bin");
+
+/// The committed contextual heads (`crates/safety/models/contextual.bin`, made by
+/// `enclave safety train --models …`): they need the sentence model, which the caller loads.
+pub const BUILTIN_CONTEXTUAL_MODEL: &[u8] = include_bytes!("../models/contextual.bin");
 
 /// The streaming screen classifies at most the last this many bytes of the stream each time it
 /// releases text (the n-gram model's window).
@@ -35,6 +40,9 @@ pub enum EngineError {
     /// The model weights are invalid.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The sentence model could not embed the pack's denied topics.
+    #[error("embedding the pack's denied topics: {0}")]
+    Embed(String),
 }
 
 /// What the screen decided about a text.
@@ -54,6 +62,9 @@ pub struct Verdict {
     pub findings: Vec<Finding>,
     /// The fired categories whose action is `redact` (apply with [`Verdict::redacted`]).
     pub redact: Vec<Category>,
+    /// The pack's denied topics that fired (similarity at or over the topic's threshold), with
+    /// their similarity.
+    pub topics: Vec<(String, f32)>,
 }
 
 impl Verdict {
@@ -92,6 +103,15 @@ impl Verdict {
             .collect()
     }
 
+    /// The categories and denied topics (as `topic:<name>`) that fired.
+    pub fn fired_names(&self) -> Vec<String> {
+        self.categories
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .chain(self.topics.iter().map(|(t, _)| format!("topic:{t}")))
+            .collect()
+    }
+
     /// The categories that fired, by wire name.
     pub fn category_names(&self) -> Vec<&'static str> {
         self.categories.iter().map(|c| c.as_str()).collect()
@@ -106,6 +126,32 @@ fn round(p: f32) -> f64 {
 struct Inner {
     pack: Pack,
     classifiers: Vec<Box<dyn Classifier>>,
+    contextual: Option<Contextual>,
+}
+
+/// The contextual stage: its heads, the sentence model that feeds them, and the embedded
+/// definitions and examples of the pack's denied topics.
+struct Contextual {
+    model: ContextualModel,
+    embed: Arc<dyn Embed>,
+    /// Per denied topic (in pack order), the vectors of its definition and examples.
+    topics: Vec<Vec<Vec<f32>>>,
+}
+
+/// The inline stages' scores of a text, before the contextual stage (see [`Engine::inline`]).
+#[derive(Clone, Debug)]
+pub struct Inline {
+    /// Detector and inline-classifier scores combined by maximum.
+    pub scores: Scores,
+    /// Denied topics that fired (none inline: the contextual stage decides them).
+    topics: Vec<(String, f32)>,
+    /// The detectors' scores alone.
+    detector_scores: Scores,
+    /// The detectors' findings.
+    pub findings: Vec<Finding>,
+    /// Whether the contextual stage must see the text (configured, and some category with a
+    /// head scored inside its uncertainty band).
+    pub uncertain: bool,
 }
 
 /// The safety engine: a policy pack and the loaded classifiers. Cheap to clone and share
@@ -119,6 +165,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("pack", &self.inner.pack.name())
+            .field("contextual", &self.inner.contextual.is_some())
             .field(
                 "classifiers",
                 &self
@@ -156,8 +203,51 @@ impl Engine {
     /// `pack` with these classifiers (their scores are combined with the detectors' by maximum).
     pub fn new(pack: Pack, classifiers: Vec<Box<dyn Classifier>>) -> Engine {
         Engine {
-            inner: Arc::new(Inner { pack, classifiers }),
+            inner: Arc::new(Inner {
+                pack,
+                classifiers,
+                contextual: None,
+            }),
         }
+    }
+
+    /// `pack` with these inline classifiers and the contextual stage: `model`'s heads over
+    /// `embed`'s sentence embeddings, asked only about texts the inline stages leave uncertain
+    /// — and about every text when the pack has denied topics, whose definitions and examples
+    /// are embedded here, once.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Embed`] when the sentence model cannot embed the denied topics.
+    pub fn with_contextual(
+        pack: Pack,
+        classifiers: Vec<Box<dyn Classifier>>,
+        model: ContextualModel,
+        embed: Arc<dyn Embed>,
+    ) -> Result<Engine, EngineError> {
+        let mut topics = Vec::new();
+        for t in pack.denied_topics() {
+            let texts: Vec<&str> = std::iter::once(t.definition.as_str())
+                .chain(t.examples.iter().map(String::as_str))
+                .collect();
+            topics.push(embed.embed(&texts).map_err(EngineError::Embed)?);
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                pack,
+                classifiers,
+                contextual: Some(Contextual {
+                    model,
+                    embed,
+                    topics,
+                }),
+            }),
+        })
+    }
+
+    /// Whether this engine has a contextual stage.
+    pub fn has_contextual(&self) -> bool {
+        self.inner.contextual.is_some()
     }
 
     /// The policy pack.
@@ -165,26 +255,146 @@ impl Engine {
         &self.inner.pack
     }
 
-    /// Scores `text` with the detectors and classifiers, without applying the pack.
-    pub fn score(&self, text: &str) -> (Scores, Vec<Finding>) {
+    /// Scores `text` with the detectors and the inline classifiers only (microseconds; never
+    /// blocks), and says whether the contextual stage must see it.
+    pub fn inline(&self, text: &str) -> Inline {
         let findings = detect(text);
-        let mut scores = Scores::default();
+        let mut detector_scores = Scores::default();
         for f in &findings {
             let c = f.category();
-            if f.confidence > scores.get(c) {
-                scores.set(c, f.confidence);
+            if f.confidence > detector_scores.get(c) {
+                detector_scores.set(c, f.confidence);
             }
         }
+        let mut scores = detector_scores;
         for classifier in &self.inner.classifiers {
             scores = scores.max(&classifier.score(text));
         }
+        let uncertain = self
+            .inner
+            .contextual
+            .as_ref()
+            .is_some_and(|c| !c.topics.is_empty() || c.model.uncertain(&scores));
+        Inline {
+            scores,
+            topics: Vec::new(),
+            detector_scores,
+            findings,
+            uncertain,
+        }
+    }
+
+    /// Completes `inline` (made by [`Engine::inline`] for `text`) into a verdict for
+    /// `direction`: the contextual stage when the text is uncertain (see
+    /// [`Engine::contextual`]), then the pack's rules and denied topics.
+    pub fn complete(&self, text: &str, inline: Inline, direction: Direction) -> Verdict {
+        let (scores, findings, topics) = self.contextual_topics(text, inline);
+        let mut v = self.decide(scores, findings, direction);
+        for (name, sim) in topics {
+            if let Some(t) = self
+                .inner
+                .pack
+                .denied_topics()
+                .iter()
+                .find(|t| t.name == name)
+            {
+                v.action = v.action.max(t.action);
+                v.flagged |= t.action != Action::Allow;
+                v.topics.push((name, sim));
+            }
+        }
+        v
+    }
+
+    /// Completes `inline` (made by [`Engine::inline`] for `text`): when it is uncertain, the
+    /// contextual stage embeds the text's windows (blocking: milliseconds per window) and its
+    /// fused scores replace the inline ones of the categories it has heads for, except where the
+    /// inline stages were already sure of a positive (a detector's finding still counts at its
+    /// confidence). If the sentence model fails, every uncertain category scores 1 — a text that
+    /// cannot be checked is not let through. Denied topics are left out: [`Engine::complete`]
+    /// and [`Engine::screen`] apply them.
+    pub fn contextual(&self, text: &str, inline: Inline) -> (Scores, Vec<Finding>) {
+        let (scores, findings, _) = self.contextual_topics(text, inline);
         (scores, findings)
     }
 
-    /// Screens a whole text flowing in `direction`.
+    fn contextual_topics(
+        &self,
+        text: &str,
+        inline: Inline,
+    ) -> (Scores, Vec<Finding>, Vec<(String, f32)>) {
+        let Some(ctx) = self.inner.contextual.as_ref().filter(|_| inline.uncertain) else {
+            return (inline.scores, inline.findings, inline.topics);
+        };
+        let mut wins = windows(text);
+        if wins.len() > MAX_WINDOWS {
+            // Too long to embed whole: the windows the inline classifiers find most suspect
+            // (for the categories with heads), in text order.
+            let heads: Vec<Category> = ctx.model.heads().iter().map(|h| h.category).collect();
+            let mut ranked: Vec<(usize, f32)> = wins
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let mut s = Scores::default();
+                    for classifier in &self.inner.classifiers {
+                        s = s.max(&classifier.score(w));
+                    }
+                    (i, heads.iter().map(|c| s.get(*c)).fold(0f32, f32::max))
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut keep: Vec<usize> = ranked.iter().take(MAX_WINDOWS).map(|r| r.0).collect();
+            keep.sort_unstable();
+            wins = keep.iter().filter_map(|&i| wins.get(i).copied()).collect();
+        }
+        let topics = self.inner.pack.denied_topics();
+        match ctx.embed.embed(&wins) {
+            Ok(vectors) => {
+                let mut fired = Vec::new();
+                for (t, tv) in topics.iter().zip(&ctx.topics) {
+                    let sim = vectors
+                        .iter()
+                        .flat_map(|v| tv.iter().map(move |e| cosine(v, e)))
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    if sim >= t.threshold {
+                        fired.push((t.name.clone(), sim));
+                    }
+                }
+                let scores = if ctx.model.uncertain(&inline.scores) {
+                    ctx.model
+                        .fuse(&inline.scores, &vectors)
+                        .max(&inline.detector_scores)
+                } else {
+                    inline.scores
+                };
+                (scores, inline.findings, fired)
+            }
+            Err(_) => {
+                let mut s = inline.scores;
+                for h in ctx.model.heads() {
+                    let p = s.get(h.category);
+                    if p >= ctx.model.band_lo && p < ctx.model.band_hi {
+                        s.set(h.category, 1.0);
+                    }
+                }
+                let fired = topics.iter().map(|t| (t.name.clone(), 1.0)).collect();
+                (s, inline.findings, fired)
+            }
+        }
+    }
+
+    /// Scores `text` with every stage (the contextual one when the inline stages leave the text
+    /// uncertain), without applying the pack.
+    pub fn score(&self, text: &str) -> (Scores, Vec<Finding>) {
+        let inline = self.inline(text);
+        self.contextual(text, inline)
+    }
+
+    /// Screens a whole text flowing in `direction` with every stage (and the pack's denied
+    /// topics, when the contextual stage is there to score them).
     pub fn screen(&self, text: &str, direction: Direction) -> Verdict {
-        let (scores, findings) = self.score(text);
-        self.decide(scores, findings, direction)
+        let inline = self.inline(text);
+        self.complete(text, inline, direction)
     }
 
     /// Applies the pack to scores.
@@ -211,6 +421,7 @@ impl Engine {
             action,
             findings,
             redact: redact_cats,
+            topics: Vec::new(),
         }
     }
 
@@ -313,7 +524,8 @@ impl StreamScreen {
         );
         let window = self.tail.get(start..).unwrap_or_default();
         self.screened_to = self.tail.len();
-        let (scores, _) = self.engine.score(window);
+        // Inline stages only: a stream is screened every few hundred bytes, on the event loop.
+        let scores = self.engine.inline(window).scores;
         let merged = self.verdict.scores.max(&scores);
         self.verdict = self.engine.decide(merged, Vec::new(), self.direction);
         if self.verdict.stops() {
@@ -329,6 +541,22 @@ impl StreamScreen {
             self.tail.drain(..cut);
             self.screened_to = self.screened_to.saturating_sub(cut);
         }
+    }
+}
+
+/// Cosine similarity of two vectors (the sentence model's are unit length, but a caller's
+/// `Embed` need not be).
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
     }
 }
 

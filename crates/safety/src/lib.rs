@@ -42,6 +42,7 @@
 mod action;
 mod category;
 mod classifier;
+pub mod contextual;
 mod detect;
 mod engine;
 mod ngram;
@@ -52,10 +53,11 @@ pub mod train;
 pub use action::{Action, Direction};
 pub use category::{Category, Scores};
 pub use classifier::{Classifier, Embed};
+pub use contextual::{ContextualError, ContextualModel};
 pub use detect::{Finding, Kind, detect};
 pub use engine::{
-    BUILTIN_NGRAM_MODEL, Engine, EngineError, STREAM_CONTEXT_BYTES, STREAM_WINDOW_BYTES,
-    StreamScreen, StreamStep, Verdict,
+    BUILTIN_CONTEXTUAL_MODEL, BUILTIN_NGRAM_MODEL, Engine, EngineError, Inline,
+    STREAM_CONTEXT_BYTES, STREAM_WINDOW_BYTES, StreamScreen, StreamStep, Verdict,
 };
 pub use ngram::{BLOCK_BYTES, Head, ModelError, NgramModel};
 pub use pack::{DEFAULT_THRESHOLD, DEFAULT_TOPIC_THRESHOLD, DeniedTopic, Pack, PackError, Rule};

@@ -35,9 +35,11 @@ pub struct Rule {
     pub action: Action,
 }
 
-/// A topic a tenant forbids, defined by a name, a definition and examples. Scored by sentence
-/// similarity to the definition and the examples once the contextual stage is wired; parsed and
-/// validated now so that packs written today keep working.
+/// A topic a tenant forbids, defined by a name, a definition and examples. The contextual stage
+/// embeds them once when the engine is built and fires the topic when some window of a text
+/// has a cosine similarity at or over `threshold` to one of them; no retraining. Without the
+/// sentence model a topic cannot be scored (the gateway then runs with `contextual = "on"` or
+/// says at start that topics are off).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeniedTopic {
     /// The topic's name (shown in verdicts and logs).
@@ -97,8 +99,9 @@ struct RawTopic {
 /// Threshold of a category whose rule (and the pack's `[defaults]`) gives none.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
-/// Similarity threshold of a denied topic that gives none.
-pub const DEFAULT_TOPIC_THRESHOLD: f32 = 0.75;
+/// Similarity threshold of a denied topic that gives none (all-MiniLM-L6-v2 cosine: unrelated
+/// sentences score 0.1–0.4, paraphrases of one request 0.5–0.8).
+pub const DEFAULT_TOPIC_THRESHOLD: f32 = 0.5;
 
 /// Whether deterministic detectors find this category by span (so `redact` can apply).
 fn has_spans(c: Category) -> bool {

@@ -197,10 +197,14 @@ fn sparse(text: &str, mask: u32) -> Vec<(u32, f32)> {
 }
 
 /// xorshift64*: a small deterministic generator for the shuffle.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -450,6 +454,111 @@ pub fn platt(pairs: &[(f32, bool)]) -> (f32, f32) {
     (a as f32, b as f32)
 }
 
+/// Fits `p = σ(a·x₀ + b·x₁ + c)` to `(features, label)` rows by Newton's method on the log
+/// loss with Platt's smoothed targets and a small ridge; returns `[a, b, c]`. `[1, 0, 0]` when a
+/// class is missing.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "fixed 2- and 3-element arrays indexed by loops bounded by their length"
+)]
+pub fn platt_fit(rows: &[([f32; 2], bool)]) -> [f32; 3] {
+    let pos = rows.iter().filter(|(_, y)| *y).count();
+    let neg = rows.len() - pos;
+    if pos == 0 || neg == 0 {
+        return [1.0, 0.0, 0.0];
+    }
+    #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+    let (hi, lo) = (
+        (pos as f64 + 1.0) / (pos as f64 + 2.0),
+        1.0 / (neg as f64 + 2.0),
+    );
+    let ridge = 1e-3;
+    let feats = |x: &[f32; 2]| [f64::from(x[0]), f64::from(x[1]), 1.0];
+    let loss = |w: &[f64; 3]| -> f64 {
+        rows.iter()
+            .map(|(x, y)| {
+                let t = if *y { hi } else { lo };
+                let f = feats(x);
+                let m = w[0] * f[0] + w[1] * f[1] + w[2];
+                let softplus = if m > 0.0 {
+                    m + (-m).exp().ln_1p()
+                } else {
+                    m.exp().ln_1p()
+                };
+                softplus - t * m
+            })
+            .sum::<f64>()
+            + ridge * (w[0] * w[0] + w[1] * w[1])
+    };
+    let mut w = [1.0f64, 0.0, 0.0];
+    let mut current = loss(&w);
+    for _ in 0..100 {
+        let mut g = [0.0f64; 3];
+        let mut h = [[0.0f64; 3]; 3];
+        for (x, y) in rows {
+            let t = if *y { hi } else { lo };
+            let f = feats(x);
+            let p = 1.0 / (1.0 + (-(w[0] * f[0] + w[1] * f[1] + w[2])).exp());
+            let s = p * (1.0 - p);
+            for a in 0..3 {
+                g[a] += (p - t) * f[a];
+                for b in 0..3 {
+                    h[a][b] += s * f[a] * f[b];
+                }
+            }
+        }
+        for a in 0..2 {
+            g[a] += 2.0 * ridge * w[a];
+            h[a][a] += 2.0 * ridge;
+        }
+        h[2][2] += 1e-9;
+        let Some(d) = solve3(h, g) else {
+            break;
+        };
+        let mut step = 1.0;
+        let mut improved = false;
+        while step > 1e-6 {
+            let next = [w[0] - step * d[0], w[1] - step * d[1], w[2] - step * d[2]];
+            let l = loss(&next);
+            if l < current {
+                w = next;
+                current = l;
+                improved = true;
+                break;
+            }
+            step /= 2.0;
+        }
+        if !improved || d.iter().all(|v| v.abs() < 1e-7) {
+            break;
+        }
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "parameters are small")]
+    [w[0] as f32, w[1] as f32, w[2] as f32]
+}
+
+/// Solves `h · x = g` for a 3×3 system by Cramer's rule; `None` when singular.
+#[expect(clippy::indexing_slicing, reason = "fixed 3×3 arrays")]
+fn solve3(h: [[f64; 3]; 3], g: [f64; 3]) -> Option<[f64; 3]> {
+    let det = |m: [[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(h);
+    if d.abs() < 1e-12 {
+        return None;
+    }
+    let mut x = [0.0; 3];
+    for (c, xc) in x.iter_mut().enumerate() {
+        let mut m = h;
+        for r in 0..3 {
+            m[r][c] = g[r];
+        }
+        *xc = det(m) / d;
+    }
+    Some(x)
+}
+
 /// Average precision (the area under the precision-recall curve, step-wise) of `(score,
 /// label)` pairs; `None` without positives.
 pub fn auprc(pairs: &[(f32, bool)]) -> Option<f64> {
@@ -516,6 +625,10 @@ pub struct Report {
     pub binary_auprc: Option<f64>,
     /// Test examples.
     pub test: usize,
+    /// Share of the held-out benign texts the contextual stage was asked to see (0 without one).
+    pub benign_contextual: f64,
+    /// Share of the test split the contextual stage was asked to see.
+    pub test_contextual: f64,
 }
 
 /// Evaluates `engine` (detectors, model and pack thresholds, direction input) on the test split
@@ -598,7 +711,14 @@ pub fn evaluate(engine: &Engine, examples: &[Example]) -> Report {
             (p, e.labels.iter().any(|c| c.is_openai()))
         })
         .collect();
+    let asked = |xs: &[&Example]| {
+        xs.iter()
+            .filter(|e| engine.inline(&e.text).uncertain)
+            .count()
+    };
     Report {
+        benign_contextual: ratio(asked(&benign), benign.len()),
+        test_contextual: ratio(asked(&test), test.len()),
         categories,
         benign: benign.len(),
         benign_any_fpr: ratio(any, benign.len()),
@@ -658,6 +778,12 @@ impl Report {
                 .map_or_else(|| "–".to_owned(), |a| format!("{a:.3}")),
             self.benign,
             self.benign_any_fpr * 100.0
+        );
+        let _ = writeln!(
+            s,
+            "\nThe contextual stage saw {:.2} % of the held-out benign texts and {:.2} % of the test split.",
+            self.benign_contextual * 100.0,
+            self.test_contextual * 100.0
         );
         s
     }

@@ -3,6 +3,7 @@
 //! ```toml
 //! [safety]
 //! pack = "us-federal"                  # a built-in pack's name, or a path to a pack file
+//! contextual = "auto"                  # the sentence-model stage: "auto", "on" or "off"
 //!
 //! [safety.tenants]                     # per-tenant packs (the others use `pack`)
 //! agency-b = "/etc/enclave/packs/agency-b.toml"
@@ -11,6 +12,11 @@
 //! A value that ends in `.toml` or holds a `/` is a file; anything else names a built-in pack.
 //! Files are read and every pack is checked when the server starts (`App::new`), so a bad pack
 //! stops the start with its key path instead of screening with a default.
+//!
+//! `contextual`: the safety stack's contextual stage (all-MiniLM-L6-v2 with trained heads, run
+//! only on texts the inline stages leave uncertain). `auto` (the default) uses it when the
+//! models directory holds the sentence model and says at start which it chose; `on` refuses to
+//! start without it; `off` screens with the inline stages alone.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +37,20 @@ pub struct RawSafety {
     pub pack: Option<String>,
     /// `[safety.tenants]`: tenant name → built-in pack name or pack file path.
     pub tenants: Option<BTreeMap<String, String>>,
+    /// `auto` (default), `on` or `off`: the contextual stage.
+    pub contextual: Option<String>,
+}
+
+/// Whether the screen runs its contextual stage (`[safety] contextual`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContextualMode {
+    /// When the sentence model is in the models directory.
+    #[default]
+    Auto,
+    /// Always: the start fails without the sentence model.
+    On,
+    /// Never.
+    Off,
 }
 
 /// Where a policy pack comes from.
@@ -65,6 +85,8 @@ pub struct SafetyConfig {
     pub pack: PackSource,
     /// Per-tenant packs.
     pub tenants: BTreeMap<String, PackSource>,
+    /// The contextual stage.
+    pub contextual: ContextualMode,
 }
 
 impl Default for SafetyConfig {
@@ -72,6 +94,7 @@ impl Default for SafetyConfig {
         SafetyConfig {
             pack: PackSource::Builtin(DEFAULT_PACK.to_owned()),
             tenants: BTreeMap::new(),
+            contextual: ContextualMode::Auto,
         }
     }
 }
@@ -93,6 +116,12 @@ impl SafetyConfig {
                     "must name a built-in pack (\"us-federal\") or a pack file",
                 ),
             }
+        }
+        match raw.contextual.as_deref().map(str::trim) {
+            None | Some("auto") => {}
+            Some("on") => config.contextual = ContextualMode::On,
+            Some("off") => config.contextual = ContextualMode::Off,
+            Some(_) => p.push("contextual", "must be \"auto\", \"on\" or \"off\""),
         }
         for (tenant, pack) in raw.tenants.unwrap_or_default() {
             if tenant.trim().is_empty() {

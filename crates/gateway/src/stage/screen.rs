@@ -16,11 +16,14 @@
 //! Every decision lands in the request's audit entry (`safety_input`, `safety_output`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use enclave_api::{Chunk, Completion, Delta};
+use enclave_models::local::LocalEngine;
 use enclave_safety::{
-    Action, Category, Direction, Engine, Pack, StreamScreen, StreamStep, Verdict,
+    Action, BUILTIN_CONTEXTUAL_MODEL, BUILTIN_NGRAM_MODEL, Category, ContextualModel, Direction,
+    Embed, Engine, NgramModel, Pack, StreamScreen, StreamStep, Verdict,
 };
 use http::StatusCode;
 
@@ -49,7 +52,10 @@ impl Screens {
     /// # Errors
     ///
     /// A message naming the key path and what is wrong with the pack.
-    pub fn load(config: &SafetyConfig) -> Result<Screens, String> {
+    pub fn load(config: &SafetyConfig, embed: Option<Arc<dyn Embed>>) -> Result<Screens, String> {
+        let ngram = NgramModel::from_bytes(BUILTIN_NGRAM_MODEL).map_err(|e| e.to_string())?;
+        let contextual =
+            ContextualModel::from_bytes(BUILTIN_CONTEXTUAL_MODEL).map_err(|e| e.to_string())?;
         let mut built: Vec<(PackSource, Engine)> = Vec::new();
         let mut engine_for = |source: &PackSource, at: &str| -> Result<Engine, String> {
             if let Some((_, e)) = built.iter().find(|(s, _)| s == source) {
@@ -66,7 +72,22 @@ impl Screens {
                 }
             }
             .map_err(|e| format!("{at}: {e}"))?;
-            let engine = Engine::with_pack(pack).map_err(|e| format!("{at}: {e}"))?;
+            // SECURITY: a topic the officer denied must not silently go unscored.
+            if embed.is_none() && !pack.denied_topics().is_empty() {
+                return Err(format!(
+                    "{at}: the pack denies topics, which need the safety screen's sentence model (the models directory lacks all-MiniLM-L6-v2, or [safety] contextual = \"off\")"
+                ));
+            }
+            let engine = match &embed {
+                Some(embed) => Engine::with_contextual(
+                    pack,
+                    vec![Box::new(ngram.clone())],
+                    contextual.clone(),
+                    Arc::clone(embed),
+                )
+                .map_err(|e| format!("{at}: {e}"))?,
+                None => Engine::new(pack, vec![Box::new(ngram.clone())]),
+            };
             built.push((source.clone(), engine.clone()));
             Ok(engine)
         };
@@ -88,6 +109,21 @@ impl Screens {
     pub fn default_pack(&self) -> &str {
         self.default.pack().name()
     }
+
+    /// Whether the contextual stage runs.
+    pub fn contextual(&self) -> bool {
+        self.default.has_contextual()
+    }
+}
+
+/// The embedded sentence model behind the contextual stage.
+#[derive(Debug)]
+pub struct LocalEmbed(pub Arc<LocalEngine>);
+
+impl Embed for LocalEmbed {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.0.embed_blocking(texts).map_err(|e| e.to_string())
+    }
 }
 
 /// The engine for the request's caller (the default pack before authentication).
@@ -99,22 +135,33 @@ fn engine(ctx: &RequestCtx) -> Engine {
     }
 }
 
-/// Screens `text` off the event loop when it is long.
+/// Screens `text`: the inline stages on the event loop when it is short, the contextual stage
+/// (when the inline stages leave the text uncertain) and long texts on the blocking pool.
 async fn screen_text(
     engine: Engine,
     text: &str,
     direction: Direction,
 ) -> Result<Verdict, ApiError> {
     if text.len() <= INLINE_BYTES {
-        return Ok(engine.screen(text, direction));
+        let inline = engine.inline(text);
+        if !inline.uncertain {
+            return Ok(engine.decide(inline.scores, inline.findings, direction));
+        }
+        let owned = text.to_owned();
+        return blocking(move || engine.complete(&owned, inline, direction)).await;
     }
     let owned = text.to_owned();
-    tokio::task::spawn_blocking(move || engine.screen(&owned, direction))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "the safety screen failed");
-            ApiError::internal()
-        })
+    blocking(move || engine.screen(&owned, direction)).await
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "the safety screen failed");
+        ApiError::internal()
+    })
 }
 
 /// Screens the request's text (every string it carries, as paragraphs).
@@ -176,19 +223,30 @@ fn record_fired(ctx: &mut RequestCtx, engine: &Engine, direction: Direction, ver
         );
         ctx.decide(stage, action.as_str(), category.as_str());
     }
+    for (topic, similarity) in &verdict.topics {
+        let action = engine
+            .pack()
+            .denied_topics()
+            .iter()
+            .find(|t| &t.name == topic)
+            .map_or("block", |t| t.action.as_str());
+        ctx.app.metrics.flag("denied-topic");
+        tracing::info!(stage, topic = %topic, similarity, action, "denied topic fired");
+        ctx.decide(stage, action, format!("topic:{topic}"));
+    }
 }
 
 /// Records one verdict: its fired categories, or `allow` when none fired.
 fn record(ctx: &mut RequestCtx, engine: &Engine, direction: Direction, verdict: &Verdict) {
     record_fired(ctx, engine, direction, verdict);
-    if verdict.categories.is_empty() {
+    if verdict.categories.is_empty() && verdict.topics.is_empty() {
         ctx.decide(stage_of(direction), "allow", "none");
     }
 }
 
 /// The refusal for a verdict that stops a request.
 fn refusal(verdict: &Verdict, direction: Direction) -> ApiError {
-    let names = verdict.category_names().join(", ");
+    let names = verdict.fired_names().join(", ");
     let (code, message) = match (verdict.action, direction) {
         (Action::Review, _) => (
             "pending_review",
@@ -392,17 +450,17 @@ impl OutputScreen {
     /// # Errors
     ///
     /// A refusal sent instead of the answer.
-    pub(crate) fn whole(
+    pub(crate) async fn whole(
         &mut self,
         ctx: &mut RequestCtx,
         answer: &mut Completion,
     ) -> Result<(), ApiError> {
-        let screened = self.screen_whole(answer);
+        let screened = self.screen_whole(answer).await;
         self.record(ctx);
         screened
     }
 
-    fn screen_whole(&mut self, answer: &mut Completion) -> Result<(), ApiError> {
+    async fn screen_whole(&mut self, answer: &mut Completion) -> Result<(), ApiError> {
         let mut changed = false;
         for choice in &mut answer.choices {
             let texts = choice
@@ -410,7 +468,7 @@ impl OutputScreen {
                 .iter_mut()
                 .chain(choice.tool_calls.iter_mut().map(|c| &mut c.arguments));
             for text in texts {
-                let verdict = self.engine.screen(text, Direction::Output);
+                let verdict = screen_text(self.engine.clone(), text, Direction::Output).await?;
                 if verdict.stops() {
                     return Err(self.stopped(verdict));
                 }
@@ -455,24 +513,25 @@ pub(crate) async fn moderate(
 ) -> Result<Bytes, ApiError> {
     let engine = engine(ctx);
     let total: usize = inputs.iter().map(String::len).sum();
-    let verdicts = if total <= INLINE_BYTES {
-        inputs
-            .iter()
-            .map(|t| engine.screen(t, Direction::Input))
+    let inline: Vec<_> = if total <= INLINE_BYTES {
+        inputs.iter().map(|t| engine.inline(t)).collect()
+    } else {
+        Vec::new()
+    };
+    let verdicts = if total <= INLINE_BYTES && inline.iter().all(|i| !i.uncertain) {
+        inline
+            .into_iter()
+            .map(|i| engine.decide(i.scores, i.findings, Direction::Input))
             .collect::<Vec<_>>()
     } else {
         let engine = engine.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             inputs
                 .iter()
                 .map(|t| engine.screen(t, Direction::Input))
                 .collect::<Vec<_>>()
         })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "the safety screen failed");
-            ApiError::internal()
-        })?
+        .await?
     };
     let applied: serde_json::Map<String, serde_json::Value> = Category::ALL
         .into_iter()
