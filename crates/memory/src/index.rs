@@ -8,6 +8,7 @@ use enclave_label::Label;
 use crate::dense;
 use crate::lexical::Lexical;
 use crate::text;
+use crate::visible::Visible;
 
 /// Longest content indexed, in bytes; a longer record is refused (the gateway bounds bodies
 /// well below this).
@@ -273,8 +274,14 @@ struct TenantIndex {
     label_ids: HashMap<Label, u32>,
     /// Principals and namespaces, interned.
     names: HashMap<String, u32>,
-    /// Per slot, what visibility and the dense scan read (one cache line holds four).
+    /// The slots of each owner, and of each namespace, ascending: a search visits its
+    /// viewer's scope only, not the whole tenant.
+    owned: HashMap<u32, Vec<u32>>,
+    shared: HashMap<u32, Vec<u32>>,
+    /// Per slot, what visibility reads.
     meta: Vec<SlotMeta>,
+    /// The slots that have a vector, one bit each.
+    with_vector: Vec<u64>,
     /// Sign codes, `words` per slot (zeros where a slot has no vector).
     codes: Vec<u64>,
     words: usize,
@@ -287,7 +294,6 @@ const NONE: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug)]
 struct SlotMeta {
     live: bool,
-    has_vector: bool,
     label: u32,
     owner: u32,
     namespace: u32,
@@ -295,7 +301,6 @@ struct SlotMeta {
 
 const EMPTY: SlotMeta = SlotMeta {
     live: false,
-    has_vector: false,
     label: NONE,
     owner: NONE,
     namespace: NONE,
@@ -323,7 +328,10 @@ impl TenantIndex {
             labels: Vec::new(),
             label_ids: HashMap::new(),
             names: HashMap::new(),
+            owned: HashMap::new(),
+            shared: HashMap::new(),
             meta: Vec::new(),
+            with_vector: Vec::new(),
             codes: Vec::new(),
             words: dims.div_ceil(64),
             live: 0,
@@ -369,6 +377,9 @@ impl TenantIndex {
             None => {
                 self.slots.push(None);
                 self.meta.push(EMPTY);
+                if self.with_vector.len() * 64 < self.slots.len() {
+                    self.with_vector.push(0);
+                }
                 self.codes.extend(std::iter::repeat_n(0, self.words));
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
@@ -379,10 +390,13 @@ impl TenantIndex {
         self.by_id.insert(memory.id.clone(), slot);
         let owner = self.intern(&memory.principal);
         let namespace = memory.namespace.as_deref().map_or(NONE, |n| self.intern(n));
+        add_to(self.owned.entry(owner).or_default(), slot);
+        if namespace != NONE {
+            add_to(self.shared.entry(namespace).or_default(), slot);
+        }
         if let Some(m) = self.meta.get_mut(slot as usize) {
             *m = SlotMeta {
                 live: true,
-                has_vector: false,
                 label,
                 owner,
                 namespace,
@@ -417,8 +431,8 @@ impl TenantIndex {
     }
 
     fn put_vector(&mut self, slot: u32, v: Box<[f32]>) {
-        if let Some(m) = self.meta.get_mut(slot as usize) {
-            m.has_vector = true;
+        if let Some(w) = self.with_vector.get_mut(slot as usize / 64) {
+            *w |= 1 << (slot % 64);
         }
         let code = dense::sign_code(&v);
         let start = slot as usize * self.words;
@@ -446,7 +460,18 @@ impl TenantIndex {
         let doc = self.slots.get_mut(slot as usize)?.take()?;
         self.lexical.remove(slot, &doc.terms, doc.len);
         if let Some(m) = self.meta.get_mut(slot as usize) {
+            for (scopes, key) in [(&mut self.owned, m.owner), (&mut self.shared, m.namespace)] {
+                if let Some(list) = scopes.get_mut(&key) {
+                    remove_from(list, slot);
+                    if list.is_empty() {
+                        scopes.remove(&key);
+                    }
+                }
+            }
             *m = EMPTY;
+        }
+        if let Some(w) = self.with_vector.get_mut(slot as usize / 64) {
+            *w &= !(1 << (slot % 64));
         }
         let start = slot as usize * self.words;
         if let Some(dst) = self.codes.get_mut(start..start + self.words) {
@@ -468,37 +493,38 @@ impl TenantIndex {
         (mine && viewer.label.dominates(label)).then(|| Arc::clone(m))
     }
 
-    /// The visibility test for search, as a closure over slots.
-    fn visibility(&self, viewer: &Viewer<'_>) -> impl Fn(u32) -> bool + '_ {
+    /// The slots `viewer` may see in a search: live, of its scope (its own memories, or the
+    /// namespace it searches), with a label its session label dominates.
+    fn visible(&self, viewer: &Viewer<'_>) -> Visible {
+        let mut visible = Visible::new(self.slots.len());
         let allowed: Vec<bool> = self
             .labels
             .iter()
             .map(|l| viewer.label.dominates(l))
             .collect();
-        let name = |n: &str| self.names.get(n).copied().unwrap_or(NONE);
-        // SECURITY: a viewer or namespace the index has never seen matches nothing (`NONE`
-        // is never compared as equal below).
-        let (owner, namespace) = match viewer.namespace {
-            None => (name(viewer.principal), NONE),
-            Some(ns) => (NONE, name(ns)),
+        // SECURITY: a viewer or namespace the index has never seen has no slots; so has a
+        // viewer of one namespace in any other.
+        let scope = match viewer.namespace {
+            None => self
+                .names
+                .get(viewer.principal)
+                .and_then(|n| self.owned.get(n)),
+            Some(ns) => self.names.get(ns).and_then(|n| self.shared.get(n)),
         };
-        move |slot| {
+        for &slot in scope.map_or(&[][..], Vec::as_slice) {
             let Some(m) = self.meta.get(slot as usize) else {
-                return false;
+                continue;
             };
-            m.live
-                && allowed.get(m.label as usize).copied().unwrap_or(false)
-                && if owner != NONE {
-                    m.owner == owner
-                } else {
-                    namespace != NONE && m.namespace == namespace
-                }
+            if m.live && allowed.get(m.label as usize).copied().unwrap_or(false) {
+                visible.insert(slot);
+            }
         }
+        visible
     }
 
     fn search(&self, viewer: &Viewer<'_>, query: &Query<'_>, params: &Params) -> Vec<Hit> {
         let limit = query.limit.clamp(1, MAX_LIMIT);
-        let visible = self.visibility(viewer);
+        let visible = self.visible(viewer);
         let depth = params.depth.max(limit);
         let lexical = if params.retrieval == Retrieval::Dense {
             Vec::new()
@@ -527,22 +553,13 @@ impl TenantIndex {
             .collect()
     }
 
-    fn lexical_top(
-        &self,
-        text: &str,
-        visible: &impl Fn(u32) -> bool,
-        depth: usize,
-    ) -> Vec<(u32, f32)> {
+    fn lexical_top(&self, text: &str, visible: &Visible, depth: usize) -> Vec<(u32, f32)> {
         let terms = text::terms(text);
         if terms.is_empty() {
             return Vec::new();
         }
         let mut scores = vec![0.0f32; self.slots.len()];
-        let doc_len = |slot: u32| match self.slots.get(slot as usize) {
-            Some(Some(d)) => d.len,
-            _ => 0,
-        };
-        let touched = self.lexical.score(&terms, doc_len, visible, &mut scores);
+        let touched = self.lexical.score(&terms, visible, &mut scores);
         let scored = touched
             .into_iter()
             .map(|s| (s, scores.get(s as usize).copied().unwrap_or(0.0)))
@@ -550,38 +567,42 @@ impl TenantIndex {
         top(scored, depth)
     }
 
-    fn dense_top(
-        &self,
-        q: &[f32],
-        visible: &impl Fn(u32) -> bool,
-        depth: usize,
-    ) -> Vec<(u32, f32)> {
+    fn dense_top(&self, q: &[f32], visible: &Visible, depth: usize) -> Vec<(u32, f32)> {
         let vector = |slot: u32| -> Option<&[f32]> {
             match self.slots.get(slot as usize) {
                 Some(Some(d)) => d.vector.as_deref(),
                 _ => None,
             }
         };
-        let has_vector = |slot: u32| self.meta.get(slot as usize).is_some_and(|m| m.has_vector);
-        let n = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-        let candidates: Vec<u32> = if self.live <= dense::EXACT_UP_TO {
-            (0..n).filter(|&s| has_vector(s) && visible(s)).collect()
+        let mut visible = visible.clone();
+        // SECURITY: only visible slots are ranked; an invisible vector is never looked at.
+        visible.retain_in(&self.with_vector);
+        let mut candidates: Vec<u32> = if self.live <= dense::EXACT_UP_TO {
+            visible.iter().collect()
         } else {
             let code = dense::sign_code(q);
-            let mut near: Vec<(u32, u32)> = Vec::new();
-            for (s, c) in (0..n).zip(self.codes.chunks_exact(self.words)) {
-                // SECURITY: the filter comes first; an invisible vector is never ranked.
-                if has_vector(s) && visible(s) {
-                    near.push((dense::hamming(c, &code), s));
-                }
-            }
+            // (distance, slot) packed in one word, so that selecting on the word orders by
+            // distance, then slot.
+            let mut near: Vec<u64> = visible
+                .iter()
+                .map(|s| {
+                    let start = s as usize * self.words;
+                    let d = self
+                        .codes
+                        .get(start..start + self.words)
+                        .map_or(u32::MAX, |c| dense::hamming(c, &code));
+                    (u64::from(d) << 32) | u64::from(s)
+                })
+                .collect();
             let keep = dense::RESCORE.max(depth);
             if near.len() > keep {
                 near.select_nth_unstable(keep);
                 near.truncate(keep);
             }
-            near.into_iter().map(|(_, s)| s).collect()
+            near.into_iter().map(|k| (k & 0xffff_ffff) as u32).collect()
         };
+        // In slot order, so the vectors are read in address order.
+        candidates.sort_unstable();
         let scored = candidates
             .into_iter()
             .filter_map(|s| vector(s).map(|v| (s, dense::dot(q, v))))
@@ -673,6 +694,20 @@ impl TenantIndex {
             _ => overlap(&new.terms, &old.terms),
         };
         sim >= params.supersede_similarity
+    }
+}
+
+/// Adds `slot` to an ascending list of slots.
+fn add_to(list: &mut Vec<u32>, slot: u32) {
+    if let Err(at) = list.binary_search(&slot) {
+        list.insert(at, slot);
+    }
+}
+
+/// Removes `slot` from an ascending list of slots.
+fn remove_from(list: &mut Vec<u32>, slot: u32) {
+    if let Ok(at) = list.binary_search(&slot) {
+        list.remove(at);
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use crate::visible::Visible;
+
 /// BM25's term-frequency saturation.
 const K1: f32 = 1.2;
 /// BM25's length normalization.
@@ -14,6 +16,9 @@ const B: f32 = 0.75;
 pub(crate) struct Lexical {
     /// Term → (slot, term frequency), in insertion order.
     postings: HashMap<String, Vec<(u32, u32)>>,
+    /// Per slot, the document's length in terms (0 for a free slot): read for every posting a
+    /// search walks, so it lives apart from the documents.
+    lens: Vec<u32>,
     /// Sum of the lengths (in terms) of the live documents.
     total_len: u64,
     /// Live documents.
@@ -27,6 +32,14 @@ impl Lexical {
         let mut tf: HashMap<&str, u32> = HashMap::new();
         for t in terms {
             *tf.entry(t.as_str()).or_default() += 1;
+        }
+        let len = u32::try_from(terms.len()).unwrap_or(u32::MAX);
+        let at = slot as usize;
+        if self.lens.len() <= at {
+            self.lens.resize(at + 1, 0);
+        }
+        if let Some(l) = self.lens.get_mut(at) {
+            *l = len;
         }
         let mut distinct = Vec::with_capacity(tf.len());
         for (t, n) in tf {
@@ -51,18 +64,20 @@ impl Lexical {
                 }
             }
         }
+        if let Some(l) = self.lens.get_mut(slot as usize) {
+            *l = 0;
+        }
         self.total_len = self.total_len.saturating_sub(u64::from(len));
         self.docs = self.docs.saturating_sub(1);
     }
 
-    /// BM25 scores of the slots `visible` admits, for the distinct `query` terms, accumulated
+    /// BM25 scores of the slots in `visible`, for the distinct `query` terms, accumulated
     /// into `scores` (indexed by slot; its length is the slot count). Returns the slots that
     /// got a score, each once.
     pub(crate) fn score(
         &self,
         query: &[String],
-        doc_len: impl Fn(u32) -> u32,
-        visible: impl Fn(u32) -> bool,
+        visible: &Visible,
         scores: &mut [f32],
     ) -> Vec<u32> {
         let mut touched = Vec::new();
@@ -85,14 +100,16 @@ impl Lexical {
             for &(slot, tf) in list {
                 // SECURITY: invisible documents get no score at all, so they cannot take a
                 // place in the ranking or influence normalization.
-                if !visible(slot) {
+                if !visible.contains(slot) {
                     continue;
                 }
-                let Some(s) = scores.get_mut(slot as usize) else {
+                let (Some(s), Some(&len)) =
+                    (scores.get_mut(slot as usize), self.lens.get(slot as usize))
+                else {
                     continue;
                 };
                 let tf = tf as f32;
-                let len = doc_len(slot) as f32;
+                let len = len as f32;
                 let add = idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg));
                 if *s == 0.0 {
                     touched.push(slot);
