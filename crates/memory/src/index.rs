@@ -285,6 +285,10 @@ struct TenantIndex {
     /// Sign codes, `words` per slot (zeros where a slot has no vector).
     codes: Vec<u64>,
     words: usize,
+    /// Byte codes, `dims` per slot, and per slot their scale and error bound
+    /// ([`dense::Bytes`]; zeros where a slot has no vector).
+    bytes: Vec<i8>,
+    bounds: Vec<(f32, f32)>,
     live: usize,
 }
 
@@ -334,6 +338,8 @@ impl TenantIndex {
             with_vector: Vec::new(),
             codes: Vec::new(),
             words: dims.div_ceil(64),
+            bytes: Vec::new(),
+            bounds: Vec::new(),
             live: 0,
         }
     }
@@ -381,6 +387,8 @@ impl TenantIndex {
                     self.with_vector.push(0);
                 }
                 self.codes.extend(std::iter::repeat_n(0, self.words));
+                self.bytes.extend(std::iter::repeat_n(0, self.dims));
+                self.bounds.push((0.0, 0.0));
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
@@ -439,6 +447,14 @@ impl TenantIndex {
         if let Some(dst) = self.codes.get_mut(start..start + self.words) {
             dst.copy_from_slice(&code);
         }
+        let bytes = dense::to_bytes(&v);
+        let start = slot as usize * self.dims;
+        if let Some(dst) = self.bytes.get_mut(start..start + self.dims) {
+            dst.copy_from_slice(&bytes.codes);
+        }
+        if let Some(b) = self.bounds.get_mut(slot as usize) {
+            *b = (bytes.scale, bytes.error);
+        }
         if let Some(Some(doc)) = self.slots.get_mut(slot as usize) {
             doc.vector = Some(v);
         }
@@ -476,6 +492,13 @@ impl TenantIndex {
         let start = slot as usize * self.words;
         if let Some(dst) = self.codes.get_mut(start..start + self.words) {
             dst.fill(0);
+        }
+        let start = slot as usize * self.dims;
+        if let Some(dst) = self.bytes.get_mut(start..start + self.dims) {
+            dst.fill(0);
+        }
+        if let Some(b) = self.bounds.get_mut(slot as usize) {
+            *b = (0.0, 0.0);
         }
         self.free.push(slot);
         self.live -= 1;
@@ -601,11 +624,41 @@ impl TenantIndex {
             }
             near.into_iter().map(|k| (k & 0xffff_ffff) as u32).collect()
         };
-        // In slot order, so the vectors are read in address order.
+        // In slot order, so the codes and vectors are read in address order.
         candidates.sort_unstable();
-        let scored = candidates
+        let exact = |s: u32| vector(s).map(|v| (s, dense::dot(q, v)));
+        let Some(nth) = depth.checked_sub(1) else {
+            return Vec::new();
+        };
+        if candidates.len() <= depth {
+            return top(candidates.into_iter().filter_map(exact).collect(), depth);
+        }
+        // Each candidate's exact score lies in [low, high]. At least `depth` candidates score
+        // at least `tau`, the depth-th best low, so one whose high is below it cannot be among
+        // the `depth` best: only the others are scored exactly.
+        let bounds: Vec<(u32, f32, f32)> = candidates
+            .iter()
+            .map(|&s| {
+                let start = s as usize * self.dims;
+                match (
+                    self.bytes.get(start..start + self.dims),
+                    self.bounds.get(s as usize),
+                ) {
+                    (Some(codes), Some(&(scale, error))) => {
+                        let approx = scale * dense::dot_bytes(q, codes);
+                        let e = error + dense::SLACK;
+                        (s, approx - e, approx + e)
+                    }
+                    _ => (s, f32::NEG_INFINITY, f32::INFINITY),
+                }
+            })
+            .collect();
+        let mut lows: Vec<f32> = bounds.iter().map(|b| b.1).collect();
+        let (_, &mut tau, _) = lows.select_nth_unstable_by(nth, |a, b| b.total_cmp(a));
+        let scored = bounds
             .into_iter()
-            .filter_map(|s| vector(s).map(|v| (s, dense::dot(q, v))))
+            .filter(|&(_, _, high)| high >= tau)
+            .filter_map(|(s, _, _)| exact(s))
             .collect();
         top(scored, depth)
     }
@@ -782,4 +835,78 @@ fn fuse(lexical: &[(u32, f32)], dense: &[(u32, f32)], fusion: Fusion) -> Vec<(u3
     let mut v: Vec<(u32, f32)> = out.into_iter().collect();
     sort_best_first(&mut v);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(x: &mut u64, dims: usize) -> Vec<f32> {
+        (0..dims)
+            .map(|_| {
+                *x ^= *x >> 12;
+                *x ^= *x << 25;
+                *x ^= *x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pruned_rescoring_ranks_exactly_like_scoring_every_candidate() {
+        let dims = 384;
+        let mut x = 0x0123_4567_89AB_CDEFu64;
+        let mut index = TenantIndex::new(dims);
+        let label = Label::unclassified();
+        for i in 0..3000 {
+            let memory = Memory {
+                id: format!("m{i}"),
+                tenant: "t".into(),
+                principal: if i % 3 == 0 { "bob" } else { "alice" }.into(),
+                namespace: None,
+                label: label.clone(),
+                created_at: i,
+                supersedes: None,
+                content: format!("memory {i}"),
+                metadata: None,
+            };
+            let v = unit(&mut x, dims);
+            index.insert(memory, Some(&v)).unwrap();
+        }
+        // Near-duplicates, so that bounds overlap and ties in the codes occur.
+        let base = unit(&mut x, dims);
+        for i in 0..50 {
+            let mut v = base.clone();
+            v[i] += 0.001;
+            let id = format!("m{i}");
+            index.set_embedding(&id, &v).unwrap();
+        }
+        let viewer = Viewer {
+            principal: "alice",
+            label: &label,
+            namespace: None,
+        };
+        let visible = index.visible(&viewer);
+        for (k, q) in (0..20)
+            .map(|_| unit(&mut x, dims))
+            .chain([base])
+            .enumerate()
+        {
+            let q = dense::normalized(&q).unwrap();
+            for depth in [1, 10, 100, 2000, 5000] {
+                let all: Vec<(u32, f32)> = visible
+                    .iter()
+                    .filter_map(|s| {
+                        let doc = index.slots[s as usize].as_ref()?;
+                        Some((s, dense::dot(&q, doc.vector.as_deref()?)))
+                    })
+                    .collect();
+                assert_eq!(
+                    index.dense_top(&q, &visible, depth),
+                    top(all, depth),
+                    "query {k}, depth {depth}"
+                );
+            }
+        }
+    }
 }
