@@ -274,16 +274,15 @@ struct TenantIndex {
     label_ids: HashMap<Label, u32>,
     /// Principals and namespaces, interned.
     names: HashMap<String, u32>,
-    /// The slots of each owner, and of each namespace, ascending: a search visits its
-    /// viewer's scope only, not the whole tenant.
-    owned: HashMap<u32, Vec<u32>>,
-    shared: HashMap<u32, Vec<u32>>,
+    /// The memories of each owner, and of each namespace: a search reads its viewer's scope
+    /// only, not the whole tenant.
+    owned: HashMap<u32, Scope>,
+    shared: HashMap<u32, Scope>,
     /// Per slot, what visibility reads.
     meta: Vec<SlotMeta>,
     /// The slots that have a vector, one bit each.
     with_vector: Vec<u64>,
-    /// Sign codes, `words` per slot (zeros where a slot has no vector).
-    codes: Vec<u64>,
+    /// Words (of 64 bits) in a sign code.
     words: usize,
     /// Byte codes, `dims` per slot, and per slot their scale and error bound
     /// ([`dense::Bytes`]; zeros where a slot has no vector).
@@ -295,17 +294,14 @@ struct TenantIndex {
 /// No name (a memory without a namespace; a viewer the index has never seen).
 const NONE: u32 = u32::MAX;
 
+/// Whose a slot is: the scopes that list it.
 #[derive(Clone, Copy, Debug)]
 struct SlotMeta {
-    live: bool,
-    label: u32,
     owner: u32,
     namespace: u32,
 }
 
 const EMPTY: SlotMeta = SlotMeta {
-    live: false,
-    label: NONE,
     owner: NONE,
     namespace: NONE,
 };
@@ -336,7 +332,6 @@ impl TenantIndex {
             shared: HashMap::new(),
             meta: Vec::new(),
             with_vector: Vec::new(),
-            codes: Vec::new(),
             words: dims.div_ceil(64),
             bytes: Vec::new(),
             bounds: Vec::new(),
@@ -386,7 +381,6 @@ impl TenantIndex {
                 if self.with_vector.len() * 64 < self.slots.len() {
                     self.with_vector.push(0);
                 }
-                self.codes.extend(std::iter::repeat_n(0, self.words));
                 self.bytes.extend(std::iter::repeat_n(0, self.dims));
                 self.bounds.push((0.0, 0.0));
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
@@ -398,17 +392,16 @@ impl TenantIndex {
         self.by_id.insert(memory.id.clone(), slot);
         let owner = self.intern(&memory.principal);
         let namespace = memory.namespace.as_deref().map_or(NONE, |n| self.intern(n));
-        add_to(self.owned.entry(owner).or_default(), slot);
+        let words = self.words;
+        self.owned.entry(owner).or_default().add(slot, label, words);
         if namespace != NONE {
-            add_to(self.shared.entry(namespace).or_default(), slot);
+            self.shared
+                .entry(namespace)
+                .or_default()
+                .add(slot, label, words);
         }
         if let Some(m) = self.meta.get_mut(slot as usize) {
-            *m = SlotMeta {
-                live: true,
-                label,
-                owner,
-                namespace,
-            };
+            *m = SlotMeta { owner, namespace };
         }
         let request = text::is_request(&memory.content);
         let doc = Doc {
@@ -443,9 +436,12 @@ impl TenantIndex {
             *w |= 1 << (slot % 64);
         }
         let code = dense::sign_code(&v);
-        let start = slot as usize * self.words;
-        if let Some(dst) = self.codes.get_mut(start..start + self.words) {
-            dst.copy_from_slice(&code);
+        if let Some(m) = self.meta.get(slot as usize) {
+            for (scopes, key) in [(&mut self.owned, m.owner), (&mut self.shared, m.namespace)] {
+                if let Some(scope) = scopes.get_mut(&key) {
+                    scope.set_code(slot, &code);
+                }
+            }
         }
         let bytes = dense::to_bytes(&v);
         let start = slot as usize * self.dims;
@@ -477,9 +473,9 @@ impl TenantIndex {
         self.lexical.remove(slot, &doc.terms, doc.len);
         if let Some(m) = self.meta.get_mut(slot as usize) {
             for (scopes, key) in [(&mut self.owned, m.owner), (&mut self.shared, m.namespace)] {
-                if let Some(list) = scopes.get_mut(&key) {
-                    remove_from(list, slot);
-                    if list.is_empty() {
+                if let Some(scope) = scopes.get_mut(&key) {
+                    scope.remove(slot, self.words);
+                    if scope.slots.is_empty() {
                         scopes.remove(&key);
                     }
                 }
@@ -488,10 +484,6 @@ impl TenantIndex {
         }
         if let Some(w) = self.with_vector.get_mut(slot as usize / 64) {
             *w &= !(1 << (slot % 64));
-        }
-        let start = slot as usize * self.words;
-        if let Some(dst) = self.codes.get_mut(start..start + self.words) {
-            dst.fill(0);
         }
         let start = slot as usize * self.dims;
         if let Some(dst) = self.bytes.get_mut(start..start + self.dims) {
@@ -516,29 +508,32 @@ impl TenantIndex {
         (mine && viewer.label.dominates(label)).then(|| Arc::clone(m))
     }
 
-    /// The slots `viewer` may see in a search: live, of its scope (its own memories, or the
-    /// namespace it searches), with a label its session label dominates.
-    fn visible(&self, viewer: &Viewer<'_>) -> Visible {
-        let mut visible = Visible::new(self.slots.len());
-        let allowed: Vec<bool> = self
-            .labels
-            .iter()
-            .map(|l| viewer.label.dominates(l))
-            .collect();
-        // SECURITY: a viewer or namespace the index has never seen has no slots; so has a
-        // viewer of one namespace in any other.
-        let scope = match viewer.namespace {
+    /// The scope a search by `viewer` reads: its own memories, or the namespace it searches.
+    fn scope(&self, viewer: &Viewer<'_>) -> Option<&Scope> {
+        // SECURITY: a viewer or namespace the index has never seen has no scope.
+        match viewer.namespace {
             None => self
                 .names
                 .get(viewer.principal)
                 .and_then(|n| self.owned.get(n)),
             Some(ns) => self.names.get(ns).and_then(|n| self.shared.get(n)),
+        }
+    }
+
+    /// The slots `viewer` may see in a search: those of its scope with a label its session
+    /// label dominates.
+    fn visible(&self, viewer: &Viewer<'_>, scope: Option<&Scope>) -> Visible {
+        let mut visible = Visible::new(self.slots.len());
+        let Some(scope) = scope else {
+            return visible;
         };
-        for &slot in scope.map_or(&[][..], Vec::as_slice) {
-            let Some(m) = self.meta.get(slot as usize) else {
-                continue;
-            };
-            if m.live && allowed.get(m.label as usize).copied().unwrap_or(false) {
+        let allowed: Vec<bool> = self
+            .labels
+            .iter()
+            .map(|l| viewer.label.dominates(l))
+            .collect();
+        for (&slot, &label) in scope.slots.iter().zip(&scope.labels) {
+            if allowed.get(label as usize).copied().unwrap_or(false) {
                 visible.insert(slot);
             }
         }
@@ -547,7 +542,8 @@ impl TenantIndex {
 
     fn search(&self, viewer: &Viewer<'_>, query: &Query<'_>, params: &Params) -> Vec<Hit> {
         let limit = query.limit.clamp(1, MAX_LIMIT);
-        let visible = self.visible(viewer);
+        let scope = self.scope(viewer);
+        let visible = self.visible(viewer, scope);
         let depth = params.depth.max(limit);
         let lexical = if params.retrieval == Retrieval::Dense {
             Vec::new()
@@ -557,7 +553,7 @@ impl TenantIndex {
         let dense = match (params.retrieval, query.embedding) {
             (Retrieval::Lexical, _) | (_, None) => Vec::new(),
             (_, Some(q)) => match dense::normalized(q).filter(|q| q.len() == self.dims) {
-                Some(q) => self.dense_top(&q, &visible, depth),
+                Some(q) => self.dense_top(&q, scope, &visible, depth),
                 None => Vec::new(),
             },
         };
@@ -590,33 +586,42 @@ impl TenantIndex {
         top(scored, depth)
     }
 
-    fn dense_top(&self, q: &[f32], visible: &Visible, depth: usize) -> Vec<(u32, f32)> {
+    /// The `depth` best visible slots by cosine to the unit vector `q`, best first; `scope`
+    /// is the one `visible` was made from.
+    fn dense_top(
+        &self,
+        q: &[f32],
+        scope: Option<&Scope>,
+        visible: &Visible,
+        depth: usize,
+    ) -> Vec<(u32, f32)> {
         let vector = |slot: u32| -> Option<&[f32]> {
             match self.slots.get(slot as usize) {
                 Some(Some(d)) => d.vector.as_deref(),
                 _ => None,
             }
         };
-        let mut visible = visible.clone();
+        let has_vector = |s: u32| {
+            self.with_vector
+                .get(s as usize / 64)
+                .is_some_and(|w| w & (1 << (s % 64)) != 0)
+        };
         // SECURITY: only visible slots are ranked; an invisible vector is never looked at.
-        visible.retain_in(&self.with_vector);
         let mut candidates: Vec<u32> = if self.live <= dense::EXACT_UP_TO {
-            visible.iter().collect()
+            visible.iter().filter(|&s| has_vector(s)).collect()
         } else {
             let code = dense::sign_code(q);
             // (distance, slot) packed in one word, so that selecting on the word orders by
-            // distance, then slot.
-            let mut near: Vec<u64> = visible
-                .iter()
-                .map(|s| {
-                    let start = s as usize * self.words;
-                    let d = self
-                        .codes
-                        .get(start..start + self.words)
-                        .map_or(u32::MAX, |c| dense::hamming(c, &code));
-                    (u64::from(d) << 32) | u64::from(s)
-                })
-                .collect();
+            // distance, then slot. The scope's codes are read front to back.
+            let mut near: Vec<u64> = Vec::new();
+            if let Some(scope) = scope {
+                let codes = scope.codes.chunks_exact(self.words.max(1));
+                for (&s, c) in scope.slots.iter().zip(codes) {
+                    if visible.contains(s) && has_vector(s) {
+                        near.push((u64::from(dense::hamming(c, &code)) << 32) | u64::from(s));
+                    }
+                }
+            }
             let keep = dense::RESCORE.max(depth);
             if near.len() > keep {
                 near.select_nth_unstable(keep);
@@ -636,23 +641,44 @@ impl TenantIndex {
         // Each candidate's exact score lies in [low, high]. At least `depth` candidates score
         // at least `tau`, the depth-th best low, so one whose high is below it cannot be among
         // the `depth` best: only the others are scored exactly.
-        let bounds: Vec<(u32, f32, f32)> = candidates
-            .iter()
-            .map(|&s| {
-                let start = s as usize * self.dims;
-                match (
-                    self.bytes.get(start..start + self.dims),
-                    self.bounds.get(s as usize),
-                ) {
-                    (Some(codes), Some(&(scale, error))) => {
-                        let approx = scale * dense::dot_bytes(q, codes);
-                        let e = error + dense::SLACK;
-                        (s, approx - e, approx + e)
-                    }
-                    _ => (s, f32::NEG_INFINITY, f32::INFINITY),
+        let row = |s: u32| {
+            let start = s as usize * self.dims;
+            let codes = self.bytes.get(start..start + self.dims)?;
+            Some((codes, *self.bounds.get(s as usize)?))
+        };
+        let mut bounds: Vec<(u32, f32, f32)> = Vec::with_capacity(candidates.len());
+        let mut push = |s: u32, scored: Option<(f32, (f32, f32))>| {
+            bounds.push(match scored {
+                Some((dot, (scale, error))) => {
+                    let approx = scale * dot;
+                    let e = error + dense::SLACK;
+                    (s, approx - e, approx + e)
                 }
-            })
-            .collect();
+                None => (s, f32::NEG_INFINITY, f32::INFINITY),
+            });
+        };
+        let one = |s: u32| row(s).map(|(codes, b)| (dense::dot_bytes(q, codes), b));
+        let groups = candidates.chunks_exact(4);
+        for &s in groups.remainder() {
+            push(s, one(s));
+        }
+        for group in groups {
+            let &[s0, s1, s2, s3] = group else {
+                continue;
+            };
+            // Four rows at a time, so that their cache misses overlap.
+            if let (Some(r0), Some(r1), Some(r2), Some(r3)) = (row(s0), row(s1), row(s2), row(s3)) {
+                let [d0, d1, d2, d3] = dense::dot_bytes4(q, [r0.0, r1.0, r2.0, r3.0]);
+                push(s0, Some((d0, r0.1)));
+                push(s1, Some((d1, r1.1)));
+                push(s2, Some((d2, r2.1)));
+                push(s3, Some((d3, r3.1)));
+            } else {
+                for s in [s0, s1, s2, s3] {
+                    push(s, one(s));
+                }
+            }
+        }
         let mut lows: Vec<f32> = bounds.iter().map(|b| b.1).collect();
         let (_, &mut tau, _) = lows.select_nth_unstable_by(nth, |a, b| b.total_cmp(a));
         let scored = bounds
@@ -750,17 +776,48 @@ impl TenantIndex {
     }
 }
 
-/// Adds `slot` to an ascending list of slots.
-fn add_to(list: &mut Vec<u32>, slot: u32) {
-    if let Err(at) = list.binary_search(&slot) {
-        list.insert(at, slot);
-    }
+/// The memories of one owner, or of one namespace: their slots ascending, and beside each
+/// what a search reads first — its label, and its sign code (`words` per slot; zeros until
+/// it has a vector) — so that a search reads its scope front to back.
+#[derive(Debug, Default)]
+struct Scope {
+    slots: Vec<u32>,
+    labels: Vec<u32>,
+    codes: Vec<u64>,
 }
 
-/// Removes `slot` from an ascending list of slots.
-fn remove_from(list: &mut Vec<u32>, slot: u32) {
-    if let Ok(at) = list.binary_search(&slot) {
-        list.remove(at);
+impl Scope {
+    fn add(&mut self, slot: u32, label: u32, words: usize) {
+        let Err(at) = self.slots.binary_search(&slot) else {
+            return;
+        };
+        self.slots.insert(at, slot);
+        self.labels.insert(at, label);
+        let start = (at * words).min(self.codes.len());
+        self.codes
+            .splice(start..start, std::iter::repeat_n(0, words));
+    }
+
+    fn remove(&mut self, slot: u32, words: usize) {
+        let Ok(at) = self.slots.binary_search(&slot) else {
+            return;
+        };
+        self.slots.remove(at);
+        self.labels.remove(at);
+        let start = at * words;
+        if start + words <= self.codes.len() {
+            self.codes.drain(start..start + words);
+        }
+    }
+
+    fn set_code(&mut self, slot: u32, code: &[u64]) {
+        let Ok(at) = self.slots.binary_search(&slot) else {
+            return;
+        };
+        let start = at * code.len();
+        if let Some(dst) = self.codes.get_mut(start..start + code.len()) {
+            dst.copy_from_slice(code);
+        }
     }
 }
 
@@ -886,7 +943,8 @@ mod tests {
             label: &label,
             namespace: None,
         };
-        let visible = index.visible(&viewer);
+        let scope = index.scope(&viewer);
+        let visible = index.visible(&viewer, scope);
         for (k, q) in (0..20)
             .map(|_| unit(&mut x, dims))
             .chain([base])
@@ -902,7 +960,7 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(
-                    index.dense_top(&q, &visible, depth),
+                    index.dense_top(&q, scope, &visible, depth),
                     top(all, depth),
                     "query {k}, depth {depth}"
                 );

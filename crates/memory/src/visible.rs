@@ -3,7 +3,7 @@
 //! 100,000 slots take 12.5 KiB and stay in the first-level cache).
 
 /// A set of slots.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Visible {
     words: Vec<u64>,
 }
@@ -28,15 +28,6 @@ impl Visible {
         self.words
             .get(slot as usize / 64)
             .is_some_and(|w| w & (1 << (slot % 64)) != 0)
-    }
-
-    /// Keeps only the slots also in `other`, a bitset over the same slots (one word per 64).
-    pub(crate) fn retain_in(&mut self, other: &[u64]) {
-        for (w, o) in self.words.iter_mut().zip(other) {
-            *w &= o;
-        }
-        let keep = other.len().min(self.words.len());
-        self.words.truncate(keep);
     }
 
     /// The slots in the set, in ascending order.
@@ -68,10 +59,5 @@ mod tests {
         assert!(v.contains(0) && v.contains(63) && v.contains(64) && v.contains(199));
         assert!(!v.contains(1) && !v.contains(5000) && !v.contains(u32::MAX));
         assert_eq!(v.iter().collect::<Vec<_>>(), [0, 63, 64, 130, 199]);
-        let mut other = vec![0u64; 4];
-        other[1] = 1 | (1 << 2);
-        other[3] = 1 << (199 - 192);
-        v.retain_in(&other);
-        assert_eq!(v.iter().collect::<Vec<_>>(), [64, 199]);
     }
 }
