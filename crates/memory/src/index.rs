@@ -6,7 +6,7 @@ use std::sync::Arc;
 use enclave_label::Label;
 
 use crate::dense;
-use crate::lexical::Lexical;
+use crate::lexical::{Lexical, ScopeKey};
 use crate::text;
 use crate::visible::Visible;
 
@@ -301,6 +301,17 @@ struct SlotMeta {
     namespace: u32,
 }
 
+impl SlotMeta {
+    /// The scopes that list the slot: its owner's, and its namespace's if it has one.
+    fn scope_keys(self) -> Vec<ScopeKey> {
+        let mut keys = vec![ScopeKey::Owner(self.owner)];
+        if self.namespace != NONE {
+            keys.push(ScopeKey::Namespace(self.namespace));
+        }
+        keys
+    }
+}
+
 const EMPTY: SlotMeta = SlotMeta {
     owner: NONE,
     namespace: NONE,
@@ -388,10 +399,11 @@ impl TenantIndex {
         };
         let all = text::terms(&memory.content);
         let len = u32::try_from(all.len()).unwrap_or(u32::MAX);
-        let terms = self.lexical.add(slot, &all);
         self.by_id.insert(memory.id.clone(), slot);
         let owner = self.intern(&memory.principal);
         let namespace = memory.namespace.as_deref().map_or(NONE, |n| self.intern(n));
+        let meta = SlotMeta { owner, namespace };
+        let terms = self.lexical.add(slot, &all, &meta.scope_keys());
         let words = self.words;
         self.owned.entry(owner).or_default().add(slot, label, words);
         if namespace != NONE {
@@ -401,7 +413,7 @@ impl TenantIndex {
                 .add(slot, label, words);
         }
         if let Some(m) = self.meta.get_mut(slot as usize) {
-            *m = SlotMeta { owner, namespace };
+            *m = meta;
         }
         let request = text::is_request(&memory.content);
         let doc = Doc {
@@ -470,7 +482,10 @@ impl TenantIndex {
     fn remove(&mut self, id: &str) -> Option<Arc<Memory>> {
         let slot = self.by_id.remove(id)?;
         let doc = self.slots.get_mut(slot as usize)?.take()?;
-        self.lexical.remove(slot, &doc.terms, doc.len);
+        if let Some(m) = self.meta.get(slot as usize) {
+            self.lexical
+                .remove(slot, &doc.terms, doc.len, &m.scope_keys());
+        }
         if let Some(m) = self.meta.get_mut(slot as usize) {
             for (scopes, key) in [(&mut self.owned, m.owner), (&mut self.shared, m.namespace)] {
                 if let Some(scope) = scopes.get_mut(&key) {
@@ -509,14 +524,17 @@ impl TenantIndex {
     }
 
     /// The scope a search by `viewer` reads: its own memories, or the namespace it searches.
-    fn scope(&self, viewer: &Viewer<'_>) -> Option<&Scope> {
+    fn scope(&self, viewer: &Viewer<'_>) -> Option<(ScopeKey, &Scope)> {
         // SECURITY: a viewer or namespace the index has never seen has no scope.
         match viewer.namespace {
-            None => self
-                .names
-                .get(viewer.principal)
-                .and_then(|n| self.owned.get(n)),
-            Some(ns) => self.names.get(ns).and_then(|n| self.shared.get(n)),
+            None => {
+                let n = *self.names.get(viewer.principal)?;
+                Some((ScopeKey::Owner(n), self.owned.get(&n)?))
+            }
+            Some(ns) => {
+                let n = *self.names.get(ns)?;
+                Some((ScopeKey::Namespace(n), self.shared.get(&n)?))
+            }
         }
     }
 
@@ -543,17 +561,18 @@ impl TenantIndex {
     fn search(&self, viewer: &Viewer<'_>, query: &Query<'_>, params: &Params) -> Vec<Hit> {
         let limit = query.limit.clamp(1, MAX_LIMIT);
         let scope = self.scope(viewer);
-        let visible = self.visible(viewer, scope);
+        let visible = self.visible(viewer, scope.map(|(_, s)| s));
         let depth = params.depth.max(limit);
-        let lexical = if params.retrieval == Retrieval::Dense {
-            Vec::new()
-        } else {
-            self.lexical_top(query.text, &visible, depth)
+        let lexical = match scope {
+            Some((key, _)) if params.retrieval != Retrieval::Dense => {
+                self.lexical_top(query.text, key, &visible, depth)
+            }
+            _ => Vec::new(),
         };
         let dense = match (params.retrieval, query.embedding) {
             (Retrieval::Lexical, _) | (_, None) => Vec::new(),
             (_, Some(q)) => match dense::normalized(q).filter(|q| q.len() == self.dims) {
-                Some(q) => self.dense_top(&q, scope, &visible, depth),
+                Some(q) => self.dense_top(&q, scope.map(|(_, s)| s), &visible, depth),
                 None => Vec::new(),
             },
         };
@@ -572,13 +591,19 @@ impl TenantIndex {
             .collect()
     }
 
-    fn lexical_top(&self, text: &str, visible: &Visible, depth: usize) -> Vec<(u32, f32)> {
+    fn lexical_top(
+        &self,
+        text: &str,
+        scope: ScopeKey,
+        visible: &Visible,
+        depth: usize,
+    ) -> Vec<(u32, f32)> {
         let terms = text::terms(text);
         if terms.is_empty() {
             return Vec::new();
         }
         let mut scores = vec![0.0f32; self.slots.len()];
-        let touched = self.lexical.score(&terms, visible, &mut scores);
+        let touched = self.lexical.score(&terms, scope, visible, &mut scores);
         let scored = touched
             .into_iter()
             .map(|s| (s, scores.get(s as usize).copied().unwrap_or(0.0)))
@@ -943,7 +968,7 @@ mod tests {
             label: &label,
             namespace: None,
         };
-        let scope = index.scope(&viewer);
+        let scope = index.scope(&viewer).map(|(_, s)| s);
         let visible = index.visible(&viewer, scope);
         for (k, q) in (0..20)
             .map(|_| unit(&mut x, dims))
