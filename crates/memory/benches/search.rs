@@ -114,6 +114,9 @@ fn percentiles(index: &Memories, queries: &[(String, Vec<f32>)], params: &Params
         namespace: None,
     };
     let mut times = Vec::with_capacity(2000);
+    // A digest of the rankings (ids, then scores bit for bit) of every query, so that two
+    // builds can show they rank alike.
+    let (mut ids, mut scores) = (Fnv::default(), Fnv::default());
     for i in 0..2000 {
         let (text, v) = &queries[i % queries.len()];
         let q = Query {
@@ -122,18 +125,47 @@ fn percentiles(index: &Memories, queries: &[(String, Vec<f32>)], params: &Params
             limit: 10,
         };
         let start = Instant::now();
-        black_box(index.search("agency-a", &viewer, &q, params));
+        let hits = black_box(index.search("agency-a", &viewer, &q, params));
         times.push(start.elapsed().as_secs_f64() * 1000.0);
+        if i < queries.len() {
+            for h in &hits {
+                ids.add(h.memory.id.as_bytes());
+                scores.add(&h.score.to_bits().to_le_bytes());
+            }
+        }
     }
     times.sort_by(f64::total_cmp);
     let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     println!(
-        "{name} at {N} memories: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "{name} at {N} memories: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms \
+         (rankings {:016x}, scores {:016x})",
         p(0.5),
         p(0.9),
         p(0.99),
-        p(1.0)
+        p(1.0),
+        ids.0,
+        scores.0,
     );
+}
+
+/// FNV-1a, 64 bits.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so that [ab, c] and [a, bc] differ.
+        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
 }
 
 fn bench(c: &mut Criterion) {

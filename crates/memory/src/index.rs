@@ -6,8 +6,9 @@ use std::sync::Arc;
 use enclave_label::Label;
 
 use crate::dense;
-use crate::lexical::Lexical;
+use crate::lexical::{Lexical, ScopeKey};
 use crate::text;
+use crate::visible::Visible;
 
 /// Longest content indexed, in bytes; a longer record is refused (the gateway bounds bodies
 /// well below this).
@@ -273,30 +274,45 @@ struct TenantIndex {
     label_ids: HashMap<Label, u32>,
     /// Principals and namespaces, interned.
     names: HashMap<String, u32>,
-    /// Per slot, what visibility and the dense scan read (one cache line holds four).
+    /// The memories of each owner, and of each namespace: a search reads its viewer's scope
+    /// only, not the whole tenant.
+    owned: HashMap<u32, Scope>,
+    shared: HashMap<u32, Scope>,
+    /// Per slot, what visibility reads.
     meta: Vec<SlotMeta>,
-    /// Sign codes, `words` per slot (zeros where a slot has no vector).
-    codes: Vec<u64>,
+    /// The slots that have a vector, one bit each.
+    with_vector: Vec<u64>,
+    /// Words (of 64 bits) in a sign code.
     words: usize,
+    /// Byte codes, `dims` per slot, and per slot their scale and error bound
+    /// ([`dense::Bytes`]; zeros where a slot has no vector).
+    bytes: Vec<i8>,
+    bounds: Vec<(f32, f32)>,
     live: usize,
 }
 
 /// No name (a memory without a namespace; a viewer the index has never seen).
 const NONE: u32 = u32::MAX;
 
+/// Whose a slot is: the scopes that list it.
 #[derive(Clone, Copy, Debug)]
 struct SlotMeta {
-    live: bool,
-    has_vector: bool,
-    label: u32,
     owner: u32,
     namespace: u32,
 }
 
+impl SlotMeta {
+    /// The scopes that list the slot: its owner's, and its namespace's if it has one.
+    fn scope_keys(self) -> Vec<ScopeKey> {
+        let mut keys = vec![ScopeKey::Owner(self.owner)];
+        if self.namespace != NONE {
+            keys.push(ScopeKey::Namespace(self.namespace));
+        }
+        keys
+    }
+}
+
 const EMPTY: SlotMeta = SlotMeta {
-    live: false,
-    has_vector: false,
-    label: NONE,
     owner: NONE,
     namespace: NONE,
 };
@@ -323,9 +339,13 @@ impl TenantIndex {
             labels: Vec::new(),
             label_ids: HashMap::new(),
             names: HashMap::new(),
+            owned: HashMap::new(),
+            shared: HashMap::new(),
             meta: Vec::new(),
-            codes: Vec::new(),
+            with_vector: Vec::new(),
             words: dims.div_ceil(64),
+            bytes: Vec::new(),
+            bounds: Vec::new(),
             live: 0,
         }
     }
@@ -369,24 +389,31 @@ impl TenantIndex {
             None => {
                 self.slots.push(None);
                 self.meta.push(EMPTY);
-                self.codes.extend(std::iter::repeat_n(0, self.words));
+                if self.with_vector.len() * 64 < self.slots.len() {
+                    self.with_vector.push(0);
+                }
+                self.bytes.extend(std::iter::repeat_n(0, self.dims));
+                self.bounds.push((0.0, 0.0));
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
         let all = text::terms(&memory.content);
         let len = u32::try_from(all.len()).unwrap_or(u32::MAX);
-        let terms = self.lexical.add(slot, &all);
         self.by_id.insert(memory.id.clone(), slot);
         let owner = self.intern(&memory.principal);
         let namespace = memory.namespace.as_deref().map_or(NONE, |n| self.intern(n));
+        let meta = SlotMeta { owner, namespace };
+        let terms = self.lexical.add(slot, &all, &meta.scope_keys());
+        let words = self.words;
+        self.owned.entry(owner).or_default().add(slot, label, words);
+        if namespace != NONE {
+            self.shared
+                .entry(namespace)
+                .or_default()
+                .add(slot, label, words);
+        }
         if let Some(m) = self.meta.get_mut(slot as usize) {
-            *m = SlotMeta {
-                live: true,
-                has_vector: false,
-                label,
-                owner,
-                namespace,
-            };
+            *m = meta;
         }
         let request = text::is_request(&memory.content);
         let doc = Doc {
@@ -417,13 +444,24 @@ impl TenantIndex {
     }
 
     fn put_vector(&mut self, slot: u32, v: Box<[f32]>) {
-        if let Some(m) = self.meta.get_mut(slot as usize) {
-            m.has_vector = true;
+        if let Some(w) = self.with_vector.get_mut(slot as usize / 64) {
+            *w |= 1 << (slot % 64);
         }
         let code = dense::sign_code(&v);
-        let start = slot as usize * self.words;
-        if let Some(dst) = self.codes.get_mut(start..start + self.words) {
-            dst.copy_from_slice(&code);
+        if let Some(m) = self.meta.get(slot as usize) {
+            for (scopes, key) in [(&mut self.owned, m.owner), (&mut self.shared, m.namespace)] {
+                if let Some(scope) = scopes.get_mut(&key) {
+                    scope.set_code(slot, &code);
+                }
+            }
+        }
+        let bytes = dense::to_bytes(&v);
+        let start = slot as usize * self.dims;
+        if let Some(dst) = self.bytes.get_mut(start..start + self.dims) {
+            dst.copy_from_slice(&bytes.codes);
+        }
+        if let Some(b) = self.bounds.get_mut(slot as usize) {
+            *b = (bytes.scale, bytes.error);
         }
         if let Some(Some(doc)) = self.slots.get_mut(slot as usize) {
             doc.vector = Some(v);
@@ -444,13 +482,30 @@ impl TenantIndex {
     fn remove(&mut self, id: &str) -> Option<Arc<Memory>> {
         let slot = self.by_id.remove(id)?;
         let doc = self.slots.get_mut(slot as usize)?.take()?;
-        self.lexical.remove(slot, &doc.terms, doc.len);
+        if let Some(m) = self.meta.get(slot as usize) {
+            self.lexical
+                .remove(slot, &doc.terms, doc.len, &m.scope_keys());
+        }
         if let Some(m) = self.meta.get_mut(slot as usize) {
+            for (scopes, key) in [(&mut self.owned, m.owner), (&mut self.shared, m.namespace)] {
+                if let Some(scope) = scopes.get_mut(&key) {
+                    scope.remove(slot, self.words);
+                    if scope.slots.is_empty() {
+                        scopes.remove(&key);
+                    }
+                }
+            }
             *m = EMPTY;
         }
-        let start = slot as usize * self.words;
-        if let Some(dst) = self.codes.get_mut(start..start + self.words) {
+        if let Some(w) = self.with_vector.get_mut(slot as usize / 64) {
+            *w &= !(1 << (slot % 64));
+        }
+        let start = slot as usize * self.dims;
+        if let Some(dst) = self.bytes.get_mut(start..start + self.dims) {
             dst.fill(0);
+        }
+        if let Some(b) = self.bounds.get_mut(slot as usize) {
+            *b = (0.0, 0.0);
         }
         self.free.push(slot);
         self.live -= 1;
@@ -468,47 +523,56 @@ impl TenantIndex {
         (mine && viewer.label.dominates(label)).then(|| Arc::clone(m))
     }
 
-    /// The visibility test for search, as a closure over slots.
-    fn visibility(&self, viewer: &Viewer<'_>) -> impl Fn(u32) -> bool + '_ {
+    /// The scope a search by `viewer` reads: its own memories, or the namespace it searches.
+    fn scope(&self, viewer: &Viewer<'_>) -> Option<(ScopeKey, &Scope)> {
+        // SECURITY: a viewer or namespace the index has never seen has no scope.
+        match viewer.namespace {
+            None => {
+                let n = *self.names.get(viewer.principal)?;
+                Some((ScopeKey::Owner(n), self.owned.get(&n)?))
+            }
+            Some(ns) => {
+                let n = *self.names.get(ns)?;
+                Some((ScopeKey::Namespace(n), self.shared.get(&n)?))
+            }
+        }
+    }
+
+    /// The slots `viewer` may see in a search: those of its scope with a label its session
+    /// label dominates.
+    fn visible(&self, viewer: &Viewer<'_>, scope: Option<&Scope>) -> Visible {
+        let mut visible = Visible::new(self.slots.len());
+        let Some(scope) = scope else {
+            return visible;
+        };
         let allowed: Vec<bool> = self
             .labels
             .iter()
             .map(|l| viewer.label.dominates(l))
             .collect();
-        let name = |n: &str| self.names.get(n).copied().unwrap_or(NONE);
-        // SECURITY: a viewer or namespace the index has never seen matches nothing (`NONE`
-        // is never compared as equal below).
-        let (owner, namespace) = match viewer.namespace {
-            None => (name(viewer.principal), NONE),
-            Some(ns) => (NONE, name(ns)),
-        };
-        move |slot| {
-            let Some(m) = self.meta.get(slot as usize) else {
-                return false;
-            };
-            m.live
-                && allowed.get(m.label as usize).copied().unwrap_or(false)
-                && if owner != NONE {
-                    m.owner == owner
-                } else {
-                    namespace != NONE && m.namespace == namespace
-                }
+        for (&slot, &label) in scope.slots.iter().zip(&scope.labels) {
+            if allowed.get(label as usize).copied().unwrap_or(false) {
+                visible.insert(slot);
+            }
         }
+        visible
     }
 
     fn search(&self, viewer: &Viewer<'_>, query: &Query<'_>, params: &Params) -> Vec<Hit> {
         let limit = query.limit.clamp(1, MAX_LIMIT);
-        let visible = self.visibility(viewer);
+        let scope = self.scope(viewer);
+        let visible = self.visible(viewer, scope.map(|(_, s)| s));
         let depth = params.depth.max(limit);
-        let lexical = if params.retrieval == Retrieval::Dense {
-            Vec::new()
-        } else {
-            self.lexical_top(query.text, &visible, depth)
+        let lexical = match scope {
+            Some((key, _)) if params.retrieval != Retrieval::Dense => {
+                self.lexical_top(query.text, key, &visible, depth)
+            }
+            _ => Vec::new(),
         };
         let dense = match (params.retrieval, query.embedding) {
             (Retrieval::Lexical, _) | (_, None) => Vec::new(),
             (_, Some(q)) => match dense::normalized(q).filter(|q| q.len() == self.dims) {
-                Some(q) => self.dense_top(&q, &visible, depth),
+                Some(q) => self.dense_top(&q, scope.map(|(_, s)| s), &visible, depth),
                 None => Vec::new(),
             },
         };
@@ -530,7 +594,8 @@ impl TenantIndex {
     fn lexical_top(
         &self,
         text: &str,
-        visible: &impl Fn(u32) -> bool,
+        scope: ScopeKey,
+        visible: &Visible,
         depth: usize,
     ) -> Vec<(u32, f32)> {
         let terms = text::terms(text);
@@ -538,11 +603,7 @@ impl TenantIndex {
             return Vec::new();
         }
         let mut scores = vec![0.0f32; self.slots.len()];
-        let doc_len = |slot: u32| match self.slots.get(slot as usize) {
-            Some(Some(d)) => d.len,
-            _ => 0,
-        };
-        let touched = self.lexical.score(&terms, doc_len, visible, &mut scores);
+        let touched = self.lexical.score(&terms, scope, visible, &mut scores);
         let scored = touched
             .into_iter()
             .map(|s| (s, scores.get(s as usize).copied().unwrap_or(0.0)))
@@ -550,10 +611,13 @@ impl TenantIndex {
         top(scored, depth)
     }
 
+    /// The `depth` best visible slots by cosine to the unit vector `q`, best first; `scope`
+    /// is the one `visible` was made from.
     fn dense_top(
         &self,
         q: &[f32],
-        visible: &impl Fn(u32) -> bool,
+        scope: Option<&Scope>,
+        visible: &Visible,
         depth: usize,
     ) -> Vec<(u32, f32)> {
         let vector = |slot: u32| -> Option<&[f32]> {
@@ -562,17 +626,25 @@ impl TenantIndex {
                 _ => None,
             }
         };
-        let has_vector = |slot: u32| self.meta.get(slot as usize).is_some_and(|m| m.has_vector);
-        let n = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-        let candidates: Vec<u32> = if self.live <= dense::EXACT_UP_TO {
-            (0..n).filter(|&s| has_vector(s) && visible(s)).collect()
+        let has_vector = |s: u32| {
+            self.with_vector
+                .get(s as usize / 64)
+                .is_some_and(|w| w & (1 << (s % 64)) != 0)
+        };
+        // SECURITY: only visible slots are ranked; an invisible vector is never looked at.
+        let mut candidates: Vec<u32> = if self.live <= dense::EXACT_UP_TO {
+            visible.iter().filter(|&s| has_vector(s)).collect()
         } else {
             let code = dense::sign_code(q);
-            let mut near: Vec<(u32, u32)> = Vec::new();
-            for (s, c) in (0..n).zip(self.codes.chunks_exact(self.words)) {
-                // SECURITY: the filter comes first; an invisible vector is never ranked.
-                if has_vector(s) && visible(s) {
-                    near.push((dense::hamming(c, &code), s));
+            // (distance, slot) packed in one word, so that selecting on the word orders by
+            // distance, then slot. The scope's codes are read front to back.
+            let mut near: Vec<u64> = Vec::new();
+            if let Some(scope) = scope {
+                let codes = scope.codes.chunks_exact(self.words.max(1));
+                for (&s, c) in scope.slots.iter().zip(codes) {
+                    if visible.contains(s) && has_vector(s) {
+                        near.push((u64::from(dense::hamming(c, &code)) << 32) | u64::from(s));
+                    }
                 }
             }
             let keep = dense::RESCORE.max(depth);
@@ -580,11 +652,64 @@ impl TenantIndex {
                 near.select_nth_unstable(keep);
                 near.truncate(keep);
             }
-            near.into_iter().map(|(_, s)| s).collect()
+            near.into_iter().map(|k| (k & 0xffff_ffff) as u32).collect()
         };
-        let scored = candidates
+        // In slot order, so the codes and vectors are read in address order.
+        candidates.sort_unstable();
+        let exact = |s: u32| vector(s).map(|v| (s, dense::dot(q, v)));
+        let Some(nth) = depth.checked_sub(1) else {
+            return Vec::new();
+        };
+        if candidates.len() <= depth {
+            return top(candidates.into_iter().filter_map(exact).collect(), depth);
+        }
+        // Each candidate's exact score lies in [low, high]. At least `depth` candidates score
+        // at least `tau`, the depth-th best low, so one whose high is below it cannot be among
+        // the `depth` best: only the others are scored exactly.
+        let row = |s: u32| {
+            let start = s as usize * self.dims;
+            let codes = self.bytes.get(start..start + self.dims)?;
+            Some((codes, *self.bounds.get(s as usize)?))
+        };
+        let mut bounds: Vec<(u32, f32, f32)> = Vec::with_capacity(candidates.len());
+        let mut push = |s: u32, scored: Option<(f32, (f32, f32))>| {
+            bounds.push(match scored {
+                Some((dot, (scale, error))) => {
+                    let approx = scale * dot;
+                    let e = error + dense::SLACK;
+                    (s, approx - e, approx + e)
+                }
+                None => (s, f32::NEG_INFINITY, f32::INFINITY),
+            });
+        };
+        let one = |s: u32| row(s).map(|(codes, b)| (dense::dot_bytes(q, codes), b));
+        let groups = candidates.chunks_exact(4);
+        for &s in groups.remainder() {
+            push(s, one(s));
+        }
+        for group in groups {
+            let &[s0, s1, s2, s3] = group else {
+                continue;
+            };
+            // Four rows at a time, so that their cache misses overlap.
+            if let (Some(r0), Some(r1), Some(r2), Some(r3)) = (row(s0), row(s1), row(s2), row(s3)) {
+                let [d0, d1, d2, d3] = dense::dot_bytes4(q, [r0.0, r1.0, r2.0, r3.0]);
+                push(s0, Some((d0, r0.1)));
+                push(s1, Some((d1, r1.1)));
+                push(s2, Some((d2, r2.1)));
+                push(s3, Some((d3, r3.1)));
+            } else {
+                for s in [s0, s1, s2, s3] {
+                    push(s, one(s));
+                }
+            }
+        }
+        let mut lows: Vec<f32> = bounds.iter().map(|b| b.1).collect();
+        let (_, &mut tau, _) = lows.select_nth_unstable_by(nth, |a, b| b.total_cmp(a));
+        let scored = bounds
             .into_iter()
-            .filter_map(|s| vector(s).map(|v| (s, dense::dot(q, v))))
+            .filter(|&(_, _, high)| high >= tau)
+            .filter_map(|(s, _, _)| exact(s))
             .collect();
         top(scored, depth)
     }
@@ -676,6 +801,51 @@ impl TenantIndex {
     }
 }
 
+/// The memories of one owner, or of one namespace: their slots ascending, and beside each
+/// what a search reads first — its label, and its sign code (`words` per slot; zeros until
+/// it has a vector) — so that a search reads its scope front to back.
+#[derive(Debug, Default)]
+struct Scope {
+    slots: Vec<u32>,
+    labels: Vec<u32>,
+    codes: Vec<u64>,
+}
+
+impl Scope {
+    fn add(&mut self, slot: u32, label: u32, words: usize) {
+        let Err(at) = self.slots.binary_search(&slot) else {
+            return;
+        };
+        self.slots.insert(at, slot);
+        self.labels.insert(at, label);
+        let start = (at * words).min(self.codes.len());
+        self.codes
+            .splice(start..start, std::iter::repeat_n(0, words));
+    }
+
+    fn remove(&mut self, slot: u32, words: usize) {
+        let Ok(at) = self.slots.binary_search(&slot) else {
+            return;
+        };
+        self.slots.remove(at);
+        self.labels.remove(at);
+        let start = at * words;
+        if start + words <= self.codes.len() {
+            self.codes.drain(start..start + words);
+        }
+    }
+
+    fn set_code(&mut self, slot: u32, code: &[u64]) {
+        let Ok(at) = self.slots.binary_search(&slot) else {
+            return;
+        };
+        let start = at * code.len();
+        if let Some(dst) = self.codes.get_mut(start..start + code.len()) {
+            dst.copy_from_slice(code);
+        }
+    }
+}
+
 /// Candidates looked at for supersession (pairs among them are compared).
 const SUPERSEDE_WINDOW: usize = 30;
 
@@ -747,4 +917,79 @@ fn fuse(lexical: &[(u32, f32)], dense: &[(u32, f32)], fusion: Fusion) -> Vec<(u3
     let mut v: Vec<(u32, f32)> = out.into_iter().collect();
     sort_best_first(&mut v);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(x: &mut u64, dims: usize) -> Vec<f32> {
+        (0..dims)
+            .map(|_| {
+                *x ^= *x >> 12;
+                *x ^= *x << 25;
+                *x ^= *x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pruned_rescoring_ranks_exactly_like_scoring_every_candidate() {
+        let dims = 384;
+        let mut x = 0x0123_4567_89AB_CDEFu64;
+        let mut index = TenantIndex::new(dims);
+        let label = Label::unclassified();
+        for i in 0..3000 {
+            let memory = Memory {
+                id: format!("m{i}"),
+                tenant: "t".into(),
+                principal: if i % 3 == 0 { "bob" } else { "alice" }.into(),
+                namespace: None,
+                label: label.clone(),
+                created_at: i,
+                supersedes: None,
+                content: format!("memory {i}"),
+                metadata: None,
+            };
+            let v = unit(&mut x, dims);
+            index.insert(memory, Some(&v)).unwrap();
+        }
+        // Near-duplicates, so that bounds overlap and ties in the codes occur.
+        let base = unit(&mut x, dims);
+        for i in 0..50 {
+            let mut v = base.clone();
+            v[i] += 0.001;
+            let id = format!("m{i}");
+            index.set_embedding(&id, &v).unwrap();
+        }
+        let viewer = Viewer {
+            principal: "alice",
+            label: &label,
+            namespace: None,
+        };
+        let scope = index.scope(&viewer).map(|(_, s)| s);
+        let visible = index.visible(&viewer, scope);
+        for (k, q) in (0..20)
+            .map(|_| unit(&mut x, dims))
+            .chain([base])
+            .enumerate()
+        {
+            let q = dense::normalized(&q).unwrap();
+            for depth in [1, 10, 100, 2000, 5000] {
+                let all: Vec<(u32, f32)> = visible
+                    .iter()
+                    .filter_map(|s| {
+                        let doc = index.slots[s as usize].as_ref()?;
+                        Some((s, dense::dot(&q, doc.vector.as_deref()?)))
+                    })
+                    .collect();
+                assert_eq!(
+                    index.dense_top(&q, scope, &visible, depth),
+                    top(all, depth),
+                    "query {k}, depth {depth}"
+                );
+            }
+        }
+    }
 }

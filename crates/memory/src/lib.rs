@@ -39,6 +39,7 @@ mod dense;
 mod index;
 mod lexical;
 pub mod text;
+mod visible;
 
 pub use index::{
     Fusion, Hit, IndexError, MAX_CONTENT_BYTES, MAX_LIMIT, Memories, Memory, Params, Query,
