@@ -351,6 +351,11 @@ async fn start_audit(
 /// A database URL with any password removed, for messages.
 pub use enclave_store::redact_url;
 
+/// Texts that may wait for the safety screen's sentence model (one worker); beyond it an
+/// uncertain text is refused with 503 `overloaded` (`stage::screen`). Not `limits.local_queue`:
+/// that bounds the chat model's work, and a screen is milliseconds.
+const SCREEN_EMBED_QUEUE: usize = 64;
+
 /// The sentence model of the safety screen's contextual stage, as `[safety] contextual` says:
 /// `auto` loads it when the models directory has it (and says so when it does not), `on`
 /// requires it, `off` never loads it.
@@ -364,7 +369,7 @@ fn contextual_embedder(config: &Config) -> Result<Option<Arc<dyn enclave_safety:
     match LocalEngine::start(
         &config.models_dir,
         &[enclave_models::local::EMBED_MODEL.to_owned()],
-        config.limits.local_queue,
+        SCREEN_EMBED_QUEUE,
     ) {
         Ok(engine) => {
             tracing::info!(

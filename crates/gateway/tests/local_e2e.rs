@@ -171,12 +171,14 @@ async fn a_flood_gets_answers_or_fast_503s_and_health_stays_responsive() {
     let Some(dir) = models_dir() else { return };
     // Load shedding is under test, not the screen: the sampled four-token answers are screened
     // with a pack that flags every category and blocks none (under the default pack one such
-    // answer in sixteen was once blocked: the learned model is unreliable on a few words).
+    // answer in sixteen was once blocked: the learned model is unreliable on a few words), and
+    // without the contextual stage, whose sentence model would share the two cores with the
+    // chat model and delay the shed answers this test times.
     let packs = tempfile::tempdir().unwrap();
     let pack = packs.path().join("flag-only.toml");
     std::fs::write(&pack, "[defaults]\naction = \"flag\"\n").unwrap();
     let extra = format!(
-        "[limits]\nlocal_queue = 2\n[safety]\npack = \"{}\"\n",
+        "[limits]\nlocal_queue = 2\n[safety]\npack = \"{}\"\ncontextual = \"off\"\n",
         pack.display()
     );
     let gw = std::sync::Arc::new(local_gateway(&dir, &extra).await);

@@ -65,6 +65,10 @@ pub struct Verdict {
     /// The pack's denied topics that fired (similarity at or over the topic's threshold), with
     /// their similarity.
     pub topics: Vec<(String, f32)>,
+    /// The contextual stage was needed but its sentence model failed (busy or broken): the
+    /// uncertain categories were scored 1 and every denied topic fired. A caller that can say
+    /// "try again" (the gateway: 503) should, rather than present this as a policy decision.
+    pub unchecked: bool,
 }
 
 impl Verdict {
@@ -288,8 +292,9 @@ impl Engine {
     /// `direction`: the contextual stage when the text is uncertain (see
     /// [`Engine::contextual`]), then the pack's rules and denied topics.
     pub fn complete(&self, text: &str, inline: Inline, direction: Direction) -> Verdict {
-        let (scores, findings, topics) = self.contextual_topics(text, inline);
+        let (scores, findings, topics, unchecked) = self.contextual_topics(text, inline);
         let mut v = self.decide(scores, findings, direction);
+        v.unchecked = unchecked;
         for (name, sim) in topics {
             if let Some(t) = self
                 .inner
@@ -314,7 +319,7 @@ impl Engine {
     /// cannot be checked is not let through. Denied topics are left out: [`Engine::complete`]
     /// and [`Engine::screen`] apply them.
     pub fn contextual(&self, text: &str, inline: Inline) -> (Scores, Vec<Finding>) {
-        let (scores, findings, _) = self.contextual_topics(text, inline);
+        let (scores, findings, _, _) = self.contextual_topics(text, inline);
         (scores, findings)
     }
 
@@ -322,9 +327,9 @@ impl Engine {
         &self,
         text: &str,
         inline: Inline,
-    ) -> (Scores, Vec<Finding>, Vec<(String, f32)>) {
+    ) -> (Scores, Vec<Finding>, Vec<(String, f32)>, bool) {
         let Some(ctx) = self.inner.contextual.as_ref().filter(|_| inline.uncertain) else {
-            return (inline.scores, inline.findings, inline.topics);
+            return (inline.scores, inline.findings, inline.topics, false);
         };
         let mut wins = windows(text);
         if wins.len() > MAX_WINDOWS {
@@ -367,7 +372,7 @@ impl Engine {
                 } else {
                     inline.scores
                 };
-                (scores, inline.findings, fired)
+                (scores, inline.findings, fired, false)
             }
             Err(_) => {
                 let mut s = inline.scores;
@@ -378,7 +383,7 @@ impl Engine {
                     }
                 }
                 let fired = topics.iter().map(|t| (t.name.clone(), 1.0)).collect();
-                (s, inline.findings, fired)
+                (s, inline.findings, fired, true)
             }
         }
     }
@@ -422,6 +427,7 @@ impl Engine {
             findings,
             redact: redact_cats,
             topics: Vec::new(),
+            unchecked: false,
         }
     }
 

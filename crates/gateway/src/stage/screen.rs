@@ -154,6 +154,16 @@ async fn screen_text(
     blocking(move || engine.screen(&owned, direction)).await
 }
 
+/// The refusal of a text the contextual stage had to see but could not (its sentence model busy
+/// or failed): 503 `overloaded` with `Retry-After` — refused, as fail-closed demands, but not
+/// presented as a policy decision.
+fn unchecked() -> ApiError {
+    tracing::warn!("the safety screen's sentence model could not run: refused unscreened");
+    ApiError::overloaded(
+        "The safety screen could not complete (its sentence model is busy or unavailable); nothing was sent to a model. Try again.",
+    )
+}
+
 /// Runs `f` on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -173,6 +183,9 @@ pub(crate) async fn input(ctx: &mut RequestCtx, text: &str) -> Result<(), ApiErr
     let engine = engine(ctx);
     let verdict = screen_text(engine.clone(), text, Direction::Input).await?;
     record(ctx, &engine, Direction::Input, &verdict);
+    if verdict.unchecked {
+        return Err(unchecked());
+    }
     // SECURITY: a prompt is never rewritten, so `redact` on input cannot be honoured by
     // sending a changed prompt: it is refused like a block, naming what to remove.
     if verdict.stops() || verdict.action == Action::Redact {
@@ -469,6 +482,9 @@ impl OutputScreen {
                 .chain(choice.tool_calls.iter_mut().map(|c| &mut c.arguments));
             for text in texts {
                 let verdict = screen_text(self.engine.clone(), text, Direction::Output).await?;
+                if verdict.unchecked {
+                    return Err(unchecked());
+                }
                 if verdict.stops() {
                     return Err(self.stopped(verdict));
                 }
@@ -533,6 +549,9 @@ pub(crate) async fn moderate(
         })
         .await?
     };
+    if verdicts.iter().any(|v| v.unchecked) {
+        return Err(unchecked());
+    }
     let applied: serde_json::Map<String, serde_json::Value> = Category::ALL
         .into_iter()
         .map(|c| (c.as_str().to_owned(), serde_json::json!(["text"])))
