@@ -29,8 +29,8 @@ pub struct App {
     pub digest_keys: AuditDigestKeys,
     /// Credentials.
     pub auth: Authenticator,
-    /// Backends.
-    pub router: Router,
+    /// Backends (shared with the memory extractor).
+    pub router: Arc<Router>,
     /// Metrics.
     pub metrics: Metrics,
     /// Per-key limits.
@@ -229,13 +229,13 @@ impl App {
             };
             backends.push(backend);
         }
-        let router = Router::new(
+        let router = Arc::new(Router::new(
             backends,
             RetryPolicy {
                 max_retries: config.limits.max_retries,
                 ..RetryPolicy::default()
             },
-        );
+        ));
         let oidc = match &config.oidc {
             Some(o) => Some(
                 enclave_auth::oidc::OidcVerifier::new(o.clone())
@@ -244,17 +244,21 @@ impl App {
             ),
             None => None,
         };
-        let memory = crate::memory_api::MemoryService::start(
-            store.clone(),
-            config.memory,
-            config.models_dir.clone(),
-            local.clone(),
-        )
-        .await
-        .map_err(|e| StartError::Storage {
-            url: config.storage.url.to_string(),
-            message: e,
-        })?;
+        let memory =
+            crate::memory_api::MemoryService::start(
+                store.clone(),
+                config.memory.clone(),
+                config.models_dir.clone(),
+                local.clone(),
+                config.memory.extractor.as_ref().map(|model| {
+                    crate::extract::Extractor::new(Arc::clone(&router), model.clone())
+                }),
+            )
+            .await
+            .map_err(|e| StartError::Storage {
+                url: config.storage.url.to_string(),
+                message: e,
+            })?;
         let limits = &config.limits;
         let app = App {
             memory,
