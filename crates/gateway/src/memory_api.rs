@@ -190,6 +190,11 @@ impl MemoryService {
         self.index_read().len(tenant)
     }
 
+    /// Whether the embedding model is loaded (dense retrieval on; for operators and tests).
+    pub fn embeddings_loaded(&self) -> bool {
+        self.loaded_engine().is_some()
+    }
+
     /// The memories `viewer` of `tenant` may see that best answer `text` (with its embedding
     /// when the model is loaded and answers within a bound).
     pub async fn search(

@@ -495,12 +495,20 @@ fn replying(text: &str) -> Behavior {
 /// The chat backend (SECRET) and the extractor's backend, accredited `extractor_at`, serving
 /// model `x` through its own mock.
 async fn with_extractor(extractor_at: &str) -> (Gateway, MockUpstream, MockUpstream) {
+    with_extractor_and(extractor_at, MEMORY).await
+}
+
+/// [`with_extractor`] with the `[memory]` section `memory` (without its `extractor` key).
+async fn with_extractor_and(
+    extractor_at: &str,
+    memory: &str,
+) -> (Gateway, MockUpstream, MockUpstream) {
     let up = MockUpstream::start(Behavior::default()).await.unwrap();
     let ex = MockUpstream::start(replying("{\"facts\": []}"))
         .await
         .unwrap();
     let config = format!(
-        "{}{}{MEMORY}extractor = \"x\"\n",
+        "{}{}{memory}extractor = \"x\"\n",
         backend("gov", &up.base_url(), "SECRET", "USA", "[\"m\"]"),
         backend("facts", &ex.base_url(), extractor_at, "USA", "[\"x\"]"),
     );
@@ -509,7 +517,23 @@ async fn with_extractor(extractor_at: &str) -> (Gateway, MockUpstream, MockUpstr
 
 #[tokio::test]
 async fn extracted_facts_supersede_the_facts_they_update_and_keep_history() {
-    let (gw, up, ex) = with_extractor("SECRET").await;
+    denver_then_boston(MEMORY).await.stop().await;
+}
+
+/// The same with dense retrieval: supersession found by embedding similarity to `replaces`.
+#[tokio::test]
+async fn extracted_facts_supersede_by_embedding_similarity_too() {
+    if std::env::var_os("ENCLAVE_MODELS_DIR").is_none() {
+        eprintln!("skipping: ENCLAVE_MODELS_DIR is not set (all-MiniLM-L6-v2 is needed)");
+        return;
+    }
+    let gw = denver_then_boston("[memory]\nembeddings = true\n").await;
+    assert!(gw.app.memory.embeddings_loaded(), "the dense path ran");
+    gw.stop().await;
+}
+
+async fn denver_then_boston(memory: &str) -> Gateway {
+    let (gw, up, ex) = with_extractor_and("SECRET", memory).await;
     let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
     ex.set_behavior(replying(
         r#"{"facts": [{"text": "The user lives in Denver.", "replaces": null}]}"#,
@@ -575,7 +599,7 @@ async fn extracted_facts_supersede_the_facts_they_update_and_keep_history() {
         at("(S) The user lives in Boston.") < at("(S) The user lives in Denver."),
         "{recalled}"
     );
-    gw.stop().await;
+    gw
 }
 
 #[tokio::test]
