@@ -444,6 +444,17 @@ async fn extract_facts(
     let mut this_turn = vec![statement.id.clone()];
     let (mut stored, mut superseded) = (0usize, 0usize);
     for fact in facts {
+        // SECURITY: a fact marked above its turn (the model wrote a marking the turn's label
+        // does not dominate) is spillage, not memory: dropped, like such a POST is refused.
+        let marked = enclave_label::scan(&fact.text).label;
+        if !label.dominates(&marked) {
+            tracing::warn!(
+                label = %statement.label,
+                marked = %marked,
+                "an extracted fact is marked above its turn's label: dropped"
+            );
+            continue;
+        }
         let Some(id) = s.new_id() else {
             return;
         };

@@ -610,6 +610,8 @@ async fn malformed_extractor_output_keeps_only_the_statement() {
         "Sure! The user lives in Denver.",
         r#"{"facts": [{"text": 5}]}"#,
         r#"{"facts": [{"text": "The user lives in Denver."}], "facts": []}"#,
+        // Well-formed, but marked above the SECRET turn: spillage, dropped.
+        r#"{"facts": [{"text": "(TS) The user lives in Denver."}]}"#,
     ]
     .into_iter()
     .enumerate()
@@ -633,9 +635,9 @@ async fn malformed_extractor_output_keeps_only_the_statement() {
         h.iter().any(from_extractor)
     })
     .await;
-    assert_eq!(ex.requests(), 4);
+    assert_eq!(ex.requests(), 5);
     let hits = search(&gw, &alice, Some("SECRET"), "Denver").await;
-    assert_eq!(hits.len(), 3, "the three statements only: {hits:?}");
+    assert_eq!(hits.len(), 4, "the four statements only: {hits:?}");
     assert!(hits.iter().all(|h| h["metadata"].is_null()), "{hits:?}");
     gw.stop().await;
 }
