@@ -244,21 +244,23 @@ impl App {
             ),
             None => None,
         };
-        let memory =
-            crate::memory_api::MemoryService::start(
-                store.clone(),
-                config.memory.clone(),
-                config.models_dir.clone(),
-                local.clone(),
-                config.memory.extractor.as_ref().map(|model| {
-                    crate::extract::Extractor::new(Arc::clone(&router), model.clone())
-                }),
-            )
-            .await
-            .map_err(|e| StartError::Storage {
-                url: config.storage.url.to_string(),
-                message: e,
-            })?;
+        let extractor = config
+            .memory
+            .extractor
+            .as_ref()
+            .map(|model| crate::extract::Extractor::new(Arc::clone(&router), model.clone()));
+        let memory = crate::memory_api::MemoryService::start(
+            store.clone(),
+            config.memory.clone(),
+            config.models_dir.clone(),
+            local.clone(),
+            extractor,
+        )
+        .await
+        .map_err(|e| StartError::Storage {
+            url: config.storage.url.to_string(),
+            message: e,
+        })?;
         let limits = &config.limits;
         let app = App {
             memory,
