@@ -29,8 +29,8 @@ pub struct App {
     pub digest_keys: AuditDigestKeys,
     /// Credentials.
     pub auth: Authenticator,
-    /// Backends.
-    pub router: Router,
+    /// Backends (shared with the memory extractor).
+    pub router: Arc<Router>,
     /// Metrics.
     pub metrics: Metrics,
     /// Per-key limits.
@@ -229,13 +229,13 @@ impl App {
             };
             backends.push(backend);
         }
-        let router = Router::new(
+        let router = Arc::new(Router::new(
             backends,
             RetryPolicy {
                 max_retries: config.limits.max_retries,
                 ..RetryPolicy::default()
             },
-        );
+        ));
         let oidc = match &config.oidc {
             Some(o) => Some(
                 enclave_auth::oidc::OidcVerifier::new(o.clone())
@@ -244,11 +244,17 @@ impl App {
             ),
             None => None,
         };
+        let extractor = config
+            .memory
+            .extractor
+            .as_ref()
+            .map(|model| crate::extract::Extractor::new(Arc::clone(&router), model.clone()));
         let memory = crate::memory_api::MemoryService::start(
             store.clone(),
-            config.memory,
+            config.memory.clone(),
             config.models_dir.clone(),
             local.clone(),
+            extractor,
         )
         .await
         .map_err(|e| StartError::Storage {

@@ -327,12 +327,12 @@ impl Config {
         let limits = p
             .check(Limits::from_raw(raw.limits.unwrap_or_default(), "limits"))
             .unwrap_or_default();
-        let backends = p
-            .check(enclave_models::config::backends_from_raw(
-                raw.backends,
-                "backends",
-            ))
-            .unwrap_or_default();
+        let backends = p.check(enclave_models::config::backends_from_raw(
+            raw.backends,
+            "backends",
+        ));
+        let backends_valid = backends.is_some();
+        let backends = backends.unwrap_or_default();
         let oidc = raw
             .oidc
             .and_then(|r| p.check(OidcConfig::from_raw(r, "oidc")));
@@ -376,6 +376,20 @@ impl Config {
                 "memory",
             ))
             .unwrap_or_default();
+        // The extractor is called through the router like chat, so a backend must serve it.
+        if let Some(m) = &memory.extractor
+            && backends_valid
+            && !backends
+                .iter()
+                .any(|b| b.models.iter().any(|a| &a.name == m))
+        {
+            p.push(
+                "memory.extractor",
+                &format!(
+                    "no backend serves the model `{m}`: name one listed in a backend's `models`"
+                ),
+            );
+        }
         let mut config = Config {
             listen,
             models_dir: d.models_dir,
@@ -876,6 +890,24 @@ operators = "USA"
         assert_eq!(
             Config::load(None).unwrap().data_dir,
             PathBuf::from("./enclave-data")
+        );
+    }
+
+    #[test]
+    fn the_memory_extractor_must_be_a_model_a_backend_serves() {
+        let backend = "[[backends]]\nname = \"gov\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\", { name = \"facts\", upstream = \"x\" }]\naccreditation = \"SECRET\"\noperators = \"USA\"\n";
+        let c = parse(&format!("{backend}[memory]\nextractor = \"facts\"\n")).unwrap();
+        assert_eq!(c.memory.extractor.as_deref(), Some("facts"));
+        let e = parse(&format!("{backend}[memory]\nextractor = \"gpt-9\"\n")).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(
+            e.problems[0].starts_with("memory.extractor: no backend serves the model `gpt-9`"),
+            "{e}"
+        );
+        let e = parse("[memory]\nextractor = \" \"\n").unwrap_err();
+        assert!(
+            e.problems[0].starts_with("memory.extractor: expected"),
+            "{e}"
         );
     }
 

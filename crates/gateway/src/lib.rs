@@ -21,6 +21,7 @@ pub mod config;
 pub mod conn;
 mod ctx;
 pub mod error;
+pub mod extract;
 pub mod identity;
 pub mod limits;
 pub mod memory_api;

@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use crate::config::MemoryConfig;
 use crate::ctx::RequestCtx;
 use crate::error::ApiError;
+use crate::extract::{Extracted, Extractor, Fact};
 use crate::stage;
 
 /// Longest memory content accepted, in bytes.
@@ -64,6 +65,8 @@ pub struct MemoryService {
     models_dir: ModelsDir,
     dropped: AtomicBool,
     rng: SystemRandom,
+    /// `[memory] extractor`: the model asked for facts after each remembered turn.
+    extractor: Option<Extractor>,
 }
 
 impl std::fmt::Debug for MemoryService {
@@ -76,8 +79,12 @@ impl std::fmt::Debug for MemoryService {
 
 /// Work done off the request path.
 enum Job {
-    /// Store and index a statement from a chat turn.
-    Remember(StoredMemory),
+    /// Store and index a statement from a chat turn, then extract facts from the turn (the
+    /// statement and, when known, the answer).
+    Remember {
+        statement: StoredMemory,
+        answer: Option<String>,
+    },
     /// Compute, store and index the embedding of a stored memory.
     Embed {
         tenant: String,
@@ -97,6 +104,7 @@ impl MemoryService {
         config: MemoryConfig,
         models_dir: ModelsDir,
         local: Option<Arc<LocalEngine>>,
+        extractor: Option<Extractor>,
     ) -> Result<Arc<MemoryService>, String> {
         let mut index = Memories::new(DIMENSIONS);
         let mut missing = Vec::new();
@@ -111,6 +119,10 @@ impl MemoryService {
             for m in page.memories {
                 let embedding = m.embedding.clone();
                 let (tenant, id, content) = (m.tenant.clone(), m.id.clone(), m.content.clone());
+                let superseded = m
+                    .superseded_by
+                    .clone()
+                    .map(|by| (m.tenant.clone(), m.id.clone(), by));
                 let Some(memory) = to_memory(m) else {
                     unreadable += 1;
                     continue;
@@ -121,6 +133,9 @@ impl MemoryService {
                 }
                 if index.insert(memory, v.as_deref()).is_ok() {
                     loaded += 1;
+                    if let Some((tenant, id, by)) = superseded {
+                        index.supersede(&tenant, &id, &by);
+                    }
                 }
             }
             match page.next {
@@ -146,6 +161,7 @@ impl MemoryService {
             models_dir,
             dropped: AtomicBool::new(false),
             rng: SystemRandom::new(),
+            extractor,
         });
         let worker = Arc::downgrade(&service);
         std::thread::Builder::new()
@@ -174,6 +190,11 @@ impl MemoryService {
         self.index_read().len(tenant)
     }
 
+    /// Whether the embedding model is loaded (dense retrieval on; for operators and tests).
+    pub fn embeddings_loaded(&self) -> bool {
+        self.loaded_engine().is_some()
+    }
+
     /// The memories `viewer` of `tenant` may see that best answer `text` (with its embedding
     /// when the model is loaded and answers within a bound).
     pub async fn search(
@@ -195,24 +216,37 @@ impl MemoryService {
             .search(tenant, viewer, &query, &Params::default())
     }
 
-    /// Queues a statement to be remembered after the turn; `false` when the queue is full
-    /// (the statement is dropped and logged).
-    pub fn remember(&self, tenant: &str, principal: &str, label: &Label, content: &str) -> bool {
+    /// Queues a statement to be remembered after the turn, with the turn's answer when known
+    /// (for the extractor); `false` when the queue is full (the statement is dropped and
+    /// logged).
+    pub fn remember(
+        &self,
+        tenant: &str,
+        principal: &str,
+        label: &Label,
+        content: &str,
+        answer: Option<&str>,
+    ) -> bool {
         let Some(id) = self.new_id() else {
             return false;
         };
-        self.enqueue(Job::Remember(StoredMemory {
-            id,
-            tenant: tenant.to_owned(),
-            principal: principal.to_owned(),
-            namespace: None,
-            label: label.banner(),
-            created_at: now_ms(),
-            supersedes: None,
-            content: content.to_owned(),
-            metadata: None,
-            embedding: None,
-        }))
+        self.enqueue(Job::Remember {
+            statement: StoredMemory {
+                id,
+                tenant: tenant.to_owned(),
+                principal: principal.to_owned(),
+                namespace: None,
+                label: label.banner(),
+                created_at: now_ms(),
+                supersedes: None,
+                superseded_by: None,
+                content: content.to_owned(),
+                metadata: None,
+                embedding: None,
+            },
+            // Only read when an extractor will be asked.
+            answer: self.extractor.as_ref().and(answer).map(str::to_owned),
+        })
     }
 
     fn enqueue(&self, job: Job) -> bool {
@@ -312,11 +346,12 @@ fn run_worker(service: &std::sync::Weak<MemoryService>, mut rx: mpsc::Receiver<J
         while let Some(job) = rx.recv().await {
             let Some(s) = service.upgrade() else { return };
             match job {
-                Job::Remember(m) => {
-                    if let Err(e) = s.store.add_memory(&m).await {
+                Job::Remember { statement, answer } => {
+                    if let Err(e) = s.store.add_memory(&statement).await {
                         tracing::error!(error = %e, "a remembered statement could not be stored");
                         continue;
                     }
+                    let m = statement.clone();
                     let (tenant, id, content) = (m.tenant.clone(), m.id.clone(), m.content.clone());
                     if let Some(memory) = to_memory(m)
                         && let Err(e) = s.index_write().insert(memory, None)
@@ -324,6 +359,9 @@ fn run_worker(service: &std::sync::Weak<MemoryService>, mut rx: mpsc::Receiver<J
                         tracing::warn!(error = %e, "a remembered statement was not indexed");
                     }
                     embed_one(&s, &tenant, &id, &content).await;
+                    if let Some(extractor) = &s.extractor {
+                        extract_facts(&s, extractor, &statement, answer.as_deref()).await;
+                    }
                 }
                 Job::Embed {
                     tenant,
@@ -359,6 +397,199 @@ async fn embed_one(s: &MemoryService, tenant: &str, id: &str, content: &str) {
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "a memory embedding could not be stored"),
     }
+}
+
+/// Most older memories one extracted fact supersedes.
+const MAX_SUPERSEDED_PER_FACT: usize = 3;
+
+/// Memories looked at as what a fact may supersede.
+const SUPERSEDE_CANDIDATES: usize = 10;
+
+/// Similarity from which an older memory is the one a fact's `replaces` describes: cosine of
+/// embeddings, or (without embeddings) the share of the shorter text's terms in the other.
+const REPLACES_COSINE: f32 = 0.6;
+const REPLACES_OVERLAP: f32 = 0.5;
+
+/// Similarity from which an older memory is the same fact restated (no `replaces` needed).
+const RESTATED_COSINE: f32 = 0.9;
+const RESTATED_OVERLAP: f32 = 1.0;
+
+/// Asks the extractor for the facts of a remembered turn and stores each one as a memory of
+/// the turn's owner, labeled with the turn's label, marking what it updates as superseded.
+/// Any failure leaves the statement record alone.
+async fn extract_facts(
+    s: &MemoryService,
+    extractor: &Extractor,
+    statement: &StoredMemory,
+    answer: Option<&str>,
+) {
+    let Ok(label) = statement.label.parse::<Label>() else {
+        return;
+    };
+    let facts = match extractor.extract(&label, &statement.content, answer).await {
+        Extracted::Facts(f) => f,
+        Extracted::NoAccreditedBackend => {
+            tracing::warn!(
+                model = %extractor.model(),
+                label = %statement.label,
+                "no backend serving the memory extractor is accredited for the turn's label: facts not extracted"
+            );
+            return;
+        }
+        Extracted::Failed => return,
+    };
+    let metadata =
+        serde_json::json!({"source": "extractor", "model": extractor.model()}).to_string();
+    let (tenant, principal) = (&statement.tenant, &statement.principal);
+    let mut this_turn = vec![statement.id.clone()];
+    let (mut stored, mut superseded) = (0usize, 0usize);
+    for fact in facts {
+        // SECURITY: a fact marked above its turn (the model wrote a marking the turn's label
+        // does not dominate) is spillage, not memory: dropped, like such a POST is refused.
+        let marked = enclave_label::scan(&fact.text).label;
+        if !label.dominates(&marked) {
+            tracing::warn!(
+                label = %statement.label,
+                marked = %marked,
+                "an extracted fact is marked above its turn's label: dropped"
+            );
+            continue;
+        }
+        let Some(id) = s.new_id() else {
+            return;
+        };
+        let targets = superseded_targets(s, statement, &label, &fact, &this_turn).await;
+        let m = StoredMemory {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            principal: principal.clone(),
+            namespace: None,
+            // SECURITY: the turn's label, never lower: the fact was read from the turn.
+            label: statement.label.clone(),
+            created_at: now_ms().max(statement.created_at + 1),
+            supersedes: targets.first().cloned(),
+            superseded_by: None,
+            content: fact.text.clone(),
+            metadata: Some(metadata.clone()),
+            embedding: None,
+        };
+        if let Err(e) = s.store.add_memory(&m).await {
+            tracing::error!(error = %e, "an extracted fact could not be stored");
+            continue;
+        }
+        stored += 1;
+        if let Some(memory) = to_memory(m)
+            && let Err(e) = s.index_write().insert(memory, None)
+        {
+            tracing::warn!(error = %e, "an extracted fact was not indexed");
+        }
+        for old in &targets {
+            match s.store.supersede_memory(tenant, old, &id).await {
+                Ok(true) => {
+                    s.index_write().supersede(tenant, old, &id);
+                    superseded += 1;
+                }
+                // Deleted meanwhile.
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "a superseded memory could not be marked"),
+            }
+        }
+        embed_one(s, tenant, &id, &fact.text).await;
+        this_turn.push(id);
+    }
+    tracing::info!(facts = stored, superseded, "memory facts extracted");
+}
+
+/// The older memories `fact` updates: among the owner's own memories (not shared ones) that
+/// the turn's session may see, those similar enough to what the extractor said it replaces
+/// (or, without that, to the fact itself: a restatement), best first.
+async fn superseded_targets(
+    s: &MemoryService,
+    statement: &StoredMemory,
+    label: &Label,
+    fact: &Fact,
+    this_turn: &[String],
+) -> Vec<String> {
+    let (probe, cosine_min, overlap_min) = match &fact.replaces {
+        Some(r) => (r.as_str(), REPLACES_COSINE, REPLACES_OVERLAP),
+        None => (fact.text.as_str(), RESTATED_COSINE, RESTATED_OVERLAP),
+    };
+    // SECURITY: searched as the turn's session: nothing above its label, nothing of another
+    // principal, so a fact never touches what its turn could not see.
+    let viewer = Viewer {
+        principal: &statement.principal,
+        label,
+        namespace: None,
+    };
+    let hits: Vec<Hit> = s
+        .search(&statement.tenant, &viewer, probe, SUPERSEDE_CANDIDATES)
+        .await
+        .into_iter()
+        .filter(|h| {
+            h.memory.namespace.is_none()
+                && h.memory.principal == statement.principal
+                && !this_turn.contains(&h.memory.id)
+        })
+        .collect();
+    if hits.is_empty() {
+        return Vec::new();
+    }
+    let mut texts = vec![probe];
+    texts.extend(hits.iter().map(|h| h.memory.content.as_str()));
+    let vectors = s
+        .engine_blocking()
+        .and_then(|e| e.embed_blocking(&texts).ok())
+        .filter(|v| v.len() == texts.len());
+    let similarity: Vec<(f32, f32)> = match &vectors {
+        Some(v) => v
+            .iter()
+            .skip(1)
+            .map(|x| {
+                (
+                    cosine(v.first().map_or(&[][..], Vec::as_slice), x),
+                    cosine_min,
+                )
+            })
+            .collect(),
+        None => {
+            let p = enclave_memory::text::terms(probe);
+            hits.iter()
+                .map(|h| {
+                    let t = enclave_memory::text::terms(&h.memory.content);
+                    (overlap(&p, &t), overlap_min)
+                })
+                .collect()
+        }
+    };
+    hits.iter()
+        .zip(similarity)
+        .filter(|(_, (sim, min))| sim >= min)
+        .map(|(h, _)| h.memory.id.clone())
+        .take(MAX_SUPERSEDED_PER_FACT)
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na * nb)
+}
+
+/// Share of the smaller term set found in the other (0..=1).
+fn overlap(a: &[String], b: &[String]) -> f32 {
+    let small = a.len().min(b.len());
+    if small == 0 {
+        return 0.0;
+    }
+    let common = a.iter().filter(|t| b.contains(t)).count();
+    common as f32 / small as f32
 }
 
 /// The index's view of a stored memory (`None` when its label does not parse, which the
@@ -431,6 +662,7 @@ pub(crate) async fn run(
                 label: label.banner(),
                 created_at: now_ms(),
                 supersedes: None,
+                superseded_by: None,
                 content,
                 metadata,
                 embedding: None,
@@ -440,7 +672,7 @@ pub(crate) async fn run(
                 ApiError::internal()
             })?;
             let memory = to_memory(stored).ok_or_else(ApiError::internal)?;
-            let body = memory_json(&memory, None);
+            let body = memory_json(&memory, None, None);
             let (id, content) = (memory.id.clone(), memory.content.clone());
             // SECURITY: lexically searchable before the answer leaves (DESIGN: found by search
             // as soon as its POST has returned).
@@ -473,7 +705,10 @@ pub(crate) async fn run(
                 if i > 0 {
                     body.push(',');
                 }
-                let item = memory_json(&h.memory, Some(h.score));
+                let by = service
+                    .index_read()
+                    .superseded_by(&tenant, &h.memory.id, &viewer);
+                let item = memory_json(&h.memory, Some(h.score), by.as_deref());
                 body.push_str(&String::from_utf8_lossy(&item));
             }
             body.push_str("]}");
@@ -513,7 +748,12 @@ pub(crate) async fn run(
                 );
                 return Ok((StatusCode::OK, Bytes::from(body), label));
             }
-            Ok((StatusCode::OK, memory_json(&memory, None), label))
+            let by = service.index_read().superseded_by(&tenant, id, &viewer);
+            Ok((
+                StatusCode::OK,
+                memory_json(&memory, None, by.as_deref()),
+                label,
+            ))
         }
     }
 }
@@ -674,8 +914,9 @@ fn parse_search(raw: &[u8]) -> Result<Search, ApiError> {
     Ok((query, limit, namespace))
 }
 
-/// A memory as the API shows it; `metadata` is spliced in exactly as stored.
-fn memory_json(m: &Memory, score: Option<f32>) -> Bytes {
+/// A memory as the API shows it; `metadata` is spliced in exactly as stored; `superseded_by`
+/// names the update that replaced it, when the reader may see that update.
+fn memory_json(m: &Memory, score: Option<f32>, superseded_by: Option<&str>) -> Bytes {
     let mut s = String::with_capacity(m.content.len() + 256);
     s.push_str("{\"id\":");
     s.push_str(&json_string(&m.id));
@@ -690,6 +931,10 @@ fn memory_json(m: &Memory, score: Option<f32>) -> Bytes {
     s.push_str(",\"classification\":");
     s.push_str(&json_string(&m.label.banner()));
     let _ = write!(s, ",\"created_at\":{}", m.created_at.div_euclid(1000));
+    if let Some(by) = superseded_by {
+        s.push_str(",\"superseded_by\":");
+        s.push_str(&json_string(by));
+    }
     s.push('}');
     Bytes::from(s)
 }

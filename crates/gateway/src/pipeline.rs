@@ -424,6 +424,8 @@ async fn chat(
     let candidates = stage::routing::run(ctx, &request.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &request).await?;
     let mut screen = OutputScreen::new(ctx);
+    // What the remember stage's extractor reads besides the statement (whole answers only).
+    let mut answer_text = None;
     let reply = match (answer, request.stream) {
         (ChatAnswer::Stream(stream), true) => Reply::Stream { stream, screen },
         (ChatAnswer::Whole(whole), true) => {
@@ -436,6 +438,7 @@ async fn chat(
         (answer, false) => {
             let mut whole = whole_answer(answer).await?;
             screen.whole(ctx, &mut whole).await?;
+            answer_text = stage::remember::answer_text(&whole).map(str::to_owned);
             Reply::Whole {
                 status: StatusCode::OK,
                 content_type: "application/json",
@@ -445,7 +448,7 @@ async fn chat(
             }
         }
     };
-    stage::remember::run(ctx, &request, memory_on);
+    stage::remember::run(ctx, &request, memory_on, answer_text.as_deref());
     Ok(reply)
 }
 
@@ -504,7 +507,7 @@ async fn create_response(
     let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
     let mut whole = whole_answer(answer).await?;
     OutputScreen::new(ctx).whole(ctx, &mut whole).await?;
-    stage::remember::run(ctx, &chat, memory_on);
+    stage::remember::run(ctx, &chat, memory_on, stage::remember::answer_text(&whole));
     let turn = responses::finish_turn(ctx, &request, &chat, context, &whole).await?;
     let usage = whole.usage;
     if request.stream {

@@ -441,3 +441,253 @@ async fn memories_survive_a_restart_and_the_index_is_rebuilt() {
     assert_eq!(s, StatusCode::OK);
     gw.stop().await;
 }
+
+// === the extractor (`[memory] extractor`) ===
+
+/// A chat turn with memory on at `label`.
+async fn turn(gw: &Gateway, key: &str, label: &str, text: &str) {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+    let (s, _, b) = gw
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(key),
+            &[
+                ("x-enclave-memory", "on"),
+                ("x-enclave-classification", label),
+            ],
+            Some(Bytes::from(serde_json::to_vec(&body).unwrap())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+}
+
+/// Searches until `found` holds (the worker stores after the answer).
+async fn search_until(
+    gw: &Gateway,
+    key: &str,
+    label: &str,
+    query: &str,
+    found: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut hits = Vec::new();
+    for _ in 0..200 {
+        hits = search(gw, key, Some(label), query).await;
+        if found(&hits) {
+            return hits;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not found in time: {hits:?}");
+}
+
+fn from_extractor(h: &Value) -> bool {
+    h["metadata"]["source"] == "extractor"
+}
+
+fn replying(text: &str) -> Behavior {
+    Behavior {
+        reply: Some(text.to_owned()),
+        ..Behavior::default()
+    }
+}
+
+/// The chat backend (SECRET) and the extractor's backend, accredited `extractor_at`, serving
+/// model `x` through its own mock.
+async fn with_extractor(extractor_at: &str) -> (Gateway, MockUpstream, MockUpstream) {
+    with_extractor_and(extractor_at, MEMORY).await
+}
+
+/// [`with_extractor`] with the `[memory]` section `memory` (without its `extractor` key).
+async fn with_extractor_and(
+    extractor_at: &str,
+    memory: &str,
+) -> (Gateway, MockUpstream, MockUpstream) {
+    let up = MockUpstream::start(Behavior::default()).await.unwrap();
+    let ex = MockUpstream::start(replying("{\"facts\": []}"))
+        .await
+        .unwrap();
+    let config = format!(
+        "{}{}{memory}extractor = \"x\"\n",
+        backend("gov", &up.base_url(), "SECRET", "USA", "[\"m\"]"),
+        backend("facts", &ex.base_url(), extractor_at, "USA", "[\"x\"]"),
+    );
+    (Gateway::start(&config).await, up, ex)
+}
+
+#[tokio::test]
+async fn extracted_facts_supersede_the_facts_they_update_and_keep_history() {
+    denver_then_boston(MEMORY).await.stop().await;
+}
+
+/// The same with dense retrieval: supersession found by embedding similarity to `replaces`.
+#[tokio::test]
+async fn extracted_facts_supersede_by_embedding_similarity_too() {
+    if std::env::var_os("ENCLAVE_MODELS_DIR").is_none() {
+        eprintln!("skipping: ENCLAVE_MODELS_DIR is not set (all-MiniLM-L6-v2 is needed)");
+        return;
+    }
+    let gw = denver_then_boston("[memory]\nembeddings = true\n").await;
+    assert!(gw.app.memory.embeddings_loaded(), "the dense path ran");
+    gw.stop().await;
+}
+
+async fn denver_then_boston(memory: &str) -> Gateway {
+    let (gw, up, ex) = with_extractor_and("SECRET", memory).await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    ex.set_behavior(replying(
+        r#"{"facts": [{"text": "The user lives in Denver.", "replaces": null}]}"#,
+    ));
+    turn(&gw, &alice, "SECRET", "I moved to Denver").await;
+    let hits = search_until(&gw, &alice, "SECRET", "where does the user live", |h| {
+        h.iter().any(from_extractor)
+    })
+    .await;
+    let denver = hits.iter().find(|h| from_extractor(h)).unwrap().clone();
+    assert_eq!(denver["content"], "The user lives in Denver.");
+    assert_eq!(denver["classification"], "SECRET", "the turn's label");
+    assert_eq!(
+        denver["metadata"],
+        json!({"source": "extractor", "model": "x"})
+    );
+    // The extractor was sent the turn: the statement and the answer, with the fixed prompt.
+    let sent = ex.received().last().unwrap().body.clone();
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    let shown = messages[1]["content"].as_str().unwrap();
+    assert!(shown.contains("I moved to Denver"), "{shown}");
+    assert!(
+        shown.contains("Assistant: echo: I moved to Denver"),
+        "{shown}"
+    );
+
+    ex.set_behavior(replying(
+        r#"{"facts": [{"text": "The user lives in Boston.", "replaces": "The user lives in Denver"}]}"#,
+    ));
+    turn(&gw, &alice, "SECRET", "Actually I live in Boston now").await;
+    let hits = search_until(&gw, &alice, "SECRET", "where does the user live", |h| {
+        h.iter()
+            .any(|h| from_extractor(h) && h["content"] == "The user lives in Boston.")
+    })
+    .await;
+    let pos = |content: &str| {
+        hits.iter()
+            .position(|h| h["content"] == content)
+            .unwrap_or_else(|| panic!("{content} not in {hits:?}"))
+    };
+    assert!(
+        pos("The user lives in Boston.") < pos("The user lives in Denver."),
+        "{hits:?}"
+    );
+    assert!(
+        hits[0]["content"].as_str().unwrap().contains("Boston"),
+        "the current fact comes first: {hits:?}"
+    );
+    let boston = &hits[pos("The user lives in Boston.")];
+    assert!(boston.get("superseded_by").is_none(), "{boston}");
+    // History: the replaced fact is still readable by id, and names its update.
+    let (s, old) = get(&gw, &alice, Some("SECRET"), denver["id"].as_str().unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(old["content"], "The user lives in Denver.");
+    assert_eq!(old["superseded_by"], boston["id"]);
+    // Recall in a later turn puts the update first too.
+    turn(&gw, &alice, "SECRET", "Where does the user live?").await;
+    let sent = up.received().last().unwrap().body.clone();
+    let recalled = sent["messages"][0]["content"].as_str().unwrap().to_owned();
+    let at = |t: &str| recalled.find(t).unwrap_or(usize::MAX);
+    assert!(
+        at("(S) The user lives in Boston.") < at("(S) The user lives in Denver."),
+        "{recalled}"
+    );
+    gw
+}
+
+#[tokio::test]
+async fn malformed_extractor_output_keeps_only_the_statement() {
+    let (gw, _up, ex) = with_extractor("SECRET").await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    for (i, bad) in [
+        "Sure! The user lives in Denver.",
+        r#"{"facts": [{"text": 5}]}"#,
+        r#"{"facts": [{"text": "The user lives in Denver."}], "facts": []}"#,
+        // Well-formed, but marked above the SECRET turn: spillage, dropped.
+        r#"{"facts": [{"text": "(TS) The user lives in Denver."}]}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ex.set_behavior(replying(bad));
+        turn(
+            &gw,
+            &alice,
+            "SECRET",
+            &format!("Statement {i}: I moved to Denver"),
+        )
+        .await;
+    }
+    // A well-formed answer after them: once its fact is stored, the worker (one job at a
+    // time) has finished with the malformed ones.
+    ex.set_behavior(replying(
+        r#"{"facts": [{"text": "The user keeps a cat named Tern."}]}"#,
+    ));
+    turn(&gw, &alice, "SECRET", "My cat is called Tern").await;
+    search_until(&gw, &alice, "SECRET", "cat Tern", |h| {
+        h.iter().any(from_extractor)
+    })
+    .await;
+    assert_eq!(ex.requests(), 5);
+    let hits = search(&gw, &alice, Some("SECRET"), "Denver").await;
+    assert_eq!(hits.len(), 4, "the four statements only: {hits:?}");
+    assert!(hits.iter().all(|h| h["metadata"].is_null()), "{hits:?}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_extractor_accredited_below_the_session_is_never_sent_the_turn() {
+    let (gw, _up, ex) = with_extractor("CONFIDENTIAL").await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    ex.set_behavior(replying(
+        r#"{"facts": [{"text": "The user works at the harbor office."}]}"#,
+    ));
+    turn(
+        &gw,
+        &alice,
+        "SECRET",
+        "I work at the harbor office, room S-7",
+    )
+    .await;
+    // The statement is still remembered.
+    search_until(&gw, &alice, "SECRET", "harbor office", |h| !h.is_empty()).await;
+    // A turn the extractor may read, after it: once its fact is stored, the SECRET turn's job
+    // is long done — and was never sent.
+    turn(&gw, &alice, "CONFIDENTIAL", "I work at the harbor office").await;
+    search_until(&gw, &alice, "CONFIDENTIAL", "harbor office", |h| {
+        h.iter().any(from_extractor)
+    })
+    .await;
+    assert_eq!(ex.requests(), 1, "only the CONFIDENTIAL turn was sent");
+    let sent = ex.received()[0].body.to_string();
+    assert!(
+        !sent.contains("S-7"),
+        "the SECRET turn reached a CONFIDENTIAL backend"
+    );
+    // The fact is labeled with its own turn's label.
+    let hits = search(&gw, &alice, Some("CONFIDENTIAL"), "harbor office").await;
+    let fact = hits.iter().find(|h| from_extractor(h)).unwrap();
+    assert_eq!(fact["classification"], "CONFIDENTIAL");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_extractor_model_stops_the_start_naming_the_key() {
+    let toml = format!(
+        "{}{MEMORY}extractor = \"gpt-nowhere\"\n",
+        backend("gov", "http://127.0.0.1:9/v1", "SECRET", "USA", "[\"m\"]")
+    );
+    let e = enclave_gateway::config::Config::parse(&toml).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("memory.extractor: no backend serves the model `gpt-nowhere`"),
+        "{text}"
+    );
+}

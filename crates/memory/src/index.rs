@@ -100,6 +100,9 @@ pub struct Params {
     /// The recency boost instead of `recency` when the query asks for the present state
     /// ("now", "currently", "these days").
     pub present_recency: f32,
+    /// Factor on the score of a memory marked superseded ([`Memories::supersede`]: an update
+    /// replaced it), whether or not its successor is among the candidates (1 for none).
+    pub superseded_weight: f32,
 }
 
 impl Default for Params {
@@ -113,6 +116,7 @@ impl Default for Params {
             supersede_keep: 0.97,
             request_weight: 0.8,
             present_recency: 0.2,
+            superseded_weight: 0.5,
         }
     }
 }
@@ -218,6 +222,25 @@ impl Memories {
             Some(index) => index.set_embedding(id, embedding),
             None => Ok(false),
         }
+    }
+
+    /// Marks memory `id` of `tenant` as replaced by memory `by` (an update of the same fact):
+    /// it stays readable by id, and ranks below current memories unless the query asks about
+    /// the past. Returns whether the memory exists.
+    pub fn supersede(&mut self, tenant: &str, id: &str, by: &str) -> bool {
+        self.tenants
+            .get_mut(tenant)
+            .is_some_and(|index| index.supersede(id, by))
+    }
+
+    /// The memory that replaced memory `id` of `tenant`, if one did and `viewer` may read
+    /// it (an update above the session is not mentioned).
+    pub fn superseded_by(&self, tenant: &str, id: &str, viewer: &Viewer<'_>) -> Option<String> {
+        let index = self.tenants.get(tenant)?;
+        let slot = *index.by_id.get(id)?;
+        let doc = index.slots.get(slot as usize)?.as_ref()?;
+        let by = doc.superseded_by.as_deref()?;
+        index.get(by, viewer).map(|_| by.to_owned())
     }
 
     /// Removes memory `id` of `tenant`; returns it if it was there.
@@ -326,6 +349,8 @@ struct Doc {
     vector: Option<Box<[f32]>>,
     /// The text asks rather than states ([`text::is_request`]).
     request: bool,
+    /// The memory that replaced it.
+    superseded_by: Option<String>,
 }
 
 impl TenantIndex {
@@ -423,6 +448,7 @@ impl TenantIndex {
             len,
             vector: None,
             request,
+            superseded_by: None,
         };
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = Some(doc);
@@ -477,6 +503,19 @@ impl TenantIndex {
         };
         self.put_vector(slot, v);
         Ok(true)
+    }
+
+    fn supersede(&mut self, id: &str, by: &str) -> bool {
+        let Some(&slot) = self.by_id.get(id) else {
+            return false;
+        };
+        match self.slots.get_mut(slot as usize) {
+            Some(Some(doc)) => {
+                doc.superseded_by = Some(by.to_owned());
+                true
+            }
+            _ => false,
+        }
     }
 
     fn remove(&mut self, id: &str) -> Option<Arc<Memory>> {
@@ -577,7 +616,7 @@ impl TenantIndex {
             },
         };
         let mut fused = fuse(&lexical, &dense, params.fusion);
-        self.rerank(&mut fused, params, text::tense(query.text));
+        self.rerank(&mut fused, params, text::tense(query.text), &visible);
         fused.truncate(limit);
         fused
             .into_iter()
@@ -715,12 +754,32 @@ impl TenantIndex {
     }
 
     /// Recency and supersession over the fused candidates (sorted best first on return).
-    fn rerank(&self, fused: &mut [(u32, f32)], params: &Params, tense: text::Tense) {
+    fn rerank(
+        &self,
+        fused: &mut [(u32, f32)],
+        params: &Params,
+        tense: text::Tense,
+        visible: &Visible,
+    ) {
         let doc = |slot: u32| self.slots.get(slot as usize).and_then(Option::as_ref);
         if params.request_weight != 1.0 {
             for (s, score) in fused.iter_mut() {
                 if doc(*s).is_some_and(|d| d.request) {
                     *score *= params.request_weight;
+                }
+            }
+        }
+        // A memory an update replaced ranks lower, unless the question is about the past.
+        // SECURITY: only when the viewer may see the update: a lower session learns nothing
+        // of a higher one from its ranking.
+        if params.superseded_weight != 1.0 && tense != text::Tense::Past {
+            for (s, score) in fused.iter_mut() {
+                let by = doc(*s).and_then(|d| d.superseded_by.as_deref());
+                if by
+                    .and_then(|id| self.by_id.get(id))
+                    .is_some_and(|&b| visible.contains(b))
+                {
+                    *score *= params.superseded_weight;
                 }
             }
         }
@@ -786,7 +845,9 @@ impl TenantIndex {
     /// similar enough.
     fn restates(&self, new: &Doc, old: &Doc, params: &Params) -> bool {
         let (n, o) = (&new.memory, &old.memory);
-        if n.supersedes.as_deref() == Some(o.id.as_str()) {
+        if n.supersedes.as_deref() == Some(o.id.as_str())
+            || old.superseded_by.as_deref() == Some(n.id.as_str())
+        {
             return true;
         }
         if n.created_at <= o.created_at || n.principal != o.principal || n.namespace != o.namespace

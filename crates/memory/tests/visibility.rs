@@ -361,6 +361,97 @@ fn a_newer_statement_ranks_above_the_one_it_restates() {
 }
 
 #[test]
+fn a_memory_marked_superseded_ranks_below_and_stays_readable_by_id() {
+    let mut index = Memories::new(DIMS);
+    let u = Label::unclassified();
+    let viewer = Viewer {
+        principal: "alice",
+        label: &u,
+        namespace: None,
+    };
+    // The old fact matches the query better than its replacement does.
+    index
+        .insert(
+            simple(
+                "denver",
+                "a",
+                "UNCLASSIFIED",
+                1,
+                "The user lives in Denver, Colorado.",
+            ),
+            None,
+        )
+        .unwrap();
+    index
+        .insert(
+            simple("boston", "a", "UNCLASSIFIED", 2, "Home is Boston now."),
+            None,
+        )
+        .unwrap();
+    let q = Query {
+        text: "where does the user live: Denver?",
+        embedding: None,
+        limit: 5,
+    };
+    let ids = |index: &Memories, q: &Query<'_>| -> Vec<String> {
+        index
+            .search("a", &viewer, q, &Params::default())
+            .into_iter()
+            .map(|h| h.memory.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&index, &q)[0], "denver");
+    assert!(index.supersede("a", "denver", "boston"));
+    assert!(!index.supersede("b", "denver", "boston"), "another tenant");
+    assert!(!index.supersede("a", "nowhere", "boston"));
+    // Now first only when its successor is not found at all; otherwise below it.
+    let q2 = Query {
+        text: "where does the user live now: Denver or Boston?",
+        embedding: None,
+        limit: 5,
+    };
+    assert_eq!(ids(&index, &q2), ["boston", "denver"]);
+    // History: still readable by id, and says what replaced it.
+    assert!(index.get("a", "denver", &viewer).is_some());
+    assert_eq!(
+        index.superseded_by("a", "denver", &viewer).as_deref(),
+        Some("boston")
+    );
+    assert_eq!(index.superseded_by("a", "boston", &viewer), None);
+
+    // An update above the session neither demotes what it replaced nor is named.
+    let mut index = Memories::new(DIMS);
+    index
+        .insert(
+            simple(
+                "denver",
+                "a",
+                "UNCLASSIFIED",
+                1,
+                "The user lives in Denver, Colorado.",
+            ),
+            None,
+        )
+        .unwrap();
+    index
+        .insert(
+            simple("boston", "a", "SECRET", 2, "Home is Boston now."),
+            None,
+        )
+        .unwrap();
+    assert!(index.supersede("a", "denver", "boston"));
+    let low = index.search("a", &viewer, &q2, &Params::default());
+    assert_eq!(low.len(), 1);
+    let plain = Params {
+        superseded_weight: 1.0,
+        ..Params::default()
+    };
+    let unmarked = index.search("a", &viewer, &q2, &plain);
+    assert_eq!(low[0].score, unmarked[0].score, "the score is not lowered");
+    assert_eq!(index.superseded_by("a", "denver", &viewer), None);
+}
+
+#[test]
 fn hostile_inputs_are_refused_or_harmless() {
     let mut index = Memories::new(DIMS);
     let too_long = simple(

@@ -34,6 +34,8 @@ pub struct StoredMemory {
     pub created_at: i64,
     /// The memory it replaces.
     pub supersedes: Option<String>,
+    /// The memory that replaced it (set later, by [`Store::supersede_memory`]).
+    pub superseded_by: Option<String>,
     /// The text.
     pub content: String,
     /// Its metadata, JSON text exactly as given.
@@ -54,7 +56,7 @@ pub struct MemoryPage {
 }
 
 const COLUMNS: &str = "id, tenant, principal, namespace, label, created_at, supersedes, \
-                       content_sealed, embedding_sealed, metadata_sealed";
+                       superseded_by, content_sealed, embedding_sealed, metadata_sealed";
 
 impl Store {
     /// Stores a memory, sealing its content, metadata and embedding with the tenant's key.
@@ -78,8 +80,8 @@ impl Store {
         let embedding = m.embedding.as_ref().map(|v| seal_vector(&cipher, m, v));
         let inserted = sqlx::query(
             "INSERT INTO memories (id, tenant, principal, namespace, label, created_at, \
-             supersedes, content_sealed, embedding_sealed, metadata_sealed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             supersedes, superseded_by, content_sealed, embedding_sealed, metadata_sealed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&m.id)
         .bind(&m.tenant)
@@ -88,6 +90,7 @@ impl Store {
         .bind(&m.label)
         .bind(m.created_at)
         .bind(m.supersedes.as_deref())
+        .bind(m.superseded_by.as_deref())
         .bind(content)
         .bind(embedding)
         .bind(metadata)
@@ -124,6 +127,29 @@ impl Store {
                 .execute(self.pool())
                 .await
                 .map_err(StoreError::database("storing a memory's embedding"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Marks memory `id` of `tenant` as replaced by memory `by` (an update of the same fact);
+    /// `false` when there is no such memory. The row stays: it is history, readable by id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`].
+    pub async fn supersede_memory(
+        &self,
+        tenant: &str,
+        id: &str,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE memories SET superseded_by = $1 WHERE id = $2 AND tenant = $3")
+                .bind(by)
+                .bind(id)
+                .bind(tenant)
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::database("marking a memory superseded"))?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -266,6 +292,7 @@ fn open_row(cipher: &TenantCipher, row: &AnyRow) -> Result<StoredMemory, StoreEr
         label: row.try_get("label").map_err(get)?,
         created_at: row.try_get("created_at").map_err(get)?,
         supersedes: row.try_get("supersedes").map_err(get)?,
+        superseded_by: row.try_get("superseded_by").map_err(get)?,
         id,
         tenant,
         content,

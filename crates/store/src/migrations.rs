@@ -64,10 +64,15 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../migrations/0006_memories_postgres.sql"),
         },
     ),
+    (
+        7,
+        "memory superseded by",
+        Sql::Both(include_str!("../migrations/0007_memory_superseded_by.sql")),
+    ),
 ];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The embedded migrations as a sqlx migration source, in the dialect of one database.
 #[derive(Debug)]

@@ -41,6 +41,9 @@ pub struct Behavior {
     /// Stream the last message's text back in pieces of this many bytes (cut at character
     /// boundaries) instead of `chunks` numbered words.
     pub stream_echo: Option<usize>,
+    /// Answer a whole (not streamed) chat request with this text instead of `echo: <last
+    /// message>` (a canned answer, such as an extractor's JSON).
+    pub reply: Option<String>,
 }
 
 impl Default for Behavior {
@@ -53,6 +56,7 @@ impl Default for Behavior {
             endless: false,
             answer_delay: Duration::ZERO,
             stream_echo: None,
+            reply: None,
         }
     }
 }
@@ -256,7 +260,7 @@ async fn answer(
                     "object": "chat.completion",
                     "created": 0,
                     "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}")}, "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": b.reply.clone().unwrap_or_else(|| format!("echo: {last}"))}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
                 }))
             }

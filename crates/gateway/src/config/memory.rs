@@ -21,10 +21,14 @@ pub struct RawMemory {
     /// Compute embeddings with the in-process all-MiniLM-L6-v2 (default true); without them
     /// retrieval is lexical only.
     pub embeddings: Option<bool>,
+    /// A model (its client-facing name, served by a configured backend) asked after each
+    /// remembered turn for facts about the user, which update or supersede older memories.
+    /// Unset: only the user's statements are remembered.
+    pub extractor: Option<String>,
 }
 
 /// Long-term memory settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryConfig {
     /// `default = "on"`: chat requests recall and remember unless their header says off.
     pub default_on: bool,
@@ -36,6 +40,9 @@ pub struct MemoryConfig {
     pub queue: usize,
     /// `embeddings`.
     pub embeddings: bool,
+    /// `extractor`: the model that extracts facts (checked against the backends by the
+    /// caller, which knows them).
+    pub extractor: Option<String>,
 }
 
 impl Default for MemoryConfig {
@@ -46,6 +53,7 @@ impl Default for MemoryConfig {
             recall_max_chars: 4000,
             queue: 10_000,
             embeddings: true,
+            extractor: None,
         }
     }
 }
@@ -76,6 +84,12 @@ impl MemoryConfig {
         }
         if let Some(e) = raw.embeddings {
             c.embeddings = e;
+        }
+        match raw.extractor {
+            Some(m) if m.trim().is_empty() => {
+                p.push("extractor", "expected the name of a model a backend serves");
+            }
+            m => c.extractor = m,
         }
         p.finish(c)
     }

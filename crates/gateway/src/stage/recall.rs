@@ -73,7 +73,7 @@ pub(crate) async fn run(
         return Ok(true);
     };
     let service = Arc::clone(&ctx.app.memory);
-    let config = *service.config();
+    let config = service.config();
     // SECURITY: the viewer is the session, not the request's label: recall never reads above
     // what the caller opened the session at.
     let viewer = Viewer {

@@ -21,6 +21,7 @@ fn memory(id: &str, tenant: &str, content: &str) -> StoredMemory {
         label: "SECRET".into(),
         created_at: 1_700_000_000_000,
         supersedes: None,
+        superseded_by: None,
         content: content.into(),
         metadata: Some(r#"{"topic":"canary-meta-77","n":[1,2]}"#.into()),
         embedding: Some(vec![0.25, -1.5, 3.0e-3]),
@@ -98,6 +99,40 @@ async fn memories_round_trip_sealed_and_tenant_scoped() {
         assert!(store.delete_memory("agency-a", "mem_1").await.unwrap());
         assert_eq!(store.memory("agency-a", "mem_1").await.unwrap(), None);
         pool.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_superseded_memory_keeps_its_row_and_names_its_successor() {
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let old = memory("mem_old", "agency-a", "lives in Denver");
+        store.add_memory(&old).await.unwrap();
+        assert!(
+            store
+                .supersede_memory("agency-a", "mem_old", "mem_new")
+                .await
+                .unwrap()
+        );
+        // Another tenant cannot mark it, and a missing id is reported.
+        assert!(
+            !store
+                .supersede_memory("agency-b", "mem_old", "mem_x")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .supersede_memory("agency-a", "mem_none", "mem_new")
+                .await
+                .unwrap()
+        );
+        let got = store.memory("agency-a", "mem_old").await.unwrap().unwrap();
+        assert_eq!(got.superseded_by.as_deref(), Some("mem_new"));
+        assert_eq!(got.content, "lives in Denver");
+        let page = store.memories_page(None).await.unwrap();
+        assert_eq!(page.memories[0].superseded_by.as_deref(), Some("mem_new"));
     })
     .await;
 }
