@@ -591,7 +591,9 @@ async fn denver_then_boston(memory: &str) -> Gateway {
     assert_eq!(old["content"], "The user lives in Denver.");
     assert_eq!(old["superseded_by"], boston["id"]);
     // Recall in a later turn puts the update first too.
-    turn(&gw, &alice, "SECRET", "Where does the user live?").await;
+    // Asked as a user asks about themselves: "Where does the user live?" reads to the safety
+    // screen's sentence model like a request to locate a person (0.77 surveillance/us-persons).
+    turn(&gw, &alice, "SECRET", "Where do I live now?").await;
     let sent = up.received().last().unwrap().body.clone();
     let recalled = sent["messages"][0]["content"].as_str().unwrap().to_owned();
     let at = |t: &str| recalled.find(t).unwrap_or(usize::MAX);

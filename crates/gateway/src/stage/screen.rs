@@ -135,6 +135,46 @@ fn engine(ctx: &RequestCtx) -> Engine {
     }
 }
 
+/// The words of the OpenAI request schema (object keys and role names) that the request's text
+/// carries as paragraphs of their own for the marking scanner ("messages", "content", "role",
+/// "user", …). The screen leaves them out: they say nothing about what is asked, and the
+/// learned stages, trained on prose, read a prompt wrapped in them as a different text. A
+/// paragraph is dropped only when it is exactly one such word, so no content is lost.
+const SCHEMA_WORDS: [&str; 24] = [
+    "messages",
+    "content",
+    "role",
+    "user",
+    "assistant",
+    "system",
+    "developer",
+    "tool",
+    "type",
+    "text",
+    "name",
+    "tool_calls",
+    "tool_call_id",
+    "function",
+    "arguments",
+    "tools",
+    "parameters",
+    "properties",
+    "description",
+    "input",
+    "instructions",
+    "input_text",
+    "output_text",
+    "refusal",
+];
+
+/// `text` (paragraphs) without the paragraphs that are a schema word.
+fn content_of(text: &str) -> String {
+    text.split("\n\n")
+        .filter(|p| !SCHEMA_WORDS.contains(&p.trim()))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// Screens `text`: the inline stages on the event loop when it is short, the contextual stage
 /// (when the inline stages leave the text uncertain) and long texts on the blocking pool.
 async fn screen_text(
@@ -181,7 +221,7 @@ async fn blocking<T: Send + 'static>(
 /// 400 `policy_violation` (or `pending_review`) naming the categories that fired.
 pub(crate) async fn input(ctx: &mut RequestCtx, text: &str) -> Result<(), ApiError> {
     let engine = engine(ctx);
-    let verdict = screen_text(engine.clone(), text, Direction::Input).await?;
+    let verdict = screen_text(engine.clone(), &content_of(text), Direction::Input).await?;
     record(ctx, &engine, Direction::Input, &verdict);
     if verdict.unchecked {
         return Err(unchecked());
@@ -576,4 +616,17 @@ pub(crate) async fn moderate(
         tracing::error!(error = %e, "rendering a moderation answer failed");
         ApiError::internal()
     })
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::content_of;
+
+    #[test]
+    fn schema_words_are_dropped_and_content_is_kept() {
+        let text = "messages\n\ncontent\n\nTrack my neighbour.\n\nrole\n\nuser\n\nuser data";
+        assert_eq!(content_of(text), "Track my neighbour.\n\nuser data");
+        assert_eq!(content_of("role"), "");
+        assert_eq!(content_of("a\n\nb"), "a\n\nb");
+    }
 }
