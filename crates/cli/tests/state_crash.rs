@@ -11,10 +11,12 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::{ok, serve};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,56 +47,6 @@ enum Written {
     },
     /// A memory.
     Memory { id: String, content: String },
-}
-
-fn enclave(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_enclave"));
-    c.arg("--config")
-        .arg(config)
-        .env_remove("ENCLAVE_CONFIG")
-        .env_remove("ENCLAVE_LOG")
-        .env_remove("ENCLAVE_MASTER_KEY")
-        .env_remove("ENCLAVE_AUDIT_SIGNING_KEY");
-    c
-}
-
-fn ok(config: &Path, args: &[&str]) -> String {
-    let out = enclave(config).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "enclave {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Starts `enclave serve` and returns it with its address; its log is drained in the
-/// background.
-fn serve(config: &Path) -> (Child, String) {
-    let mut child = enclave(config)
-        .args(["serve", "--log-format", "json"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.contains("Enclave is listening") {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            addr = v["url"].as_str().map(|u| {
-                u.trim_start_matches("http://")
-                    .trim_end_matches("/v1")
-                    .to_owned()
-            });
-            break;
-        }
-        assert!(Instant::now() < deadline, "no listening line");
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr.expect("the listening line"))
 }
 
 /// One HTTP/1.1 request: the status and the JSON body, or `None` when the exchange did not

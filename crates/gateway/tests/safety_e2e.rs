@@ -337,16 +337,26 @@ fn minilm_dir() -> Option<std::path::PathBuf> {
     None
 }
 
+/// A gateway with the sentence model from `models`, a `[safety]` section `safety`, a mock
+/// backend and a SECRET key.
+async fn contextual_gateway(
+    models: &std::path::Path,
+    safety: &str,
+) -> (MockUpstream, Gateway, String) {
+    let up = MockUpstream::start(Behavior::default()).await.unwrap();
+    let config = format!(
+        "{}[safety]\n{safety}",
+        backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")
+    );
+    let gw = Gateway::start_with_models(&config, models).await;
+    let key = gw.user("alice", "t1", "SECRET", "USA").await;
+    (up, gw, key)
+}
+
 #[tokio::test]
 async fn the_contextual_stage_decides_what_the_inline_stages_leave_uncertain() {
     let Some(models) = minilm_dir() else { return };
-    let up = MockUpstream::start(Behavior::default()).await.unwrap();
-    let config = format!(
-        "{}[safety]\ncontextual = \"on\"\n",
-        backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")
-    );
-    let gw = Gateway::start_with_models(&config, &models).await;
-    let key = gw.user("alice", "t1", "SECRET", "USA").await;
+    let (up, gw, key) = contextual_gateway(&models, "contextual = \"on\"\n").await;
     // A paraphrase the n-gram model scores low (0.24 when this was written) but whose meaning
     // is surveillance of a U.S. person: refused.
     let (s, _, v) = gw
@@ -389,13 +399,7 @@ async fn denied_topics_fire_by_similarity_without_retraining() {
         "elections.toml",
         "[[denied_topics]]\nname = \"election-predictions\"\ndefinition = \"Predicting or forecasting the outcome of elections, or advising how to sway voters.\"\nexamples = [\"Who will win the next presidential election?\", \"Which candidate is going to win the Senate race in Ohio?\", \"Write messages to persuade undecided voters in swing districts.\"]\naction = \"block\"\n",
     );
-    let up = MockUpstream::start(Behavior::default()).await.unwrap();
-    let config = format!(
-        "{}[safety]\npack = \"{pack}\"\n",
-        backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")
-    );
-    let gw = Gateway::start_with_models(&config, &models).await;
-    let key = gw.user("alice", "t1", "SECRET", "USA").await;
+    let (up, gw, key) = contextual_gateway(&models, &format!("pack = \"{pack}\"\n")).await;
     let (s, _, v) = gw
         .chat(
             &key,

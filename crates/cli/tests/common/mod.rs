@@ -1,0 +1,68 @@
+//! What the crash tests share: the `enclave` binary with a clean environment, one-shot
+//! commands, and `enclave serve` started with its listening address read from its log.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test on broken machinery; each test uses some of them"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `enclave` binary with `--config config` and none of the environment variables that
+/// would override it.
+pub(crate) fn enclave(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_enclave"));
+    c.arg("--config")
+        .arg(config)
+        .env_remove("ENCLAVE_CONFIG")
+        .env_remove("ENCLAVE_LOG")
+        .env_remove("ENCLAVE_MASTER_KEY")
+        .env_remove("ENCLAVE_AUDIT_SIGNING_KEY");
+    c
+}
+
+/// Runs `enclave args…` and returns its stdout; fails the test when it fails.
+pub(crate) fn ok(config: &Path, args: &[&str]) -> String {
+    let out = enclave(config).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "enclave {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `enclave serve` and returns it with its address; its log is drained in the
+/// background.
+pub(crate) fn serve(config: &Path) -> (Child, String) {
+    let mut child = enclave(config)
+        .args(["serve", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("Enclave is listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            addr = v["url"].as_str().map(|u| {
+                u.trim_start_matches("http://")
+                    .trim_end_matches("/v1")
+                    .to_owned()
+            });
+            break;
+        }
+        assert!(Instant::now() < deadline, "no listening line");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr.expect("the listening line"))
+}
