@@ -168,3 +168,36 @@ fn a_huge_line_and_homoglyph_triggers_are_screened() {
     assert_eq!(v[0]["categories"]["prompt-injection"], true);
     assert_eq!(v[1]["categories"]["prompt-injection"], true);
 }
+
+#[test]
+fn the_contextual_stage_is_optional_unless_asked_for_or_topics_need_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = dir.path().join("topics.toml");
+    std::fs::write(
+        &topics,
+        "[[denied_topics]]\nname = \"t\"\ndefinition = \"d\"\nexamples = [\"e\"]\naction = \"block\"\n",
+    )
+    .unwrap();
+    let topics = topics.display().to_string();
+    let line = b"{\"id\": 1, \"text\": \"Summarize the memo.\"}\n";
+    // Inline only, on request: answers, no note.
+    let out = enclave(&["screen", "--no-contextual"], line);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lines(&out)[0]["action"], "allow");
+    // A models directory without the sentence model, named explicitly: a usage error.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.display().to_string();
+    let out = enclave(&["screen", "--models", &empty], line);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all-MiniLM-L6-v2"));
+    // Denied topics need the sentence model: refused without it, whichever way.
+    let out = enclave(&["screen", "--pack-file", &topics, "--no-contextual"], line);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("denies topics"));
+    let out = enclave(
+        &["screen", "--pack-file", &topics, "--models", &empty],
+        line,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
