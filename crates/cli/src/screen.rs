@@ -10,9 +10,11 @@
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use enclave_safety::{Direction, Engine, NgramModel, Pack};
+
+use enclave_safety::{Direction, Embed, Engine, Pack};
 use serde_json::{Map, Value, json};
 
 use crate::{Failure, Outcome};
@@ -76,35 +78,22 @@ pub(crate) fn load_pack(name: Option<&str>, file: Option<&PathBuf>) -> Result<Pa
 
 pub(crate) fn run(args: &ScreenArgs) -> Outcome {
     let pack = load_pack(args.pack.as_deref(), args.pack_file.as_ref())?;
-    if args.no_contextual && !pack.denied_topics().is_empty() {
-        return Err(Failure::machinery(
-            "the pack denies topics, which need the contextual stage: drop --no-contextual",
-        ));
-    }
-    let engine = if args.no_contextual {
-        Engine::with_pack(pack).map_err(|e| Failure::machinery(e.to_string()))?
+    let embed: Option<Arc<dyn Embed>> = if args.no_contextual {
+        None
     } else {
         match crate::contextual::load_embedder(args.models.as_deref()) {
-            Ok(embed) => {
-                let ngram = NgramModel::from_bytes(enclave_safety::BUILTIN_NGRAM_MODEL)
-                    .map_err(|e| Failure::machinery(e.to_string()))?;
-                Engine::with_contextual(
-                    pack,
-                    vec![Box::new(ngram)],
-                    crate::contextual::load_model(None)?,
-                    embed,
-                )
-                .map_err(|e| Failure::machinery(e.to_string()))?
-            }
+            Ok(embed) => Some(embed),
             // An explicit directory without the model is a usage error; the default one is
-            // optional.
-            Err(e) if args.models.is_some() || !pack.denied_topics().is_empty() => return Err(e),
+            // optional (a pack that denies topics then fails below).
+            Err(e) if args.models.is_some() => return Err(e),
             Err(e) => {
                 eprintln!("enclave screen: contextual stage off: {}", e.message());
-                Engine::with_pack(pack).map_err(|e| Failure::machinery(e.to_string()))?
+                None
             }
         }
     };
+    let engine =
+        Engine::with_committed(pack, embed).map_err(|e| Failure::machinery(e.to_string()))?;
     let direction = Direction::from(args.direction);
     let stdin = io::stdin();
     let mut input = stdin.lock();

@@ -18,6 +18,7 @@
 //! `crates/safety/models/contextual.bin`.
 
 use crate::category::{Category, Scores};
+use crate::detect::{ceil_boundary, floor_boundary};
 use crate::train::{Example, LEARNED, Split, platt_fit};
 
 /// Most bytes of text in one window (about 200–250 word pieces of English: within the
@@ -264,38 +265,16 @@ pub fn windows(text: &str) -> Vec<&str> {
             out.push(text.get(start..).unwrap_or_default());
             return out;
         }
-        // Prefer a cut at whitespace in the last quarter of the window.
-        let floor = start + WINDOW_BYTES * 3 / 4;
+        // Prefer a cut just after whitespace in the last quarter of the window (so `end`, past
+        // `start` by at least three quarters of a window, always moves on).
+        let floor = ceil_boundary(text, start + WINDOW_BYTES * 3 / 4);
         let end = text
-            .get(floor.min(hard_end)..hard_end)
+            .get(floor..hard_end)
             .and_then(|tail| tail.rfind(char::is_whitespace))
-            .map_or(hard_end, |i| floor.min(hard_end) + i);
-        let end = if end <= start {
-            hard_end.max(start + 1)
-        } else {
-            end
-        };
-        let end = ceil_boundary(text, end);
+            .map_or(hard_end, |i| floor + i);
         out.push(text.get(start..end).unwrap_or_default());
-        let next = ceil_boundary(text, end.saturating_sub(WINDOW_OVERLAP).max(start + 1));
-        start = next;
+        start = ceil_boundary(text, end - WINDOW_OVERLAP);
     }
-}
-
-fn floor_boundary(s: &str, at: usize) -> usize {
-    let mut i = at.min(s.len());
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-fn ceil_boundary(s: &str, at: usize) -> usize {
-    let mut i = at.min(s.len());
-    while i < s.len() && !s.is_char_boundary(i) {
-        i += 1;
-    }
-    i
 }
 
 /// Training settings of the contextual heads. [`ContextualConfig::default`] made the committed

@@ -9,7 +9,7 @@ use crate::action::{Action, Direction};
 use crate::category::{Category, Scores};
 use crate::classifier::{Classifier, Embed};
 use crate::contextual::{ContextualModel, MAX_WINDOWS, windows};
-use crate::detect::{Finding, detect};
+use crate::detect::{Finding, detect, floor_boundary};
 use crate::ngram::{ModelError, NgramModel};
 use crate::pack::{Pack, PackError};
 use crate::redact::{StreamRedactor, redact};
@@ -40,9 +40,16 @@ pub enum EngineError {
     /// The model weights are invalid.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The contextual heads are invalid.
+    #[error(transparent)]
+    Contextual(#[from] crate::contextual::ContextualError),
     /// The sentence model could not embed the pack's denied topics.
     #[error("embedding the pack's denied topics: {0}")]
     Embed(String),
+    /// The pack denies topics but there is no sentence model to score them with: a topic the
+    /// officer denied is never silently unscored.
+    #[error("the pack denies topics, which need the contextual stage's sentence model")]
+    TopicsUnscored,
 }
 
 /// What the screen decided about a text.
@@ -147,8 +154,6 @@ struct Contextual {
 pub struct Inline {
     /// Detector and inline-classifier scores combined by maximum.
     pub scores: Scores,
-    /// Denied topics that fired (none inline: the contextual stage decides them).
-    topics: Vec<(String, f32)>,
     /// The detectors' scores alone.
     detector_scores: Scores,
     /// The detectors' findings.
@@ -202,6 +207,30 @@ impl Engine {
     pub fn with_pack(pack: Pack) -> Result<Engine, EngineError> {
         let model = NgramModel::from_bytes(BUILTIN_NGRAM_MODEL)?;
         Ok(Engine::new(pack, vec![Box::new(model)]))
+    }
+
+    /// `pack` with the committed weights: the n-gram model, and with `embed` the contextual
+    /// stage's heads ([`BUILTIN_CONTEXTUAL_MODEL`]) over it.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::TopicsUnscored`] when the pack denies topics and `embed` is `None`;
+    /// [`EngineError::Model`] or [`EngineError::Contextual`] if the embedded weights do not
+    /// parse; [`EngineError::Embed`] when
+    /// the topics cannot be embedded.
+    pub fn with_committed(
+        pack: Pack,
+        embed: Option<Arc<dyn Embed>>,
+    ) -> Result<Engine, EngineError> {
+        let ngram = NgramModel::from_bytes(BUILTIN_NGRAM_MODEL)?;
+        match embed {
+            Some(embed) => {
+                let heads = ContextualModel::from_bytes(BUILTIN_CONTEXTUAL_MODEL)?;
+                Engine::with_contextual(pack, vec![Box::new(ngram)], heads, embed)
+            }
+            None if !pack.denied_topics().is_empty() => Err(EngineError::TopicsUnscored),
+            None => Ok(Engine::new(pack, vec![Box::new(ngram)])),
+        }
     }
 
     /// `pack` with these classifiers (their scores are combined with the detectors' by maximum).
@@ -281,7 +310,6 @@ impl Engine {
             .is_some_and(|c| !c.topics.is_empty() || c.model.uncertain(&scores));
         Inline {
             scores,
-            topics: Vec::new(),
             detector_scores,
             findings,
             uncertain,
@@ -329,7 +357,7 @@ impl Engine {
         inline: Inline,
     ) -> (Scores, Vec<Finding>, Vec<(String, f32)>, bool) {
         let Some(ctx) = self.inner.contextual.as_ref().filter(|_| inline.uncertain) else {
-            return (inline.scores, inline.findings, inline.topics, false);
+            return (inline.scores, inline.findings, Vec::new(), false);
         };
         let mut wins = windows(text);
         if wins.len() > MAX_WINDOWS {
@@ -564,13 +592,4 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     } else {
         dot / (na.sqrt() * nb.sqrt())
     }
-}
-
-/// The largest character boundary at or before `at`.
-fn floor_boundary(s: &str, at: usize) -> usize {
-    let mut i = at.min(s.len());
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }

@@ -22,8 +22,7 @@ use bytes::Bytes;
 use enclave_api::{Chunk, Completion, Delta};
 use enclave_models::local::LocalEngine;
 use enclave_safety::{
-    Action, BUILTIN_CONTEXTUAL_MODEL, BUILTIN_NGRAM_MODEL, Category, ContextualModel, Direction,
-    Embed, Engine, NgramModel, Pack, StreamScreen, StreamStep, Verdict,
+    Action, Category, Direction, Embed, Engine, Pack, StreamScreen, StreamStep, Verdict,
 };
 use http::StatusCode;
 
@@ -53,9 +52,6 @@ impl Screens {
     ///
     /// A message naming the key path and what is wrong with the pack.
     pub fn load(config: &SafetyConfig, embed: Option<Arc<dyn Embed>>) -> Result<Screens, String> {
-        let ngram = NgramModel::from_bytes(BUILTIN_NGRAM_MODEL).map_err(|e| e.to_string())?;
-        let contextual =
-            ContextualModel::from_bytes(BUILTIN_CONTEXTUAL_MODEL).map_err(|e| e.to_string())?;
         let mut built: Vec<(PackSource, Engine)> = Vec::new();
         let mut engine_for = |source: &PackSource, at: &str| -> Result<Engine, String> {
             if let Some((_, e)) = built.iter().find(|(s, _)| s == source) {
@@ -72,22 +68,11 @@ impl Screens {
                 }
             }
             .map_err(|e| format!("{at}: {e}"))?;
-            // SECURITY: a topic the officer denied must not silently go unscored.
-            if embed.is_none() && !pack.denied_topics().is_empty() {
-                return Err(format!(
-                    "{at}: the pack denies topics, which need the safety screen's sentence model (the models directory lacks all-MiniLM-L6-v2, or [safety] contextual = \"off\")"
-                ));
-            }
-            let engine = match &embed {
-                Some(embed) => Engine::with_contextual(
-                    pack,
-                    vec![Box::new(ngram.clone())],
-                    contextual.clone(),
-                    Arc::clone(embed),
-                )
-                .map_err(|e| format!("{at}: {e}"))?,
-                None => Engine::new(pack, vec![Box::new(ngram.clone())]),
-            };
+            // A pack that denies topics without the sentence model is refused
+            // (`TopicsUnscored`): a topic the officer denied is never silently unscored.
+            let engine = Engine::with_committed(pack, embed.clone()).map_err(|e| {
+                format!("{at}: {e} (the models directory lacks all-MiniLM-L6-v2, or [safety] contextual = \"off\")")
+            })?;
             built.push((source.clone(), engine.clone()));
             Ok(engine)
         };
@@ -175,23 +160,42 @@ fn content_of(text: &str) -> String {
         .join("\n\n")
 }
 
-/// Screens `text`: the inline stages on the event loop when it is short, the contextual stage
-/// (when the inline stages leave the text uncertain) and long texts on the blocking pool.
+/// Screens `texts`: the inline stages on the event loop when they are short, the contextual
+/// stage (when the inline stages leave some text uncertain, from where they left off) and long
+/// texts on the blocking pool.
+async fn screen_all(
+    engine: Engine,
+    texts: Vec<String>,
+    direction: Direction,
+) -> Result<Vec<Verdict>, ApiError> {
+    if texts.iter().map(String::len).sum::<usize>() > INLINE_BYTES {
+        return blocking(move || texts.iter().map(|t| engine.screen(t, direction)).collect()).await;
+    }
+    let inline: Vec<_> = texts.iter().map(|t| engine.inline(t)).collect();
+    if inline.iter().all(|i| !i.uncertain) {
+        return Ok(inline
+            .into_iter()
+            .map(|i| engine.decide(i.scores, i.findings, direction))
+            .collect());
+    }
+    blocking(move || {
+        texts
+            .iter()
+            .zip(inline)
+            .map(|(t, i)| engine.complete(t, i, direction))
+            .collect()
+    })
+    .await
+}
+
+/// [`screen_all`] of one text.
 async fn screen_text(
     engine: Engine,
     text: &str,
     direction: Direction,
 ) -> Result<Verdict, ApiError> {
-    if text.len() <= INLINE_BYTES {
-        let inline = engine.inline(text);
-        if !inline.uncertain {
-            return Ok(engine.decide(inline.scores, inline.findings, direction));
-        }
-        let owned = text.to_owned();
-        return blocking(move || engine.complete(&owned, inline, direction)).await;
-    }
-    let owned = text.to_owned();
-    blocking(move || engine.screen(&owned, direction)).await
+    let mut verdicts = screen_all(engine, vec![text.to_owned()], direction).await?;
+    verdicts.pop().ok_or_else(ApiError::internal)
 }
 
 /// The refusal of a text the contextual stage had to see but could not (its sentence model busy
@@ -568,27 +572,7 @@ pub(crate) async fn moderate(
     model: &str,
 ) -> Result<Bytes, ApiError> {
     let engine = engine(ctx);
-    let total: usize = inputs.iter().map(String::len).sum();
-    let inline: Vec<_> = if total <= INLINE_BYTES {
-        inputs.iter().map(|t| engine.inline(t)).collect()
-    } else {
-        Vec::new()
-    };
-    let verdicts = if total <= INLINE_BYTES && inline.iter().all(|i| !i.uncertain) {
-        inline
-            .into_iter()
-            .map(|i| engine.decide(i.scores, i.findings, Direction::Input))
-            .collect::<Vec<_>>()
-    } else {
-        let engine = engine.clone();
-        blocking(move || {
-            inputs
-                .iter()
-                .map(|t| engine.screen(t, Direction::Input))
-                .collect::<Vec<_>>()
-        })
-        .await?
-    };
+    let verdicts = screen_all(engine.clone(), inputs, Direction::Input).await?;
     if verdicts.iter().any(|v| v.unchecked) {
         return Err(unchecked());
     }

@@ -269,7 +269,7 @@ pub(crate) fn floor_boundary(text: &str, i: usize) -> usize {
 }
 
 /// The smallest character boundary of `text` at or above `i`.
-fn ceil_boundary(text: &str, i: usize) -> usize {
+pub(crate) fn ceil_boundary(text: &str, i: usize) -> usize {
     let mut i = i.min(text.len());
     while i < text.len() && !text.is_char_boundary(i) {
         i += 1;
