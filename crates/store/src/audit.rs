@@ -137,30 +137,11 @@ impl Store {
         let db = StoreError::database(action);
         let mut tx = self.pool().begin().await.map_err(db)?;
         let first = lock_head(&mut tx, action).await?;
-        let mut results = Vec::with_capacity(entries.len());
-        let mut rows: Vec<(i64, String)> = Vec::with_capacity(entries.len());
-        let mut next = first;
-        for NewAuditEntry { time, event } in entries {
-            let entry = AuditEntry {
-                index: next,
-                time,
-                event,
-            };
-            let bytes = match entry.encode() {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
-            let leaf = hash_leaf(&bytes);
-            let text = String::from_utf8(bytes).map_err(|_| {
-                StoreError::AuditLog("an encoded audit entry is not UTF-8".to_owned())
-            })?;
-            rows.push((to_i64(next)?, text));
-            results.push(Ok(Appended { index: next, leaf }));
-            next += 1;
-        }
+        let Encoded {
+            rows,
+            results,
+            next,
+        } = encode_entries(first, entries)?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut sql = String::with_capacity(48 + chunk.len() * 16);
             sql.push_str("INSERT INTO audit_entries (idx, entry) VALUES ");
@@ -179,59 +160,15 @@ impl Store {
                 .await
                 .map_err(StoreError::database(action))?;
         }
-        if next != first {
+        if !rows.is_empty() {
             sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 0")
-                .bind(to_i64(next)?)
+                .bind(next)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::database(action))?;
         }
         tx.commit().await.map_err(StoreError::database(action))?;
         Ok(AppendBatch { first, results })
-    }
-
-    /// Appends `entries` like [`Store::append_audit`], expecting the log to hold `expected`
-    /// entries (the writer's tree: every entry it has seen). On SQLite the whole append is one
-    /// script sent in one round trip to the database thread (`BEGIN IMMEDIATE`, the rows, the
-    /// head, `COMMIT`) instead of five statements each waiting for the last: on a two-core
-    /// machine those hand-offs between threads cost more than the write itself. The script
-    /// first checks, under the write lock, that the head is `expected`; when it is not (another
-    /// process appended, or the guess is wrong) it fails before writing anything, and the append
-    /// is retried the ordinary way, which reads the head under the write lock. PostgreSQL,
-    /// where replicas append concurrently, always takes that way.
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::append_audit`].
-    pub async fn append_audit_after(
-        &self,
-        entries: Vec<NewAuditEntry>,
-        expected: u64,
-    ) -> Result<AppendBatch, StoreError> {
-        if self.backend_name() != "sqlite" || entries.is_empty() {
-            return self.append_audit(entries).await;
-        }
-        let Some((script, batch)) = sqlite_append_script(&entries, expected)? else {
-            return self.append_audit(entries).await;
-        };
-        let action = "appending to the audit log";
-        let mut conn = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::database(action))?;
-        match run_script(conn.as_mut(), &script).await {
-            Ok(_) => Ok(batch),
-            Err(e) => {
-                // The script stopped at the failed statement inside its transaction; end it
-                // before the connection goes back to the pool.
-                if run_script(conn.as_mut(), "ROLLBACK").await.is_err() {
-                    conn.detach();
-                }
-                tracing::debug!(error = %e, "the audit head moved; appending after reading it");
-                self.append_audit(entries).await
-            }
-        }
     }
 
     /// The number of entries ever appended (the head row).
@@ -534,34 +471,30 @@ impl AuditReader {
     }
 }
 
-/// The SQLite script of [`Store::append_audit_after`] and the batch it appends, or `None` when
-/// an entry cannot be written as a literal (then the caller binds parameters instead).
-///
-/// SECURITY: the entries are inlined as SQL string literals. SQLite's literals have exactly one
-/// escape — a quote is doubled — and no backslash escapes, so doubling every `'` makes any text a
-/// literal that reads back as itself; a NUL would end the statement early, so text with one is
-/// refused (canonical JSON escapes every control character, so none is expected). Indices are
-/// integers formatted by Rust. Nothing else comes from outside.
-fn sqlite_append_script(
-    entries: &[NewAuditEntry],
-    expected: u64,
-) -> Result<Option<(String, AppendBatch)>, StoreError> {
-    let mut script = String::with_capacity(96 + entries.len() * 1024);
-    let guess = to_i64(expected)?;
-    // The guard: under the write lock `BEGIN IMMEDIATE` takes, a head other than the guess makes
-    // this statement insert a NULL entry, which the NOT NULL constraint refuses — the script
-    // stops there, before any row is written.
-    script.push_str("BEGIN IMMEDIATE;\nINSERT INTO audit_entries (idx, entry) SELECT -1, NULL WHERE (SELECT size FROM audit_head WHERE id = 0) <> ");
-    script.push_str(&guess.to_string());
-    script.push_str(";\nINSERT INTO audit_entries (idx, entry) VALUES ");
+/// Entries encoded for insertion with consecutive indices.
+pub(crate) struct Encoded {
+    /// The `(idx, entry)` rows to insert, in order.
+    pub(crate) rows: Vec<(i64, String)>,
+    /// One result per entry given; see [`AppendBatch::results`].
+    pub(crate) results: Vec<Result<Appended, EntryError>>,
+    /// The log's size after the rows.
+    pub(crate) next: i64,
+}
+
+/// Encodes `entries` with consecutive indices from `first` (an entry longer than the entry
+/// limit is skipped and takes no index).
+pub(crate) fn encode_entries(
+    first: u64,
+    entries: Vec<NewAuditEntry>,
+) -> Result<Encoded, StoreError> {
     let mut results = Vec::with_capacity(entries.len());
-    let mut next = expected;
-    let mut rows = 0_usize;
+    let mut rows: Vec<(i64, String)> = Vec::with_capacity(entries.len());
+    let mut next = first;
     for NewAuditEntry { time, event } in entries {
         let entry = AuditEntry {
             index: next,
-            time: *time,
-            event: event.clone(),
+            time,
+            event,
         };
         let bytes = match entry.encode() {
             Ok(bytes) => bytes,
@@ -571,53 +504,17 @@ fn sqlite_append_script(
             }
         };
         let leaf = hash_leaf(&bytes);
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            return Ok(None);
-        };
-        if text.contains('\0') {
-            return Ok(None);
-        }
-        if rows > 0 {
-            script.push_str(", ");
-        }
-        script.push('(');
-        script.push_str(&to_i64(next)?.to_string());
-        script.push_str(", '");
-        script.push_str(&text.replace('\'', "''"));
-        script.push_str("')");
-        rows += 1;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| StoreError::AuditLog("an encoded audit entry is not UTF-8".to_owned()))?;
+        rows.push((to_i64(next)?, text));
         results.push(Ok(Appended { index: next, leaf }));
         next += 1;
     }
-    if rows == 0 {
-        return Ok(None);
-    }
-    script.push_str(";\nUPDATE audit_head SET size = ");
-    script.push_str(&to_i64(next)?.to_string());
-    script.push_str(" WHERE id = 0;\nCOMMIT;");
-    Ok(Some((
-        script,
-        AppendBatch {
-            first: expected,
-            results,
-        },
-    )))
-}
-
-/// Runs `sql` (several statements, no parameters) on `conn`, through the executor's own boxed
-/// future: `RawSql::execute`'s async wrapper makes callers' futures fail the `Send` check inside
-/// spawned tasks (its executor bound is "not general enough").
-fn run_script<'a>(
-    conn: &'a mut sqlx::AnyConnection,
-    sql: &'a str,
-) -> std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<sqlx::any::AnyQueryResult, sqlx::Error>>
-            + Send
-            + 'a,
-    >,
-> {
-    sqlx::Executor::execute(conn, sqlx::raw_sql(sql))
+    Ok(Encoded {
+        rows,
+        results,
+        next: to_i64(next)?,
+    })
 }
 
 // === queries ===

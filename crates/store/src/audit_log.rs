@@ -2,10 +2,12 @@
 //!
 //! [`AuditLog::append`] never waits: it queues the entry and returns a [`Receipt`], a future
 //! that resolves to the entry's index once it is durable. One writer thread takes whatever is
-//! queued (up to [`MAX_BATCH`] entries) and appends it in one transaction with
+//! queued (up to [`MAX_BATCH`] entries) and appends it in one transaction — on SQLite through
+//! its own connection, on its own thread ([`SqliteAppender`]), on PostgreSQL with
 //! [`Store::append_audit`]; while that commit runs, new entries queue up for the next one. So a
 //! commit (and its disk flush) is shared by every request that arrived meanwhile, and nobody
-//! flushes per request.
+//! flushes per request. The writer is a plain thread that sleeps on its queue: an append wakes
+//! it, its commit wakes the request, and no other thread is involved on SQLite.
 //!
 //! If a commit fails, every waiter of that batch gets [`AppendError::Unavailable`] and the log
 //! is marked unavailable ([`AuditLog::is_unavailable`]) until a later commit succeeds: callers
@@ -16,7 +18,6 @@
 //! optionally written to a directory and piped to a command, so copies leave the operator's
 //! reach.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write as _;
@@ -24,16 +25,18 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use enclave_audit::{
     AdminEvent, Checkpoint, EntryError, Event, Signer, Timestamp, VerifierKey, Verifiers,
     checkpoint_file_name,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::audit::{LeafTree, NewAuditEntry, StoredCheckpoint, now_timestamp};
+use crate::audit::{AppendBatch, LeafTree, NewAuditEntry, StoredCheckpoint, now_timestamp};
+use crate::audit_direct::SqliteAppender;
 use crate::{Store, StoreError};
 
 /// The most entries one commit takes.
@@ -63,7 +66,7 @@ pub struct AuditLogConfig {
 /// The audit log of a running gateway. Cheap to clone; the clones share one writer.
 #[derive(Clone)]
 pub struct AuditLog {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     state: Arc<State>,
 }
 
@@ -149,24 +152,28 @@ impl AuditLog {
             );
         }
         state.check_latest_checkpoint(&config).await;
-        let (jobs, rx) = mpsc::unbounded_channel();
-        let worker = Writer {
+        // On SQLite the writer appends through a connection of its own (see `audit_direct`);
+        // a database in memory has only the pool's one connection.
+        let appender = match state.store.sqlite_file() {
+            Some(path) => Some(SqliteAppender::open(path)?),
+            None => None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::AuditLog(format!("starting the audit writer: {e}")))?;
+        let (jobs, rx) = mpsc::channel();
+        let mut worker = Writer {
             state: Arc::clone(&state),
             signer,
             config,
-            outage_since: Cell::new(None),
+            outage_since: None,
+            appender,
+            runtime,
         };
         std::thread::Builder::new()
             .name("enclave-audit".to_owned())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(worker.run(rx)),
-                    Err(e) => tracing::error!(error = %e, "the audit writer could not start"),
-                }
-            })
+            .spawn(move || worker.run(&rx))
             .map_err(|e| StoreError::AuditLog(format!("starting the audit writer thread: {e}")))?;
         Ok(AuditLog { jobs, state })
     }
@@ -327,101 +334,118 @@ struct Writer {
     signer: Signer,
     config: AuditLogConfig,
     /// When the current outage began (the first failed commit), while commits fail.
-    outage_since: Cell<Option<Timestamp>>,
+    outage_since: Option<Timestamp>,
+    /// The writer's own connection to a SQLite store's file; `None` on PostgreSQL (and for a
+    /// SQLite database in memory), where appends go through the pool.
+    appender: Option<SqliteAppender>,
+    /// Runs the store's async operations (checkpoints, reads, PostgreSQL appends) on this
+    /// thread.
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    /// Serves jobs until the log is shut down or every handle is gone.
+    fn run(&mut self, rx: &mpsc::Receiver<Job>) {
         let interval = self.config.checkpoint_interval.max(Duration::from_secs(1));
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut retry = tokio::time::interval(OUTAGE_RETRY);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_checkpoint = Instant::now() + interval;
+        let mut next_retry: Option<Instant> = None;
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         loop {
-            tokio::select! {
-                biased;
-                n = rx.recv_many(&mut jobs, MAX_BATCH) => {
-                    if n == 0 {
-                        // Every handle is gone: nothing more can arrive.
-                        self.checkpoint().await.ok();
-                        return;
+            let due = next_retry.map_or(next_checkpoint, |r| r.min(next_checkpoint));
+            match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(job) => {
+                    jobs.push(job);
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
                     }
-                    let mut entries = Vec::with_capacity(n);
-                    let mut waiters = Vec::with_capacity(n);
-                    let mut control = Vec::new();
-                    for job in jobs.drain(..) {
-                        match job {
-                            Job::Append(entry, waiter) => {
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if next_retry.is_some_and(|r| r <= now) {
+                        // Nobody may be asking (a load balancer stopped sending requests when
+                        // /readyz failed): try to write the outage's own entry.
+                        self.record_outage_end(true);
+                        next_retry = self.outage_since.map(|_| now + OUTAGE_RETRY);
+                    }
+                    if next_checkpoint <= now {
+                        self.checkpoint().ok();
+                        next_checkpoint = Instant::now() + interval;
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Every handle is gone: nothing more can arrive.
+                    self.checkpoint().ok();
+                    return;
+                }
+            }
+            let mut entries = Vec::with_capacity(jobs.len());
+            let mut waiters = Vec::with_capacity(jobs.len());
+            let mut control = Vec::new();
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Append(entry, waiter) => {
+                        entries.push(entry);
+                        waiters.push(waiter);
+                    }
+                    other => control.push(other),
+                }
+            }
+            if !entries.is_empty() {
+                let was_down = self.outage_since.is_some();
+                self.commit(entries, waiters);
+                if !was_down && self.outage_since.is_some() {
+                    // The first probe comes one retry period after the outage began.
+                    next_retry = Some(Instant::now() + OUTAGE_RETRY);
+                }
+                self.record_outage_end(false);
+                if self.outage_since.is_none() {
+                    next_retry = None;
+                }
+            }
+            for job in control {
+                match job {
+                    Job::Append(..) => {}
+                    Job::Checkpoint(reply) => {
+                        let _ = reply.send(self.checkpoint());
+                    }
+                    Job::Shutdown(ack) => {
+                        // Whatever is still queued is written before the last checkpoint;
+                        // what arrives after is refused (its receipt reports `Closed` once
+                        // the queue is dropped).
+                        let mut entries = Vec::new();
+                        let mut waiters = Vec::new();
+                        while let Ok(job) = rx.try_recv() {
+                            if let Job::Append(entry, waiter) = job {
                                 entries.push(entry);
                                 waiters.push(waiter);
                             }
-                            other => control.push(other),
                         }
-                    }
-                    if !entries.is_empty() {
-                        let was_down = self.outage_since.get().is_some();
-                        self.commit(entries, waiters).await;
-                        if !was_down && self.outage_since.get().is_some() {
-                            // The first probe comes one retry period after the outage began,
-                            // not at once (an interval's first tick is immediate).
-                            retry.reset();
+                        if !entries.is_empty() {
+                            self.commit(entries, waiters);
                         }
-                        self.record_outage_end(false).await;
+                        self.checkpoint().ok();
+                        let _ = ack.send(());
+                        return;
                     }
-                    for job in control {
-                        match job {
-                            Job::Append(..) => {}
-                            Job::Checkpoint(reply) => {
-                                let _ = reply.send(self.checkpoint().await);
-                            }
-                            Job::Shutdown(ack) => {
-                                // Whatever is still queued is written before the last
-                                // checkpoint.
-                                rx.close();
-                                let mut entries = Vec::new();
-                                let mut waiters = Vec::new();
-                                while let Some(job) = rx.recv().await {
-                                    if let Job::Append(entry, waiter) = job {
-                                        entries.push(entry);
-                                        waiters.push(waiter);
-                                    }
-                                }
-                                if !entries.is_empty() {
-                                    self.commit(entries, waiters).await;
-                                }
-                                self.checkpoint().await.ok();
-                                let _ = ack.send(());
-                                return;
-                            }
-                        }
-                    }
-                }
-                _ = tick.tick() => {
-                    self.checkpoint().await.ok();
-                }
-                _ = retry.tick(), if self.outage_since.get().is_some() => {
-                    // Nobody may be asking (a load balancer stopped sending requests when
-                    // /readyz failed): try to write the outage's own entry.
-                    self.record_outage_end(true).await;
                 }
             }
         }
     }
 
     /// Appends one batch and answers its waiters.
-    async fn commit(
-        &self,
+    fn commit(
+        &mut self,
         entries: Vec<NewAuditEntry>,
         waiters: Vec<oneshot::Sender<Result<u64, AppendError>>>,
     ) {
-        let state = &self.state;
         let count = entries.len();
-        match state
-            .store
-            .append_audit_after(entries, state.tree.len())
-            .await
-        {
+        let appended = self.append(entries);
+        let state = &self.state;
+        match appended {
             Ok(batch) => {
                 if state.unavailable.swap(false, Ordering::Relaxed) {
                     tracing::info!("the audit log is writable again");
@@ -438,14 +462,17 @@ impl Writer {
                 if !extended {
                     // Another replica appended since the tree was last extended: read its
                     // entries (and these) from the database.
-                    if let Err(e) = state.store.sync_audit_tree(&state.tree).await {
+                    if let Err(e) = self
+                        .runtime
+                        .block_on(state.store.sync_audit_tree(&state.tree))
+                    {
                         tracing::error!(error = %e, "reading other replicas' audit entries");
                     }
                 }
             }
             Err(e) => {
-                if self.outage_since.get().is_none() {
-                    self.outage_since.set(Some(now_timestamp()));
+                if self.outage_since.is_none() {
+                    self.outage_since = Some(now_timestamp());
                 }
                 if !state.unavailable.swap(true, Ordering::Relaxed) {
                     tracing::error!(
@@ -463,12 +490,23 @@ impl Writer {
         }
     }
 
+    /// Appends `entries` in one transaction: through the writer's own SQLite connection, or
+    /// the pool.
+    fn append(&mut self, entries: Vec<NewAuditEntry>) -> Result<AppendBatch, StoreError> {
+        match &mut self.appender {
+            Some(appender) => appender.append(entries),
+            None => self
+                .runtime
+                .block_on(self.state.store.append_audit(entries)),
+        }
+    }
+
     /// After an outage, once a commit succeeds again: appends an `audit.outage` admin entry
     /// saying from when to when the log could not write (requests were refused meanwhile). It
     /// is also the probe that ends an outage when no request arrives.
     /// `probe`: try even though the last commit failed (from the retry timer).
-    async fn record_outage_end(&self, probe: bool) {
-        let Some(since) = self.outage_since.get() else {
+    fn record_outage_end(&mut self, probe: bool) {
+        let Some(since) = self.outage_since else {
             return;
         };
         if self.state.unavailable.load(Ordering::Relaxed) && !probe {
@@ -489,20 +527,20 @@ impl Writer {
             target: None,
             tenant: None,
         });
-        self.commit(vec![NewAuditEntry::now(event)], Vec::new())
-            .await;
+        self.commit(vec![NewAuditEntry::now(event)], Vec::new());
         if !self.state.unavailable.load(Ordering::Relaxed) {
-            self.outage_since.set(None);
+            self.outage_since = None;
         }
     }
 
     /// Makes a checkpoint if the log grew, and publishes it.
-    async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+    fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         let state = &self.state;
-        let written = state
-            .store
-            .write_audit_checkpoint(&state.tree, &state.origin, &[&self.signer])
-            .await;
+        let written = self.runtime.block_on(state.store.write_audit_checkpoint(
+            &state.tree,
+            &state.origin,
+            &[&self.signer],
+        ));
         match &written {
             Ok(Some(c)) => {
                 tracing::info!(seq = c.seq, size = c.size, "audit checkpoint signed");

@@ -46,6 +46,7 @@
 //! with SQL written once for both backends.
 
 mod audit;
+mod audit_direct;
 mod audit_log;
 pub mod config;
 pub mod crypt;
@@ -62,6 +63,7 @@ pub use audit::{
     AppendBatch, Appended, AuditReader, AuditRow, LeafTree, NewAuditEntry, READ_PAGE,
     StoredCheckpoint, now_timestamp,
 };
+pub use audit_direct::SqliteAppender;
 pub use audit_log::{AppendError, AuditLog, AuditLogConfig, MAX_BATCH, Receipt};
 pub use config::{DatabaseUrl, StorageConfig, redact_url};
 pub use crypt::{ShredReport, TenantCipher};

@@ -3,7 +3,7 @@
 //! Both backends run through sqlx's `Any` driver with one set of SQL statements (`$N`
 //! placeholders work on both), so every query is written once and tested on both.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use crate::principal::{NewPrincipal, PrincipalRecord};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long SQLite waits for another writer's lock before failing with "database is locked".
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
+pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 
 /// Persistence for principals and API keys on SQLite or PostgreSQL.
 ///
@@ -32,6 +32,8 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite database's file, when the store is one file another connection can open.
+    sqlite_file: Option<PathBuf>,
     hasher: KeyHasher,
     pub(crate) rng: SystemRandom,
     /// Wraps the tenants' data keys (derived from the master key).
@@ -128,11 +130,22 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            sqlite_file: match backend {
+                Backend::Sqlite => sqlite_file(url),
+                Backend::Postgres => None,
+            },
             hasher,
             rng: SystemRandom::new(),
             wrapper,
             keys: KeyCache::default(),
         })
+    }
+
+    /// The file of a SQLite store, for a connection of its own (the audit writer's,
+    /// [`crate::SqliteAppender`]); `None` for PostgreSQL, a database in memory, a read-only URL
+    /// or a percent-encoded path.
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        self.sqlite_file.as_deref()
     }
 
     /// The connection pool (for the other modules' queries).
@@ -563,6 +576,20 @@ fn sqlite_url(url: &str) -> Result<(String, u32), StoreError> {
     Ok((connect_url, 8))
 }
 
+/// The database file a SQLite URL names, when another connection can open it for writing as
+/// it is: not in memory, not read-only, not percent-encoded.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let plain = !path.is_empty() && path != ":memory:" && !path.contains('%');
+    let writable = query
+        .split('&')
+        .all(|p| !p.starts_with("mode=") || p == "mode=rwc" || p == "mode=rw");
+    (plain && writable).then(|| PathBuf::from(path))
+}
+
 fn principal_from_row(row: &AnyRow) -> Result<PrincipalRecord, sqlx::Error> {
     Ok(PrincipalRecord {
         name: row.try_get("name")?,
@@ -651,6 +678,22 @@ mod tests {
             format!("{base}?mode=ro")
         );
         assert_eq!(sqlite_url("sqlite::memory:").unwrap().1, 1);
+        assert_eq!(sqlite_file(&base), Some(dir.path().join("e.db")));
+        assert_eq!(
+            sqlite_file(&format!("{base}?mode=rwc&cache=private")),
+            Some(dir.path().join("e.db"))
+        );
+        for no_file in [
+            "sqlite::memory:".to_owned(),
+            "sqlite://:memory:".to_owned(),
+            "sqlite://".to_owned(),
+            format!("{base}?mode=ro"),
+            format!("{base}?mode=memory"),
+            "sqlite://a%20b.db".to_owned(),
+            "postgres://u@h/db".to_owned(),
+        ] {
+            assert_eq!(sqlite_file(&no_file), None, "{no_file}");
+        }
         assert!(sqlite_url("sqlite://").is_err());
     }
 }

@@ -9,7 +9,8 @@ use enclave_audit::{
     AuditEntry, Checkpoint, Event, LogVerifier, RequestEvent, Signer, Tree, Verifiers, hash_leaf,
 };
 use enclave_store::{
-    AppendError, AuditLog, AuditLogConfig, AuditReader, LeafTree, NewAuditEntry, Store,
+    AppendError, AuditLog, AuditLogConfig, AuditReader, LeafTree, NewAuditEntry, SqliteAppender,
+    Store,
 };
 
 use crate::backends::{Db, each_backend};
@@ -165,54 +166,68 @@ async fn two_stores_appending_at_once_leave_no_gap_and_no_duplicate() {
 }
 
 #[tokio::test]
-async fn appends_after_a_guessed_head_survive_wrong_guesses_quotes_and_races() {
+async fn the_writer_s_own_sqlite_connection_sequences_with_the_pool_and_other_stores() {
     each_backend(|db: Db| async move {
         let a = db.open().await;
         let b = db.open().await;
-        // A right guess, then a stale one (b has not seen a's entries): the stale append takes
-        // the next free indices, never a duplicate or a gap.
-        let first = a
-            .append_audit_after(vec![request("it's"), request("a 'quoted' id")], 0)
-            .await
+        let Some(file) = a.sqlite_file() else {
+            // PostgreSQL: the writer appends through the pool.
+            assert_eq!(a.backend_name(), "postgres");
+            return;
+        };
+        let mut appender = SqliteAppender::open(file).unwrap();
+        // Quotes and other SQL-significant text are bound, never spliced into SQL.
+        let first = appender
+            .append(vec![
+                request("it's"),
+                request("a 'quoted'); DROP TABLE x; --"),
+            ])
             .unwrap();
         assert_eq!(first.first, 0);
-        let stale = b.append_audit_after(vec![request("b")], 0).await.unwrap();
-        assert_eq!(stale.first, 2);
-        assert_eq!(stale.results[0].as_ref().unwrap().index, 2);
-        // A guess beyond the head would leave a gap: it must not be taken either.
-        let ahead = a.append_audit_after(vec![request("c")], 9).await.unwrap();
-        assert_eq!(ahead.first, 3);
-        assert_eq!(all_rows(&a).await, ["it's", "a 'quoted' id", "b", "c"]);
-        let leaves: Vec<_> = first
-            .results
-            .iter()
-            .map(|r| r.as_ref().unwrap().leaf)
-            .collect();
-        for (i, leaf) in leaves.into_iter().enumerate() {
+        // The pool of another store appends after it, and the connection after that: each
+        // reads the head under the write lock.
+        let pooled = b.append_audit(vec![request("b")]).await.unwrap();
+        assert_eq!(pooled.first, 2);
+        let next = appender.append(vec![request("c")]).unwrap();
+        assert_eq!(next.first, 3);
+        assert_eq!(
+            all_rows(&a).await,
+            ["it's", "a 'quoted'); DROP TABLE x; --", "b", "c"]
+        );
+        for (i, result) in first.results.iter().enumerate() {
             let entry = a.audit_entry(i as u64).await.unwrap().unwrap();
-            assert_eq!(hash_leaf(entry.as_bytes()), leaf);
+            assert_eq!(hash_leaf(entry.as_bytes()), result.as_ref().unwrap().leaf);
         }
-        // Racing writers, each guessing from what it last appended.
-        let mut tasks = Vec::new();
-        for (w, store) in [(0, a.clone()), (1, b.clone())] {
-            tasks.push(tokio::spawn(async move {
-                let mut guess = 0;
-                for n in 0..20 {
-                    let batch = store
-                        .append_audit_after(vec![request(&format!("w{w}-{n}"))], guess)
-                        .await
-                        .unwrap();
-                    guess = batch.first + 1;
-                }
-            }));
+        // An entry over the limit takes no index; the others of its batch do.
+        let mut huge = request("huge");
+        if let Event::Request(r) = &mut huge.event {
+            r.model = Some("m".repeat(enclave_audit::MAX_ENTRY_BYTES));
         }
-        for t in tasks {
-            t.await.unwrap();
+        let mixed = appender
+            .append(vec![request("d"), huge, request("e")])
+            .unwrap();
+        assert_eq!(mixed.first, 4);
+        assert!(mixed.results[1].is_err());
+        assert_eq!(mixed.results[2].as_ref().unwrap().index, 5);
+        // Racing: the connection on a thread of its own, the other store's pool meanwhile.
+        let racer = std::thread::spawn(move || {
+            for n in 0..20 {
+                appender
+                    .append(vec![request(&format!("direct-{n}"))])
+                    .unwrap();
+            }
+        });
+        for n in 0..20 {
+            b.append_audit(vec![request(&format!("pool-{n}"))])
+                .await
+                .unwrap();
         }
+        racer.join().unwrap();
         let ids = all_rows(&a).await;
-        assert_eq!(ids.len(), 4 + 2 * 20);
+        assert_eq!(ids.len(), 6 + 2 * 20);
         let unique: BTreeSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len());
+        assert_eq!(a.audit_size().await.unwrap(), ids.len() as u64);
         verify(&a).await;
     })
     .await;
