@@ -16,6 +16,7 @@
 //!
 //! Text is stored only sealed with the tenant's data key (see `enclave_store::crypt`).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use http::StatusCode;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{Value, json};
 
+use crate::app::App;
 use crate::ctx::RequestCtx;
 use crate::error::ApiError;
 
@@ -341,6 +343,7 @@ pub(crate) async fn finish_turn(
         history.extend(input);
         history.push(output);
         let doc = json!({"response": response, "history": history});
+        let keep = ctx.app.config.retention.for_tenant(&tenant).responses;
         store
             .put_response(&StoredResponse {
                 id,
@@ -351,7 +354,7 @@ pub(crate) async fn finish_turn(
                 conversation_id: context.conversation.clone(),
                 body: serde_json::to_vec(&doc).unwrap_or_default(),
                 created_at: now,
-                expires_at: expiry(now, Some(ctx.app.config.retention.responses)),
+                expires_at: expiry(now, Some(keep)),
             })
             .await
             .map_err(|e| store_failed(&e))?;
@@ -625,6 +628,7 @@ pub(crate) async fn create_conversation(
     let (tenant, principal) = who(ctx)?;
     let label = ctx.answer_label();
     let now = unix_now();
+    let keep = ctx.app.config.retention.for_tenant(&tenant).conversations;
     let conv = StoredConversation {
         id: new_id("conv_")?,
         tenant,
@@ -633,7 +637,7 @@ pub(crate) async fn create_conversation(
         body: serde_json::to_vec(&req.metadata.clone().unwrap_or_else(|| json!({})))
             .unwrap_or_default(),
         created_at: now,
-        expires_at: expiry(now, ctx.app.config.retention.conversations),
+        expires_at: expiry(now, keep),
     };
     let (_, rows) = new_items(&req.items)?;
     ctx.app
@@ -808,13 +812,15 @@ pub(crate) async fn delete_item(
     get_conversation(ctx, id).await
 }
 
-/// Purges expired responses and conversations every `every`, for as long as the task runs.
-pub(crate) async fn purge_loop(store: enclave_store::Store, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+/// Purges expired responses, conversations and memories every `[retention]
+/// purge_interval_secs`, for as long as the task runs.
+pub(crate) async fn purge_loop(app: Arc<App>) {
+    let retention = &app.config.retention;
+    let mut tick = tokio::time::interval(retention.purge_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        match store.purge_expired(unix_now()).await {
+        match app.store.purge_expired(unix_now()).await {
             Ok(p) if p.responses + p.conversations > 0 => tracing::info!(
                 responses = p.responses,
                 conversations = p.conversations,
@@ -822,6 +828,15 @@ pub(crate) async fn purge_loop(store: enclave_store::Store, every: Duration) {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purging expired stored state failed"),
+        }
+        match app
+            .memory
+            .purge_expired(retention, crate::memory_api::now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(memories) => tracing::info!(memories, "purged expired memories"),
+            Err(e) => tracing::warn!(error = %e, "purging expired memories failed"),
         }
     }
 }
