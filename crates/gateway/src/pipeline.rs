@@ -313,6 +313,7 @@ async fn run(
         Route::AddItems(id) => add_items(ctx, peer, req, id).await,
         Route::GetResponse(_)
         | Route::DeleteResponse(_)
+        | Route::ListInputItems(_)
         | Route::GetConversation(_)
         | Route::DeleteConversation(_)
         | Route::ListItems(_)
@@ -592,6 +593,10 @@ async fn state_read(
     let (object, label) = match ctx.route {
         Route::GetResponse(id) => responses::get_response(ctx, id.of(path)).await?,
         Route::DeleteResponse(id) => (responses::delete_response(ctx, id.of(path)).await?, session),
+        Route::ListInputItems(id) => {
+            let page = responses::Page::parse(req.uri().query().unwrap_or_default())?;
+            responses::list_input_items(ctx, id.of(path), &page).await?
+        }
         Route::GetConversation(id) => responses::get_conversation(ctx, id.of(path)).await?,
         Route::DeleteConversation(id) => (
             responses::delete_conversation(ctx, id.of(path)).await?,

@@ -488,6 +488,47 @@ pub(crate) async fn get_response(
     Ok((doc["response"].clone(), label))
 }
 
+/// The input items of the stored response `id` (a page of them), if the caller may see the
+/// response, and the response's label.
+///
+/// As OpenAI's, these are the items the response was generated from: the context it
+/// continued (the previous response's items or the conversation's, as they were when it ran)
+/// and the turn's own input, oldest first — not its output, nor its `instructions`.
+///
+/// # Errors
+///
+/// 404 `not_found`; 503 when the store fails.
+pub(crate) async fn list_input_items(
+    ctx: &mut RequestCtx,
+    id: &str,
+    page: &Page,
+) -> Result<(Value, Label), ApiError> {
+    let (tenant, _) = who(ctx)?;
+    let session = session(ctx)?;
+    let found = ctx
+        .app
+        .store
+        .response(&tenant, id, &session)
+        .await
+        .map_err(|e| store_failed(&e))?;
+    let Some(r) = found else {
+        return Err(not_found(ctx, "response", None));
+    };
+    let label = r.label.parse::<Label>().map_err(|_| ApiError::internal())?;
+    let doc: Value = serde_json::from_slice(&r.body).map_err(|e| {
+        tracing::error!(error = %e, "a stored response does not parse");
+        ApiError::internal()
+    })?;
+    let mut history: Vec<Item> = serde_json::from_value(doc["history"].clone()).map_err(|e| {
+        tracing::error!(error = %e, "a stored response's history does not parse");
+        ApiError::internal()
+    })?;
+    // The stored history ends with the response's output items: what is left is its input.
+    let outputs = doc["response"]["output"].as_array().map_or(0, Vec::len);
+    history.truncate(history.len().saturating_sub(outputs));
+    Ok((page.list(history), label))
+}
+
 /// Deletes the stored response `id` if the caller may see it.
 ///
 /// # Errors
@@ -529,7 +570,8 @@ fn items_list(items: &[Item], has_more: bool) -> Value {
     })
 }
 
-/// The paging of `GET /v1/conversations/{id}/items`: `order` (`asc` or `desc`, the default,
+/// The paging of `GET /v1/conversations/{id}/items` and `GET /v1/responses/{id}/input_items`:
+/// `order` (`asc` or `desc`, the default,
 /// newest first, as OpenAI's), `limit` (1..=100, default 20) and `after` (an item id).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Page {
@@ -553,6 +595,24 @@ impl Default for Page {
 }
 
 impl Page {
+    /// The list object of this page of `items` (given oldest first): OpenAI's `object: "list"`
+    /// with `first_id`, `last_id` and `has_more`. An `after` id that is not among the items
+    /// gives an empty page.
+    fn list(&self, mut items: Vec<Item>) -> Value {
+        if !self.ascending {
+            items.reverse();
+        }
+        if let Some(after) = &self.after {
+            match items.iter().position(|i| &i.id == after) {
+                Some(at) => drop(items.drain(..=at)),
+                None => items.clear(),
+            }
+        }
+        let has_more = items.len() > self.limit;
+        items.truncate(self.limit);
+        items_list(&items, has_more)
+    }
+
     /// Reads the query string (unknown parameters are ignored).
     ///
     /// # Errors
@@ -739,20 +799,7 @@ pub(crate) async fn list_items(
         items.push(parsed);
     }
     match item {
-        None => {
-            if !page.ascending {
-                items.reverse();
-            }
-            if let Some(after) = &page.after {
-                match items.iter().position(|i| &i.id == after) {
-                    Some(at) => drop(items.drain(..=at)),
-                    None => items.clear(),
-                }
-            }
-            let has_more = items.len() > page.limit;
-            items.truncate(page.limit);
-            Ok((items_list(&items, has_more), label))
-        }
+        None => Ok((page.list(items), label)),
         Some(_) => match items.into_iter().next() {
             Some(one) => Ok((serde_json::to_value(one).unwrap_or_default(), label)),
             None => Err(not_found(ctx, "item", None)),

@@ -41,6 +41,8 @@ pub enum Route {
     GetResponse(PathId),
     /// `DELETE /v1/responses/{id}`.
     DeleteResponse(PathId),
+    /// `GET /v1/responses/{id}/input_items`: the items a stored response was generated from.
+    ListInputItems(PathId),
     /// `POST /v1/conversations`.
     CreateConversation,
     /// `GET /v1/conversations/{id}`.
@@ -116,9 +118,17 @@ fn state_route(method: &Method, path: &str) -> Option<Route> {
     };
     if path.starts_with(RESPONSES) {
         let (id, rest) = PathId::segment(path, RESPONSES.len())?;
-        return rest
-            .is_empty()
-            .then(|| get_or_delete(Route::GetResponse(id), Route::DeleteResponse(id)));
+        return match rest {
+            "" => Some(get_or_delete(
+                Route::GetResponse(id),
+                Route::DeleteResponse(id),
+            )),
+            "/input_items" => Some(match *method {
+                Method::GET | Method::HEAD => Route::ListInputItems(id),
+                _ => Route::MethodNotAllowed("GET"),
+            }),
+            _ => None,
+        };
     }
     if path.starts_with(CONVERSATIONS) {
         let (id, rest) = PathId::segment(path, CONVERSATIONS.len())?;
@@ -218,6 +228,7 @@ impl Route {
             Route::CreateResponse => "responses_create",
             Route::GetResponse(_) => "responses_get",
             Route::DeleteResponse(_) => "responses_delete",
+            Route::ListInputItems(_) => "responses_input_items",
             Route::CreateConversation => "conversations_create",
             Route::GetConversation(_) => "conversations_get",
             Route::DeleteConversation(_) => "conversations_delete",
@@ -246,6 +257,7 @@ impl Route {
             Route::CreateResponse
                 | Route::GetResponse(_)
                 | Route::DeleteResponse(_)
+                | Route::ListInputItems(_)
                 | Route::CreateConversation
                 | Route::GetConversation(_)
                 | Route::DeleteConversation(_)
@@ -373,6 +385,15 @@ mod tests {
             Route::parse(&Method::GET, "/v1/conversations/conv_1"),
             Route::GetConversation(_)
         ));
+        let path = "/v1/responses/resp_1/input_items";
+        let Route::ListInputItems(r) = Route::parse(&Method::GET, path) else {
+            panic!("not an input items route");
+        };
+        assert_eq!(r.of(path), "resp_1");
+        assert_eq!(
+            Route::parse(&Method::POST, path),
+            Route::MethodNotAllowed("GET")
+        );
         let long = format!("/v1/responses/{}", "a".repeat(MAX_ID_BYTES + 1));
         for hostile in [
             "/v1/responses/",
@@ -382,6 +403,9 @@ mod tests {
             "/v1/responses/..",
             "/v1/responses/a%2Fb",
             "/v1/responses/a.b",
+            "/v1/responses/a/input_items/",
+            "/v1/responses/a/input_itemsx",
+            "/v1/responses/a/items",
             "/v1/conversations/",
             "/v1/conversations/c/",
             "/v1/conversations/c/itemsx",
@@ -398,5 +422,6 @@ mod tests {
         }
         assert!(Route::CreateResponse.is_model() && Route::CreateResponse.is_state());
         assert!(!Route::ChatCompletions.is_state());
+        assert!(Route::parse(&Method::GET, "/v1/responses/r/input_items").is_state());
     }
 }
