@@ -644,6 +644,15 @@ def run_checks(h: Harness) -> Checks:
         assert conv.id.startswith("conv_") and conv.object == "conversation", conv
         got = client.conversations.retrieve(conv.id)
         assert got.id == conv.id and got.metadata == {"topic": "exercise"}, got
+        updated = client.conversations.update(conv.id, metadata={"topic": "review", "owner": "ops"})
+        assert updated.id == conv.id and updated.metadata == {"topic": "review", "owner": "ops"}, updated
+        assert client.conversations.retrieve(conv.id).metadata == updated.metadata
+        expect_status_error(
+            lambda: client.conversations.update(conv.id, metadata={f"k{i}": "v" for i in range(17)}),
+            openai.BadRequestError,
+            400,
+            "invalid_request",
+        )
         r = client.responses.create(model=MODEL, input="first turn", conversation=conv.id)
         assert r.output_text == "echo: first turn", r.output_text
         added = client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "a note"}])
@@ -667,7 +676,7 @@ def run_checks(h: Harness) -> Checks:
     checks.run("responses.input_items.list: the context and input, newest first, paged", responses_input_items)
     checks.run("responses.retrieve / responses.delete, then NotFoundError not_found", responses_retrieve_delete)
     checks.run("previous_response_id of a SECRET response from an UNCLASSIFIED session -> NotFoundError", responses_lower_session)
-    checks.run("conversations.create/retrieve/delete and conversations.items list/create/delete", conversations_items)
+    checks.run("conversations.create/retrieve/update/delete and conversations.items list/create/delete", conversations_items)
     # --- end of stored state ---
     checks.run("chat completion, non-streaming (content and X-Enclave-Classification)", chat_non_stream)
     checks.run("chat completion, streaming", chat_stream)

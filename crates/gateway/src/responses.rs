@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use enclave_api::{
-    ChatRequest, Completion, ContentPolicy, FinishReason, Item, ItemsRequest, ResponsesRequest,
-    Role,
+    ChatRequest, Completion, ContentPolicy, ConversationUpdate, FinishReason, Item, ItemsRequest,
+    ResponsesRequest, Role,
 };
 use enclave_label::Label;
 use enclave_store::StoreError;
@@ -731,6 +731,42 @@ pub(crate) async fn get_conversation(
     };
     let label = c.label.parse::<Label>().map_err(|_| ApiError::internal())?;
     Ok((conversation_object(&c), label))
+}
+
+/// Replaces the metadata of conversation `id` if the caller may see it; the conversation's
+/// label rises to the request's (session ⊔ the markings in the metadata), as for any write.
+/// Returns the conversation object and its label.
+///
+/// # Errors
+///
+/// 404 `not_found`; 503 when the store fails.
+pub(crate) async fn update_conversation(
+    ctx: &mut RequestCtx,
+    id: &str,
+    req: &ConversationUpdate,
+) -> Result<(Value, Label), ApiError> {
+    let (tenant, _) = who(ctx)?;
+    let session = session(ctx)?;
+    let label = ctx.answer_label();
+    let body = serde_json::to_vec(&req.metadata).map_err(|e| {
+        tracing::error!(error = %e, "metadata does not serialize");
+        ApiError::internal()
+    })?;
+    let updated = ctx
+        .app
+        .store
+        .update_conversation(&tenant, id, &session, &label, &body)
+        .await
+        .map_err(|e| store_failed(&e))?;
+    let Some(conv) = updated else {
+        return Err(not_found(ctx, "conversation", None));
+    };
+    let raised = conv
+        .label
+        .parse::<Label>()
+        .map_err(|_| ApiError::internal())?;
+    ctx.decide("state", "allow", "stored");
+    Ok((conversation_object(&conv), raised))
 }
 
 /// Deletes the conversation `id` and its items if the caller may see it.

@@ -47,6 +47,8 @@ pub enum Route {
     CreateConversation,
     /// `GET /v1/conversations/{id}`.
     GetConversation(PathId),
+    /// `POST /v1/conversations/{id}`: replace its metadata.
+    UpdateConversation(PathId),
     /// `DELETE /v1/conversations/{id}`.
     DeleteConversation(PathId),
     /// `GET /v1/conversations/{id}/items`.
@@ -133,10 +135,12 @@ fn state_route(method: &Method, path: &str) -> Option<Route> {
     if path.starts_with(CONVERSATIONS) {
         let (id, rest) = PathId::segment(path, CONVERSATIONS.len())?;
         if rest.is_empty() {
-            return Some(get_or_delete(
-                Route::GetConversation(id),
-                Route::DeleteConversation(id),
-            ));
+            return Some(match *method {
+                Method::GET | Method::HEAD => Route::GetConversation(id),
+                Method::POST => Route::UpdateConversation(id),
+                Method::DELETE => Route::DeleteConversation(id),
+                _ => Route::MethodNotAllowed("GET, POST, DELETE"),
+            });
         }
         let items = rest.strip_prefix("/items")?;
         if items.is_empty() {
@@ -231,6 +235,7 @@ impl Route {
             Route::ListInputItems(_) => "responses_input_items",
             Route::CreateConversation => "conversations_create",
             Route::GetConversation(_) => "conversations_get",
+            Route::UpdateConversation(_) => "conversations_update",
             Route::DeleteConversation(_) => "conversations_delete",
             Route::ListItems(_) => "conversation_items_list",
             Route::AddItems(_) => "conversation_items_add",
@@ -260,6 +265,7 @@ impl Route {
                 | Route::ListInputItems(_)
                 | Route::CreateConversation
                 | Route::GetConversation(_)
+                | Route::UpdateConversation(_)
                 | Route::DeleteConversation(_)
                 | Route::ListItems(_)
                 | Route::AddItems(_)
@@ -385,6 +391,15 @@ mod tests {
             Route::parse(&Method::GET, "/v1/conversations/conv_1"),
             Route::GetConversation(_)
         ));
+        let path = "/v1/conversations/conv_1";
+        let Route::UpdateConversation(c) = Route::parse(&Method::POST, path) else {
+            panic!("not a conversation update");
+        };
+        assert_eq!(c.of(path), "conv_1");
+        assert_eq!(
+            Route::parse(&Method::PUT, path),
+            Route::MethodNotAllowed("GET, POST, DELETE")
+        );
         let path = "/v1/responses/resp_1/input_items";
         let Route::ListInputItems(r) = Route::parse(&Method::GET, path) else {
             panic!("not an input items route");
@@ -423,5 +438,6 @@ mod tests {
         assert!(Route::CreateResponse.is_model() && Route::CreateResponse.is_state());
         assert!(!Route::ChatCompletions.is_state());
         assert!(Route::parse(&Method::GET, "/v1/responses/r/input_items").is_state());
+        assert!(Route::parse(&Method::POST, "/v1/conversations/c").is_state());
     }
 }

@@ -820,6 +820,136 @@ async fn input_items_list_what_a_response_was_generated_from() {
 }
 
 #[tokio::test]
+async fn a_conversation_update_replaces_its_metadata_and_never_lowers_its_label() {
+    let (_up, gw, alice, mallory) = setup().await;
+    let (_, _, conv) = gw
+        .post(
+            "/v1/conversations",
+            &alice,
+            None,
+            &json!({"items": [{"role": "user", "content": "hello"}], "metadata": {"topic": "t"}}),
+        )
+        .await;
+    let id = conv["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/conversations/{id}");
+
+    let (s, h, updated) = gw
+        .post(
+            &path,
+            &alice,
+            None,
+            &json!({"metadata": {"topic": "u", "owner": "ops"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{updated}");
+    assert_eq!(label_of(&h), "UNCLASSIFIED");
+    assert!(h.contains_key("x-enclave-audit-index"));
+    assert_eq!(updated["object"], "conversation");
+    assert_eq!(updated["id"], id.as_str());
+    assert_eq!(updated["created_at"], conv["created_at"]);
+    // Replaced, not merged.
+    assert_eq!(updated["metadata"], json!({"topic": "u", "owner": "ops"}));
+    let (_, _, got) = get(&gw, &path, &alice, None).await;
+    assert_eq!(got, updated);
+
+    // A SECRET session's update raises the conversation to SECRET.
+    let (s, h, v) = gw
+        .post(
+            &path,
+            &alice,
+            Some("SECRET"),
+            &json!({"metadata": {"topic": "s"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(label_of(&h), "SECRET");
+    // Now an UNCLASSIFIED session neither sees nor updates it: the answer for a missing id.
+    let (s, _, v) = get(&gw, "/v1/conversations/conv_doesnotexist", &alice, None).await;
+    let absent = assert_not_found(s, &v, "absent");
+    let (s, _, v) = get(&gw, &path, &alice, None).await;
+    assert_eq!(assert_not_found(s, &v, "read down"), absent);
+    let (s, _, v) = gw
+        .post(&path, &alice, None, &json!({"metadata": {"topic": "down"}}))
+        .await;
+    assert_eq!(assert_not_found(s, &v, "update down"), absent);
+    let (s, _, v) = gw
+        .post(
+            &path,
+            &mallory,
+            Some("SECRET"),
+            &json!({"metadata": {"topic": "x"}}),
+        )
+        .await;
+    assert_eq!(assert_not_found(s, &v, "other tenant"), absent);
+    let (s, _, v) = gw
+        .post(
+            "/v1/conversations/conv_doesnotexist",
+            &alice,
+            None,
+            &json!({"metadata": {}}),
+        )
+        .await;
+    assert_eq!(assert_not_found(s, &v, "update absent"), absent);
+    let (s, h, v) = get(&gw, &path, &alice, Some("SECRET")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(label_of(&h), "SECRET");
+    assert_eq!(v["metadata"], json!({"topic": "s"}));
+
+    // An update joins the session's label into the conversation's; one from a session that
+    // still sees it but is lower (SECRET sees SECRET//NOFORN: plain SECRET is not releasable
+    // abroad either) keeps the high-water mark.
+    let (s, h, _) = gw
+        .post(
+            &path,
+            &alice,
+            Some("SECRET//NOFORN"),
+            &json!({"metadata": {}}),
+        )
+        .await;
+    assert_eq!((s, label_of(&h)), (StatusCode::OK, "SECRET//NOFORN"));
+    let (s, h, v) = gw
+        .post(&path, &alice, Some("SECRET"), &json!({"metadata": null}))
+        .await;
+    assert_eq!((s, label_of(&h)), (StatusCode::OK, "SECRET//NOFORN"), "{v}");
+    assert_eq!(v["metadata"], json!({}));
+    let (s, h, _) = get(&gw, &path, &alice, Some("SECRET//NOFORN")).await;
+    assert_eq!((s, label_of(&h)), (StatusCode::OK, "SECRET//NOFORN"));
+
+    // Metadata is held to OpenAI's limits, on create as on update.
+    let many: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for body in [
+        json!({"metadata": many}),
+        json!({"metadata": {"k": "v".repeat(513)}}),
+        json!({"metadata": {"k".repeat(65): "v"}}),
+        json!({"metadata": {"k": 1}}),
+        json!({"other": "no metadata"}),
+    ] {
+        let (s, _, v) = gw.post(&path, &alice, Some("SECRET//NOFORN"), &body).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
+        assert_eq!(v["error"]["param"], "metadata", "{body}");
+        if body.get("metadata").is_some() {
+            let (s, _, v) = gw.post("/v1/conversations", &alice, None, &body).await;
+            assert_eq!(
+                (s, code(&v)),
+                (StatusCode::BAD_REQUEST, "invalid_request"),
+                "{body}"
+            );
+        }
+    }
+    let (s, _, v) = send(&gw, Method::PUT, &path, &alice, None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_canary_is_not_in_the_sqlite_files() {
     let (_up, gw, alice, _) = setup().await;
     let canary = "CANARY-7d1e0b5f-reunion-at-the-old-mill";
