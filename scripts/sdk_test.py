@@ -613,6 +613,17 @@ def run_checks(h: Harness) -> Checks:
         state["second"] = r.id
         return f"continued {state['first'][:12]}... as {r.id[:12]}..."
 
+    def responses_input_items():
+        # The items the response was generated from: the turn it continued and its own input.
+        newest = [i.content[0].text for i in client.responses.input_items.list(state["second"])]
+        assert newest == ["what is my call sign?", "echo: my call sign is Falcon", "my call sign is Falcon"], newest
+        page = client.responses.input_items.list(state["second"], order="asc", limit=2)
+        assert page.has_more and [i.content[0].text for i in page.data] == ["my call sign is Falcon", "echo: my call sign is Falcon"], page
+        # Iterating follows `after` through every page.
+        every = [i.id for i in client.responses.input_items.list(state["second"], order="asc", limit=1)]
+        assert len(every) == 3 and every[0] == page.data[0].id, every
+        return f"{len(newest)} items, newest first; pages of 1 cover them"
+
     def responses_retrieve_delete():
         got = client.responses.retrieve(state["second"])
         assert got.id == state["second"] and got.output_text == "echo: what is my call sign?", got
@@ -633,6 +644,15 @@ def run_checks(h: Harness) -> Checks:
         assert conv.id.startswith("conv_") and conv.object == "conversation", conv
         got = client.conversations.retrieve(conv.id)
         assert got.id == conv.id and got.metadata == {"topic": "exercise"}, got
+        updated = client.conversations.update(conv.id, metadata={"topic": "review", "owner": "ops"})
+        assert updated.id == conv.id and updated.metadata == {"topic": "review", "owner": "ops"}, updated
+        assert client.conversations.retrieve(conv.id).metadata == updated.metadata
+        expect_status_error(
+            lambda: client.conversations.update(conv.id, metadata={f"k{i}": "v" for i in range(17)}),
+            openai.BadRequestError,
+            400,
+            "invalid_request",
+        )
         r = client.responses.create(model=MODEL, input="first turn", conversation=conv.id)
         assert r.output_text == "echo: first turn", r.output_text
         added = client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "a note"}])
@@ -653,9 +673,10 @@ def run_checks(h: Harness) -> Checks:
     checks.run("responses.create (plain): output_text, usage, X-Enclave-Classification", responses_plain)
     checks.run("responses.create (stream=True): the Responses event sequence", responses_stream)
     checks.run("responses.create with previous_response_id", responses_previous)
+    checks.run("responses.input_items.list: the context and input, newest first, paged", responses_input_items)
     checks.run("responses.retrieve / responses.delete, then NotFoundError not_found", responses_retrieve_delete)
     checks.run("previous_response_id of a SECRET response from an UNCLASSIFIED session -> NotFoundError", responses_lower_session)
-    checks.run("conversations.create/retrieve/delete and conversations.items list/create/delete", conversations_items)
+    checks.run("conversations.create/retrieve/update/delete and conversations.items list/create/delete", conversations_items)
     # --- end of stored state ---
     checks.run("chat completion, non-streaming (content and X-Enclave-Classification)", chat_non_stream)
     checks.run("chat completion, streaming", chat_stream)

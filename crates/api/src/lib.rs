@@ -48,5 +48,5 @@ pub use embeddings::{EmbeddingsRequest, MAX_INPUTS};
 pub use error::{RequestError, RequestErrorKind};
 pub use moderation::{MAX_MODERATION_INPUTS, ModerationRequest};
 pub use policy::{ContentPolicy, PartKind};
-pub use responses::{ContentPart, Item, ItemsRequest, ResponsesRequest};
+pub use responses::{ContentPart, ConversationUpdate, Item, ItemsRequest, ResponsesRequest};
 pub use sse::{SseError, SseEvent, SseParser};

@@ -59,6 +59,24 @@ pub struct ItemsRequest {
     pub text: String,
 }
 
+/// A `POST /v1/conversations/{id}` request: the conversation's new metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConversationUpdate {
+    /// The metadata that replaces the stored one (an object; `null` clears it to `{}`).
+    pub metadata: serde_json::Value,
+    /// Every string of the body, each as its own paragraph.
+    pub text: String,
+}
+
+/// Most keys a conversation's `metadata` may hold (OpenAI's limit).
+const MAX_METADATA_KEYS: usize = 16;
+
+/// Longest key of a conversation's `metadata`, in characters (OpenAI's limit).
+const MAX_METADATA_KEY_CHARS: usize = 64;
+
+/// Longest value of a conversation's `metadata`, in characters (OpenAI's limit).
+const MAX_METADATA_VALUE_CHARS: usize = 512;
+
 /// A message item as Enclave stores and returns it (the Responses API's message item).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
@@ -235,7 +253,7 @@ impl ItemsRequest {
         for (key, value) in members {
             match key.as_ref() {
                 "items" if !value.is_null() => req.items = items(value, "items")?,
-                "metadata" => req.metadata = metadata(value)?,
+                "metadata" => req.metadata = conversation_metadata(value)?,
                 _ => {}
             }
             push_paragraph(&mut req.text, key);
@@ -249,6 +267,82 @@ impl ItemsRequest {
         }
         Ok(req)
     }
+}
+
+impl ConversationUpdate {
+    /// Parses the body of `POST /v1/conversations/{id}`: `metadata` is required (an object
+    /// within OpenAI's limits, or `null`); other fields are ignored but still scanned.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResponsesRequest::parse`]; 400 naming `metadata` when it is missing or outside the
+    /// limits.
+    pub fn parse(raw: &Bytes) -> Result<ConversationUpdate, RequestError> {
+        let text = read::utf8(raw)?;
+        let json = Json::parse(text).map_err(RequestError::json)?;
+        let members = read::body_members(&json)?;
+        let mut update = ConversationUpdate {
+            metadata: serde_json::Value::Object(serde_json::Map::new()),
+            text: String::with_capacity(raw.len()),
+        };
+        let mut saw_metadata = false;
+        for (key, value) in members {
+            if key == "metadata" {
+                saw_metadata = true;
+                if let Some(m) = conversation_metadata(value)? {
+                    update.metadata = m;
+                }
+            }
+            push_paragraph(&mut update.text, key);
+            value.push_text(&mut update.text);
+        }
+        if !saw_metadata {
+            return Err(RequestError::invalid(
+                "metadata",
+                "`metadata` is required: an object of at most 16 string values.",
+            ));
+        }
+        Ok(update)
+    }
+}
+
+/// A conversation's `metadata`: `null`, or an object of at most [`MAX_METADATA_KEYS`] keys of
+/// at most [`MAX_METADATA_KEY_CHARS`] characters, each with a string value of at most
+/// [`MAX_METADATA_VALUE_CHARS`] characters, as OpenAI accepts. The errors name no key: a key
+/// is caller text that has not been screened yet.
+fn conversation_metadata(v: &Json<'_>) -> Result<Option<serde_json::Value>, RequestError> {
+    let Some(members) = read::opt_object(v, "metadata")? else {
+        return Ok(None);
+    };
+    if members.len() > MAX_METADATA_KEYS {
+        return Err(RequestError::invalid(
+            "metadata",
+            format!("`metadata` holds at most {MAX_METADATA_KEYS} keys."),
+        ));
+    }
+    for (key, value) in members {
+        if key.chars().count() > MAX_METADATA_KEY_CHARS {
+            return Err(RequestError::invalid(
+                "metadata",
+                format!("A `metadata` key is at most {MAX_METADATA_KEY_CHARS} characters long."),
+            ));
+        }
+        let Json::String(value) = value else {
+            return Err(RequestError::invalid(
+                "metadata",
+                "`metadata` values must be strings.",
+            ));
+        };
+        if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+            return Err(RequestError::invalid(
+                "metadata",
+                format!(
+                    "A `metadata` value is at most {MAX_METADATA_VALUE_CHARS} characters long."
+                ),
+            ));
+        }
+    }
+    Ok(Some(read::to_value(v)))
 }
 
 /// `conversation`: an id string or `{"id": …}`.
@@ -502,6 +596,51 @@ mod tests {
         assert_eq!(r.metadata, Some(serde_json::json!({"k": "v"})));
         assert!(ItemsRequest::parse(&Bytes::from_static(br#"{"items":[]}"#), true).is_err());
         assert!(ItemsRequest::parse(&Bytes::from_static(br#"{"metadata":[]}"#), false).is_err());
+    }
+
+    #[test]
+    fn conversation_metadata_keeps_to_openai_limits() {
+        let parse = |v: serde_json::Value| {
+            let raw = Bytes::from(serde_json::to_vec(&v).unwrap());
+            (
+                ItemsRequest::parse(&raw, false).map(|r| r.metadata),
+                ConversationUpdate::parse(&raw).map(|u| Some(u.metadata)),
+            )
+        };
+        let full: serde_json::Map<String, serde_json::Value> = (0..16)
+            .map(|i| (format!("{i:0>64}"), serde_json::json!("v".repeat(512))))
+            .collect();
+        let full = serde_json::Value::Object(full);
+        let (create, update) = parse(serde_json::json!({"metadata": full}));
+        assert_eq!(create.unwrap(), Some(full.clone()));
+        assert_eq!(update.unwrap(), Some(full));
+        // Characters, not bytes.
+        let wide = serde_json::json!({"metadata": {"é".repeat(64): "ü".repeat(512)}});
+        assert!(parse(wide.clone()).0.is_ok() && parse(wide).1.is_ok());
+        let many: serde_json::Map<String, serde_json::Value> = (0..17)
+            .map(|i| (i.to_string(), serde_json::json!("v")))
+            .collect();
+        for bad in [
+            serde_json::json!({"metadata": many}),
+            serde_json::json!({"metadata": {"k".repeat(65): "v"}}),
+            serde_json::json!({"metadata": {"k": "v".repeat(513)}}),
+            serde_json::json!({"metadata": {"k": 1}}),
+            serde_json::json!({"metadata": {"k": {"nested": "v"}}}),
+            serde_json::json!({"metadata": "k"}),
+        ] {
+            let (create, update) = parse(bad.clone());
+            for e in [create.unwrap_err(), update.unwrap_err()] {
+                assert_eq!(e.param.as_deref(), Some("metadata"), "{bad}");
+            }
+        }
+        // An update must say what the metadata becomes; `null` clears it.
+        let missing = ConversationUpdate::parse(&Bytes::from_static(b"{}")).unwrap_err();
+        assert_eq!(missing.param.as_deref(), Some("metadata"));
+        let cleared = ConversationUpdate::parse(&Bytes::from_static(br#"{"metadata":null}"#));
+        assert_eq!(cleared.unwrap().metadata, serde_json::json!({}));
+        let u = ConversationUpdate::parse(&Bytes::from_static(br#"{"metadata":{"k":"SECRET"}}"#))
+            .unwrap();
+        assert!(u.text.contains("SECRET"), "{}", u.text);
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub use memory::{MemoryConfig, RawMemory};
 pub use policy::{
     MetricsConfig, PolicyConfig, RawChatPolicy, RawEmbeddingsPolicy, RawMetrics, RawPolicy,
 };
-pub use retention::{RawRetention, RetentionConfig};
+pub use retention::{RawRetention, RawTenantRetention, RetentionConfig, TenantRetention};
 pub use safety::{ContextualMode, DEFAULT_PACK, PackSource, RawSafety, SafetyConfig};
 use serde::Deserialize;
 use walk::Problem;
@@ -117,7 +117,7 @@ pub struct RawConfig {
     pub keys: Option<RawKeys>,
     /// `[safety]`: the policy pack of each tenant.
     pub safety: Option<RawSafety>,
-    /// `[retention]`: how long stored responses and conversations are kept.
+    /// `[retention]`: how long stored responses, conversations and memories are kept.
     pub retention: Option<RawRetention>,
     /// `[memory]`: long-term memory.
     pub memory: Option<RawMemory>,

@@ -29,12 +29,12 @@ use enclave_label::Label;
 use enclave_local::weights::ModelsDir;
 use enclave_memory::{DIMENSIONS, Hit, Memories, Memory, Params, Query, Viewer};
 use enclave_models::local::{EMBED_MODEL, LocalEngine};
-use enclave_store::{Store, StoredMemory};
+use enclave_store::{Store, StoreError, StoredMemory};
 use http::{Method, StatusCode};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 
-use crate::config::MemoryConfig;
+use crate::config::{MemoryConfig, RetentionConfig};
 use crate::ctx::RequestCtx;
 use crate::error::ApiError;
 use crate::extract::{Extracted, Extractor, Fact};
@@ -214,6 +214,33 @@ impl MemoryService {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .search(tenant, viewer, &query, &Params::default())
+    }
+
+    /// Deletes the memories that `retention` no longer keeps at `now_ms` (Unix milliseconds):
+    /// those written at or before `now_ms` less their tenant's `memories_days`. They leave the
+    /// store and then the index, as with `DELETE /v1/memories/{id}`, so search and recall stop
+    /// finding them. Returns how many were deleted.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure; what it did not delete is tried again on the next run.
+    pub async fn purge_expired(
+        &self,
+        retention: &RetentionConfig,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let cutoff = |tenant: &str| {
+            let keep = retention.for_tenant(tenant).memories?;
+            Some(now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
+        };
+        let purged = self.store.purge_memories(cutoff).await?;
+        if !purged.is_empty() {
+            let mut index = self.index_write();
+            for (tenant, id) in &purged {
+                index.remove(tenant, id);
+            }
+        }
+        Ok(purged.len())
     }
 
     /// Queues a statement to be remembered after the turn, with the turn's answer when known
@@ -609,7 +636,8 @@ fn to_memory(m: StoredMemory) -> Option<Memory> {
     })
 }
 
-fn now_ms() -> i64 {
+/// The clock in Unix milliseconds, the unit of a memory's `created_at`.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

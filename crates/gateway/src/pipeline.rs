@@ -311,8 +311,22 @@ async fn run(
         Route::CreateResponse => create_response(ctx, peer, req).await,
         Route::CreateConversation => create_conversation(ctx, peer, req).await,
         Route::AddItems(id) => add_items(ctx, peer, req, id).await,
+        // `POST /v1/conversations/{id}`: as adding items, with the new metadata as the content.
+        Route::UpdateConversation(id) => {
+            let path = req.uri().path().to_owned();
+            let (parts, incoming) = req.into_parts();
+            let raw = enter(ctx, peer, &parts.headers, incoming).await?;
+            let request = enclave_api::ConversationUpdate::parse(&raw).map_err(ApiError::from)?;
+            stage::label::content(ctx, &request.text)?;
+            state_role(ctx)?;
+            stage::screen::input(ctx, &request.text).await?;
+            let (object, label) =
+                responses::update_conversation(ctx, id.of(&path), &request).await?;
+            Ok(json(StatusCode::OK, &object, Some(label)))
+        }
         Route::GetResponse(_)
         | Route::DeleteResponse(_)
+        | Route::ListInputItems(_)
         | Route::GetConversation(_)
         | Route::DeleteConversation(_)
         | Route::ListItems(_)
@@ -592,6 +606,10 @@ async fn state_read(
     let (object, label) = match ctx.route {
         Route::GetResponse(id) => responses::get_response(ctx, id.of(path)).await?,
         Route::DeleteResponse(id) => (responses::delete_response(ctx, id.of(path)).await?, session),
+        Route::ListInputItems(id) => {
+            let page = responses::Page::parse(req.uri().query().unwrap_or_default())?;
+            responses::list_input_items(ctx, id.of(path), &page).await?
+        }
         Route::GetConversation(id) => responses::get_conversation(ctx, id.of(path)).await?,
         Route::DeleteConversation(id) => (
             responses::delete_conversation(ctx, id.of(path)).await?,

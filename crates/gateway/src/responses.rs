@@ -16,12 +16,13 @@
 //!
 //! Text is stored only sealed with the tenant's data key (see `enclave_store::crypt`).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use enclave_api::{
-    ChatRequest, Completion, ContentPolicy, FinishReason, Item, ItemsRequest, ResponsesRequest,
-    Role,
+    ChatRequest, Completion, ContentPolicy, ConversationUpdate, FinishReason, Item, ItemsRequest,
+    ResponsesRequest, Role,
 };
 use enclave_label::Label;
 use enclave_store::StoreError;
@@ -30,6 +31,7 @@ use http::StatusCode;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{Value, json};
 
+use crate::app::App;
 use crate::ctx::RequestCtx;
 use crate::error::ApiError;
 
@@ -341,6 +343,7 @@ pub(crate) async fn finish_turn(
         history.extend(input);
         history.push(output);
         let doc = json!({"response": response, "history": history});
+        let keep = ctx.app.config.retention.for_tenant(&tenant).responses;
         store
             .put_response(&StoredResponse {
                 id,
@@ -351,7 +354,7 @@ pub(crate) async fn finish_turn(
                 conversation_id: context.conversation.clone(),
                 body: serde_json::to_vec(&doc).unwrap_or_default(),
                 created_at: now,
-                expires_at: expiry(now, Some(ctx.app.config.retention.responses)),
+                expires_at: expiry(now, Some(keep)),
             })
             .await
             .map_err(|e| store_failed(&e))?;
@@ -485,6 +488,47 @@ pub(crate) async fn get_response(
     Ok((doc["response"].clone(), label))
 }
 
+/// The input items of the stored response `id` (a page of them), if the caller may see the
+/// response, and the response's label.
+///
+/// As OpenAI's, these are the items the response was generated from: the context it
+/// continued (the previous response's items or the conversation's, as they were when it ran)
+/// and the turn's own input, oldest first — not its output, nor its `instructions`.
+///
+/// # Errors
+///
+/// 404 `not_found`; 503 when the store fails.
+pub(crate) async fn list_input_items(
+    ctx: &mut RequestCtx,
+    id: &str,
+    page: &Page,
+) -> Result<(Value, Label), ApiError> {
+    let (tenant, _) = who(ctx)?;
+    let session = session(ctx)?;
+    let found = ctx
+        .app
+        .store
+        .response(&tenant, id, &session)
+        .await
+        .map_err(|e| store_failed(&e))?;
+    let Some(r) = found else {
+        return Err(not_found(ctx, "response", None));
+    };
+    let label = r.label.parse::<Label>().map_err(|_| ApiError::internal())?;
+    let doc: Value = serde_json::from_slice(&r.body).map_err(|e| {
+        tracing::error!(error = %e, "a stored response does not parse");
+        ApiError::internal()
+    })?;
+    let mut history: Vec<Item> = serde_json::from_value(doc["history"].clone()).map_err(|e| {
+        tracing::error!(error = %e, "a stored response's history does not parse");
+        ApiError::internal()
+    })?;
+    // The stored history ends with the response's output items: what is left is its input.
+    let outputs = doc["response"]["output"].as_array().map_or(0, Vec::len);
+    history.truncate(history.len().saturating_sub(outputs));
+    Ok((page.list(history), label))
+}
+
 /// Deletes the stored response `id` if the caller may see it.
 ///
 /// # Errors
@@ -526,7 +570,8 @@ fn items_list(items: &[Item], has_more: bool) -> Value {
     })
 }
 
-/// The paging of `GET /v1/conversations/{id}/items`: `order` (`asc` or `desc`, the default,
+/// The paging of `GET /v1/conversations/{id}/items` and `GET /v1/responses/{id}/input_items`:
+/// `order` (`asc` or `desc`, the default,
 /// newest first, as OpenAI's), `limit` (1..=100, default 20) and `after` (an item id).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Page {
@@ -550,6 +595,24 @@ impl Default for Page {
 }
 
 impl Page {
+    /// The list object of this page of `items` (given oldest first): OpenAI's `object: "list"`
+    /// with `first_id`, `last_id` and `has_more`. An `after` id that is not among the items
+    /// gives an empty page.
+    fn list(&self, mut items: Vec<Item>) -> Value {
+        if !self.ascending {
+            items.reverse();
+        }
+        if let Some(after) = &self.after {
+            match items.iter().position(|i| &i.id == after) {
+                Some(at) => drop(items.drain(..=at)),
+                None => items.clear(),
+            }
+        }
+        let has_more = items.len() > self.limit;
+        items.truncate(self.limit);
+        items_list(&items, has_more)
+    }
+
     /// Reads the query string (unknown parameters are ignored).
     ///
     /// # Errors
@@ -625,6 +688,7 @@ pub(crate) async fn create_conversation(
     let (tenant, principal) = who(ctx)?;
     let label = ctx.answer_label();
     let now = unix_now();
+    let keep = ctx.app.config.retention.for_tenant(&tenant).conversations;
     let conv = StoredConversation {
         id: new_id("conv_")?,
         tenant,
@@ -633,7 +697,7 @@ pub(crate) async fn create_conversation(
         body: serde_json::to_vec(&req.metadata.clone().unwrap_or_else(|| json!({})))
             .unwrap_or_default(),
         created_at: now,
-        expires_at: expiry(now, ctx.app.config.retention.conversations),
+        expires_at: expiry(now, keep),
     };
     let (_, rows) = new_items(&req.items)?;
     ctx.app
@@ -667,6 +731,42 @@ pub(crate) async fn get_conversation(
     };
     let label = c.label.parse::<Label>().map_err(|_| ApiError::internal())?;
     Ok((conversation_object(&c), label))
+}
+
+/// Replaces the metadata of conversation `id` if the caller may see it; the conversation's
+/// label rises to the request's (session ⊔ the markings in the metadata), as for any write.
+/// Returns the conversation object and its label.
+///
+/// # Errors
+///
+/// 404 `not_found`; 503 when the store fails.
+pub(crate) async fn update_conversation(
+    ctx: &mut RequestCtx,
+    id: &str,
+    req: &ConversationUpdate,
+) -> Result<(Value, Label), ApiError> {
+    let (tenant, _) = who(ctx)?;
+    let session = session(ctx)?;
+    let label = ctx.answer_label();
+    let body = serde_json::to_vec(&req.metadata).map_err(|e| {
+        tracing::error!(error = %e, "metadata does not serialize");
+        ApiError::internal()
+    })?;
+    let updated = ctx
+        .app
+        .store
+        .update_conversation(&tenant, id, &session, &label, &body)
+        .await
+        .map_err(|e| store_failed(&e))?;
+    let Some(conv) = updated else {
+        return Err(not_found(ctx, "conversation", None));
+    };
+    let raised = conv
+        .label
+        .parse::<Label>()
+        .map_err(|_| ApiError::internal())?;
+    ctx.decide("state", "allow", "stored");
+    Ok((conversation_object(&conv), raised))
 }
 
 /// Deletes the conversation `id` and its items if the caller may see it.
@@ -735,20 +835,7 @@ pub(crate) async fn list_items(
         items.push(parsed);
     }
     match item {
-        None => {
-            if !page.ascending {
-                items.reverse();
-            }
-            if let Some(after) = &page.after {
-                match items.iter().position(|i| &i.id == after) {
-                    Some(at) => drop(items.drain(..=at)),
-                    None => items.clear(),
-                }
-            }
-            let has_more = items.len() > page.limit;
-            items.truncate(page.limit);
-            Ok((items_list(&items, has_more), label))
-        }
+        None => Ok((page.list(items), label)),
         Some(_) => match items.into_iter().next() {
             Some(one) => Ok((serde_json::to_value(one).unwrap_or_default(), label)),
             None => Err(not_found(ctx, "item", None)),
@@ -808,13 +895,15 @@ pub(crate) async fn delete_item(
     get_conversation(ctx, id).await
 }
 
-/// Purges expired responses and conversations every `every`, for as long as the task runs.
-pub(crate) async fn purge_loop(store: enclave_store::Store, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+/// Purges expired responses, conversations and memories every `[retention]
+/// purge_interval_secs`, for as long as the task runs.
+pub(crate) async fn purge_loop(app: Arc<App>) {
+    let retention = &app.config.retention;
+    let mut tick = tokio::time::interval(retention.purge_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        match store.purge_expired(unix_now()).await {
+        match app.store.purge_expired(unix_now()).await {
             Ok(p) if p.responses + p.conversations > 0 => tracing::info!(
                 responses = p.responses,
                 conversations = p.conversations,
@@ -822,6 +911,15 @@ pub(crate) async fn purge_loop(store: enclave_store::Store, every: Duration) {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purging expired stored state failed"),
+        }
+        match app
+            .memory
+            .purge_expired(retention, crate::memory_api::now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(memories) => tracing::info!(memories, "purged expired memories"),
+            Err(e) => tracing::warn!(error = %e, "purging expired memories failed"),
         }
     }
 }

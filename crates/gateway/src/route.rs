@@ -41,10 +41,14 @@ pub enum Route {
     GetResponse(PathId),
     /// `DELETE /v1/responses/{id}`.
     DeleteResponse(PathId),
+    /// `GET /v1/responses/{id}/input_items`: the items a stored response was generated from.
+    ListInputItems(PathId),
     /// `POST /v1/conversations`.
     CreateConversation,
     /// `GET /v1/conversations/{id}`.
     GetConversation(PathId),
+    /// `POST /v1/conversations/{id}`: replace its metadata.
+    UpdateConversation(PathId),
     /// `DELETE /v1/conversations/{id}`.
     DeleteConversation(PathId),
     /// `GET /v1/conversations/{id}/items`.
@@ -116,17 +120,27 @@ fn state_route(method: &Method, path: &str) -> Option<Route> {
     };
     if path.starts_with(RESPONSES) {
         let (id, rest) = PathId::segment(path, RESPONSES.len())?;
-        return rest
-            .is_empty()
-            .then(|| get_or_delete(Route::GetResponse(id), Route::DeleteResponse(id)));
+        return match rest {
+            "" => Some(get_or_delete(
+                Route::GetResponse(id),
+                Route::DeleteResponse(id),
+            )),
+            "/input_items" => Some(match *method {
+                Method::GET | Method::HEAD => Route::ListInputItems(id),
+                _ => Route::MethodNotAllowed("GET"),
+            }),
+            _ => None,
+        };
     }
     if path.starts_with(CONVERSATIONS) {
         let (id, rest) = PathId::segment(path, CONVERSATIONS.len())?;
         if rest.is_empty() {
-            return Some(get_or_delete(
-                Route::GetConversation(id),
-                Route::DeleteConversation(id),
-            ));
+            return Some(match *method {
+                Method::GET | Method::HEAD => Route::GetConversation(id),
+                Method::POST => Route::UpdateConversation(id),
+                Method::DELETE => Route::DeleteConversation(id),
+                _ => Route::MethodNotAllowed("GET, POST, DELETE"),
+            });
         }
         let items = rest.strip_prefix("/items")?;
         if items.is_empty() {
@@ -218,8 +232,10 @@ impl Route {
             Route::CreateResponse => "responses_create",
             Route::GetResponse(_) => "responses_get",
             Route::DeleteResponse(_) => "responses_delete",
+            Route::ListInputItems(_) => "responses_input_items",
             Route::CreateConversation => "conversations_create",
             Route::GetConversation(_) => "conversations_get",
+            Route::UpdateConversation(_) => "conversations_update",
             Route::DeleteConversation(_) => "conversations_delete",
             Route::ListItems(_) => "conversation_items_list",
             Route::AddItems(_) => "conversation_items_add",
@@ -246,8 +262,10 @@ impl Route {
             Route::CreateResponse
                 | Route::GetResponse(_)
                 | Route::DeleteResponse(_)
+                | Route::ListInputItems(_)
                 | Route::CreateConversation
                 | Route::GetConversation(_)
+                | Route::UpdateConversation(_)
                 | Route::DeleteConversation(_)
                 | Route::ListItems(_)
                 | Route::AddItems(_)
@@ -373,6 +391,24 @@ mod tests {
             Route::parse(&Method::GET, "/v1/conversations/conv_1"),
             Route::GetConversation(_)
         ));
+        let path = "/v1/conversations/conv_1";
+        let Route::UpdateConversation(c) = Route::parse(&Method::POST, path) else {
+            panic!("not a conversation update");
+        };
+        assert_eq!(c.of(path), "conv_1");
+        assert_eq!(
+            Route::parse(&Method::PUT, path),
+            Route::MethodNotAllowed("GET, POST, DELETE")
+        );
+        let path = "/v1/responses/resp_1/input_items";
+        let Route::ListInputItems(r) = Route::parse(&Method::GET, path) else {
+            panic!("not an input items route");
+        };
+        assert_eq!(r.of(path), "resp_1");
+        assert_eq!(
+            Route::parse(&Method::POST, path),
+            Route::MethodNotAllowed("GET")
+        );
         let long = format!("/v1/responses/{}", "a".repeat(MAX_ID_BYTES + 1));
         for hostile in [
             "/v1/responses/",
@@ -382,6 +418,9 @@ mod tests {
             "/v1/responses/..",
             "/v1/responses/a%2Fb",
             "/v1/responses/a.b",
+            "/v1/responses/a/input_items/",
+            "/v1/responses/a/input_itemsx",
+            "/v1/responses/a/items",
             "/v1/conversations/",
             "/v1/conversations/c/",
             "/v1/conversations/c/itemsx",
@@ -398,5 +437,7 @@ mod tests {
         }
         assert!(Route::CreateResponse.is_model() && Route::CreateResponse.is_state());
         assert!(!Route::ChatCompletions.is_state());
+        assert!(Route::parse(&Method::GET, "/v1/responses/r/input_items").is_state());
+        assert!(Route::parse(&Method::POST, "/v1/conversations/c").is_state());
     }
 }

@@ -123,11 +123,8 @@ async fn accept_loop(
             tick.tick().await;
         }
     });
-    // Retention: expired responses and conversations are purged in the background.
-    let purge = tokio::spawn(crate::responses::purge_loop(
-        app.store.clone(),
-        app.config.retention.purge_interval,
-    ));
+    // Retention: expired responses, conversations and memories are purged in the background.
+    let purge = tokio::spawn(crate::responses::purge_loop(Arc::clone(&app)));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -633,6 +633,322 @@ async fn hostile_requests_are_refused_with_their_codes() {
     gw.stop().await;
 }
 
+fn texts(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"][0]["text"].as_str().unwrap())
+        .collect()
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn input_items_list_what_a_response_was_generated_from() {
+    let (_up, gw, alice, mallory) = setup().await;
+    let (_, _, first) = gw
+        .post(
+            "/v1/responses",
+            &alice,
+            None,
+            &json!({"model": "m", "input": "my name is Ada", "instructions": "be brief"}),
+        )
+        .await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let (s, _, second) = gw
+        .post(
+            "/v1/responses",
+            &alice,
+            None,
+            &json!({"input": "what is my name?", "previous_response_id": first_id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{second}");
+    let second_id = second["id"].as_str().unwrap().to_owned();
+
+    // The first response's input is what the caller sent (instructions are not an item).
+    let path = format!("/v1/responses/{first_id}/input_items");
+    let (s, h, list) = get(&gw, &path, &alice, None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(label_of(&h), "UNCLASSIFIED");
+    assert!(h.contains_key("x-enclave-audit-index"));
+    assert_eq!(list["object"], "list");
+    assert_eq!(texts(&list), ["my name is Ada"]);
+    let item = &list["data"][0];
+    assert_eq!(item["type"], "message");
+    assert_eq!(item["role"], "user");
+    assert_eq!(item["status"], "completed");
+    assert_eq!(item["content"][0]["type"], "input_text");
+    let ada = item["id"].as_str().unwrap().to_owned();
+    assert!(ada.starts_with("msg_"), "{ada}");
+    assert_eq!(list["first_id"], ada.as_str());
+    assert_eq!(list["last_id"], ada.as_str());
+    assert_eq!(list["has_more"], false);
+
+    // The second's are the context it continued and its own input, newest first by default.
+    let path = format!("/v1/responses/{second_id}/input_items");
+    let (s, _, list) = get(&gw, &path, &alice, None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(
+        texts(&list),
+        ["what is my name?", "echo: my name is Ada", "my name is Ada"]
+    );
+    assert_eq!(list["data"][1]["id"], first["output"][0]["id"]);
+    assert_eq!(list["data"][2]["id"], ada.as_str());
+    assert_eq!(list["first_id"], list["data"][0]["id"]);
+    assert_eq!(list["last_id"], ada.as_str());
+    // `order`, `limit` and `after` page as on a conversation's items.
+    let (_, _, page) = get(&gw, &format!("{path}?order=asc&limit=2"), &alice, None).await;
+    assert_eq!(texts(&page), ["my name is Ada", "echo: my name is Ada"]);
+    assert_eq!(page["has_more"], true);
+    let after = page["last_id"].as_str().unwrap();
+    let (_, _, rest) = get(
+        &gw,
+        &format!("{path}?order=asc&limit=2&after={after}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(texts(&rest), ["what is my name?"]);
+    assert_eq!(rest["has_more"], false);
+    let (_, _, newest) = get(&gw, &format!("{path}?limit=1"), &alice, None).await;
+    assert_eq!(ids(&newest), [list["data"][0]["id"].as_str().unwrap()]);
+    assert_eq!(newest["has_more"], true);
+
+    // A turn of a conversation: the conversation's items come first.
+    let (_, _, conv) = gw
+        .post(
+            "/v1/conversations",
+            &alice,
+            None,
+            &json!({"items": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    let conv_id = conv["id"].as_str().unwrap();
+    let (_, _, turn) = gw
+        .post(
+            "/v1/responses",
+            &alice,
+            None,
+            &json!({"model": "m", "input": "first", "conversation": conv_id}),
+        )
+        .await;
+    let turn_path = format!(
+        "/v1/responses/{}/input_items?order=asc",
+        turn["id"].as_str().unwrap()
+    );
+    let (_, _, list) = get(&gw, &turn_path, &alice, None).await;
+    assert_eq!(texts(&list), ["hello", "first"]);
+
+    // Bad paging is refused naming the parameter.
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=ten", "limit"),
+        ("order=newest", "order"),
+    ] {
+        let (s, _, v) = get(&gw, &format!("{path}?{query}"), &alice, None).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{query}"
+        );
+        assert_eq!(v["error"]["param"], param, "{query}");
+    }
+    let (s, _, v) = send(&gw, Method::POST, &path, &alice, None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+
+    // Another tenant, an absent id and an unstored response: the same 404.
+    let (s, _, v) = get(
+        &gw,
+        "/v1/responses/resp_doesnotexist/input_items",
+        &mallory,
+        None,
+    )
+    .await;
+    let absent = assert_not_found(s, &v, "absent response");
+    let (s, _, v) = get(&gw, &path, &mallory, None).await;
+    assert_eq!(assert_not_found(s, &v, "other tenant"), absent);
+    let (_, _, unstored) = gw
+        .post(
+            "/v1/responses",
+            &alice,
+            None,
+            &json!({"model": "m", "input": "forget me", "store": false}),
+        )
+        .await;
+    let unstored = format!(
+        "/v1/responses/{}/input_items",
+        unstored["id"].as_str().unwrap()
+    );
+    let (s, _, v) = get(&gw, &unstored, &alice, None).await;
+    assert_eq!(assert_not_found(s, &v, "unstored"), absent);
+
+    // A SECRET response: not below SECRET, and its label travels with the list.
+    let (_, _, secret) = gw
+        .post(
+            "/v1/responses",
+            &alice,
+            Some("SECRET"),
+            &json!({"model": "m", "input": "the plan"}),
+        )
+        .await;
+    let secret = format!(
+        "/v1/responses/{}/input_items",
+        secret["id"].as_str().unwrap()
+    );
+    for session in [None, Some("CONFIDENTIAL")] {
+        let (s, _, v) = get(&gw, &secret, &alice, session).await;
+        assert_eq!(assert_not_found(s, &v, "read down"), absent);
+    }
+    let (s, h, v) = get(&gw, &secret, &alice, Some("SECRET//NOFORN")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(label_of(&h), "SECRET");
+    assert_eq!(texts(&v), ["the plan"]);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversation_update_replaces_its_metadata_and_never_lowers_its_label() {
+    let (_up, gw, alice, mallory) = setup().await;
+    let (_, _, conv) = gw
+        .post(
+            "/v1/conversations",
+            &alice,
+            None,
+            &json!({"items": [{"role": "user", "content": "hello"}], "metadata": {"topic": "t"}}),
+        )
+        .await;
+    let id = conv["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/conversations/{id}");
+
+    let (s, h, updated) = gw
+        .post(
+            &path,
+            &alice,
+            None,
+            &json!({"metadata": {"topic": "u", "owner": "ops"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{updated}");
+    assert_eq!(label_of(&h), "UNCLASSIFIED");
+    assert!(h.contains_key("x-enclave-audit-index"));
+    assert_eq!(updated["object"], "conversation");
+    assert_eq!(updated["id"], id.as_str());
+    assert_eq!(updated["created_at"], conv["created_at"]);
+    // Replaced, not merged.
+    assert_eq!(updated["metadata"], json!({"topic": "u", "owner": "ops"}));
+    let (_, _, got) = get(&gw, &path, &alice, None).await;
+    assert_eq!(got, updated);
+
+    // A SECRET session's update raises the conversation to SECRET.
+    let (s, h, v) = gw
+        .post(
+            &path,
+            &alice,
+            Some("SECRET"),
+            &json!({"metadata": {"topic": "s"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(label_of(&h), "SECRET");
+    // Now an UNCLASSIFIED session neither sees nor updates it: the answer for a missing id.
+    let (s, _, v) = get(&gw, "/v1/conversations/conv_doesnotexist", &alice, None).await;
+    let absent = assert_not_found(s, &v, "absent");
+    let (s, _, v) = get(&gw, &path, &alice, None).await;
+    assert_eq!(assert_not_found(s, &v, "read down"), absent);
+    let (s, _, v) = gw
+        .post(&path, &alice, None, &json!({"metadata": {"topic": "down"}}))
+        .await;
+    assert_eq!(assert_not_found(s, &v, "update down"), absent);
+    let (s, _, v) = gw
+        .post(
+            &path,
+            &mallory,
+            Some("SECRET"),
+            &json!({"metadata": {"topic": "x"}}),
+        )
+        .await;
+    assert_eq!(assert_not_found(s, &v, "other tenant"), absent);
+    let (s, _, v) = gw
+        .post(
+            "/v1/conversations/conv_doesnotexist",
+            &alice,
+            None,
+            &json!({"metadata": {}}),
+        )
+        .await;
+    assert_eq!(assert_not_found(s, &v, "update absent"), absent);
+    let (s, h, v) = get(&gw, &path, &alice, Some("SECRET")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(label_of(&h), "SECRET");
+    assert_eq!(v["metadata"], json!({"topic": "s"}));
+
+    // An update joins the session's label into the conversation's; one from a session that
+    // still sees it but is lower (SECRET sees SECRET//NOFORN: plain SECRET is not releasable
+    // abroad either) keeps the high-water mark.
+    let (s, h, _) = gw
+        .post(
+            &path,
+            &alice,
+            Some("SECRET//NOFORN"),
+            &json!({"metadata": {}}),
+        )
+        .await;
+    assert_eq!((s, label_of(&h)), (StatusCode::OK, "SECRET//NOFORN"));
+    let (s, h, v) = gw
+        .post(&path, &alice, Some("SECRET"), &json!({"metadata": null}))
+        .await;
+    assert_eq!((s, label_of(&h)), (StatusCode::OK, "SECRET//NOFORN"), "{v}");
+    assert_eq!(v["metadata"], json!({}));
+    let (s, h, _) = get(&gw, &path, &alice, Some("SECRET//NOFORN")).await;
+    assert_eq!((s, label_of(&h)), (StatusCode::OK, "SECRET//NOFORN"));
+
+    // Metadata is held to OpenAI's limits, on create as on update.
+    let many: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for body in [
+        json!({"metadata": many}),
+        json!({"metadata": {"k": "v".repeat(513)}}),
+        json!({"metadata": {"k".repeat(65): "v"}}),
+        json!({"metadata": {"k": 1}}),
+        json!({"other": "no metadata"}),
+    ] {
+        let (s, _, v) = gw.post(&path, &alice, Some("SECRET//NOFORN"), &body).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
+        assert_eq!(v["error"]["param"], "metadata", "{body}");
+        if body.get("metadata").is_some() {
+            let (s, _, v) = gw.post("/v1/conversations", &alice, None, &body).await;
+            assert_eq!(
+                (s, code(&v)),
+                (StatusCode::BAD_REQUEST, "invalid_request"),
+                "{body}"
+            );
+        }
+    }
+    let (s, _, v) = send(&gw, Method::PUT, &path, &alice, None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_canary_is_not_in_the_sqlite_files() {
     let (_up, gw, alice, _) = setup().await;

@@ -190,6 +190,47 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes, for the retention task, every memory written at or before the cutoff that
+    /// `cutoff` gives for its tenant (Unix milliseconds; `None`: that tenant's memories are
+    /// kept until deleted). Returns the tenant and id of each memory it deleted, for the
+    /// caller's index.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`].
+    pub async fn purge_memories(
+        &self,
+        cutoff: impl Fn(&str) -> Option<i64>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let action = "purging expired memories";
+        let tenants = sqlx::query("SELECT DISTINCT tenant FROM memories")
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::database(action))?;
+        let mut purged = Vec::new();
+        for row in &tenants {
+            let tenant: String = row
+                .try_get("tenant")
+                .map_err(StoreError::database(action))?;
+            let Some(before) = cutoff(&tenant) else {
+                continue;
+            };
+            let rows = sqlx::query(
+                "DELETE FROM memories WHERE tenant = $1 AND created_at <= $2 RETURNING id",
+            )
+            .bind(&tenant)
+            .bind(before)
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::database(action))?;
+            for row in &rows {
+                let id: String = row.try_get("id").map_err(StoreError::database(action))?;
+                purged.push((tenant.clone(), id));
+            }
+        }
+        Ok(purged)
+    }
+
     /// The memories after `after` (tenant, id), at most [`MEMORY_PAGE`], decrypted: what the
     /// gateway rebuilds its index from. Rows that fail authentication are listed apart.
     ///

@@ -475,6 +475,85 @@ impl Store {
         ))
     }
 
+    /// Replaces the metadata document of conversation `id` of `tenant` with `body`, written at
+    /// request label `label`, if the session may see the conversation, and raises its label to
+    /// include `label` (it never falls). Returns the conversation as it now is, or `None` when
+    /// it is not there for this session.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when other writers kept changing the conversation's label,
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn update_conversation(
+        &self,
+        tenant: &str,
+        id: &str,
+        session: &Label,
+        label: &Label,
+        body: &[u8],
+    ) -> Result<Option<StoredConversation>, StoreError> {
+        let action = "updating a conversation";
+        let cipher = self.tenant_cipher(tenant).await?;
+        let sealed = cipher.seal(&row_aad("conversations", tenant, id), body);
+        for _ in 0..CAS_RETRIES {
+            let row = sqlx::query(
+                "SELECT principal, label, created_at, expires_at FROM conversations \
+                 WHERE id = $1 AND tenant = $2",
+            )
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::database(action))?;
+            let Some(row) = row else { return Ok(None) };
+            let read = || -> Result<(String, String, i64, Option<i64>), sqlx::Error> {
+                Ok((
+                    row.try_get("principal")?,
+                    row.try_get("label")?,
+                    row.try_get("created_at")?,
+                    row.try_get("expires_at")?,
+                ))
+            };
+            let (principal, old, created_at, expires_at) =
+                read().map_err(StoreError::database(action))?;
+            if !visible(session, &old) || !opt_live(expires_at, now()) {
+                return Ok(None);
+            }
+            let Ok(old_label) = old.parse::<Label>() else {
+                return Ok(None);
+            };
+            let new_banner = old_label.join(label).banner();
+            // Compare-and-set on the label: a concurrent write that raised it is not undone.
+            let done = sqlx::query(
+                "UPDATE conversations SET label = $1, sealed = $2 \
+                 WHERE id = $3 AND tenant = $4 AND label = $5",
+            )
+            .bind(&new_banner)
+            .bind(&sealed)
+            .bind(id)
+            .bind(tenant)
+            .bind(&old)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::database(action))?;
+            if done.rows_affected() == 0 {
+                continue;
+            }
+            return Ok(Some(StoredConversation {
+                id: id.to_owned(),
+                tenant: tenant.to_owned(),
+                principal,
+                label: new_banner,
+                body: body.to_vec(),
+                created_at,
+                expires_at,
+            }));
+        }
+        Err(StoreError::Conflict(
+            "the conversation kept changing under concurrent writers: retry".to_owned(),
+        ))
+    }
+
     /// Deletes conversation `id` of `tenant` and its items if the session may see it; whether
     /// it did.
     ///

@@ -6,6 +6,11 @@
 //! system message, each with its portion marking, and their labels are joined into the
 //! request's label (`ctx.label`) before routing, so the request goes only to a backend
 //! accredited for what it now carries.
+//!
+//! Recalled text is screened like retrieved content: a memory in which the tenant's safety
+//! engine's inline stage (detectors and inline classifiers) scores `prompt-injection` at or
+//! above the pack's threshold for input is left out of the context, recorded as a decision on
+//! the request and logged by id, never with its text.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use bytes::Bytes;
 use enclave_api::json::Json;
 use enclave_api::{ChatRequest, Message, Part, Role};
 use enclave_memory::Viewer;
+use enclave_safety::{Category, Direction};
 use http::{HeaderMap, HeaderName};
 
 use crate::ctx::RequestCtx;
@@ -99,10 +105,34 @@ pub(crate) async fn run(
     );
     let mut label = ctx.answer_label();
     let mut used = 0usize;
+    let engine = ctx.app.screens.for_tenant(caller.principal.tenant.as_str());
+    let injection = engine
+        .pack()
+        .rule(Direction::Input, Category::PromptInjection)
+        .threshold;
+    let mut omitted = 0usize;
     for h in &hits {
         let line = format!("- {} {}\n", h.memory.label.portion(), h.memory.content);
         if text.len() + line.len() > config.recall_max_chars && used > 0 {
             break;
+        }
+        // SECURITY: a stored memory is text someone wrote earlier, not the caller's prompt
+        // now: one that reads as an injection is not put in front of the model (whatever the
+        // pack does with an injection in a prompt, which the caller sees and answers for).
+        // What no longer fits the recall budget is not screened at all.
+        let score = engine
+            .inline(&h.memory.content)
+            .scores
+            .get(Category::PromptInjection);
+        if score >= injection {
+            tracing::warn!(
+                memory = %h.memory.id,
+                category = Category::PromptInjection.as_str(),
+                score,
+                "a recalled memory reads as a prompt injection: left out of the context"
+            );
+            omitted += 1;
+            continue;
         }
         // INVARIANT: the session dominates every hit (the index filtered by it), so the join
         // stays within the clearance the session was checked against.
@@ -110,10 +140,17 @@ pub(crate) async fn run(
         text.push_str(&line);
         used += 1;
     }
+    if omitted > 0 {
+        ctx.decide("recall", "deny", "prompt_injection");
+    }
+    if used == 0 {
+        ctx.decide("recall", "allow", "nothing_recalled");
+        return Ok(true);
+    }
     inject(req, &text)?;
     ctx.label = Some(label);
     ctx.decide("recall", "allow", "recalled");
-    tracing::debug!(recalled = used, "memories recalled");
+    tracing::debug!(recalled = used, omitted, "memories recalled");
     Ok(true)
 }
 

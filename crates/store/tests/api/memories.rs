@@ -104,6 +104,58 @@ async fn memories_round_trip_sealed_and_tenant_scoped() {
 }
 
 #[tokio::test]
+async fn retention_purges_each_tenants_old_memories_at_its_own_cutoff() {
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let at = |id: &str, tenant: &str, created_at: i64| StoredMemory {
+            created_at,
+            ..memory(id, tenant, "kept a while")
+        };
+        for m in [
+            at("mem_a_old", "agency-a", 1_000),
+            at("mem_a_cut", "agency-a", 2_000),
+            at("mem_a_new", "agency-a", 2_001),
+            at("mem_b_old", "agency-b", 1_000),
+            at("mem_c_old", "agency-c", 1_000),
+            at("mem_c_new", "agency-c", 5_000),
+        ] {
+            store.add_memory(&m).await.unwrap();
+        }
+        // agency-a: written at or before 2000 goes; agency-b: kept until deleted; agency-c: 4000.
+        let mut purged = store
+            .purge_memories(|tenant| match tenant {
+                "agency-a" => Some(2_000),
+                "agency-c" => Some(4_000),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        purged.sort();
+        let expected = [
+            ("agency-a", "mem_a_cut"),
+            ("agency-a", "mem_a_old"),
+            ("agency-c", "mem_c_old"),
+        ];
+        assert_eq!(purged, expected.map(|(t, i)| (t.to_owned(), i.to_owned())));
+        for (tenant, id) in expected {
+            assert_eq!(store.memory(tenant, id).await.unwrap(), None, "{id}");
+        }
+        for (tenant, id) in [
+            ("agency-a", "mem_a_new"),
+            ("agency-b", "mem_b_old"),
+            ("agency-c", "mem_c_new"),
+        ] {
+            assert!(store.memory(tenant, id).await.unwrap().is_some(), "{id}");
+        }
+        // A cutoff for every tenant reaches agency-b's old memory too; the others are gone
+        // or newer.
+        let again = store.purge_memories(|_| Some(2_000)).await.unwrap();
+        assert_eq!(again, [("agency-b".to_owned(), "mem_b_old".to_owned())]);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_superseded_memory_keeps_its_row_and_names_its_successor() {
     each_backend(|db| async move {
         let store = db.open().await;

@@ -129,6 +129,78 @@ async fn responses_are_found_only_by_tenant_and_a_dominating_session() {
 }
 
 #[tokio::test]
+async fn a_metadata_update_raises_the_label_and_never_lowers_it() {
+    each_backend(|db| async move {
+        let store = db.open().await;
+        store
+            .create_conversation(&conversation("conv_m", "a", "SECRET"), &[])
+            .await
+            .unwrap();
+        let (u, s, snf) = (
+            label("UNCLASSIFIED"),
+            label("SECRET"),
+            label("SECRET//NOFORN"),
+        );
+        // Neither a lower session, nor another tenant, nor a missing id is updated.
+        for (tenant, id, session) in [
+            ("a", "conv_m", &u),
+            ("b", "conv_m", &s),
+            ("a", "conv_x", &s),
+        ] {
+            let none = store
+                .update_conversation(tenant, id, session, session, b"{}")
+                .await
+                .unwrap();
+            assert!(none.is_none(), "{tenant} {id} {session:?}");
+        }
+        // A write at a lower request label keeps the high-water mark.
+        let kept = store
+            .update_conversation("a", "conv_m", &snf, &u, br#"{"k":"v"}"#)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.label, "SECRET");
+        assert_eq!(kept.body, br#"{"k":"v"}"#);
+        assert_eq!(kept.created_at, 1);
+        let raised = store
+            .update_conversation("a", "conv_m", &snf, &snf, br#"{"k":"w"}"#)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(raised.label, "SECRET//NOFORN");
+        let read = store
+            .conversation("a", "conv_m", &snf)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (read.label.as_str(), read.body.as_slice()),
+            ("SECRET//NOFORN", &br#"{"k":"w"}"#[..])
+        );
+        // A later write at a lower request label keeps it there.
+        let kept = store
+            .update_conversation("a", "conv_m", &snf, &s, br#"{"k":"x"}"#)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.label, "SECRET//NOFORN");
+        // The new metadata is sealed like the first.
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect(&db.url).await.unwrap();
+        let row = sqlx::query("SELECT sealed FROM conversations WHERE id = 'conv_m'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let sealed: Vec<u8> = row.try_get("sealed").unwrap();
+        assert!(
+            !sealed.windows(5).any(|w| w == br#""k":"#),
+            "metadata in the clear"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_conversation_label_only_rises_even_under_concurrent_writers() {
     each_backend(|db| async move {
         let store = db.open().await;
