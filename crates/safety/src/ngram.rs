@@ -346,7 +346,7 @@ impl NgramModel {
         let mask = (1u32 << self.buckets_log2) - 1;
         // Presence, not counts: a bucket counts once however often its features occur, so a
         // text repeated (or padded with copies of itself) scores as the text does. The buckets
-        // seen are marked in a bitset kept per thread (cleared again below), which is cheaper
+        // seen are marked in a bitset kept per thread (clear between calls), which is cheaper
         // than sorting the features to remove repeats.
         let mut acc = vec![0i32; k];
         let present = SEEN.with_borrow_mut(|seen| {
@@ -354,27 +354,32 @@ impl NgramModel {
             if seen.len() < words {
                 seen.resize(words, 0);
             }
-            let mut present = 0usize;
+            // Mark the buckets, noting the range of bitset words touched.
+            let (mut lo, mut hi) = (usize::MAX, 0usize);
             for f in features {
                 let bucket = (f & mask) as usize;
-                let (Some(word), bit) = (seen.get_mut(bucket / 64), 1u64 << (bucket % 64)) else {
-                    continue;
-                };
-                if *word & bit != 0 {
-                    continue;
-                }
-                *word |= bit;
-                present += 1;
-                let b = bucket * k;
-                if let Some(row) = self.weights.get(b..b + k) {
-                    for (a, w) in acc.iter_mut().zip(row) {
-                        *a += i32::from(*w);
-                    }
+                if let Some(word) = seen.get_mut(bucket / 64) {
+                    *word |= 1u64 << (bucket % 64);
+                    lo = lo.min(bucket / 64);
+                    hi = hi.max(bucket / 64 + 1);
                 }
             }
-            for f in features {
-                if let Some(word) = seen.get_mut((f & mask) as usize / 64) {
-                    *word = 0;
+            // Then read the weight rows in ascending order (the memory prefetcher follows an
+            // ascending walk through the table; a walk in feature order misses the cache at
+            // nearly every row), clearing the bitset as it goes.
+            let mut present = 0usize;
+            for (i, word) in seen.iter_mut().enumerate().take(hi).skip(lo) {
+                let mut bits = std::mem::take(word);
+                while bits != 0 {
+                    let bucket = i * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    present += 1;
+                    let b = bucket * k;
+                    if let Some(row) = self.weights.get(b..b + k) {
+                        for (a, w) in acc.iter_mut().zip(row) {
+                            *a += i32::from(*w);
+                        }
+                    }
                 }
             }
             present
