@@ -632,6 +632,17 @@ async fn search_until(
     panic!("not found in time: {hits:?}");
 }
 
+/// Waits until the extractor has been asked `n` times.
+async fn extractor_asked(ex: &MockUpstream, n: u64) {
+    for _ in 0..200 {
+        if ex.requests() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the extractor was asked {} times, not {n}", ex.requests());
+}
+
 fn from_extractor(h: &Value) -> bool {
     h["metadata"]["source"] == "extractor"
 }
@@ -777,6 +788,8 @@ async fn malformed_extractor_output_keeps_only_the_statement() {
             &format!("Statement {i}: I moved to Denver"),
         )
         .await;
+        // The worker asks after the answer: the reply may change only once it has asked.
+        extractor_asked(&ex, i as u64 + 1).await;
     }
     // A well-formed answer after them: once its fact is stored, the worker (one job at a
     // time) has finished with the malformed ones.
