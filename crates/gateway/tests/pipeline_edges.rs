@@ -459,7 +459,10 @@ async fn a_client_that_stops_reading_loses_its_stream_and_frees_its_slot() {
 async fn connections_are_capped_per_address_and_idle_ones_closed() {
     let up = mock().await;
     let cfg = format!(
-        "{}[limits]\nmax_connections_per_ip = 2\nheader_read_timeout_ms = 400\n",
+        // The header timeout leaves the third connection ample time to arrive while the first
+        // two still hold their places, also on a loaded machine (at 400 ms a slow run saw them
+        // closed before the third connected, which then got no answer at all).
+        "{}[limits]\nmax_connections_per_ip = 2\nheader_read_timeout_ms = 2000\n",
         backend("u", &up.base_url(), "SECRET", "USA", "[\"m\"]")
     );
     let gw = Gateway::start(&cfg).await;
