@@ -169,7 +169,7 @@ async fn the_local_model_answers_streams_and_embeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_gets_answers_or_fast_503s_and_health_stays_responsive() {
     let Some(dir) = models_dir() else { return };
-    // Load shedding is under test, not the screen: the sampled four-token answers are screened
+    // Load shedding is under test, not the screen: the sampled short answers are screened
     // with a pack that flags every category and blocks none (under the default pack one such
     // answer in sixteen was once blocked: the learned model is unreliable on a few words), and
     // without the contextual stage, whose sentence model would share the two cores with the
@@ -190,7 +190,7 @@ async fn a_flood_gets_answers_or_fast_503s_and_health_stays_responsive() {
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let body = json!({"model": "smollm2-135m", "max_tokens": 4, "seed": i,
+            let body = json!({"model": "smollm2-135m", "max_tokens": 24, "seed": i,
                 "messages": [{"role": "user", "content": format!("Count to {i}.")}]});
             let (s, h, v) = gw.post("/v1/chat/completions", &key, None, &body).await;
             (
@@ -205,28 +205,40 @@ async fn a_flood_gets_answers_or_fast_503s_and_health_stays_responsive() {
     let t = Instant::now();
     let (s, _, _) = gw.call(Method::GET, "/healthz", None, &[], None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "health took {:?} while the model was busy",
-        t.elapsed()
-    );
-    let (mut ok, mut shed) = (0, 0);
+    let health = t.elapsed();
+    // No wall-clock bound (the machine's speed varies): the shed answers and the health check
+    // must not wait for the model, so each comes back before the last generation ends — the
+    // admitted requests run one batch after another, which takes several times as long.
+    let (mut ok, mut shed) = (Vec::new(), Vec::new());
     for task in tasks {
         let (s, retry_after, code, took) = tokio::time::timeout(Duration::from_secs(120), task)
             .await
             .unwrap()
             .unwrap();
         match s {
-            StatusCode::OK => ok += 1,
+            StatusCode::OK => ok.push(took),
             StatusCode::SERVICE_UNAVAILABLE => {
                 assert_eq!(code, "overloaded");
                 assert!(retry_after);
-                assert!(took < Duration::from_millis(500), "shed fast: {took:?}");
-                shed += 1;
+                shed.push(took);
             }
             other => panic!("unexpected {other} {code}"),
         }
     }
-    assert!(ok >= 1 && shed >= 1, "ok {ok} shed {shed}");
+    assert!(
+        !ok.is_empty() && !shed.is_empty(),
+        "ok {ok:?} shed {shed:?}"
+    );
+    let last_answer = ok.iter().max().copied().unwrap_or_default();
+    for took in &shed {
+        assert!(
+            *took < last_answer,
+            "shed fast: {took:?}, the last answer after {last_answer:?}"
+        );
+    }
+    assert!(
+        health < last_answer,
+        "health took {health:?} while the model was busy (last answer after {last_answer:?})"
+    );
     assert!(started.elapsed() < Duration::from_secs(120));
 }

@@ -158,7 +158,14 @@ impl AuditLog {
             Some(path) => Some(SqliteAppender::open(path)?),
             None => None,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // SECURITY: the store's pool returns a connection from a task it spawns when the
+        // connection is dropped. A current-thread runtime driven only inside the writer's
+        // `block_on` calls would leave those tasks unrun between commits, holding the pool's
+        // connections (measured: PostgreSQL requests timed out waiting for a connection while
+        // the database showed them idle). A worker thread of its own keeps them running.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("enclave-audit-io")
             .enable_all()
             .build()
             .map_err(|e| StoreError::AuditLog(format!("starting the audit writer: {e}")))?;
@@ -338,8 +345,8 @@ struct Writer {
     /// The writer's own connection to a SQLite store's file; `None` on PostgreSQL (and for a
     /// SQLite database in memory), where appends go through the pool.
     appender: Option<SqliteAppender>,
-    /// Runs the store's async operations (checkpoints, reads, PostgreSQL appends) on this
-    /// thread.
+    /// Runs the store's async operations (checkpoints, reads, PostgreSQL appends): each is
+    /// polled on the writer's thread, the tasks they spawn and the I/O on the runtime's worker.
     runtime: tokio::runtime::Runtime,
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn ok(config: &Path, args: &[&str]) -> String {
 }
 
 /// Starts `enclave serve` and returns it with its address; its log is drained in the
-/// background.
+/// background, warnings and errors copied to the test's stderr.
 pub(crate) fn serve(config: &Path) -> (Child, String) {
     let mut child = enclave(config)
         .args(["serve", "--log-format", "json"])
@@ -63,6 +63,13 @@ pub(crate) fn serve(config: &Path) -> (Child, String) {
         }
         assert!(Instant::now() < deadline, "no listening line");
     }
-    std::thread::spawn(move || for _ in lines {});
+    // The server's warnings and errors go to the test's stderr (shown when a test fails).
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
     (child, addr.expect("the listening line"))
 }
