@@ -39,8 +39,26 @@
 //! markings, a second question or marked text in the same paragraph), code, a column-layout
 //! table, and mention flags only (`T-shirt (S)`, `-3 (C)`, `a single (S)`).
 //!
+//! Set D, written with that revision by its author and committed before its first run (see
+//! `data/SOURCE.md`), is the held-out figure: 90.4 % (189/209; the banner alone 92.3 %,
+//! 193/209), below the target, recorded as it came out. Five of its twenty misses are spillage
+//! missed: a bare `SECRET` inside an instruction (`Correct my English SECRET the plan is …`; the
+//! scanner reads bare classifications only on short lines of their own), `Answer: SECRET,
+//! because …` (a labelled classification with text after it on its line), a portion mark before
+//! a lower-case noun (`Bullet this for me (S) troops at the border`, which rule 7 reads as a
+//! mention), a marking ending a lead-in with a colon (`text marked (S//NF): the mole is …`), and
+//! a banner spelled letter by letter (`T O P S E C R E T`). Eleven are honest texts asserted: a
+//! column-layout table and markdown tables whose rows pair a marking with a word that is not a
+//! marking's (`| (S) | 10 |` in a table of sizes, `| TOP SECRET//SI//NOFORN | yes |`, a row with
+//! a misspelled marking), questions and remarks rule 2a holds back (`Is UNCLASSIFIED//FOUO still
+//! used after the CUI program started?`, a marking after `Tip:` or `First, is`, a code comment
+//! after `e.g.`, `(e.g. SECRET//NOFORN)`), `Are (S) and (S//NF) portions allowed …`, and `Sizes
+//! available: small (S), medium (M) …` (a mark after a label and a colon and one word). Four
+//! are mention flags only (`4 (C)` as a temperature, `models (U) and (V)`, `(C) for copyright`
+//! and `is (U) required` dropped or read the other way).
+//!
 //! The test prints each figure against the target and fails when a set falls below its floor,
-//! the measured figure rounded down: 96 % for A, 95 % for B, 94 % for C.
+//! the measured figure rounded down: 96 % for A, 95 % for B, 94 % for C, 90 % for D.
 
 #![allow(
     clippy::unwrap_used,
@@ -61,6 +79,10 @@ const EVAL_A: &str = include_str!("data/scan_eval.jsonl");
 const EVAL_B: &str = include_str!("data/scan_eval_b.jsonl");
 /// Written after rule 2a; its misses were read to write rule 0 and the others of its revision.
 const EVAL_C: &str = include_str!("data/scan_eval_c.jsonl");
+
+/// Written with the revision that set C prompted, committed before its first run, never read to
+/// change a rule.
+const EVAL_D: &str = include_str!("data/scan_eval_d.jsonl");
 
 /// The accuracy asked for on texts the scanner has never seen.
 const TARGET_ACCURACY: f64 = 0.95;
@@ -129,6 +151,7 @@ fn accuracy_on_unseen_marking_examples_holds() {
         ("scan_eval", EVAL_A, 300, 0.96),
         ("scan_eval_b", EVAL_B, 150, 0.95),
         ("scan_eval_c", EVAL_C, 200, 0.94),
+        ("scan_eval_d", EVAL_D, 200, 0.90),
     ] {
         let (accuracy, wrong) = measure(name, set, min_items);
         assert!(
