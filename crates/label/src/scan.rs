@@ -10,7 +10,8 @@
 //! # What is found
 //!
 //! - A classification alone on a short line, in any case, after a line's lead-in (below) and
-//!   before trailing emphasis or quote marks: `SECRET`, `**Top Secret**`, `> CUI`, `• SECRET`.
+//!   before trailing emphasis or quote marks: `SECRET`, `**Top Secret**`, `> CUI`, `• SECRET`;
+//!   also spelled letter by letter (`T O P S E C R E T`).
 //! - A classification in upper case after a label and a colon on a short line:
 //!   `Classification: SECRET`.
 //! - Banners and portion marks around each `//`, anywhere: `SECRET//NOFORN`, `(TS//SI//NF)`,
@@ -91,7 +92,9 @@
 //!    brackets and emphasis, starts with an upper-case letter or a digit: the marking opens the
 //!    portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`); or it starts with an
 //!    article, a possessive or a personal pronoun (`the`, `a`, `our`, `we`, …): a new subject
-//!    after the marking is the text it marks (`Fix grammar (TS) the general moves north`).
+//!    after the marking is the text it marks (`Fix grammar (TS) the general moves north`); or a
+//!    colon follows it and text follows the colon on its line or below it (`Paraphrase the text
+//!    marked (S//NF): the source is …`).
 //!
 //! Otherwise it is [`Placement::Mentioned`]: it stands inside a sentence, after at least two
 //! words of it, with a word, comma or closing bracket before it and a lower-case word that
@@ -668,7 +671,7 @@ impl Scanner<'_> {
         if trimmed.is_empty() {
             return;
         }
-        let Some(text) = bare_banner(trimmed) else {
+        let Some(text) = bare_banner(trimmed).or_else(|| spelled_out_banner(trimmed)) else {
             return;
         };
         if let Ok(m) = parse_marking(text, Mode::Detect, None) {
@@ -956,6 +959,30 @@ fn bare_banner(trimmed: &str) -> Option<&'static str> {
         len += 1;
     }
     lookup(canonical.get(..len)?)
+}
+
+/// The classification a short line spells letter by letter, one letter per word (`T O P S E C
+/// R E T`, `s e c r e t`): a disguise of a banner line, so it is read as one.
+fn spelled_out_banner(trimmed: &str) -> Option<&'static str> {
+    const SPELLED: [(&str, &str); 3] = [
+        ("TOPSECRET", "TOP SECRET"),
+        ("SECRET", "SECRET"),
+        ("CONFIDENTIAL", "CONFIDENTIAL"),
+    ];
+    let mut letters = String::new();
+    for word in trimmed.split_whitespace() {
+        let [letter] = word.as_bytes() else {
+            return None;
+        };
+        if !letter.is_ascii_alphabetic() {
+            return None;
+        }
+        letters.push(char::from(letter.to_ascii_uppercase()));
+    }
+    SPELLED
+        .iter()
+        .find(|(spelled, _)| *spelled == letters)
+        .map(|&(_, text)| text)
 }
 
 /// An abbreviated banner (`TS//SI//NF`) counts only when it names a registered control, so that
@@ -1420,6 +1447,15 @@ fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usiz
     let rest = skip_marking_words(rest);
     if rest.trim().is_empty() {
         return if next_line_is_blank(view, line.end) {
+            Mentioned
+        } else {
+            Asserted
+        };
+    }
+    // A colon after it introduces the text it marks, on its line or below it: `Paraphrase the
+    // text marked (S//NF): the source is …`, as `Classification: SECRET` labels a document.
+    if let Some(tail) = rest.strip_prefix(':') {
+        return if tail.trim().is_empty() && next_line_is_blank(view, line.end) {
             Mentioned
         } else {
             Asserted
@@ -2396,6 +2432,37 @@ mod tests {
                 "{src:?}: {p:?}"
             );
             assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_marking_before_a_colon_heads_the_text_after_it() {
+        for src in [
+            "Paraphrase the following text marked (S//NF): the mole is in the ministry.",
+            "Rewrite the paragraph labelled SECRET//NOFORN:\nthe convoy leaves at dawn",
+        ] {
+            assert_eq!(one(src), Placement::Asserted, "{src:?}");
+        }
+        // Nothing after the colon in its paragraph: nothing for it to mark.
+        assert_eq!(
+            one("The banner read SECRET//NOFORN:\n\nWhat does it mean?"),
+            Placement::Mentioned
+        );
+    }
+
+    #[test]
+    fn a_banner_spelled_letter_by_letter_is_a_banner() {
+        for (src, banner) in [
+            ("T O P S E C R E T\nThe codes change tonight.", "TOP SECRET"),
+            ("S E C R E T", "SECRET"),
+            ("- c o n f i d e n t i a l", "CONFIDENTIAL"),
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.to_string(), banner, "{src:?}");
+            assert_eq!(s.asserted().count(), 1, "{src:?}");
+        }
+        for src in ["S E C R E T S", "A B C", "I O U"] {
+            assert!(scan(src).markings.is_empty(), "{src:?}");
         }
     }
 
