@@ -10,7 +10,8 @@
 //! # What is found
 //!
 //! - A classification alone on a short line, in any case, after a line's lead-in (below) and
-//!   before trailing emphasis or quote marks: `SECRET`, `**Top Secret**`, `> CUI`, `• SECRET`.
+//!   before trailing emphasis or quote marks: `SECRET`, `**Top Secret**`, `> CUI`, `• SECRET`;
+//!   also spelled letter by letter (`T O P S E C R E T`).
 //! - A classification in upper case after a label and a colon on a short line:
 //!   `Classification: SECRET`.
 //! - Banners and portion marks around each `//`, anywhere: `SECRET//NOFORN`, `(TS//SI//NF)`,
@@ -34,7 +35,12 @@
 //! not a marking (at a line start a disguised one is); `(C)`, `(S)` or `(U)` continuing a
 //! lettered list — every letter before it already seen as `(A)`, `(B)`, … — is a list item; `(C)`
 //! before a four-digit year or next to the word `copyright` is the copyright sign; an abbreviated
-//! banner must name a registered control (`s//comment` in code is not SECRET).
+//! banner must name a registered control (`s//comment` in code is not SECRET); `(U)`, `(C)` or
+//! `(S)` one space after a noun that names items by letters (`Exhibit`, `Equation`, `Annex`,
+//! `Option`, … in title or lower case) and before a verb or preposition of a closed list
+//! (`is`, `was`, `defines`, `contains`, `of`, …) is that item's name: `Exhibit (S) is withheld`,
+//! `Equation (S) defines …` (CAPCO writes a portion mark before the text of its portion, never
+//! between a noun and its verb). `Exhibit (S) The …`, `Annex (S) the convoy …` stay markings.
 //!
 //! # Asserted or mentioned
 //!
@@ -42,6 +48,12 @@
 //! content it stands in, and only such markings make the content's label — when it is disguised,
 //! or when it stands where markings mark text: by the first of these rules that applies.
 //!
+//! 0. **A row that lists markings** (mentioned). It stands in a row of a markdown table below
+//!    another row, and the row's cells — at least two that are not empty — hold nothing but
+//!    markings and the words of markings: `| SECRET | (S) |`, `| SECRET//NOFORN | (S//NF) |`. A
+//!    marking in a table cell marks its row; a row with no text but markings marks nothing. A
+//!    row with any other word (`| 3rd Bn | (S//NF) |`), a single cell and a table's first row
+//!    keep their markings to the rules below.
 //! 1. **Line start.** Nothing but the line's lead-in stands before it: a banner line, a portion
 //!    mark at the start of a paragraph, line, list item or table row, also after quote marks,
 //!    bullets and enumerators. (A paragraph wrapped inside a sentence that puts a marking at the
@@ -54,8 +66,7 @@
 //!    word of lead-in is the cheapest disguise for a pasted banner — unless rule 2a holds. A
 //!    table cell is a sentence of its own, so a marking alone in a cell or opening one is
 //!    asserted: a column of classifications marks its rows (`| Alpha | active | (S//NF) |`), and
-//!    a table that lists markings (`| Secret | (S) |`) reads the same way — such a list belongs
-//!    in sentences.
+//!    a row of markings alone reads the same way unless rule 0 holds.
 //!
 //!    2a. **Short question about it** (mentioned). Exactly one word, with a lower-case letter,
 //!    stands between the start of its sentence (never a table cell) and the marking; after it
@@ -79,13 +90,18 @@
 //!    or is followed by punctuation (`… marked SECRET//NOFORN.`), is not.
 //! 7. **Opens text.** The text after it on its line, skipping white space and opening quotes,
 //!    brackets and emphasis, starts with an upper-case letter or a digit: the marking opens the
-//!    portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`).
+//!    portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`); or it starts with an
+//!    article, a possessive or a personal pronoun (`the`, `a`, `our`, `we`, …): a new subject
+//!    after the marking is the text it marks (`Fix grammar (TS) the general moves north`); or a
+//!    colon follows it and text follows the colon on its line or below it (`Paraphrase the text
+//!    marked (S//NF): the source is …`).
 //!
 //! Otherwise it is [`Placement::Mentioned`]: it stands inside a sentence, after at least two
-//! words of it, with a word, comma or closing bracket before it and a lower-case word,
-//! punctuation or the end of its paragraph after it — "What does SECRET//NOFORN mean?",
-//! "documents marked (TS) must be stored in a safe", "the header read TOP SECRET//SI". A
-//! mention is an indicator: it does not raise the content's label, and the caller logs it.
+//! words of it, with a word, comma or closing bracket before it and a lower-case word that
+//! does not open a phrase of its own, punctuation or the end of its paragraph after it — "What
+//! does SECRET//NOFORN mean?", "documents marked (TS) must be stored in a safe", "the header
+//! read TOP SECRET//SI". A mention is an indicator: it does not raise the content's label, and
+//! the caller logs it.
 //!
 //! SECURITY: each rule errs towards asserted. An attacker who edits pasted text until every
 //! marking reads as a mention could as well delete the markings; what the rules must not do is
@@ -215,6 +231,7 @@ pub fn scan(text: &str) -> Scan {
         next_separator: 0,
         line: 0..0,
         lead_in_end: None,
+        row_lists_markings: None,
         line_first: 0,
     };
     scanner.scan_lines();
@@ -338,6 +355,8 @@ struct Scanner<'a> {
     line: Range<usize>,
     /// Where the current line's lead-in ends, once a marking on it asked.
     lead_in_end: Option<usize>,
+    /// Whether the current line is a table row that lists markings (rule 0), once asked.
+    row_lists_markings: Option<bool>,
     /// The index in `found` of the current line's first marking.
     line_first: usize,
 }
@@ -388,6 +407,13 @@ impl Scanner<'_> {
         // SECURITY: a disguised marking was written to be missed; wherever it stands, it marks.
         if self.is_disguised(r) {
             return Placement::Asserted;
+        }
+        // 0. A table row that lists markings (asked once per line).
+        let lists = *self
+            .row_lists_markings
+            .get_or_insert_with(|| lists_markings(self.view, &self.line));
+        if lists {
+            return Placement::Mentioned;
         }
         let lead_in_end = match self.lead_in_end {
             Some(e) => e,
@@ -456,6 +482,7 @@ impl Scanner<'_> {
             };
             self.line = start..end;
             self.lead_in_end = None;
+            self.row_lists_markings = None;
             let first = self.found.len();
             self.line_first = first;
             let (from, portion) = self.scan_line_start(start, end);
@@ -644,7 +671,7 @@ impl Scanner<'_> {
         if trimmed.is_empty() {
             return;
         }
-        let Some(text) = bare_banner(trimmed) else {
+        let Some(text) = bare_banner(trimmed).or_else(|| spelled_out_banner(trimmed)) else {
             return;
         };
         if let Ok(m) = parse_marking(text, Mode::Detect, None) {
@@ -741,6 +768,17 @@ impl Scanner<'_> {
         let line_found = self.found.get(self.line_first..).unwrap_or_default();
         if line_found.iter().any(|f| f.span.contains(&at)) {
             // Inside a marking the separator scan already read.
+            return None;
+        }
+        // `Exhibit (S) is withheld`, `Equation (S) defines …`: a letter naming an item.
+        if let [letter] = *inner
+            && !self.is_disguised(&(p..close + 1))
+            && names_an_item(
+                self.view.get(self.line.start..p).unwrap_or_default(),
+                letter,
+            )
+            && follows_item_name(self.view.get(close + 1..end).unwrap_or_default())
+        {
             return None;
         }
         let placement = self.placement(&(p..close + 1));
@@ -921,6 +959,30 @@ fn bare_banner(trimmed: &str) -> Option<&'static str> {
         len += 1;
     }
     lookup(canonical.get(..len)?)
+}
+
+/// The classification a short line spells letter by letter, one letter per word (`T O P S E C
+/// R E T`, `s e c r e t`): a disguise of a banner line, so it is read as one.
+fn spelled_out_banner(trimmed: &str) -> Option<&'static str> {
+    const SPELLED: [(&str, &str); 3] = [
+        ("TOPSECRET", "TOP SECRET"),
+        ("SECRET", "SECRET"),
+        ("CONFIDENTIAL", "CONFIDENTIAL"),
+    ];
+    let mut letters = String::new();
+    for word in trimmed.split_whitespace() {
+        let [letter] = word.as_bytes() else {
+            return None;
+        };
+        if !letter.is_ascii_alphabetic() {
+            return None;
+        }
+        letters.push(char::from(letter.to_ascii_uppercase()));
+    }
+    SPELLED
+        .iter()
+        .find(|(spelled, _)| *spelled == letters)
+        .map(|&(_, text)| text)
 }
 
 /// An abbreviated banner (`TS//SI//NF`) counts only when it names a registered control, so that
@@ -1268,6 +1330,62 @@ fn defines_abbreviation(before: &str, short: &[u8]) -> bool {
     })
 }
 
+/// Whether `before` (the line up to a `(` holding `letter`) ends in a noun that names items by
+/// letters, one space before the parenthesis: `Exhibit (S)`, `Equation (S)`, `Annex (C)`,
+/// `option (U)`. CAPCO writes a portion mark before the text of its portion or right after a
+/// paragraph number or title, never between a noun and the verb of its sentence; after such a
+/// noun the letter is the item's name, as a copyright sign or a lettered list item is.
+fn names_an_item(before: &str, letter: u8) -> bool {
+    #[rustfmt::skip]
+    const NOUNS: [&str; 36] = [
+        "exhibit", "equation", "eq", "figure", "fig", "table", "appendix", "annex", "attachment",
+        "enclosure", "schedule", "section", "subsection", "paragraph", "subparagraph", "clause",
+        "article", "part", "item",
+        "option", "version", "case", "step", "phase", "model", "scenario", "formula", "chart",
+        "diagram", "tab", "footnote", "column", "row", "plate", "volume", "chapter",
+    ];
+    if !matches!(letter, b'U' | b'C' | b'S') {
+        return false;
+    }
+    let Some(word_end) = before.strip_suffix(' ') else {
+        return false;
+    };
+    let start = word_end
+        .rfind(|c: char| !c.is_ascii_alphabetic())
+        .map_or(0, |i| i + 1);
+    let word = word_end.get(start..).unwrap_or_default();
+    // Title or lower case only: `EXHIBIT (S)` in capitals may be a heading before its portion.
+    let cased = word.bytes().skip(1).all(|b| b.is_ascii_lowercase());
+    cased && NOUNS.contains(&word.to_ascii_lowercase().as_str())
+}
+
+/// Whether `after` (the line after the `)` of a lettered item's name) goes on with a verb or a
+/// preposition of the sentence the item is the subject or object of: `Exhibit (S) is withheld`,
+/// `Equation (S) defines`, `Option (C) was chosen`, `Version (C) of the draft`. SECURITY: only
+/// words from this closed list, after one space: `Exhibit (S) The convoy …`, `Annex (S) the
+/// convoy …`, `Annex (S) convoy leaves …`, a line end or punctuation leave the mark to the
+/// placement rules.
+fn follows_item_name(after: &str) -> bool {
+    #[rustfmt::skip]
+    const WORDS: [&str; 58] = [
+        "is", "was", "are", "were", "has", "had", "have", "will", "would", "shall", "may", "must",
+        "can", "could", "should", "shows", "showed", "defines", "defined", "lists", "listed",
+        "contains", "contained", "describes", "described", "gives", "gave", "sets", "states",
+        "stated", "provides", "provided", "covers", "applies", "holds", "refers", "summarizes",
+        "illustrates", "depicts", "compares", "presents", "includes", "requires", "remains",
+        "of", "in", "on", "from", "to", "for", "with", "and", "or", "at", "by", "under", "above",
+        "below",
+    ];
+    let Some(rest) = after.strip_prefix(' ') else {
+        return false;
+    };
+    let word = rest
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    WORDS.contains(&word)
+}
+
 // === placement ===
 
 /// Whether the marking at `r` (not disguised) on `line`, whose lead-in ends at `lead_in_end`,
@@ -1324,11 +1442,135 @@ fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usiz
             Asserted
         };
     }
-    // 7. Opens text.
+    // 7. Opens text — past the words of a marking that its parse stopped before
+    // (`SECRET//REL TO FVEY`, `//GBR SECRET//EYES ONLY`): they are the marking's, not text.
+    let rest = skip_marking_words(rest);
+    if rest.trim().is_empty() {
+        return if next_line_is_blank(view, line.end) {
+            Mentioned
+        } else {
+            Asserted
+        };
+    }
+    // A colon after it introduces the text it marks, on its line or below it: `Paraphrase the
+    // text marked (S//NF): the source is …`, as `Classification: SECRET` labels a document.
+    if let Some(tail) = rest.strip_prefix(':') {
+        return if tail.trim().is_empty() && next_line_is_blank(view, line.end) {
+            Mentioned
+        } else {
+            Asserted
+        };
+    }
     match rest.chars().next() {
         Some(c) if c.is_ascii_uppercase() || c.is_ascii_digit() => Asserted,
+        _ if opens_clause(rest) => Asserted,
         _ => Mentioned,
     }
+}
+
+/// `rest` past the upper-case words of a marking at its start, with the spaces, commas and
+/// slashes between them: `FVEY? The guide` gives `? The guide`, `EYES ONLY banners.` gives
+/// `banners.`. A word of a marking is a registered country code or one of
+/// [`is_marking_token`]'s and [`MARKING_PHRASE_WORDS`]. SECURITY: what comes after them still
+/// goes through rule 7, so `SECRET//REL TO FVEY The convoy …` stays asserted.
+fn skip_marking_words(rest: &str) -> &str {
+    let mut rest = rest;
+    loop {
+        let len = rest
+            .find(|c: char| !c.is_ascii_uppercase())
+            .unwrap_or(rest.len());
+        let word = rest.get(..len).unwrap_or_default();
+        let is_marking_word = len >= 2
+            && (is_marking_token(word)
+                || MARKING_PHRASE_WORDS.contains(&word)
+                || registry::Country::from_code(word).is_some());
+        let after = rest.get(len..).unwrap_or_default();
+        // A word ends at white space, punctuation or the end, not inside `FVEYs`.
+        if !is_marking_word || after.starts_with(|c: char| c.is_alphanumeric()) {
+            return rest;
+        }
+        let next = after.trim_start_matches([' ', ',', '/', '-']);
+        if next.len() == after.len() || next.is_empty() {
+            return after;
+        }
+        rest = next;
+    }
+}
+
+/// Words that stand in the titles of markings besides [`is_marking_token`]'s: `REL TO`, `EYES
+/// ONLY`, `FOR OFFICIAL USE ONLY`, `RESTRICTED DATA`, `LAW ENFORCEMENT SENSITIVE`.
+#[rustfmt::skip]
+const MARKING_PHRASE_WORDS: [&str; 10] = [
+    "TO", "ONLY", "FOR", "OFFICIAL", "USE", "DATA", "FORMERLY", "SENSITIVE", "LAW", "ENFORCEMENT",
+];
+
+/// Rule 7, second half: whether `rest` (the text after a marking) starts with a word that opens
+/// a noun phrase or a clause of its own — an article, a possessive or a personal pronoun: `Fix
+/// grammar (TS) the general moves north`, `Shorten SECRET//NOFORN we attack at dawn`. A marking
+/// talked about is a noun or an adjective inside its sentence (`marked (TS) must be stored`,
+/// `a (C) portion`); followed by a new subject it stands between an instruction and the text it
+/// marks, which is where a portion mark is written (CAPCO: before the text of the portion).
+/// SECURITY: this only turns mentions into assertions; `Why is (S//NF) the default?` is refused
+/// as the price of reading `Fix grammar (TS) the general …` as the content it is.
+fn opens_clause(rest: &str) -> bool {
+    const OPENERS: [&str; 16] = [
+        "the", "a", "an", "our", "their", "his", "her", "my", "your", "we", "they", "he", "she",
+        "i", "these", "those",
+    ];
+    let word = rest
+        .split(|c: char| !(c.is_ascii_alphabetic() || c == '\''))
+        .next()
+        .unwrap_or_default();
+    // Only a whole word: `the` in `there` is not one.
+    OPENERS.contains(&word)
+}
+
+/// Rule 0: whether `line` is a row of a markdown table, below another row, whose cells (at
+/// least two that are not empty) hold nothing but markings and the words of markings: `|
+/// SECRET | (S) |`, `| SECRET//NOFORN | (S//NF) |`. A portion mark marks the text of its
+/// portion, a marking in a table cell the row it stands in; a row with no text but markings
+/// marks nothing, so it lists them. SECURITY: a row with any other word in it (`| 3rd Bn |
+/// (S//NF) |`), a single cell (a banner framed as a table), and the first row of a table (a
+/// header that may head the rows below it) keep their markings asserted; and a disguised marking
+/// is asserted before this rule is asked.
+fn lists_markings(view: &str, line: &Range<usize>) -> bool {
+    let Some(text) = view.get(line.clone()) else {
+        return false;
+    };
+    let row = |t: &str| t.trim_start().starts_with('|');
+    if !row(text) {
+        return false;
+    }
+    let previous = line
+        .start
+        .checked_sub(1)
+        .and_then(|end| view.get(..end))
+        .and_then(|before| before.rsplit('\n').next());
+    if !previous.is_some_and(row) {
+        return false;
+    }
+    let cells: Vec<&str> = text
+        .split('|')
+        .map(|c| c.trim_matches(|c: char| c.is_whitespace() || matches!(c, '*' | '_' | '`')))
+        .filter(|c| !c.is_empty())
+        .collect();
+    cells.len() >= 2 && cells.iter().all(|c| is_marking_cell(c))
+}
+
+/// Whether a table cell (trimmed) holds only a marking or the words of one: `(S//NF)`,
+/// `SECRET//REL TO USA, GBR` (read completely by the parser), `Top Secret`, `NOFORN`, `REL TO`.
+fn is_marking_cell(cell: &str) -> bool {
+    if cell.len() <= MAX_CANDIDATE_BYTES
+        && cell.contains(['/', '('])
+        && detect_marking(cell).is_some_and(|(_, complete)| complete)
+    {
+        return true;
+    }
+    cell.split_whitespace().all(|w| {
+        let upper = w.trim_end_matches(',').to_ascii_uppercase();
+        (is_marking_token(&upper) && !upper.contains('/'))
+            || MARKING_PHRASE_WORDS.contains(&upper.as_str())
+    })
 }
 
 /// Rule 2a: whether the marking after `lead` (the text of its line before it, from the end of
@@ -1412,7 +1654,7 @@ fn tail_is_about_markings(words: &str) -> bool {
             let len = rest.find(' ').unwrap_or(rest.len());
             let token = rest.get(..len).unwrap_or_default();
             let token = token.strip_suffix(',').unwrap_or(token);
-            if !(is_meta_word(token) || is_marking_token(token)) {
+            if !(is_meta_word(token) || is_marking_token(token) || is_list_word(token)) {
                 return false;
             }
             len
@@ -1447,6 +1689,15 @@ fn is_marking_token(token: &str) -> bool {
     separated || WORDS.contains(&token)
 }
 
+/// Whether `token` is an upper-case word of a marking's list or title that
+/// [`is_marking_token`] does not hold: a registered country code (`USA`, `GBR`, `FVEY`) or
+/// `TO`, `ONLY`, … (`SECRET//REL TO USA, AUS, CAN` split at its spaces).
+fn is_list_word(token: &str) -> bool {
+    token.len() >= 2
+        && token.bytes().all(|b| b.is_ascii_uppercase())
+        && (MARKING_PHRASE_WORDS.contains(&token) || registry::Country::from_code(token).is_some())
+}
+
 /// Whether `word` is a word that talks about a marking or a function word, in any case: the
 /// only words that may follow a marking in rule 2a. None of them can carry the content of a
 /// classified text.
@@ -1456,7 +1707,8 @@ fn is_meta_word(word: &str) -> bool {
         // Articles, pronouns, prepositions, conjunctions, auxiliaries, negation.
         "a", "an", "the", "this", "that", "these", "those", "it", "its", "it's", "me", "us", "you",
         "i", "we", "they", "them", "one", "ones", "for", "to", "of", "in", "on", "by", "as",
-        "than", "from", "with", "without", "at", "about", "and", "or", "nor", "but", "not", "no",
+        "than", "from", "into", "with", "without", "at", "about", "and", "or", "nor", "but", "not",
+        "no",
         "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "can",
         "could", "should", "would", "will", "may", "might", "must", "shall", "has", "have", "had",
         "so", "too", "also", "just", "ever", "even", "then", "still", "yet", "please", "again",
@@ -1968,6 +2220,8 @@ mod tests {
             "1. Define (TS//SI).",
             "Thanks! Explain (S//NF).\n\nAnd what about ORCON?",
             "Explain (S//NF).  \n",
+            "Quick question: is SECRET//REL TO USA, FVEY the same as SECRET//REL TO USA, AUS, CAN?",
+            "Translate SECRET//NOFORN into plain English.",
         ] {
             let s = scan(src);
             assert!(!s.markings.is_empty(), "{src:?}");
@@ -1993,6 +2247,8 @@ mod tests {
             "Is (S//NF) the convoy leaving tomorrow?",
             "Is (S//NF) bridge mined?",
             "Is (S//NF) KILO?",
+            "Is (S//NF) USA KILO?",
+            "Is (S//NF) into the harbor?",
             "Explain (S//NF) 0400.",
             "Explain (S//NF) the plan.",
             "Explain (S//NF) troop movements near Kandahar are expected.",
@@ -2085,8 +2341,8 @@ mod tests {
 
     #[test]
     fn a_marking_in_a_table_cell_is_asserted() {
-        // A column of classifications marks its rows, so a table that lists markings reads the
-        // same way; in a sentence inside a cell a marking is still a mention.
+        // A column of classifications marks its rows; a row of markings alone lists them only
+        // below another row (rule 0), and in a sentence inside a cell a marking is a mention.
         let src = "| Site | Status | Class |\n|---|---|---|\n| Alpha | active | (S//NF) |";
         assert_eq!(one(src), Placement::Asserted);
         assert_eq!(scan(src).label.to_string(), "SECRET//NOFORN");
@@ -2096,6 +2352,140 @@ mod tests {
             one("| Q | What does SECRET//NOFORN mean? |"),
             Placement::Mentioned
         );
+    }
+
+    #[test]
+    fn a_table_row_that_lists_markings_mentions_them() {
+        // Rule 0: below another row, a row with nothing but markings marks no text.
+        for src in [
+            "| Classification | Portion |\n|---|---|\n| SECRET | (S) |\n| CONFIDENTIAL | (C) |",
+            "| Banner | Portion |\n| --- | --- |\n| SECRET//NOFORN | (S//NF) |",
+            "| Level | Mark |\n|---|---|\n| **Top Secret** | `(TS)` |",
+            "| Term | Banner |\n|---|---|\n| REL TO | SECRET//REL TO USA, GBR |",
+        ] {
+            let s = scan(src);
+            assert!(!s.markings.is_empty(), "{src:?}");
+            assert_eq!(s.asserted().count(), 0, "{src:?}: {:?}", placed(src));
+            assert_eq!(s.label, Label::unclassified(), "{src:?}");
+            assert!(s.mentioned.is_some(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_table_row_with_anything_but_markings_stays_asserted() {
+        // SECURITY: a word that is not a marking's may be the row's content; a single cell may
+        // be a banner in a frame; a first row may head the rows below it; a disguise marks.
+        for src in [
+            "| SECRET//NOFORN | (S//NF) |",
+            "| SECRET//NOFORN | SECRET//NOFORN |\n|---|---|\n| the convoy | moves at dawn |",
+            "| Unit | Class |\n|---|---|\n| 3rd Bn | (S//NF) |",
+            "| A | B |\n|---|---|\n| (S//NF) | KESTREL |",
+            "| A | B |\n|---|---|\n| (S//NF) | |",
+            "| A | B |\n|---|---|\n| (S//NF) | (S) the convoy |",
+            "| A | B |\n|---|---|\n| SECRET//NOFORN THE CONVOY MOVES | (S//NF) |",
+            "| A | B |\n|---|---|\n| ЅECRET//NOFORN | (S//NF) |",
+            "| A | B |\n|---|---|\n| (S//NF) | 40 |",
+        ] {
+            let p = placed(src);
+            assert!(
+                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
+                "{src:?}: {p:?}"
+            );
+            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_letter_naming_an_item_is_not_a_marking() {
+        for src in [
+            "Equation (S) defines the entropy of the system.",
+            "Exhibit (S) is withheld under FOIA exemption (b)(1).",
+            "Option (C) was chosen because it was cheaper.",
+            "The board approved version (C) of the draft.",
+            "Appendix (S) contains the list of witnesses.",
+            "as shown in Figure (U) above",
+        ] {
+            assert!(scan(src).markings.is_empty(), "{src:?}: {:?}", placed(src));
+        }
+    }
+
+    #[test]
+    fn a_letter_after_an_item_noun_that_opens_text_stays_asserted() {
+        // SECURITY: only a verb or preposition of the closed list after the letter makes it a
+        // name; capitals, a disguise, a separator, `(TS)`, a line start or two spaces do not.
+        for src in [
+            "Exhibit (S) The convoy leaves at dawn.",
+            "Annex (S) the convoy leaves at dawn.",
+            "Annex (S) convoy leaves at dawn.",
+            "Annex (S)\nThe convoy leaves at dawn.",
+            "EXHIBIT (S) is withheld",
+            "Exhibit (Ｓ) is withheld",
+            "Exhibit (S//NF) is withheld",
+            "Exhibit (TS) is withheld",
+            "Exhibit\n(S) is withheld",
+            "Exhibit  (S) is withheld",
+            "Exhibits (S) is withheld",
+        ] {
+            let p = placed(src);
+            assert!(
+                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
+                "{src:?}: {p:?}"
+            );
+            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_marking_before_a_colon_heads_the_text_after_it() {
+        for src in [
+            "Paraphrase the following text marked (S//NF): the mole is in the ministry.",
+            "Rewrite the paragraph labelled SECRET//NOFORN:\nthe convoy leaves at dawn",
+        ] {
+            assert_eq!(one(src), Placement::Asserted, "{src:?}");
+        }
+        // Nothing after the colon in its paragraph: nothing for it to mark.
+        assert_eq!(
+            one("The banner read SECRET//NOFORN:\n\nWhat does it mean?"),
+            Placement::Mentioned
+        );
+    }
+
+    #[test]
+    fn a_banner_spelled_letter_by_letter_is_a_banner() {
+        for (src, banner) in [
+            ("T O P S E C R E T\nThe codes change tonight.", "TOP SECRET"),
+            ("S E C R E T", "SECRET"),
+            ("- c o n f i d e n t i a l", "CONFIDENTIAL"),
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.to_string(), banner, "{src:?}");
+            assert_eq!(s.asserted().count(), 1, "{src:?}");
+        }
+        for src in ["S E C R E T S", "A B C", "I O U"] {
+            assert!(scan(src).markings.is_empty(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_marking_before_a_new_subject_opens_text() {
+        // Rule 7: an article, possessive or pronoun after the marking starts the text it marks.
+        for src in [
+            "Fix grammar (TS) the general are move troops north",
+            "Please shorten this SECRET//NOFORN we attack at dawn",
+            "Make this sound better (S) our agents have been compromised",
+            "Rewrite this more formally (S//NF) \"the battalion crosses at night\"",
+            "can you fix (TS//SI//NF) the intercept shows the launch is friday",
+        ] {
+            assert_eq!(one(src), Placement::Asserted, "{src:?}");
+        }
+        // Not a whole word, or a word that goes on the sentence: still a mention.
+        for src in [
+            "files marked (S) there are kept apart",
+            "documents marked (TS) must be stored in a safe",
+            "the header read TOP SECRET//SI and nothing else",
+        ] {
+            assert_eq!(one(src), Placement::Mentioned, "{src:?}");
+        }
     }
 
     #[test]

@@ -11,9 +11,8 @@
 //! marking that ends its paragraph) was written on reading them, so set B is no longer held out
 //! either: with it A measures 96.3 % (340/353) and B 95.9 % (186/194).
 //!
-//! Set C, written after rule 2a and committed before its first run, is the held-out figure:
-//! 90.6 % (203/224; the banner alone 92.9 %, 208/224), below the target, and no rule was changed
-//! on reading its misses. Fifteen of the twenty-one are honest texts asserted: questions whose
+//! Set C, written after rule 2a and committed before its first run, measured 90.6 % (203/224;
+//! the banner alone 92.9 %, 208/224) at that run, below the target. Fifteen of the twenty-one are honest texts asserted: questions whose
 //! words after the marking are not all about markings, that have no full stop or that go on in
 //! the paragraph (rule 2a holds back), a marking after one word (`Equation (S) defines …`,
 //! `Exhibit (S) is withheld …`), tables that list markings, a marking after a clause and a colon
@@ -25,8 +24,48 @@
 //! dropped as an abbreviation, an unclosed `(TS//SI` in a grep pattern, a question asserted
 //! because marked text follows it in its paragraph).
 //!
+//! Set C's misses were then read to close the gaps among them that the marking rules explain,
+//! not the wording of its items, so set C is no longer held out either: rule 0 (a row of a
+//! markdown table below another row whose cells hold nothing but markings lists them), the second
+//! half of rule 7 (a marking followed by an article, a possessive or a personal pronoun opens the
+//! text it marks: the leak above), the words of a marking that its parse stopped before (`FVEY`,
+//! `EYES ONLY`) no longer read as text the marking opens, rule 2a reads a REL TO list and `into`,
+//! and a letter one space after a noun that names items by letters and before a verb or
+//! preposition of a closed list is the item's name, not a marking (`Exhibit (S) is withheld`).
+//! With them A measures 96.6 % (341/353: two tables fixed; a table of `(U)` and its meaning,
+//! which set A labels asserted, and `is TS//SCI we mean` now read the other way), B 95.9 %
+//! (186/194, unchanged) and C 94.2 % (211/224; the banner alone 96.4 %, 216/224). C's thirteen
+//! misses left: honest questions rule 2a still holds back (no full stop, a word not about
+//! markings, a second question or marked text in the same paragraph), code, a column-layout
+//! table, and mention flags only (`T-shirt (S)`, `-3 (C)`, `a single (S)`).
+//!
+//! Set D, written with that revision by its author and committed before its first run (see
+//! `data/SOURCE.md`), is the held-out figure: 90.4 % (189/209; the banner alone 92.3 %,
+//! 193/209), below the target, recorded as it came out. Five of its twenty misses are spillage
+//! missed: a bare `SECRET` inside an instruction (`Correct my English SECRET the plan is …`; the
+//! scanner reads bare classifications only on short lines of their own), `Answer: SECRET,
+//! because …` (a labelled classification with text after it on its line), a portion mark before
+//! a lower-case noun (`Bullet this for me (S) troops at the border`, which rule 7 reads as a
+//! mention), a marking ending a lead-in with a colon (`text marked (S//NF): the mole is …`), and
+//! a banner spelled letter by letter (`T O P S E C R E T`). Eleven are honest texts asserted: a
+//! column-layout table and markdown tables whose rows pair a marking with a word that is not a
+//! marking's (`| (S) | 10 |` in a table of sizes, `| TOP SECRET//SI//NOFORN | yes |`, a row with
+//! a misspelled marking), questions and remarks rule 2a holds back (`Is UNCLASSIFIED//FOUO still
+//! used after the CUI program started?`, a marking after `Tip:` or `First, is`, a code comment
+//! after `e.g.`, `(e.g. SECRET//NOFORN)`), `Are (S) and (S//NF) portions allowed …`, and `Sizes
+//! available: small (S), medium (M) …` (a mark after a label and a colon and one word). Four
+//! are mention flags only (`4 (C)` as a temperature, `models (U) and (V)`, `(C) for copyright`
+//! and `is (U) required` dropped or read the other way).
+//!
+//! Two of those spillage misses were then closed on reading them, so set D is no longer held out
+//! either; its held-out figure stays 90.4 %. A marking followed by a colon introduces the text
+//! after it (rule 7), and a short line that spells a classification letter by letter is a banner
+//! line. With them D measures 91.4 % (191/209; the banner alone 93.3 %, 195/209); A, B and C are
+//! unchanged. Still missed: a bare `SECRET` inside a sentence, `Answer: SECRET, because …` and a
+//! portion mark before a lower-case noun.
+//!
 //! The test prints each figure against the target and fails when a set falls below its floor,
-//! the measured figure rounded down: 96 % for A, 95 % for B, 90 % for C.
+//! the measured figure rounded down: 96 % for A, 95 % for B, 94 % for C, 91 % for D.
 
 #![allow(
     clippy::unwrap_used,
@@ -45,8 +84,12 @@ use serde_json::Value;
 const EVAL_A: &str = include_str!("data/scan_eval.jsonl");
 /// Written after that revision; read to write rule 2a.
 const EVAL_B: &str = include_str!("data/scan_eval_b.jsonl");
-/// Written after rule 2a, never read to change a rule.
+/// Written after rule 2a; its misses were read to write rule 0 and the others of its revision.
 const EVAL_C: &str = include_str!("data/scan_eval_c.jsonl");
+
+/// Written with the revision that set C prompted and committed before its first run; two of its
+/// spillage misses were then read to close them.
+const EVAL_D: &str = include_str!("data/scan_eval_d.jsonl");
 
 /// The accuracy asked for on texts the scanner has never seen.
 const TARGET_ACCURACY: f64 = 0.95;
@@ -114,7 +157,8 @@ fn accuracy_on_unseen_marking_examples_holds() {
     for (name, set, min_items, floor) in [
         ("scan_eval", EVAL_A, 300, 0.96),
         ("scan_eval_b", EVAL_B, 150, 0.95),
-        ("scan_eval_c", EVAL_C, 200, 0.90),
+        ("scan_eval_c", EVAL_C, 200, 0.94),
+        ("scan_eval_d", EVAL_D, 200, 0.91),
     ] {
         let (accuracy, wrong) = measure(name, set, min_items);
         assert!(
