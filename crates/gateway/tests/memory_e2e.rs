@@ -1176,3 +1176,77 @@ async fn two_replicas(data: &std::path::Path, url: &str) {
     a.stop().await;
     b.stop().await;
 }
+
+/// A change whose seq is below what the replica already read, made visible later (as a
+/// PostgreSQL transaction that took seq 6 and commits after seq 7 does), is still applied:
+/// every read re-reads a trailing window of the feed. Simulated on SQLite by taking a change
+/// row out and putting it back under its own seq once a later change has been read.
+#[tokio::test]
+async fn a_change_that_becomes_visible_late_is_still_applied() {
+    let gw = Gateway::start(REPLICA_MEMORY).await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    let (rgw, ralice) = (&gw, alice.as_str());
+    let stored = |id: &str, content: &str| enclave_store::StoredMemory {
+        id: id.to_owned(),
+        tenant: "agency-a".to_owned(),
+        principal: "alice".to_owned(),
+        namespace: None,
+        label: "SECRET".to_owned(),
+        created_at: 1_800_000_000_000,
+        supersedes: None,
+        superseded_by: None,
+        content: content.to_owned(),
+        metadata: None,
+        embedding: None,
+    };
+    // Written to the store behind this gateway's back, as another replica would.
+    gw.app
+        .store
+        .add_memory(&stored("mem_late", "The late convoy uses gate nine."))
+        .await
+        .unwrap();
+    let data = gw.dir.path().join("data");
+    let url = format!("sqlite://{}", data.join("enclave.db").display());
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    let seq: i64 =
+        sqlx::query_scalar("SELECT seq FROM memory_changes WHERE memory_id = 'mem_late'")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+    sqlx::query("DELETE FROM memory_changes WHERE seq = $1")
+        .bind(seq)
+        .execute(&raw)
+        .await
+        .unwrap();
+    // A later change is read and applied; the earlier one is not visible yet.
+    gw.app
+        .store
+        .add_memory(&stored("mem_next", "The next convoy uses gate nine."))
+        .await
+        .unwrap();
+    eventually("the later change is applied", || async move {
+        (seen_on(rgw, ralice, "mem_next", "convoy gate nine").await == Some(true)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        seen_on(&gw, &alice, "mem_late", "convoy gate nine").await,
+        Some(false)
+    );
+    // Now it "commits".
+    sqlx::query(
+        "INSERT INTO memory_changes (seq, tenant, memory_id, kind, changed_at) \
+         VALUES ($1, 'agency-a', 'mem_late', 'put', $2)",
+    )
+    .bind(seq)
+    .bind(1_800_000_000_000_i64)
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+    eventually("the late change is applied", || async move {
+        (seen_on(rgw, ralice, "mem_late", "convoy gate nine").await == Some(true)).then_some(())
+    })
+    .await;
+    gw.stop().await;
+}
