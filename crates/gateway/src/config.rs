@@ -912,6 +912,25 @@ operators = "USA"
     }
 
     #[test]
+    fn the_memory_sync_interval_has_a_default_and_bounds() {
+        use std::time::Duration;
+        assert_eq!(
+            parse("").unwrap().memory.sync_interval,
+            Duration::from_millis(1000)
+        );
+        let c = parse("[memory]\nsync_interval_ms = 100\n").unwrap();
+        assert_eq!(c.memory.sync_interval, Duration::from_millis(100));
+        for bad in ["99", "60001", "-1"] {
+            let e = parse(&format!("[memory]\nsync_interval_ms = {bad}\n")).unwrap_err();
+            assert_eq!(
+                e.problems,
+                vec!["memory.sync_interval_ms: expected an integer from 100 to 60000".to_owned()],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_its_key_path() {
         let bad = r#"
 listen = "localhost"

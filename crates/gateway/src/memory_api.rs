@@ -17,11 +17,23 @@
 //!
 //! The index ([`enclave_memory::Memories`]) lives in memory only; it is rebuilt from the
 //! decrypted store at start, so no plaintext search structure is written to disk.
+//!
+//! Several replicas may share one database, each with its own index. Every store write that
+//! changes a memory appends to the store's change feed (`memory_changes`, ids only); a thread
+//! of each service reads the feed every `[memory] sync_interval_ms` and applies each change to
+//! its index — put, embed and supersede re-read the row and insert or replace it, delete
+//! removes it — so what another replica adds, updates, deletes, purges or shreds is found (or
+//! gone) here within an interval or two. Its own changes come back too and change nothing.
+//! SECURITY: fail closed. When the feed has not been read for more than
+//! [`STALE_AFTER_INTERVALS`] intervals, search, `GET` and `DELETE` answer 503
+//! `memory_unavailable` and recall is skipped (recorded on the request), since the index may
+//! still hold what another replica deleted.
 
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use enclave_api::json::Json;
@@ -29,7 +41,9 @@ use enclave_label::Label;
 use enclave_local::weights::ModelsDir;
 use enclave_memory::{DIMENSIONS, Hit, Memories, Memory, Params, Query, Viewer};
 use enclave_models::local::{EMBED_MODEL, LocalEngine};
-use enclave_store::{Store, StoreError, StoredMemory};
+use enclave_store::{
+    MEMORY_CHANGE_PAGE, MemoryChange, MemoryChangeKind, Store, StoreError, StoredMemory,
+};
 use http::{Method, StatusCode};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
@@ -52,10 +66,31 @@ const MAX_NAMESPACE_BYTES: usize = 128;
 /// How long recall waits for a query embedding before searching lexically only.
 const RECALL_EMBED_WAIT: Duration = Duration::from_millis(250);
 
+/// Sync intervals without a successful read of the change feed after which the index counts
+/// as stale: search, `GET` and `DELETE` answer 503 `memory_unavailable`, recall is skipped.
+pub const STALE_AFTER_INTERVALS: u32 = 10;
+
+/// How long a change-feed row may become visible after rows with higher seqs (a PostgreSQL
+/// sequence value is taken at insert, not at commit): every read re-reads the changes of this
+/// trailing window and applies those it has not applied yet.
+const LATE_COMMIT: Duration = Duration::from_secs(30);
+
+/// How long the store keeps change-feed rows; a replica that has not read the feed for half
+/// of it rebuilds its whole index instead (what it missed may be pruned).
+const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// The long-term memory service: the in-memory index and the queue of work done after the
 /// request (storing remembered statements, computing embeddings).
 pub struct MemoryService {
     index: RwLock<Memories>,
+    /// When the service started: the origin of `synced_ms`.
+    started: Instant,
+    /// Milliseconds after `started` of the last successful read of the change feed (or of
+    /// the rebuild).
+    synced_ms: AtomicU64,
+    /// Counts removals from the index by requests and retention, so a sync that read a row
+    /// before such a removal does not put it back (it re-reads instead).
+    removals: AtomicU64,
     store: Store,
     config: MemoryConfig,
     jobs: mpsc::Sender<Job>,
@@ -75,6 +110,31 @@ impl std::fmt::Debug for MemoryService {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// The service's reading of the change feed: what is applied, and from where to re-read.
+#[derive(Debug)]
+struct SyncState {
+    /// Every change with a seq at or below this is applied (or was in the store at rebuild).
+    floor: i64,
+    /// Seqs above `floor` already applied.
+    applied: BTreeSet<i64>,
+    /// When each read ran and the highest seq applied by then: `floor` advances to the
+    /// highest seq of a read at least [`LATE_COMMIT`] old.
+    marks: VecDeque<(Instant, i64)>,
+    /// When the feed was last read successfully.
+    last_ok: Instant,
+}
+
+/// The index rebuilt from the store.
+struct Loaded {
+    index: Memories,
+    /// Memories without a usable embedding: tenant, id, content.
+    missing: Vec<(String, String, String)>,
+    /// Where to start reading the change feed.
+    floor: i64,
+    /// The feed's highest seq, read before the rebuild.
+    watermark: i64,
 }
 
 /// Work done off the request path.
@@ -106,53 +166,21 @@ impl MemoryService {
         local: Option<Arc<LocalEngine>>,
         extractor: Option<Extractor>,
     ) -> Result<Arc<MemoryService>, String> {
-        let mut index = Memories::new(DIMENSIONS);
-        let mut missing = Vec::new();
-        let mut after: Option<(String, String)> = None;
-        let (mut loaded, mut unreadable) = (0usize, 0usize);
-        loop {
-            let page = store
-                .memories_page(after.as_ref().map(|(t, i)| (t.as_str(), i.as_str())))
-                .await
-                .map_err(|e| format!("reading memories: {e}"))?;
-            unreadable += page.unreadable.len();
-            for m in page.memories {
-                let embedding = m.embedding.clone();
-                let (tenant, id, content) = (m.tenant.clone(), m.id.clone(), m.content.clone());
-                let superseded = m
-                    .superseded_by
-                    .clone()
-                    .map(|by| (m.tenant.clone(), m.id.clone(), by));
-                let Some(memory) = to_memory(m) else {
-                    unreadable += 1;
-                    continue;
-                };
-                let v = embedding.filter(|v| v.len() == DIMENSIONS);
-                if v.is_none() {
-                    missing.push((tenant, id, content));
-                }
-                if index.insert(memory, v.as_deref()).is_ok() {
-                    loaded += 1;
-                    if let Some((tenant, id, by)) = superseded {
-                        index.supersede(&tenant, &id, &by);
-                    }
-                }
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
-        if unreadable > 0 {
-            tracing::error!(
-                unreadable,
-                "memories that failed authentication were left out of the index"
-            );
-        }
-        tracing::info!(loaded, "memory index rebuilt");
+        let loaded = load(&store).await?;
+        let sync = SyncState {
+            floor: loaded.floor,
+            applied: BTreeSet::new(),
+            marks: VecDeque::from([(Instant::now(), loaded.watermark)]),
+            last_ok: Instant::now(),
+        };
+        let missing = loaded.missing;
+        let index = loaded.index;
         let (tx, rx) = mpsc::channel(config.queue);
         let service = Arc::new(MemoryService {
             index: RwLock::new(index),
+            started: Instant::now(),
+            synced_ms: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
             store,
             config,
             jobs: tx,
@@ -168,6 +196,11 @@ impl MemoryService {
             .name("enclave-memory".into())
             .spawn(move || run_worker(&worker, rx))
             .map_err(|e| format!("starting the memory worker: {e}"))?;
+        let syncer = Arc::downgrade(&service);
+        std::thread::Builder::new()
+            .name("enclave-memory-sync".into())
+            .spawn(move || run_sync(&syncer, sync))
+            .map_err(|e| format!("starting the memory sync: {e}"))?;
         if service.config.embeddings {
             for (tenant, id, content) in missing {
                 service.enqueue(Job::Embed {
@@ -197,23 +230,183 @@ impl MemoryService {
 
     /// The memories `viewer` of `tenant` may see that best answer `text` (with its embedding
     /// when the model is loaded and answers within a bound).
+    ///
+    /// # Errors
+    ///
+    /// [`Stale`] when the index may no longer match the store (see [`MemoryService::fresh`]).
     pub async fn search(
         &self,
         tenant: &str,
         viewer: &Viewer<'_>,
         text: &str,
         limit: usize,
-    ) -> Vec<Hit> {
+    ) -> Result<Vec<Hit>, Stale> {
+        self.fresh()?;
         let embedding = self.embed_query(text).await;
         let query = Query {
             text,
             embedding: embedding.as_deref(),
             limit,
         };
-        self.index
+        Ok(self
+            .index
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .search(tenant, viewer, &query, &Params::default())
+            .search(tenant, viewer, &query, &Params::default()))
+    }
+
+    /// Whether the index is known to match the store to within a few sync intervals: the
+    /// change feed was read successfully within [`STALE_AFTER_INTERVALS`] intervals.
+    ///
+    /// # Errors
+    ///
+    /// [`Stale`] otherwise (logged).
+    pub fn fresh(&self) -> Result<(), Stale> {
+        let synced = Duration::from_millis(self.synced_ms.load(Ordering::Acquire));
+        let since = self.started.elapsed().saturating_sub(synced);
+        if since > self.config.sync_interval * STALE_AFTER_INTERVALS {
+            tracing::warn!(
+                since_ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
+                "the memory index has not been synced with the store: memory reads refused"
+            );
+            return Err(Stale);
+        }
+        Ok(())
+    }
+
+    /// Reads the change feed once and applies what it has not applied yet; returns how many
+    /// changes it applied.
+    async fn sync_once(&self, state: &mut SyncState) -> Result<usize, StoreError> {
+        if state.last_ok.elapsed() > CHANGE_RETENTION / 2 {
+            // What this replica missed may be pruned from the feed: start over.
+            let loaded = load(&self.store).await.map_err(StoreError::Invalid)?;
+            self.removals.fetch_add(1, Ordering::AcqRel);
+            *self.index_write() = loaded.index;
+            *state = SyncState {
+                floor: loaded.floor,
+                applied: BTreeSet::new(),
+                marks: VecDeque::from([(Instant::now(), loaded.watermark)]),
+                last_ok: Instant::now(),
+            };
+            tracing::warn!("the memory index was rebuilt after a long time without syncing");
+        }
+        // INVARIANT: reads start at `floor`, not at the highest seq applied. On PostgreSQL a
+        // sequence value is taken when a change row is inserted but becomes visible only when
+        // its transaction commits, so seq 7 can be read before seq 6 exists for us; starting
+        // past 7 would lose 6 for good. Every read therefore re-reads the trailing window of
+        // `LATE_COMMIT` (ids only, cheap) and applies just the seqs not applied yet; applying
+        // one again would be harmless anyway, as each change re-reads the row's current state.
+        let mut cursor = state.floor;
+        let mut applied = 0usize;
+        loop {
+            let page = self
+                .store
+                .memory_changes_after(cursor, MEMORY_CHANGE_PAGE)
+                .await?;
+            // A row re-read after the page was read is at least as new as every change in the
+            // page: one read per memory and page is enough.
+            let mut refreshed: HashSet<(String, String)> = HashSet::new();
+            for c in &page {
+                cursor = c.seq;
+                if c.seq <= state.floor || state.applied.contains(&c.seq) {
+                    continue;
+                }
+                let key = (c.tenant.clone(), c.memory_id.clone());
+                if !refreshed.contains(&key) {
+                    self.apply(c).await?;
+                    refreshed.insert(key);
+                }
+                state.applied.insert(c.seq);
+                applied += 1;
+            }
+            if page.len() < usize::try_from(MEMORY_CHANGE_PAGE).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        let now = Instant::now();
+        let high = state
+            .applied
+            .last()
+            .copied()
+            .unwrap_or(state.floor)
+            .max(state.floor);
+        state.marks.push_back((now, high));
+        while let Some(&(at, seq)) = state.marks.front() {
+            if now.duration_since(at) < LATE_COMMIT {
+                break;
+            }
+            state.floor = state.floor.max(seq);
+            state.marks.pop_front();
+        }
+        let floor = state.floor;
+        state.applied.retain(|&seq| seq > floor);
+        state.last_ok = now;
+        Ok(applied)
+    }
+
+    /// Applies one change to the index: a delete removes the memory; anything else re-reads
+    /// the row and inserts or replaces it (with its embedding and supersession), or removes
+    /// it when the row is gone or no longer opens (its tenant was shredded).
+    async fn apply(&self, c: &MemoryChange) -> Result<(), StoreError> {
+        let (tenant, id) = (c.tenant.as_str(), c.memory_id.as_str());
+        if c.kind == MemoryChangeKind::Delete {
+            self.index_write().remove(tenant, id);
+            return Ok(());
+        }
+        for _ in 0..3 {
+            let removals = self.removals.load(Ordering::Acquire);
+            let row = match self.store.memory(tenant, id).await {
+                Ok(row) => row,
+                Err(StoreError::Crypto(_)) => {
+                    tracing::warn!(memory = %id, "a changed memory no longer opens: left out of the index");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let mut index = self.index_write();
+            // A request or the retention task removed something while the row was read: it
+            // may have been this one (deleted after the read), so read again.
+            if self.removals.load(Ordering::Acquire) != removals {
+                continue;
+            }
+            let Some(m) = row else {
+                index.remove(tenant, id);
+                return Ok(());
+            };
+            let embedding = m.embedding.clone().filter(|v| v.len() == DIMENSIONS);
+            let superseded_by = m.superseded_by.clone();
+            let Some(memory) = to_memory(m) else {
+                index.remove(tenant, id);
+                return Ok(());
+            };
+            match index.insert(memory, embedding.as_deref()) {
+                Ok(()) => {
+                    if let Some(by) = superseded_by {
+                        index.supersede(tenant, id, &by);
+                    }
+                }
+                Err(e) => {
+                    index.remove(tenant, id);
+                    tracing::warn!(error = %e, memory = %id, "a changed memory was not indexed");
+                }
+            }
+            return Ok(());
+        }
+        Err(StoreError::Invalid(
+            "memories kept being removed while a change was applied".to_owned(),
+        ))
+    }
+
+    fn mark_synced(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.synced_ms.store(ms, Ordering::Release);
+    }
+
+    /// Removes a memory from the index on behalf of a request or the retention task.
+    fn remove_indexed(&self, tenant: &str, id: &str) {
+        let mut index = self.index_write();
+        self.removals.fetch_add(1, Ordering::AcqRel);
+        index.remove(tenant, id);
     }
 
     /// Deletes the memories that `retention` no longer keeps at `now_ms` (Unix milliseconds):
@@ -234,11 +427,16 @@ impl MemoryService {
             Some(now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
         };
         let purged = self.store.purge_memories(cutoff).await?;
-        if !purged.is_empty() {
-            let mut index = self.index_write();
-            for (tenant, id) in &purged {
-                index.remove(tenant, id);
-            }
+        for (tenant, id) in &purged {
+            self.remove_indexed(tenant, id);
+        }
+        // The change feed's old rows go with the expired memories; every replica has read
+        // them long since (one that has not rebuilds instead).
+        let before =
+            now_ms.saturating_sub(i64::try_from(CHANGE_RETENTION.as_millis()).unwrap_or(i64::MAX));
+        let pruned = self.store.prune_memory_changes(before).await?;
+        if pruned > 0 {
+            tracing::debug!(pruned, "pruned the memory change feed");
         }
         Ok(purged.len())
     }
@@ -354,6 +552,138 @@ impl MemoryService {
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Memories> {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The memory index may no longer match the store: its replica has not read the change feed
+/// for [`STALE_AFTER_INTERVALS`] sync intervals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stale;
+
+impl Stale {
+    /// 503 `memory_unavailable` with `Retry-After`.
+    pub(crate) fn error(self) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory_unavailable",
+            "Long-term memory cannot be read right now: this server has lost track of the memory store. Retry later; the operator has been alerted (see the server log).",
+        )
+        .retry_after(Duration::from_secs(1))
+    }
+}
+
+/// Rebuilds the index from the store, after reading where to start the change feed.
+async fn load(store: &Store) -> Result<Loaded, String> {
+    // Read BEFORE the rebuild: a change made during it is then read (again) from the feed
+    // and applied, never lost between the two.
+    let watermark = store
+        .memory_changes_max_seq()
+        .await
+        .map_err(|e| format!("reading the memory change feed: {e}"))?;
+    // A change with a lower seq may still commit (PostgreSQL): start the feed where the
+    // trailing window of late commits starts.
+    let since = now_ms().saturating_sub(i64::try_from(LATE_COMMIT.as_millis()).unwrap_or(0));
+    let first = store
+        .memory_changes_first_since(since)
+        .await
+        .map_err(|e| format!("reading the memory change feed: {e}"))?;
+    let floor = first.map_or(watermark, |f| watermark.min(f.saturating_sub(1)));
+    let mut index = Memories::new(DIMENSIONS);
+    let mut missing = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    let (mut loaded, mut unreadable) = (0usize, 0usize);
+    loop {
+        let page = store
+            .memories_page(after.as_ref().map(|(t, i)| (t.as_str(), i.as_str())))
+            .await
+            .map_err(|e| format!("reading memories: {e}"))?;
+        unreadable += page.unreadable.len();
+        for m in page.memories {
+            let embedding = m.embedding.clone();
+            let (tenant, id, content) = (m.tenant.clone(), m.id.clone(), m.content.clone());
+            let superseded = m
+                .superseded_by
+                .clone()
+                .map(|by| (m.tenant.clone(), m.id.clone(), by));
+            let Some(memory) = to_memory(m) else {
+                unreadable += 1;
+                continue;
+            };
+            let v = embedding.filter(|v| v.len() == DIMENSIONS);
+            if v.is_none() {
+                missing.push((tenant, id, content));
+            }
+            if index.insert(memory, v.as_deref()).is_ok() {
+                loaded += 1;
+                if let Some((tenant, id, by)) = superseded {
+                    index.supersede(&tenant, &id, &by);
+                }
+            }
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if unreadable > 0 {
+        tracing::error!(
+            unreadable,
+            "memories that failed authentication were left out of the index"
+        );
+    }
+    tracing::info!(loaded, "memory index rebuilt");
+    Ok(Loaded {
+        index,
+        missing,
+        floor,
+        watermark,
+    })
+}
+
+/// The sync thread: reads the change feed every interval, on its own thread (never on a
+/// request's event loop). A failed read is logged and tried again at the next interval. Ends
+/// when the service is gone.
+fn run_sync(service: &std::sync::Weak<MemoryService>, mut state: SyncState) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the memory sync could not start: memory reads will be refused");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut failures = 0u32;
+        loop {
+            let interval = match service.upgrade() {
+                Some(s) => s.config.sync_interval,
+                None => return,
+            };
+            tokio::time::sleep(interval).await;
+            let Some(s) = service.upgrade() else { return };
+            match s.sync_once(&mut state).await {
+                Ok(applied) => {
+                    s.mark_synced();
+                    if failures > 0 {
+                        tracing::info!(failures, "the memory change feed is readable again");
+                    }
+                    failures = 0;
+                    if applied > 0 {
+                        tracing::debug!(applied, "memory changes applied");
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == STALE_AFTER_INTERVALS {
+                        tracing::error!(error = %e, failures, "the memory change feed cannot be read: memory reads are refused until it can");
+                    } else {
+                        tracing::warn!(error = %e, failures, "reading the memory change feed failed; retrying");
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The background worker: stores remembered statements and computes embeddings, one job at a
@@ -551,6 +881,8 @@ async fn superseded_targets(
     let hits: Vec<Hit> = s
         .search(&statement.tenant, &viewer, probe, SUPERSEDE_CANDIDATES)
         .await
+        // A stale index: no supersession (the fact is stored all the same).
+        .unwrap_or_default()
         .into_iter()
         .filter(|h| {
             h.memory.namespace.is_none()
@@ -725,7 +1057,13 @@ pub(crate) async fn run(
                 label: &session,
                 namespace: namespace.as_deref(),
             };
-            let hits = service.search(&tenant, &viewer, &query, limit).await;
+            let hits = service
+                .search(&tenant, &viewer, &query, limit)
+                .await
+                .map_err(|stale| {
+                    ctx.decide("memory", "deny", "memory_unavailable");
+                    stale.error()
+                })?;
             let mut label = session.clone();
             let mut body = String::from("{\"object\":\"list\",\"data\":[");
             for (i, h) in hits.iter().enumerate() {
@@ -746,6 +1084,11 @@ pub(crate) async fn run(
             let Some(id) = path.strip_prefix("/v1/memories/") else {
                 return Err(not_found());
             };
+            // SECURITY: a stale index may still hold what another replica deleted.
+            if let Err(stale) = service.fresh() {
+                ctx.decide("memory", "deny", "memory_unavailable");
+                return Err(stale.error());
+            }
             let session = ctx.answer_label();
             let viewer = Viewer {
                 principal: &principal,
@@ -766,7 +1109,7 @@ pub(crate) async fn run(
                         tracing::error!(error = %e, "a memory could not be deleted");
                         ApiError::internal()
                     })?;
-                service.index_write().remove(&tenant, id);
+                service.remove_indexed(&tenant, id);
                 if !deleted {
                     return Err(not_found());
                 }

@@ -857,3 +857,409 @@ async fn an_unknown_extractor_model_stops_the_start_naming_the_key() {
         "{text}"
     );
 }
+
+// === replicas sharing one database ===
+
+/// `[memory]` for the replica tests: lexical retrieval, and a short sync interval.
+const REPLICA_MEMORY: &str = "[memory]\nembeddings = false\nsync_interval_ms = 100\n";
+
+/// Polls `check` until it gives a value; fails the test after ten seconds (a hundred sync
+/// intervals).
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not in time: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `key`'s caller finds memory `id` on `gw`, by search for `query` and by GET alike
+/// (`None` while the two disagree: a sync ran between them). Not found by GET is `not_found`.
+async fn seen_on(gw: &Gateway, key: &str, id: &str, query: &str) -> Option<bool> {
+    let hits = search(gw, key, Some("SECRET"), query).await;
+    let (s, got) = get(gw, key, Some("SECRET"), id).await;
+    let by_get = match s {
+        StatusCode::OK => true,
+        StatusCode::NOT_FOUND => {
+            assert_eq!(code(&got), "not_found");
+            false
+        }
+        other => panic!("GET answered {other}: {got}"),
+    };
+    let by_search = hits.iter().any(|h| h["id"] == id);
+    (by_search == by_get).then_some(by_get)
+}
+
+/// A PostgreSQL database of its own for one test, when `ENCLAVE_TEST_POSTGRES_URL` is set.
+struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Option<PgDatabase> {
+        use sqlx::Connection;
+        let admin = std::env::var("ENCLAVE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("enclave_replicas_{}_{nanos}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let (base, rest) = admin.rsplit_once('/').unwrap();
+        let query = rest
+            .split_once('?')
+            .map_or(String::new(), |(_, q)| format!("?{q}"));
+        let url = format!("{base}/{name}{query}");
+        Some(PgDatabase { admin, name, url })
+    }
+
+    async fn drop_database(self) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+}
+
+/// Issue 14: several replicas share one database, each with its own memory index. What one
+/// adds, supersedes, deletes or shreds is seen by the other within a few sync intervals, and
+/// a replica that cannot read the change feed refuses to serve memory rather than serve stale.
+/// Two gateways on one SQLite file; the store tests cover the feed on PostgreSQL.
+#[tokio::test]
+async fn replicas_sharing_a_database_see_each_others_memory_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let url = format!("sqlite://{}", data.join("enclave.db").display());
+    two_replicas(&data, &url).await;
+}
+
+/// The same on a fresh PostgreSQL database (`ENCLAVE_TEST_POSTGRES_URL`). Ignored: requests
+/// on PostgreSQL sometimes wait out the pool's 10 s acquire timeout, apparently on idle
+/// connections opened inside the audit writer's own runtime, which only runs while it appends
+/// (crates/store/src/audit_log.rs); run it with `--run-ignored all` once that is fixed.
+#[tokio::test]
+#[ignore = "PostgreSQL connections opened by the audit writer's runtime stall other runtimes"]
+async fn replicas_sharing_a_postgresql_database_see_each_others_memory_writes() {
+    let Some(pg) = PgDatabase::create().await else {
+        eprintln!("skipping: ENCLAVE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    two_replicas(&dir.path().join("data"), &pg.url).await;
+    pg.drop_database().await;
+}
+
+async fn two_replicas(data: &std::path::Path, url: &str) {
+    let up = MockUpstream::start(Behavior::default()).await.unwrap();
+    let ex = MockUpstream::start(replying("{\"facts\": []}"))
+        .await
+        .unwrap();
+    let chat = backend("gov", &up.base_url(), "SECRET", "USA", "[\"m\"]");
+    let a = Gateway::start_replica(
+        &format!(
+            "{chat}{}{REPLICA_MEMORY}extractor = \"x\"\n",
+            backend("facts", &ex.base_url(), "SECRET", "USA", "[\"x\"]")
+        ),
+        data,
+        url,
+    )
+    .await;
+    let b = Gateway::start_replica(&format!("{chat}{REPLICA_MEMORY}"), data, url).await;
+    let alice = a.user("alice", "agency-a", "SECRET", "USA").await;
+    let bob = a.user("bob", "agency-b", "SECRET", "USA").await;
+    // Copies for the polling closures.
+    let (ra, rb, alice_, bob_) = (&a, &b, alice.as_str(), bob.as_str());
+    let gate = "convoy gate seven";
+    // Added on A: found on B by search and GET.
+    let (s, v) = add(
+        &a,
+        &alice,
+        Some("SECRET"),
+        &json!({"content": "The convoy leaves from gate seven at dawn."}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    eventually("a memory added on A is found on B", || {
+        let id = id.clone();
+        async move { (seen_on(rb, alice_, &id, gate).await == Some(true)).then_some(()) }
+    })
+    .await;
+    // And the other way round.
+    let (s, v) = add(
+        &b,
+        &alice,
+        Some("SECRET"),
+        &json!({"content": "The convoy returns through gate seven at dusk."}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let back = v["id"].as_str().unwrap().to_owned();
+    eventually("a memory added on B is found on A", || {
+        let back = back.clone();
+        async move { (seen_on(ra, alice_, &back, gate).await == Some(true)).then_some(()) }
+    })
+    .await;
+
+    // Deleted on A: gone from B's search and GET.
+    let (s, _) = call(&a, Method::DELETE, &alice, Some("SECRET"), &id).await;
+    assert_eq!(s, StatusCode::OK);
+    eventually("a memory deleted on A is gone from B", || {
+        let id = id.clone();
+        async move { (seen_on(rb, alice_, &id, gate).await == Some(false)).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        seen_on(&b, &alice, &back, gate).await,
+        Some(true),
+        "only that one"
+    );
+
+    // A tenant shredded through the store (as `enclave tenant shred` does): gone from both.
+    let (s, v) = add(
+        &a,
+        &bob,
+        Some("SECRET"),
+        &json!({"content": "The convoy of agency b waits at gate seven."}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let shredded = v["id"].as_str().unwrap().to_owned();
+    eventually("bob's memory reaches B", || {
+        let shredded = shredded.clone();
+        async move { (seen_on(rb, bob_, &shredded, gate).await == Some(true)).then_some(()) }
+    })
+    .await;
+    a.app.store.shred_tenant("agency-b").await.unwrap();
+    for gw in [ra, rb] {
+        eventually("a shredded tenant's memory is gone", || {
+            let shredded = shredded.clone();
+            async move { (seen_on(gw, bob_, &shredded, gate).await == Some(false)).then_some(()) }
+        })
+        .await;
+    }
+
+    // A fact extracted on A supersedes the one it updates, on B as on A.
+    let query = "where does the user live";
+    ex.set_behavior(replying(
+        r#"{"facts": [{"text": "The user lives in Denver.", "replaces": null}]}"#,
+    ));
+    turn(&a, &alice, "SECRET", "I moved to Denver").await;
+    let hits = search_until(&a, &alice, "SECRET", query, |h| {
+        h.iter().any(from_extractor)
+    })
+    .await;
+    let denver = hits.iter().find(|h| from_extractor(h)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ex.set_behavior(replying(
+        r#"{"facts": [{"text": "The user lives in Boston.", "replaces": "The user lives in Denver"}]}"#,
+    ));
+    turn(&a, &alice, "SECRET", "Actually I live in Boston now").await;
+    // The supersession is stored after the fact: wait for it on A, then compare.
+    let boston = eventually("A marks the old fact superseded", || {
+        let denver = denver.clone();
+        async move {
+            let (_, got) = get(ra, alice_, Some("SECRET"), &denver).await;
+            got["superseded_by"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
+    // The extracted facts in rank order (the statements' own ranks may tie).
+    let facts = |hits: &[Value]| {
+        hits.iter()
+            .filter(|h| from_extractor(h))
+            .map(|h| (h["id"].clone(), h.get("superseded_by").cloned()))
+            .collect::<Vec<_>>()
+    };
+    let on_a = search(&a, &alice, Some("SECRET"), query).await;
+    let boston_first = |hits: &[Value]| {
+        hits.first()
+            .and_then(|h| h["content"].as_str())
+            .is_some_and(|c| c.contains("Boston"))
+    };
+    assert!(
+        boston_first(&on_a),
+        "the current fact comes first: {on_a:?}"
+    );
+    let want = facts(&on_a);
+    assert_eq!(
+        want,
+        [(json!(boston), None), (json!(denver), Some(json!(boston)))]
+    );
+    eventually("B ranks the facts as A does", || {
+        let (denver, boston, want) = (denver.clone(), boston.clone(), want.clone());
+        async move {
+            let on_b = search(rb, alice_, Some("SECRET"), query).await;
+            let (_, got) = get(rb, alice_, Some("SECRET"), &denver).await;
+            (got["superseded_by"] == boston.as_str() && boston_first(&on_b) && facts(&on_b) == want)
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Fail closed: B cannot read the change feed (here: the table is renamed away). Within
+    // ten intervals search and GET answer 503 `memory_unavailable` and recall is skipped;
+    // once the feed reads again, B serves again.
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::query("ALTER TABLE memory_changes RENAME TO memory_changes_away")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let refused = eventually("B refuses memory reads once stale", || async move {
+        let (s, _, v) = rb
+            .post(
+                "/v1/memories/search",
+                alice_,
+                Some("SECRET"),
+                &json!({"query": "gate seven"}),
+            )
+            .await;
+        (s == StatusCode::SERVICE_UNAVAILABLE).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        refused,
+        json!({"error": {
+            "message": "Long-term memory cannot be read right now: this server has lost track of the memory store. Retry later; the operator has been alerted (see the server log).",
+            "type": "api_error",
+            "code": "memory_unavailable",
+            "param": null,
+        }})
+    );
+    let (s, got) = get(&b, &alice, Some("SECRET"), &back).await;
+    assert_eq!(
+        (s, code(&got)),
+        (StatusCode::SERVICE_UNAVAILABLE, "memory_unavailable")
+    );
+    // Recall is skipped, not served stale: the turn is answered without a memory message.
+    let before = up.received().len();
+    turn(&b, &alice, "SECRET", "Which gate does the convoy use?").await;
+    let sent = up.received();
+    assert_eq!(sent.len(), before + 1);
+    let messages = sent.last().unwrap().body["messages"].clone();
+    assert_eq!(
+        messages.as_array().unwrap().len(),
+        1,
+        "nothing recalled: {messages}"
+    );
+    sqlx::query("ALTER TABLE memory_changes_away RENAME TO memory_changes")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    eventually("B serves memory again once the feed reads", || async move {
+        let (s, _, _) = rb
+            .post(
+                "/v1/memories/search",
+                alice_,
+                Some("SECRET"),
+                &json!({"query": "gate seven"}),
+            )
+            .await;
+        (s == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(seen_on(&b, &alice, &back, gate).await, Some(true));
+
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A change whose seq is below what the replica already read, made visible later (as a
+/// PostgreSQL transaction that took seq 6 and commits after seq 7 does), is still applied:
+/// every read re-reads a trailing window of the feed. Simulated on SQLite by taking a change
+/// row out and putting it back under its own seq once a later change has been read.
+#[tokio::test]
+async fn a_change_that_becomes_visible_late_is_still_applied() {
+    let gw = Gateway::start(REPLICA_MEMORY).await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    let (rgw, ralice) = (&gw, alice.as_str());
+    let stored = |id: &str, content: &str| enclave_store::StoredMemory {
+        id: id.to_owned(),
+        tenant: "agency-a".to_owned(),
+        principal: "alice".to_owned(),
+        namespace: None,
+        label: "SECRET".to_owned(),
+        created_at: 1_800_000_000_000,
+        supersedes: None,
+        superseded_by: None,
+        content: content.to_owned(),
+        metadata: None,
+        embedding: None,
+    };
+    // Written to the store behind this gateway's back, as another replica would.
+    gw.app
+        .store
+        .add_memory(&stored("mem_late", "The late convoy uses gate nine."))
+        .await
+        .unwrap();
+    let data = gw.dir.path().join("data");
+    let url = format!("sqlite://{}", data.join("enclave.db").display());
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    let seq: i64 =
+        sqlx::query_scalar("SELECT seq FROM memory_changes WHERE memory_id = 'mem_late'")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+    sqlx::query("DELETE FROM memory_changes WHERE seq = $1")
+        .bind(seq)
+        .execute(&raw)
+        .await
+        .unwrap();
+    // A later change is read and applied; the earlier one is not visible yet.
+    gw.app
+        .store
+        .add_memory(&stored("mem_next", "The next convoy uses gate nine."))
+        .await
+        .unwrap();
+    eventually("the later change is applied", || async move {
+        (seen_on(rgw, ralice, "mem_next", "convoy gate nine").await == Some(true)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        seen_on(&gw, &alice, "mem_late", "convoy gate nine").await,
+        Some(false)
+    );
+    // Now it "commits".
+    sqlx::query(
+        "INSERT INTO memory_changes (seq, tenant, memory_id, kind, changed_at) \
+         VALUES ($1, 'agency-a', 'mem_late', 'put', $2)",
+    )
+    .bind(seq)
+    .bind(1_800_000_000_000_i64)
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+    eventually("the late change is applied", || async move {
+        (seen_on(rgw, ralice, "mem_late", "convoy gate nine").await == Some(true)).then_some(())
+    })
+    .await;
+    gw.stop().await;
+}

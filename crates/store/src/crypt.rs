@@ -50,7 +50,9 @@ const KEY_BYTES: usize = 32;
 pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + 16;
 
 /// The tables whose rows belong to a tenant (a `tenant` column) and are deleted by
-/// [`Store::shred_tenant`]. A migration that adds such a table adds it here.
+/// [`Store::shred_tenant`]. A migration that adds such a table adds it here. Not
+/// `memory_changes`: it holds ids only, the shred appends the deletes other replicas must see
+/// to it, and it is pruned by age.
 pub const DATA_TABLES: &[&str] = &[
     "conversation_items",
     "conversations",
@@ -376,12 +378,24 @@ impl Store {
             rows_deleted: Vec::with_capacity(DATA_TABLES.len()),
         };
         for table in DATA_TABLES {
+            let action = "purging a shredded tenant's rows";
+            if *table == "memories" {
+                // With a `delete` change row for each memory (same transaction), so the other
+                // replicas drop them from their indexes too.
+                let ids = self
+                    .delete_memories_where(tenant, None)
+                    .await
+                    .map_err(StoreError::database(action))?;
+                let n = u64::try_from(ids.len()).unwrap_or(u64::MAX);
+                report.rows_deleted.push((table, n));
+                continue;
+            }
             // The table names are constants of this crate, never input.
             let done = sqlx::query(&format!("DELETE FROM {table} WHERE tenant = $1"))
                 .bind(tenant)
                 .execute(self.pool())
                 .await
-                .map_err(StoreError::database("purging a shredded tenant's rows"))?;
+                .map_err(StoreError::database(action))?;
             report.rows_deleted.push((table, done.rows_affected()));
         }
         // A key made concurrently by a request that raced the shred is gone as well.

@@ -69,7 +69,9 @@ pub use config::{DatabaseUrl, StorageConfig, redact_url};
 pub use crypt::{ShredReport, TenantCipher};
 pub use error::StoreError;
 pub use key::{KeyFormat, KeyHasher, KeyLookup, KeyRecord, KeyShape};
-pub use memory::{MEMORY_PAGE, MemoryPage, StoredMemory};
+pub use memory::{
+    MEMORY_CHANGE_PAGE, MEMORY_PAGE, MemoryChange, MemoryChangeKind, MemoryPage, StoredMemory,
+};
 pub use migrations::SCHEMA_VERSION;
 pub use principal::{NewPrincipal, PrincipalRecord};
 pub use store::Store;

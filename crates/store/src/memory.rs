@@ -6,9 +6,16 @@
 //! namespace, label (the canonical banner), time and the id of a superseded memory. Search
 //! structures are not stored: the gateway rebuilds its in-memory index at start from
 //! [`Store::memories_page`].
+//!
+//! Every write that changes a memory (add, embedding, supersession, delete, retention purge,
+//! tenant shred) appends one row per memory to the change feed `memory_changes` in the same
+//! transaction (ids only, never content): gateway replicas sharing the database poll it
+//! ([`Store::memory_changes_after`]) and apply each change to their own index.
 
-use sqlx::Row;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use crate::StoreError;
 use crate::crypt::{TenantCipher, row_aad};
@@ -55,6 +62,60 @@ pub struct MemoryPage {
     pub next: Option<(String, String)>,
 }
 
+/// What a change-feed row says happened to a memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemoryChangeKind {
+    /// The memory was added.
+    Put,
+    /// The memory was deleted (by the API, retention or a tenant shred).
+    Delete,
+    /// The memory was marked superseded by another.
+    Supersede,
+    /// The memory's embedding was set.
+    Embed,
+}
+
+impl MemoryChangeKind {
+    /// The value in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryChangeKind::Put => "put",
+            MemoryChangeKind::Delete => "delete",
+            MemoryChangeKind::Supersede => "supersede",
+            MemoryChangeKind::Embed => "embed",
+        }
+    }
+
+    fn from_column(s: &str) -> Option<MemoryChangeKind> {
+        Some(match s {
+            "put" => MemoryChangeKind::Put,
+            "delete" => MemoryChangeKind::Delete,
+            "supersede" => MemoryChangeKind::Supersede,
+            "embed" => MemoryChangeKind::Embed,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the memory change feed: which memory changed, how, and when (no content).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryChange {
+    /// Its position in the feed: increasing, but with gaps, and on PostgreSQL not committed in
+    /// order (a reader may see seq 7 before seq 6).
+    pub seq: i64,
+    /// The memory's tenant.
+    pub tenant: String,
+    /// The memory's id.
+    pub memory_id: String,
+    /// What happened.
+    pub kind: MemoryChangeKind,
+    /// When, in Unix milliseconds (the writer's clock).
+    pub changed_at: i64,
+}
+
+/// Most rows one [`Store::memory_changes_after`] call returns.
+pub const MEMORY_CHANGE_PAGE: i64 = 1000;
+
 const COLUMNS: &str = "id, tenant, principal, namespace, label, created_at, supersedes, \
                        superseded_by, content_sealed, embedding_sealed, metadata_sealed";
 
@@ -78,6 +139,12 @@ impl Store {
             .as_ref()
             .map(|md| cipher.seal(&aad(&m.tenant, &m.id, "metadata"), md.as_bytes()));
         let embedding = m.embedding.as_ref().map(|v| seal_vector(&cipher, m, v));
+        let action = "adding a memory";
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::database(action))?;
         let inserted = sqlx::query(
             "INSERT INTO memories (id, tenant, principal, namespace, label, created_at, \
              supersedes, superseded_by, content_sealed, embedding_sealed, metadata_sealed) \
@@ -94,15 +161,21 @@ impl Store {
         .bind(content)
         .bind(embedding)
         .bind(metadata)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await;
         match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                "a memory with that id already exists".to_owned(),
-            )),
-            Err(e) => Err(StoreError::database("adding a memory")(e)),
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(
+                    "a memory with that id already exists".to_owned(),
+                ));
+            }
+            Err(e) => return Err(StoreError::database(action)(e)),
         }
+        record_change(&mut tx, &m.tenant, &m.id, MemoryChangeKind::Put)
+            .await
+            .map_err(StoreError::database(action))?;
+        tx.commit().await.map_err(StoreError::database(action))
     }
 
     /// Sets the embedding of memory `id` of `tenant`; `false` when there is no such memory
@@ -119,15 +192,29 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let cipher = self.tenant_cipher(tenant).await?;
         let sealed = cipher.seal(&aad(tenant, id, "embedding"), &vector_bytes(embedding));
+        let action = "storing a memory's embedding";
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::database(action))?;
         let done =
             sqlx::query("UPDATE memories SET embedding_sealed = $1 WHERE id = $2 AND tenant = $3")
                 .bind(sealed)
                 .bind(id)
                 .bind(tenant)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await
-                .map_err(StoreError::database("storing a memory's embedding"))?;
-        Ok(done.rows_affected() > 0)
+                .map_err(StoreError::database(action))?;
+        finish_change(
+            tx,
+            done.rows_affected() > 0,
+            tenant,
+            id,
+            MemoryChangeKind::Embed,
+        )
+        .await
+        .map_err(StoreError::database(action))
     }
 
     /// Marks memory `id` of `tenant` as replaced by memory `by` (an update of the same fact);
@@ -142,15 +229,29 @@ impl Store {
         id: &str,
         by: &str,
     ) -> Result<bool, StoreError> {
+        let action = "marking a memory superseded";
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::database(action))?;
         let done =
             sqlx::query("UPDATE memories SET superseded_by = $1 WHERE id = $2 AND tenant = $3")
                 .bind(by)
                 .bind(id)
                 .bind(tenant)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await
-                .map_err(StoreError::database("marking a memory superseded"))?;
-        Ok(done.rows_affected() > 0)
+                .map_err(StoreError::database(action))?;
+        finish_change(
+            tx,
+            done.rows_affected() > 0,
+            tenant,
+            id,
+            MemoryChangeKind::Supersede,
+        )
+        .await
+        .map_err(StoreError::database(action))
     }
 
     /// Memory `id` of `tenant`, decrypted; `None` when the tenant has no such memory. Access
@@ -181,13 +282,27 @@ impl Store {
     ///
     /// [`StoreError::Database`].
     pub async fn delete_memory(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let action = "deleting a memory";
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::database(action))?;
         let done = sqlx::query("DELETE FROM memories WHERE id = $1 AND tenant = $2")
             .bind(id)
             .bind(tenant)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await
-            .map_err(StoreError::database("deleting a memory"))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(StoreError::database(action))?;
+        finish_change(
+            tx,
+            done.rows_affected() > 0,
+            tenant,
+            id,
+            MemoryChangeKind::Delete,
+        )
+        .await
+        .map_err(StoreError::database(action))
     }
 
     /// Deletes, for the retention task, every memory written at or before the cutoff that
@@ -215,20 +330,136 @@ impl Store {
             let Some(before) = cutoff(&tenant) else {
                 continue;
             };
-            let rows = sqlx::query(
-                "DELETE FROM memories WHERE tenant = $1 AND created_at <= $2 RETURNING id",
-            )
-            .bind(&tenant)
-            .bind(before)
-            .fetch_all(self.pool())
-            .await
-            .map_err(StoreError::database(action))?;
-            for row in &rows {
-                let id: String = row.try_get("id").map_err(StoreError::database(action))?;
-                purged.push((tenant.clone(), id));
-            }
+            let ids = self
+                .delete_memories_where(&tenant, Some(before))
+                .await
+                .map_err(StoreError::database(action))?;
+            purged.extend(ids.into_iter().map(|id| (tenant.clone(), id)));
         }
         Ok(purged)
+    }
+
+    /// Deletes the memories of `tenant` (only those written at or before `before`, when
+    /// given) with a `delete` change row for each, in one transaction; returns their ids.
+    pub(crate) async fn delete_memories_where(
+        &self,
+        tenant: &str,
+        before: Option<i64>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        // The ids come from the DELETE itself, so a row a concurrent writer adds between two
+        // statements is either deleted and recorded, or neither.
+        let rows = match before {
+            Some(before) => {
+                sqlx::query(
+                    "DELETE FROM memories WHERE tenant = $1 AND created_at <= $2 RETURNING id",
+                )
+                .bind(tenant)
+                .bind(before)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM memories WHERE tenant = $1 RETURNING id")
+                    .bind(tenant)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            record_change(&mut tx, tenant, &id, MemoryChangeKind::Delete).await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// The changes after `after` in seq order, at most `limit` (capped at
+    /// [`MEMORY_CHANGE_PAGE`]). On PostgreSQL a change with a lower seq may still commit later:
+    /// see [`MemoryChange::seq`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`], also for a row whose kind this version does not know.
+    pub async fn memory_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<MemoryChange>, StoreError> {
+        let action = "reading the memory change feed";
+        let rows = sqlx::query(
+            "SELECT seq, tenant, memory_id, kind, changed_at FROM memory_changes \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit.clamp(1, MEMORY_CHANGE_PAGE))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::database(action))?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(MemoryChange {
+                    seq: row.try_get("seq")?,
+                    tenant: row.try_get("tenant")?,
+                    memory_id: row.try_get("memory_id")?,
+                    kind: MemoryChangeKind::from_column(&kind).ok_or_else(|| {
+                        sqlx::Error::ColumnDecode {
+                            index: "kind".to_owned(),
+                            source: format!("unknown memory change `{}`", kind.escape_default())
+                                .into(),
+                        }
+                    })?,
+                    changed_at: row.try_get("changed_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::database(action))
+    }
+
+    /// The highest seq in the change feed (0 when it is empty).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`].
+    pub async fn memory_changes_max_seq(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT MAX(seq) FROM memory_changes")
+            .fetch_one(self.pool())
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>(0))
+            .map(Option::unwrap_or_default)
+            .map_err(StoreError::database("reading the memory change feed"))
+    }
+
+    /// The lowest seq of a change made at or after `since` (Unix milliseconds), if any: where
+    /// a reader that must not miss a late-committing change starts.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`].
+    pub async fn memory_changes_first_since(&self, since: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query("SELECT MIN(seq) FROM memory_changes WHERE changed_at >= $1")
+            .bind(since)
+            .fetch_one(self.pool())
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>(0))
+            .map_err(StoreError::database("reading the memory change feed"))
+    }
+
+    /// Deletes the changes made before `before` (Unix milliseconds); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`].
+    pub async fn prune_memory_changes(&self, before: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM memory_changes WHERE changed_at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(StoreError::database("pruning the memory change feed"))
     }
 
     /// The memories after `after` (tenant, id), at most [`MEMORY_PAGE`], decrypted: what the
@@ -277,6 +508,47 @@ impl Store {
         }
         Ok(page)
     }
+}
+
+/// Appends one change row in `tx` (the transaction of the write it records).
+async fn record_change(
+    tx: &mut Transaction<'_, Any>,
+    tenant: &str,
+    id: &str,
+    kind: MemoryChangeKind,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO memory_changes (tenant, memory_id, kind, changed_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+/// Records the change when the write touched a row, and commits; returns whether it did.
+async fn finish_change(
+    mut tx: Transaction<'_, Any>,
+    changed: bool,
+    tenant: &str,
+    id: &str,
+    kind: MemoryChangeKind,
+) -> Result<bool, sqlx::Error> {
+    if changed {
+        record_change(&mut tx, tenant, id, kind).await?;
+    }
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The associated data of one sealed column of one row.

@@ -69,10 +69,18 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "memory superseded by",
         Sql::Both(include_str!("../migrations/0007_memory_superseded_by.sql")),
     ),
+    (
+        8,
+        "memory change feed",
+        Sql::Each {
+            sqlite: include_str!("../migrations/0008_memory_changes_sqlite.sql"),
+            postgres: include_str!("../migrations/0008_memory_changes_postgres.sql"),
+        },
+    ),
 ];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The embedded migrations as a sqlx migration source, in the dialect of one database.
 #[derive(Debug)]

@@ -1,5 +1,7 @@
 //! The `[memory]` section: long-term memory (recall into chat, the remember queue, search).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::{Problem, Section};
@@ -25,6 +27,12 @@ pub struct RawMemory {
     /// remembered turn for facts about the user, which update or supersede older memories.
     /// Unset: only the user's statements are remembered.
     pub extractor: Option<String>,
+    /// How often this replica reads the store's memory change feed and applies what other
+    /// replicas (sharing its database) changed to its index, in milliseconds (100..60000,
+    /// default 1000). Search and recall refuse to serve a stale index: after 10 intervals
+    /// without a successful read, search answers 503 `memory_unavailable` and recall is
+    /// skipped.
+    pub sync_interval_ms: Option<i64>,
 }
 
 /// Long-term memory settings.
@@ -43,6 +51,8 @@ pub struct MemoryConfig {
     /// `extractor`: the model that extracts facts (checked against the backends by the
     /// caller, which knows them).
     pub extractor: Option<String>,
+    /// `sync_interval_ms`.
+    pub sync_interval: Duration,
 }
 
 impl Default for MemoryConfig {
@@ -54,6 +64,7 @@ impl Default for MemoryConfig {
             queue: 10_000,
             embeddings: true,
             extractor: None,
+            sync_interval: Duration::from_millis(1000),
         }
     }
 }
@@ -81,6 +92,9 @@ impl MemoryConfig {
         }
         if let Some(v) = p.int_in("queue", raw.queue, 1, 1_000_000) {
             c.queue = size(v);
+        }
+        if let Some(v) = p.int_in("sync_interval_ms", raw.sync_interval_ms, 100, 60_000) {
+            c.sync_interval = Duration::from_millis(v);
         }
         if let Some(e) = raw.embeddings {
             c.embeddings = e;

@@ -11,6 +11,10 @@
 //! engine's inline stage (detectors and inline classifiers) scores `prompt-injection` at or
 //! above the pack's threshold for input is left out of the context, recorded as a decision on
 //! the request and logged by id, never with its text.
+//!
+//! When this replica's memory index is stale (its change feed unread for too long, see
+//! `memory_api`), nothing is recalled: the request goes on without memories, with the decision
+//! `recall`/`deny`/`memory_unavailable` on it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -87,14 +91,20 @@ pub(crate) async fn run(
         label: session.label(),
         namespace: None,
     };
-    let hits = service
+    let Ok(hits) = service
         .search(
             caller.principal.tenant.as_str(),
             &viewer,
             &query,
             config.recall_limit,
         )
-        .await;
+        .await
+    else {
+        // SECURITY: a stale index may still hold what another replica deleted: nothing is
+        // recalled rather than that; the request goes on without memories, and says so.
+        ctx.decide("recall", "deny", "memory_unavailable");
+        return Ok(true);
+    };
     if hits.is_empty() {
         ctx.decide("recall", "allow", "nothing_recalled");
         return Ok(true);

@@ -82,6 +82,21 @@ impl Gateway {
             data.join("enclave.db").display()
         );
         let config = Config::parse_with_env(&toml, env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        Gateway::launch(config, dir).await
+    }
+
+    /// A replica: a gateway on the data directory `data` (its master key) and the database
+    /// `url`, which other gateways may share.
+    pub(crate) async fn start_replica(extra: &str, data: &std::path::Path, url: &str) -> Gateway {
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[storage]\nurl = \"{url}\"\n{extra}",
+            data.display(),
+        );
+        let config = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        Gateway::launch(config, tempfile::tempdir().unwrap()).await
+    }
+
+    async fn launch(config: Config, dir: tempfile::TempDir) -> Gateway {
         let server = Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let app = Arc::clone(server.app());

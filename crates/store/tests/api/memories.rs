@@ -1,8 +1,8 @@
 //! Memories at rest: content, metadata and embedding sealed with the tenant's key and bound to
 //! their row; tenant-scoped reads and deletes; the paged listing the gateway rebuilds its
-//! index from — on SQLite and PostgreSQL.
+//! index from; the change feed every write appends to — on SQLite and PostgreSQL.
 
-use enclave_store::{MEMORY_PAGE, StoredMemory};
+use enclave_store::{MEMORY_PAGE, MemoryChange, MemoryChangeKind, StoredMemory};
 use sqlx::{AnyPool, Row};
 
 use crate::backends::{Db, each_backend};
@@ -231,6 +231,204 @@ async fn the_rebuild_listing_pages_through_every_tenant() {
             seen.iter().filter(|m| m.2.is_some()).count(),
             total.div_ceil(5)
         );
+    })
+    .await;
+}
+
+/// Tenant, memory id and kind of each change, in feed order.
+fn changes(feed: &[MemoryChange]) -> Vec<(String, String, MemoryChangeKind)> {
+    feed.iter()
+        .map(|c| (c.tenant.clone(), c.memory_id.clone(), c.kind))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_memory_write_appends_its_changes_to_the_feed() {
+    use MemoryChangeKind::{Delete, Embed, Put, Supersede};
+    each_backend(|db| async move {
+        let store = db.open().await;
+        assert_eq!(store.memory_changes_max_seq().await.unwrap(), 0);
+        assert!(store.memory_changes_after(0, 100).await.unwrap().is_empty());
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        store
+            .add_memory(&memory("mem_1", "agency-a", "canary-feed-1 first"))
+            .await
+            .unwrap();
+        store
+            .add_memory(&memory("mem_2", "agency-a", "second"))
+            .await
+            .unwrap();
+        // Writes that change nothing record nothing: a duplicate id, a missing row.
+        assert!(
+            store
+                .add_memory(&memory("mem_1", "agency-a", "again"))
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .set_memory_embedding("agency-a", "mem_1", &[1.0, 2.0])
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_memory_embedding("agency-b", "mem_1", &[1.0])
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .supersede_memory("agency-a", "mem_1", "mem_2")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .supersede_memory("agency-a", "mem_9", "mem_2")
+                .await
+                .unwrap()
+        );
+        assert!(store.delete_memory("agency-a", "mem_2").await.unwrap());
+        assert!(!store.delete_memory("agency-a", "mem_2").await.unwrap());
+        // Retention: one delete per purged memory.
+        let old = StoredMemory {
+            created_at: 1_000,
+            ..memory("mem_3", "agency-b", "old")
+        };
+        store.add_memory(&old).await.unwrap();
+        store
+            .add_memory(&memory("mem_4", "agency-b", "new"))
+            .await
+            .unwrap();
+        let purged = store
+            .purge_memories(|t| (t == "agency-b").then_some(10_000))
+            .await
+            .unwrap();
+        assert_eq!(purged, [("agency-b".to_owned(), "mem_3".to_owned())]);
+        // A shred: one delete per memory of the tenant.
+        for id in ["mem_5", "mem_6"] {
+            store
+                .add_memory(&memory(id, "agency-c", "shredded"))
+                .await
+                .unwrap();
+        }
+        let report = store.shred_tenant("agency-c").await.unwrap();
+        assert!(report.rows_deleted.contains(&("memories", 2)));
+
+        let feed = store.memory_changes_after(0, 100).await.unwrap();
+        let s = |t: &str, i: &str, k| (t.to_owned(), i.to_owned(), k);
+        let got = changes(&feed);
+        assert_eq!(got.len(), 12, "{got:?}");
+        assert_eq!(
+            got[..10],
+            [
+                s("agency-a", "mem_1", Put),
+                s("agency-a", "mem_2", Put),
+                s("agency-a", "mem_1", Embed),
+                s("agency-a", "mem_1", Supersede),
+                s("agency-a", "mem_2", Delete),
+                s("agency-b", "mem_3", Put),
+                s("agency-b", "mem_4", Put),
+                s("agency-b", "mem_3", Delete),
+                s("agency-c", "mem_5", Put),
+                s("agency-c", "mem_6", Put),
+            ]
+        );
+        // The shred's deletes come in no particular order.
+        let mut deletes = got[10..].to_vec();
+        deletes.sort();
+        assert_eq!(
+            deletes,
+            [
+                s("agency-c", "mem_5", Delete),
+                s("agency-c", "mem_6", Delete)
+            ]
+        );
+        assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(
+            store.memory_changes_max_seq().await.unwrap(),
+            feed.last().unwrap().seq
+        );
+        let before = i64::try_from(before).unwrap();
+        assert!(
+            feed.iter()
+                .all(|c| c.changed_at >= before && c.changed_at < before + 60_000)
+        );
+
+        // Ids only: no content in the feed's table.
+        let pool = raw(&db).await;
+        let rows = sqlx::query("SELECT tenant, memory_id, kind FROM memory_changes")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        for row in &rows {
+            for col in ["tenant", "memory_id", "kind"] {
+                let v: String = row.try_get(col).unwrap();
+                assert!(!v.contains("canary"), "{col}");
+            }
+        }
+        pool.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_change_feed_pages_in_seq_order_and_prunes_by_age() {
+    each_backend(|db| async move {
+        let store = db.open().await;
+        for i in 0..5 {
+            store
+                .add_memory(&memory(&format!("mem_{i}"), "agency-a", "fact"))
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.memory_changes_after(after, 2).await.unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            seen.extend(page);
+        }
+        assert_eq!(
+            seen.iter()
+                .map(|c| c.memory_id.as_str())
+                .collect::<Vec<_>>(),
+            ["mem_0", "mem_1", "mem_2", "mem_3", "mem_4"]
+        );
+        assert!(seen.windows(2).all(|w| w[0].seq < w[1].seq));
+        // A limit is clamped to at least one row.
+        assert_eq!(store.memory_changes_after(0, 0).await.unwrap().len(), 1);
+        assert_eq!(
+            store.memory_changes_first_since(0).await.unwrap(),
+            Some(seen[0].seq)
+        );
+        assert_eq!(
+            store.memory_changes_first_since(i64::MAX).await.unwrap(),
+            None
+        );
+
+        // The two oldest changes are made old; pruning takes exactly them.
+        let pool = raw(&db).await;
+        sqlx::query("UPDATE memory_changes SET changed_at = 5 WHERE seq <= $1")
+            .bind(seen[1].seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        assert_eq!(store.prune_memory_changes(10).await.unwrap(), 2);
+        assert_eq!(store.prune_memory_changes(10).await.unwrap(), 0);
+        let left = store.memory_changes_after(0, 100).await.unwrap();
+        assert_eq!(
+            left.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            seen[2..].iter().map(|c| c.seq).collect::<Vec<_>>()
+        );
+        assert_eq!(store.memory_changes_max_seq().await.unwrap(), seen[4].seq);
     })
     .await;
 }
