@@ -955,12 +955,8 @@ async fn replicas_sharing_a_database_see_each_others_memory_writes() {
     two_replicas(&data, &url).await;
 }
 
-/// The same on a fresh PostgreSQL database (`ENCLAVE_TEST_POSTGRES_URL`). Ignored: requests
-/// on PostgreSQL sometimes wait out the pool's 10 s acquire timeout, apparently on idle
-/// connections opened inside the audit writer's own runtime, which only runs while it appends
-/// (crates/store/src/audit_log.rs); run it with `--run-ignored all` once that is fixed.
+/// The same on a fresh PostgreSQL database (`ENCLAVE_TEST_POSTGRES_URL`).
 #[tokio::test]
-#[ignore = "PostgreSQL connections opened by the audit writer's runtime stall other runtimes"]
 async fn replicas_sharing_a_postgresql_database_see_each_others_memory_writes() {
     let Some(pg) = PgDatabase::create().await else {
         eprintln!("skipping: ENCLAVE_TEST_POSTGRES_URL is not set");
