@@ -244,11 +244,14 @@ impl App {
             ),
             None => None,
         };
-        let extractor = config
-            .memory
-            .extractor
-            .as_ref()
-            .map(|model| crate::extract::Extractor::new(Arc::clone(&router), model.clone()));
+        let extractor = config.memory.extractor.as_ref().map(|model| {
+            crate::extract::Extractor::new(
+                Arc::clone(&router),
+                model.clone(),
+                audit.clone(),
+                install.master_key().audit_digest_keys(),
+            )
+        });
         let memory = crate::memory_api::MemoryService::start(
             store.clone(),
             config.memory.clone(),

@@ -7,6 +7,12 @@
 //! label is ever sent the turn (SECURITY: never higher-labelled text to a lower backend); with
 //! none, nothing is extracted and the statement alone is kept.
 //!
+//! Every call is in the audit log like a request (route `memory_extract`, request id
+//! `mx_<statement id>`): a decision entry, durable before the turn is sent (none is sent while
+//! the log cannot write), and an outcome entry with the backend, status, tokens and keyed
+//! digests of what was sent and answered; a turn no accredited backend may receive gets one
+//! entry saying so.
+//!
 //! The model's answer is hostile input. [`parse_facts`] accepts exactly
 //! `{"facts": [{"text": "...", "replaces": "..." | null}]}` (optionally inside one Markdown code
 //! fence), bounded in size, count and length; anything else is refused whole and nothing of it
@@ -18,8 +24,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use enclave_api::json::Json;
 use enclave_api::{ChatRequest, ContentPolicy};
+use enclave_audit::{Decision, Event, KeyedDigest, Phase, RequestEvent, TokenCounts};
 use enclave_label::Label;
 use enclave_models::{Call, ChatAnswer, RouteError, Router};
+use enclave_store::AuditLog;
+use enclave_store::install::AuditDigestKeys;
 use tokio::time::Instant;
 
 /// Longest extractor answer read, in bytes.
@@ -151,6 +160,19 @@ fn bounded(s: &str) -> Result<String, FactsError> {
 pub struct Extractor {
     router: Arc<Router>,
     model: String,
+    audit: AuditLog,
+    digest_keys: AuditDigestKeys,
+}
+
+/// Whose turn is extracted, for its audit entries.
+#[derive(Clone, Copy, Debug)]
+pub struct Turn<'a> {
+    /// The remembered statement's id.
+    pub id: &'a str,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Its principal.
+    pub principal: &'a str,
 }
 
 /// What asking the extractor gave.
@@ -165,9 +187,20 @@ pub enum Extracted {
 }
 
 impl Extractor {
-    /// An extractor asking `model` through `router`.
-    pub fn new(router: Arc<Router>, model: String) -> Extractor {
-        Extractor { router, model }
+    /// An extractor asking `model` through `router`, recording each call in `audit` with
+    /// digests under the tenants' keys from `digest_keys`.
+    pub fn new(
+        router: Arc<Router>,
+        model: String,
+        audit: AuditLog,
+        digest_keys: AuditDigestKeys,
+    ) -> Extractor {
+        Extractor {
+            router,
+            model,
+            audit,
+            digest_keys,
+        }
     }
 
     /// The model's client-facing name.
@@ -177,23 +210,63 @@ impl Extractor {
 
     /// Asks for the facts of one turn at `label` (the turn's label: statement, answer and what
     /// was recalled into it).
-    pub async fn extract(&self, label: &Label, statement: &str, answer: Option<&str>) -> Extracted {
+    pub async fn extract(
+        &self,
+        turn: Turn<'_>,
+        label: &Label,
+        statement: &str,
+        answer: Option<&str>,
+    ) -> Extracted {
+        let started = Instant::now();
+        let mut entry = RequestEvent {
+            auth_method: Some("internal".to_owned()),
+            model: Some(self.model.clone()),
+            principal: Some(turn.principal.to_owned()),
+            request_id: format!("mx_{}", turn.id),
+            route: "memory_extract".to_owned(),
+            session_label: Some(label.banner()),
+            tenant: Some(turn.tenant.to_owned()),
+            ..RequestEvent::default()
+        };
         // SECURITY: the only path to a backend is through `candidates`, which keeps only the
         // backends whose accreditation dominates the label.
         let candidates = match self.router.candidates(&self.model, label) {
             Ok(c) => c,
-            Err(RouteError::NotAccredited(_)) => return Extracted::NoAccreditedBackend,
+            Err(RouteError::NotAccredited(_)) => {
+                entry
+                    .decisions
+                    .push(decision("routing", "deny", "not_accredited"));
+                entry.status = 403;
+                entry.error = Some("not_accredited".to_owned());
+                self.record(entry).await;
+                return Extracted::NoAccreditedBackend;
+            }
             Err(RouteError::UnknownModel(_)) => {
                 tracing::error!(model = %self.model, "the memory extractor's model has no backend");
                 return Extracted::Failed;
             }
         };
-        let Some(req) = self.request(statement, answer) else {
+        let Some((req, raw)) = self.request(statement, answer) else {
             return Extracted::Failed;
         };
+        let key = self.digest_keys.tenant_key(turn.tenant);
+        entry.prompt_hmac = Some(KeyedDigest::compute(&key, &raw));
+        entry
+            .decisions
+            .push(decision("memory_extract", "allow", "send"));
+        // The decision is durable before the turn leaves; while the log cannot write, nothing
+        // is sent (fail closed, as for requests).
+        let mut first = entry.clone();
+        first.phase = Some(Phase::Decision);
+        first.status = 200;
+        if self.audit.is_unavailable() || !self.record(first).await {
+            tracing::warn!("the audit log cannot write: the memory extractor was not asked");
+            return Extracted::Failed;
+        }
+        entry.phase = Some(Phase::Outcome);
         let deadline = Instant::now() + EXTRACT_TIMEOUT;
         let call = Call {
-            request_id: "memory-extractor".to_owned(),
+            request_id: entry.request_id.clone(),
             deadline,
         };
         let sent = self
@@ -201,33 +274,51 @@ impl Extractor {
             .send(&candidates, &self.model, deadline, |backend, model| {
                 backend.chat(&req, model, &call)
             });
-        let answer = match tokio::time::timeout(EXTRACT_TIMEOUT, sent).await {
-            Ok(Ok(s)) => s.answer,
+        let outcome = match tokio::time::timeout(EXTRACT_TIMEOUT, sent).await {
+            Ok(Ok(s)) => {
+                entry.backend = Some(s.backend.clone());
+                match s.answer {
+                    ChatAnswer::Whole(c) => Ok(c),
+                    ChatAnswer::Stream(st) => crate::respond::collect(st).await.map_err(|e| {
+                        tracing::warn!(error = %e, "the memory extractor failed mid-answer");
+                    }),
+                }
+            }
             Ok(Err(f)) => {
+                entry.backend = Some(f.backend.clone());
                 tracing::warn!(backend = %f.backend, error = %f.last, "the memory extractor failed");
-                return Extracted::Failed;
+                Err(())
             }
             Err(_) => {
                 tracing::warn!("the memory extractor did not answer in time");
-                return Extracted::Failed;
+                Err(())
             }
         };
-        let completion = match answer {
-            ChatAnswer::Whole(c) => c,
-            ChatAnswer::Stream(s) => match crate::respond::collect(s).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the memory extractor failed mid-answer");
-                    return Extracted::Failed;
-                }
-            },
+        let Ok(completion) = outcome else {
+            entry.status = 502;
+            entry.error = Some("upstream_error".to_owned());
+            entry.latency_ms = elapsed_ms(started);
+            self.record(entry).await;
+            return Extracted::Failed;
         };
         let text = completion
             .choices
             .first()
             .and_then(|c| c.content.as_deref())
             .unwrap_or_default();
-        match parse_facts(text) {
+        entry.output_hmac = Some(KeyedDigest::compute(&key, text.as_bytes()));
+        entry.tokens = completion.usage.map(|u| TokenCounts {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+        });
+        entry.latency_ms = elapsed_ms(started);
+        let parsed = parse_facts(text);
+        entry.status = if parsed.is_ok() { 200 } else { 502 };
+        if parsed.is_err() {
+            entry.error = Some("unusable_answer".to_owned());
+        }
+        self.record(entry).await;
+        match parsed {
             Ok(facts) => Extracted::Facts(facts),
             Err(e) => {
                 // Sizes and the reason only: never the model's text.
@@ -237,8 +328,19 @@ impl Extractor {
         }
     }
 
-    /// The chat request: the fixed prompt, then the turn.
-    fn request(&self, statement: &str, answer: Option<&str>) -> Option<ChatRequest> {
+    /// Appends `entry` and waits until it is durable; whether it was written.
+    async fn record(&self, entry: RequestEvent) -> bool {
+        match self.audit.append(Event::Request(entry)).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "the memory extractor's audit entry could not be written");
+                false
+            }
+        }
+    }
+
+    /// The chat request (the fixed prompt, then the turn) and its bytes.
+    fn request(&self, statement: &str, answer: Option<&str>) -> Option<(ChatRequest, Bytes)> {
         let clip = |s: &str| s.chars().take(MAX_TURN_CHARS).collect::<String>();
         let mut turn = format!("User: {}", clip(statement));
         if let Some(a) = answer {
@@ -255,14 +357,28 @@ impl Extractor {
             "temperature": 0,
         });
         let raw = Bytes::from(serde_json::to_vec(&body).ok()?);
-        match ChatRequest::parse(raw, &ContentPolicy::default()) {
-            Ok(r) => Some(r),
+        match ChatRequest::parse(raw.clone(), &ContentPolicy::default()) {
+            Ok(r) => Some((r, raw)),
             Err(e) => {
                 tracing::error!(error = %e, "the memory extractor's request did not parse");
                 None
             }
         }
     }
+}
+
+/// A decision of an extractor call's audit entry.
+fn decision(stage: &str, outcome: &str, code: &str) -> Decision {
+    Decision {
+        code: Some(code.to_owned()),
+        outcome: outcome.to_owned(),
+        stage: stage.to_owned(),
+    }
+}
+
+/// Milliseconds since `start`.
+fn elapsed_ms(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

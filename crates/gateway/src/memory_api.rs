@@ -783,7 +783,15 @@ async fn extract_facts(
     let Ok(label) = statement.label.parse::<Label>() else {
         return;
     };
-    let facts = match extractor.extract(&label, &statement.content, answer).await {
+    let turn = crate::extract::Turn {
+        id: &statement.id,
+        tenant: &statement.tenant,
+        principal: &statement.principal,
+    };
+    let facts = match extractor
+        .extract(turn, &label, &statement.content, answer)
+        .await
+    {
         Extracted::Facts(f) => f,
         Extracted::NoAccreditedBackend => {
             tracing::warn!(

@@ -841,7 +841,49 @@ async fn an_extractor_accredited_below_the_session_is_never_sent_the_turn() {
     let hits = search(&gw, &alice, Some("CONFIDENTIAL"), "harbor office").await;
     let fact = hits.iter().find(|h| from_extractor(h)).unwrap();
     assert_eq!(fact["classification"], "CONFIDENTIAL");
+
+    // Both turns are accounted for in the audit log: the SECRET one as not sent, the
+    // CONFIDENTIAL one by a decision entry before it was sent and an outcome after, with
+    // digests and never the text.
+    let entries = extractor_entries(&gw).await;
+    let refused: Vec<_> = entries
+        .iter()
+        .filter(|e| e["error"] == "not_accredited")
+        .collect();
+    assert_eq!(refused.len(), 1, "{entries:?}");
+    assert_eq!(refused[0]["status"], 403);
+    assert_eq!(refused[0]["session_label"], "SECRET");
+    assert!(refused[0]["backend"].is_null());
+    let sent: Vec<_> = entries.iter().filter(|e| e["phase"].is_string()).collect();
+    assert_eq!(sent.len(), 2, "{entries:?}");
+    assert_eq!(sent[0]["phase"], "decision");
+    assert_eq!(sent[1]["phase"], "outcome");
+    assert_eq!(sent[0]["request_id"], sent[1]["request_id"]);
+    assert_eq!(sent[1]["backend"], "facts");
+    assert_eq!(sent[1]["status"], 200);
+    assert_eq!(sent[1]["session_label"], "CONFIDENTIAL");
+    assert_eq!(sent[1]["tenant"], "agency-a");
+    assert!(sent[1]["prompt_hmac"].is_string() && sent[1]["output_hmac"].is_string());
+    for e in &entries {
+        assert_eq!(e["principal"], "alice");
+        assert!(!e.to_string().contains("harbor"), "no text in the log: {e}");
+    }
     gw.stop().await;
+}
+
+/// The `memory_extract` entries of the audit log, as JSON, in log order.
+async fn extractor_entries(gw: &Gateway) -> Vec<Value> {
+    gw.app
+        .store
+        .audit_rows(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|row| {
+            let v: Value = serde_json::from_str(&row.entry).unwrap();
+            (v["request"]["route"] == "memory_extract").then(|| v["request"].clone())
+        })
+        .collect()
 }
 
 #[tokio::test]
