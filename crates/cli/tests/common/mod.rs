@@ -38,9 +38,37 @@ pub(crate) fn ok(config: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A running `enclave serve`, killed when dropped: a test that fails half-way leaves no server
+/// behind holding its port and database connections.
+pub(crate) struct Served(Child);
+
+impl std::ops::Deref for Served {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // A child already waited for is not signalled again (std keeps its status).
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `enclave serve` and returns it with its address; its log is drained in the
 /// background, warnings and errors copied to the test's stderr.
-pub(crate) fn serve(config: &Path) -> (Child, String) {
+pub(crate) fn serve(config: &Path) -> (Served, String) {
     let mut child = enclave(config)
         .args(["serve", "--log-format", "json"])
         .stderr(Stdio::piped())
@@ -71,5 +99,5 @@ pub(crate) fn serve(config: &Path) -> (Child, String) {
             }
         }
     });
-    (child, addr.expect("the listening line"))
+    (Served(child), addr.expect("the listening line"))
 }
