@@ -158,17 +158,14 @@ impl AuditLog {
             Some(path) => Some(SqliteAppender::open(path)?),
             None => None,
         };
-        // SECURITY: the store's pool returns a connection from a task it spawns when the
-        // connection is dropped. A current-thread runtime driven only inside the writer's
-        // `block_on` calls would leave those tasks unrun between commits, holding the pool's
-        // connections (measured: PostgreSQL requests timed out waiting for a connection while
-        // the database showed them idle). A worker thread of its own keeps them running.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("enclave-audit-io")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::AuditLog(format!("starting the audit writer: {e}")))?;
+        // SECURITY: the writer's async store calls run on the runtime that started the log
+        // (polled on the writer's thread with `Handle::block_on`), not on a runtime of its own:
+        // the pool's connections register their sockets with the runtime that opens them, and
+        // the pool takes a dropped connection back in a task it spawns. On a private runtime
+        // those tasks did not run between commits (PostgreSQL requests then timed out waiting
+        // for a connection the database showed idle), and the connections it opened died with
+        // it at shutdown while the pool still handed them out.
+        let runtime = tokio::runtime::Handle::current();
         let (jobs, rx) = mpsc::channel();
         let mut worker = Writer {
             state: Arc::clone(&state),
@@ -345,9 +342,10 @@ struct Writer {
     /// The writer's own connection to a SQLite store's file; `None` on PostgreSQL (and for a
     /// SQLite database in memory), where appends go through the pool.
     appender: Option<SqliteAppender>,
-    /// Runs the store's async operations (checkpoints, reads, PostgreSQL appends): each is
-    /// polled on the writer's thread, the tasks they spawn and the I/O on the runtime's worker.
-    runtime: tokio::runtime::Runtime,
+    /// The runtime that started the log: the store's async operations (checkpoints, reads,
+    /// PostgreSQL appends) are polled on the writer's thread, their I/O and the tasks they
+    /// spawn run on it.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Writer {
@@ -358,6 +356,19 @@ impl Writer {
         let mut next_retry: Option<Instant> = None;
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         loop {
+            // Timers first, however the writer woke: under a steady stream of appends the queue
+            // is never empty long enough to time out, and checkpoints must still be made.
+            let now = Instant::now();
+            if next_retry.is_some_and(|r| r <= now) {
+                // Nobody may be asking (a load balancer stopped sending requests when
+                // /readyz failed): try to write the outage's own entry.
+                self.record_outage_end(true);
+                next_retry = self.outage_since.map(|_| now + OUTAGE_RETRY);
+            }
+            if next_checkpoint <= now {
+                self.checkpoint().ok();
+                next_checkpoint = Instant::now() + interval;
+            }
             let due = next_retry.map_or(next_checkpoint, |r| r.min(next_checkpoint));
             match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(job) => {
@@ -369,20 +380,7 @@ impl Writer {
                         }
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    if next_retry.is_some_and(|r| r <= now) {
-                        // Nobody may be asking (a load balancer stopped sending requests when
-                        // /readyz failed): try to write the outage's own entry.
-                        self.record_outage_end(true);
-                        next_retry = self.outage_since.map(|_| now + OUTAGE_RETRY);
-                    }
-                    if next_checkpoint <= now {
-                        self.checkpoint().ok();
-                        next_checkpoint = Instant::now() + interval;
-                    }
-                    continue;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Every handle is gone: nothing more can arrive.
                     self.checkpoint().ok();

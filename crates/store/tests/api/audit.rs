@@ -365,6 +365,43 @@ async fn the_writer_fails_closed_while_the_table_is_gone_and_recovers() {
 }
 
 #[tokio::test]
+async fn checkpoints_are_made_on_time_under_a_steady_stream_of_appends() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let log = AuditLog::start(store.clone(), signer(), config(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        // 64 appenders that keep the queue from ever running dry for 2.5 checkpoint intervals.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..64 {
+            let (log, stop) = (log.clone(), std::sync::Arc::clone(&stop));
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    log.append(request(&format!("w{w}-{n}")).event)
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // Read while the stream still flows: a checkpoint of a non-empty log exists.
+        let during = store.latest_audit_checkpoint().await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        log.shutdown().await;
+        let during = during.expect("no checkpoint was made while appends kept coming");
+        assert!(during.size > 0, "{during:?}");
+        verify(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_outage_ends_without_requests_and_is_recorded() {
     each_backend(|db: Db| async move {
         let store = db.open().await;
