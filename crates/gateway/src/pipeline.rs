@@ -311,19 +311,7 @@ async fn run(
         Route::CreateResponse => create_response(ctx, peer, req).await,
         Route::CreateConversation => create_conversation(ctx, peer, req).await,
         Route::AddItems(id) => add_items(ctx, peer, req, id).await,
-        // `POST /v1/conversations/{id}`: as adding items, with the new metadata as the content.
-        Route::UpdateConversation(id) => {
-            let path = req.uri().path().to_owned();
-            let (parts, incoming) = req.into_parts();
-            let raw = enter(ctx, peer, &parts.headers, incoming).await?;
-            let request = enclave_api::ConversationUpdate::parse(&raw).map_err(ApiError::from)?;
-            stage::label::content(ctx, &request.text)?;
-            state_role(ctx)?;
-            stage::screen::input(ctx, &request.text).await?;
-            let (object, label) =
-                responses::update_conversation(ctx, id.of(&path), &request).await?;
-            Ok(json(StatusCode::OK, &object, Some(label)))
-        }
+        Route::UpdateConversation(id) => update_conversation(ctx, peer, req, id).await,
         Route::GetResponse(_)
         | Route::DeleteResponse(_)
         | Route::ListInputItems(_)
@@ -588,6 +576,24 @@ async fn add_items(
     state_role(ctx)?;
     stage::screen::input(ctx, &request.text).await?;
     let (object, label) = responses::add_items(ctx, id.of(&path), &request).await?;
+    Ok(json(StatusCode::OK, &object, Some(label)))
+}
+
+/// `POST /v1/conversations/{id}`: as adding items, with the new metadata as the content.
+async fn update_conversation(
+    ctx: &mut RequestCtx,
+    peer: &PeerCert,
+    req: Request<hyper::body::Incoming>,
+    id: PathId,
+) -> Result<Reply, Exit> {
+    let path = req.uri().path().to_owned();
+    let (parts, incoming) = req.into_parts();
+    let raw = enter(ctx, peer, &parts.headers, incoming).await?;
+    let request = enclave_api::ConversationUpdate::parse(&raw).map_err(ApiError::from)?;
+    stage::label::content(ctx, &request.text)?;
+    state_role(ctx)?;
+    stage::screen::input(ctx, &request.text).await?;
+    let (object, label) = responses::update_conversation(ctx, id.of(&path), &request).await?;
     Ok(json(StatusCode::OK, &object, Some(label)))
 }
 

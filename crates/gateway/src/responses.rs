@@ -469,6 +469,16 @@ pub(crate) async fn get_response(
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(Value, Label), ApiError> {
+    let (doc, label) = visible_response(ctx, id).await?;
+    Ok((doc["response"].clone(), label))
+}
+
+/// The stored document of response `id` and its label, if the caller may see it.
+///
+/// # Errors
+///
+/// 404 `not_found`; 503 when the store fails.
+async fn visible_response(ctx: &mut RequestCtx, id: &str) -> Result<(Value, Label), ApiError> {
     let (tenant, _) = who(ctx)?;
     let session = session(ctx)?;
     let found = ctx
@@ -485,7 +495,7 @@ pub(crate) async fn get_response(
         ApiError::internal()
     })?;
     let label = r.label.parse::<Label>().map_err(|_| ApiError::internal())?;
-    Ok((doc["response"].clone(), label))
+    Ok((doc, label))
 }
 
 /// The input items of the stored response `id` (a page of them), if the caller may see the
@@ -503,22 +513,7 @@ pub(crate) async fn list_input_items(
     id: &str,
     page: &Page,
 ) -> Result<(Value, Label), ApiError> {
-    let (tenant, _) = who(ctx)?;
-    let session = session(ctx)?;
-    let found = ctx
-        .app
-        .store
-        .response(&tenant, id, &session)
-        .await
-        .map_err(|e| store_failed(&e))?;
-    let Some(r) = found else {
-        return Err(not_found(ctx, "response", None));
-    };
-    let label = r.label.parse::<Label>().map_err(|_| ApiError::internal())?;
-    let doc: Value = serde_json::from_slice(&r.body).map_err(|e| {
-        tracing::error!(error = %e, "a stored response does not parse");
-        ApiError::internal()
-    })?;
+    let (doc, label) = visible_response(ctx, id).await?;
     let mut history: Vec<Item> = serde_json::from_value(doc["history"].clone()).map_err(|e| {
         tracing::error!(error = %e, "a stored response's history does not parse");
         ApiError::internal()
