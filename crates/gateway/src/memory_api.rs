@@ -474,6 +474,11 @@ impl MemoryService {
         })
     }
 
+    /// Whether remembered turns are given their answers (an extractor is configured).
+    pub fn reads_answers(&self) -> bool {
+        self.extractor.is_some()
+    }
+
     fn enqueue(&self, job: Job) -> bool {
         match self.jobs.try_send(job) {
             Ok(()) => true,

@@ -440,7 +440,10 @@ async fn chat(
         (answer, false) => {
             let mut whole = whole_answer(answer).await?;
             screen.whole(ctx, &mut whole).await?;
-            answer_text = stage::remember::answer_text(&whole).map(str::to_owned);
+            // Copied only for the extractor (the answer moves into the reply below).
+            if memory_on && ctx.app.memory.reads_answers() {
+                answer_text = stage::remember::answer_text(&whole).map(str::to_owned);
+            }
             Reply::Whole {
                 status: StatusCode::OK,
                 content_type: "application/json",
