@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use enclave_local::embed::Embedder;
 use enclave_local::weights::ModelsDir;
-use enclave_safety::contextual::{MAX_WINDOWS, WindowEmbeddings, windows};
+use enclave_safety::contextual::{MAX_WINDOWS, WindowEmbeddings, segments, windows};
 use enclave_safety::train::Example;
 use enclave_safety::{ContextualModel, Embed};
 
@@ -51,6 +51,11 @@ pub(crate) fn load_model(file: Option<&PathBuf>) -> Result<ContextualModel, Fail
 /// FNV-1a over every text, so a cache made for other data is not read.
 fn fingerprint(examples: &[Example]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // What is embedded per text: windows, then clause pairs (a cache of windows alone is stale).
+    for b in b"segments-2" {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
     for e in examples {
         for b in e.text.bytes().chain([0xff]) {
             h ^= u64::from(b);
@@ -82,7 +87,12 @@ pub(crate) fn embed_examples(
         let mut texts: Vec<&str> = Vec::new();
         let mut counts = Vec::new();
         for e in chunk {
-            let ws = windows(&e.text);
+            // Windows and clause pairs as the engine embeds them; a text with more than
+            // MAX_WINDOWS of those, its windows alone (the heads train on windows first).
+            let mut ws = segments(&e.text);
+            if ws.len() > MAX_WINDOWS {
+                ws = windows(&e.text);
+            }
             let keep = enclave_safety::contextual::training_windows(ws.len(), MAX_WINDOWS);
             counts.push(keep.len());
             texts.extend(keep.iter().filter_map(|&i| ws.get(i).copied()));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use enclave_safety::train::{self, Example, Split, TrainConfig};
-use enclave_safety::{Engine, NgramModel};
+use enclave_safety::{Category, Engine, NgramModel};
 
 use enclave_safety::contextual::{ContextualConfig, train_contextual};
 
@@ -71,7 +71,15 @@ pub(crate) enum SafetyCommand {
         /// Contextual heads to evaluate instead of the ones compiled in.
         #[arg(long, value_name = "FILE", requires = "models")]
         contextual: Option<PathBuf>,
+        /// Also list the test split's misses and false positives for this category (on
+        /// stderr: score and text).
+        #[arg(long, value_name = "CATEGORY", value_parser = parse_category)]
+        errors: Option<Category>,
     },
+}
+
+fn parse_category(name: &str) -> Result<Category, String> {
+    Category::parse(name).ok_or_else(|| format!("unknown category `{name}`"))
 }
 
 /// `--models -` means "locate it as the gateway does".
@@ -192,6 +200,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
             pack_file,
             models,
             contextual,
+            errors,
         } => {
             let examples = load(&data)?;
             let pack = load_pack(pack.as_deref(), pack_file.as_ref())?;
@@ -212,6 +221,12 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                 .map_err(|e| Failure::machinery(e.to_string()))?,
                 None => Engine::new(pack, vec![Box::new(ngram)]),
             };
+            if let Some(c) = errors {
+                for (missed, p, text) in train::errors(&engine, &examples, c) {
+                    let kind = if missed { "missed" } else { "false positive" };
+                    eprintln!("{kind} {p:.3}: {}", text.replace('\n', " "));
+                }
+            }
             Ok(train::evaluate(&engine, &examples).to_markdown())
         }
     }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::action::{Action, Direction};
 use crate::category::{Category, Scores};
 use crate::classifier::{Classifier, Embed};
-use crate::contextual::{ContextualModel, MAX_WINDOWS, windows};
+use crate::contextual::{ContextualModel, MAX_WINDOWS, segments};
 use crate::detect::{Finding, detect, floor_boundary};
 use crate::ngram::{ModelError, NgramModel};
 use crate::pack::{Pack, PackError};
@@ -359,7 +359,7 @@ impl Engine {
         let Some(ctx) = self.inner.contextual.as_ref().filter(|_| inline.uncertain) else {
             return (inline.scores, inline.findings, Vec::new(), false);
         };
-        let mut wins = windows(text);
+        let mut wins = segments(text);
         if wins.len() > MAX_WINDOWS {
             // Too long to embed whole: the windows the inline classifiers find most suspect
             // (for the categories with heads), in text order.

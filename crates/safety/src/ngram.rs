@@ -12,7 +12,8 @@
 //!
 //! Long texts are read whole: the text is cut into blocks of [`BLOCK_BYTES`] by word start, each
 //! window is two adjacent blocks (windows overlap by half), and a category's score is the maximum
-//! over windows. Cost is linear in the length.
+//! over windows — and over the text's [`clause_pairs`](crate::contextual::clause_pairs) (pairs of adjacent sentences), so one
+//! harmful sentence among ordinary ones is not diluted by them. Cost is linear in the length.
 //!
 //! The weights are stored quantized to `i8` with one scale per category; a category's logit is
 //! `bias + scale · Σ w / √n`, and its calibrated probability is `σ(a · logit + b)` (Platt scaling
@@ -22,6 +23,7 @@ use enclave_label::fold;
 
 use crate::category::{Category, Scores};
 use crate::classifier::Classifier;
+use crate::contextual::sentence_ends;
 
 /// The file's first bytes.
 pub(crate) const MAGIC: &[u8; 8] = b"ENCLNG01";
@@ -168,12 +170,41 @@ pub(crate) fn words(text: &str) -> (String, Vec<(usize, usize)>) {
 pub(crate) struct Blocks {
     /// Per block: the feature hashes.
     pub(crate) blocks: Vec<Vec<u32>>,
+    /// Where each sentence's features start (block, offset), then where the last one's end;
+    /// sentences as [`clause_pairs`](crate::contextual::clause_pairs) cuts them.
+    sentences: Vec<(usize, usize)>,
+}
+
+impl Blocks {
+    /// The features of each pair of adjacent sentences when there are three or more (the
+    /// n-gram side of [`clause_pairs`](crate::contextual::clause_pairs): slices of the blocks,
+    /// so no word is featurized twice), appended to `out` one pair at a time.
+    #[cfg(test)]
+    fn for_each_pair(&self, out: &mut Vec<u32>, mut f: impl FnMut(&[u32])) {
+        if self.sentences.len() < 4 {
+            return;
+        }
+        for w in self.sentences.windows(3) {
+            let [(b0, o0), _, (b1, o1)] = *w else {
+                continue;
+            };
+            out.clear();
+            for (b, block) in self.blocks.iter().enumerate().take(b1 + 1).skip(b0) {
+                let lo = if b == b0 { o0 } else { 0 };
+                let hi = if b == b1 { o1 } else { block.len() };
+                out.extend_from_slice(block.get(lo..hi).unwrap_or_default());
+            }
+            f(out);
+        }
+    }
 }
 
 pub(crate) fn featurize(text: &str, block_bytes: usize) -> Blocks {
     let (folded, spans) = words(text);
+    let ends = sentence_ends(&folded);
     let bytes = folded.as_bytes();
     let mut blocks: Vec<Vec<u32>> = vec![Vec::new()];
+    let mut sentences = vec![(0usize, 0usize)];
     let mut block_start = 0usize;
     let mut prev: Option<&[u8]> = None;
     for (s, e) in spans {
@@ -184,12 +215,22 @@ pub(crate) fn featurize(text: &str, block_bytes: usize) -> Blocks {
             blocks.push(Vec::new());
             block_start = s;
         }
+        let here = (blocks.len() - 1, blocks.last().map_or(0, Vec::len));
+        while sentences.len() < ends.len()
+            && ends.get(sentences.len() - 1).is_some_and(|&end| s >= end)
+        {
+            sentences.push(here);
+        }
         if let Some(cur) = blocks.last_mut() {
             word_features(word, prev, cur);
         }
         prev = Some(word);
     }
-    Blocks { blocks }
+    let end = (blocks.len() - 1, blocks.last().map_or(0, Vec::len));
+    while sentences.len() < ends.len() + 1 {
+        sentences.push(end);
+    }
+    Blocks { blocks, sentences }
 }
 
 /// Features of a whole text as one vector (training): the hashes, concatenated.
@@ -384,6 +425,14 @@ impl NgramModel {
             }
             present
         });
+        self.finish_logits(&acc, present, out);
+    }
+
+    /// The logits from the summed weight rows `acc` of `present` distinct buckets.
+    fn finish_logits(&self, acc: &[i32], present: usize, out: &mut Vec<f32>) {
+        out.clear();
+        let k = self.heads.len();
+        let mask = (1u32 << self.buckets_log2) - 1;
         #[expect(
             clippy::cast_precision_loss,
             reason = "feature counts and sums are far below 2^24"
@@ -391,10 +440,91 @@ impl NgramModel {
         let norm = 1.0 / (present as f32 + NORM_SMOOTHING).sqrt();
         let pad_at = (pad_feature() & mask) as usize * k;
         let pad = self.weights.get(pad_at..pad_at + k).unwrap_or(&[]);
-        for (i, (h, a)) in self.heads.iter().zip(&acc).enumerate() {
+        for (i, (h, a)) in self.heads.iter().zip(acc).enumerate() {
             #[expect(clippy::cast_precision_loss, reason = "sums are far below 2^24")]
             let s = *a as f32 + f32::from(pad.get(i).copied().unwrap_or(0)) * NORM_SMOOTHING.sqrt();
             out.push(h.bias + h.scale * s * norm);
+        }
+    }
+
+    /// Calls `f` with the logits of each pair of adjacent sentences of `featurized` (three or
+    /// more sentences; see [`clause_pairs`](crate::contextual::clause_pairs)), exactly as
+    /// [`NgramModel::logits`] would score the pair's features, at about the cost of reading
+    /// the text once: each sentence's distinct buckets are summed once, and a pair's sum is
+    /// its two sentences' less the rows of the buckets they share.
+    fn pair_logits(&self, featurized: &Blocks, mut f: impl FnMut(&[f32])) {
+        let k = self.heads.len();
+        let sentences = &featurized.sentences;
+        if k == 0 || sentences.len() < 4 {
+            return;
+        }
+        let mask = (1u32 << self.buckets_log2) - 1;
+        let row = |bucket: u32| {
+            let b = bucket as usize * k;
+            self.weights.get(b..b + k).unwrap_or(&[])
+        };
+        // Per sentence: its distinct buckets (sorted) and the sum of their rows.
+        let mut buckets: Vec<Vec<u32>> = Vec::with_capacity(sentences.len() - 1);
+        let mut sums: Vec<Vec<i32>> = Vec::with_capacity(sentences.len() - 1);
+        for w in sentences.windows(2) {
+            let [(b0, o0), (b1, o1)] = *w else {
+                continue;
+            };
+            let mut set: Vec<u32> = Vec::new();
+            for (b, block) in featurized.blocks.iter().enumerate().take(b1 + 1).skip(b0) {
+                let lo = if b == b0 { o0 } else { 0 };
+                let hi = if b == b1 { o1 } else { block.len() };
+                set.extend(
+                    block
+                        .get(lo..hi)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|f| f & mask),
+                );
+            }
+            set.sort_unstable();
+            set.dedup();
+            let mut sum = vec![0i32; k];
+            for &bucket in &set {
+                for (a, w) in sum.iter_mut().zip(row(bucket)) {
+                    *a += i32::from(*w);
+                }
+            }
+            buckets.push(set);
+            sums.push(sum);
+        }
+        let mut acc = vec![0i32; k];
+        let mut out = Vec::with_capacity(k);
+        for i in 0..buckets.len().saturating_sub(1) {
+            let (Some(a), Some(b), Some(sa), Some(sb)) = (
+                buckets.get(i),
+                buckets.get(i + 1),
+                sums.get(i),
+                sums.get(i + 1),
+            ) else {
+                continue;
+            };
+            for ((x, y), z) in acc.iter_mut().zip(sa).zip(sb) {
+                *x = y + z;
+            }
+            // Buckets in both sentences count once (presence, as in `logits`).
+            let (mut p, mut q, mut shared) = (0usize, 0usize, 0usize);
+            while let (Some(&u), Some(&v)) = (a.get(p), b.get(q)) {
+                match u.cmp(&v) {
+                    std::cmp::Ordering::Less => p += 1,
+                    std::cmp::Ordering::Greater => q += 1,
+                    std::cmp::Ordering::Equal => {
+                        shared += 1;
+                        for (x, w) in acc.iter_mut().zip(row(u)) {
+                            *x -= i32::from(*w);
+                        }
+                        p += 1;
+                        q += 1;
+                    }
+                }
+            }
+            self.finish_logits(&acc, a.len() + b.len() - shared, &mut out);
+            f(&out);
         }
     }
 
@@ -417,7 +547,8 @@ impl NgramModel {
 
     /// The window-maximum of the calibrated probabilities, per head.
     pub fn score_heads(&self, text: &str) -> Vec<f32> {
-        let blocks = featurize(text, BLOCK_BYTES).blocks;
+        let featurized = featurize(text, BLOCK_BYTES);
+        let blocks = &featurized.blocks;
         let mut best = vec![0.0f32; self.heads.len()];
         let mut logits = Vec::new();
         let mut window = Vec::new();
@@ -432,6 +563,11 @@ impl NgramModel {
                 *b = b.max(p);
             }
         }
+        self.pair_logits(&featurized, |logits| {
+            for (b, p) in best.iter_mut().zip(self.calibrate(logits)) {
+                *b = b.max(p);
+            }
+        });
         best
     }
 }
@@ -651,10 +787,73 @@ mod tests {
         }
     }
 
+    /// Each clause pair's logits, summed per sentence, equal the logits of the pair's
+    /// features read afresh.
+    fn pairs_as_reference(m: &NgramModel, text: &str) {
+        let featurized = featurize(text, BLOCK_BYTES);
+        let mut want = Vec::new();
+        let mut window = Vec::new();
+        featurized.for_each_pair(&mut window, |pair| want.push(reference_logits(m, pair)));
+        let mut got = Vec::new();
+        m.pair_logits(&featurized, |l| got.push(l.to_vec()));
+        assert_eq!(got, want, "{text:?}");
+        let folded = words(text).0;
+        assert_eq!(
+            got.len(),
+            crate::contextual::clause_pairs(&folded).len(),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn clause_pairs_are_scored_as_their_own_features_also_across_blocks() {
+        let m = builtin();
+        let sentence = "Track the phone of the reporter who lives next door and log it. ";
+        // About 6,000 bytes: sentences cross the 2,048-byte block boundaries.
+        let long: String = (0..90)
+            .map(|i| {
+                format!(
+                    "{i} {}",
+                    if i % 7 == 0 {
+                        sentence
+                    } else {
+                        "The budget memo is due on Friday! "
+                    }
+                )
+            })
+            .collect();
+        pairs_as_reference(&m, &long);
+        pairs_as_reference(&m, "One. Two! Three? Four; five\nsix.");
+        pairs_as_reference(&m, "");
+        // A harmful sentence between ordinary ones scores higher than the whole text does.
+        let text = "Please convert this table to CSV today. Write a script that tracks my \
+                    ex-wife's phone location every hour without her knowing. Finally, fix the \
+                    typo in the header row.";
+        let mut whole = Vec::new();
+        m.logits(&features_whole(text), &mut whole);
+        let mut best_pair = vec![f32::NEG_INFINITY; whole.len()];
+        m.pair_logits(&featurize(text, BLOCK_BYTES), |l| {
+            for (b, x) in best_pair.iter_mut().zip(l) {
+                *b = b.max(*x);
+            }
+        });
+        let at = m
+            .heads()
+            .iter()
+            .position(|h| h.category == Category::SurveillanceUsPersons)
+            .unwrap();
+        assert!(best_pair[at] > whole[at], "{best_pair:?} vs {whole:?}");
+    }
+
     proptest::proptest! {
         #[test]
         fn the_fast_path_equals_the_reference_on_any_text(text in "\\PC{0,400}") {
             same_as_reference(&builtin(), &text);
+        }
+
+        #[test]
+        fn pair_logits_equal_the_reference(text in "([a-zA-Z0-9 ,']{0,40}[.!?;\\n] ?){0,16}") {
+            pairs_as_reference(&builtin(), &text);
         }
     }
 }

@@ -631,6 +631,30 @@ pub struct Report {
     pub test_contextual: f64,
 }
 
+/// The test split's errors for `category` at the pack's input threshold: each text the engine
+/// scored under it though labelled positive (`missed` true), or at or over it though labelled
+/// negative, with its score — for reading what the model gets wrong (`enclave safety eval
+/// --errors CATEGORY`).
+pub fn errors<'a>(
+    engine: &Engine,
+    examples: &'a [Example],
+    category: Category,
+) -> Vec<(bool, f32, &'a str)> {
+    let threshold = engine
+        .pack()
+        .rule(crate::Direction::Input, category)
+        .threshold;
+    examples
+        .iter()
+        .filter(|e| e.split == Split::Test && !e.is_heldout())
+        .filter_map(|e| {
+            let y = e.label(category)?;
+            let p = engine.score(&e.text).0.get(category);
+            (y != (p >= threshold)).then_some((y, p, e.text.as_str()))
+        })
+        .collect()
+}
+
 /// Evaluates `engine` (detectors, model and pack thresholds, direction input) on the test split
 /// and the held-out benign texts.
 pub fn evaluate(engine: &Engine, examples: &[Example]) -> Report {
