@@ -42,7 +42,8 @@ pub(crate) enum SafetyCommand {
         /// A file to keep the training texts' embeddings in between runs (they take minutes).
         #[arg(long, value_name = "FILE")]
         embed_cache: Option<PathBuf>,
-        /// The contextual stage's uncertainty band, lower end.
+        /// The lowest lower end of a category's uncertainty band (each is fitted on the
+        /// calibration split, at or above this).
         #[arg(long, default_value_t = ContextualConfig::default().band_lo)]
         band_lo: f32,
         /// The contextual stage's uncertainty band, upper end.
@@ -159,8 +160,8 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                 for h in ctx.heads() {
                     let _ = writeln!(
                         report,
-                        "  {}: fusion inline {:.3}, context {:.3}, bias {:.3}",
-                        h.category, h.fuse_inline, h.fuse_context, h.fuse_bias
+                        "  {}: fusion inline {:.3}, context {:.3}, bias {:.3}; band from {:.3}",
+                        h.category, h.fuse_inline, h.fuse_context, h.fuse_bias, h.band_lo
                     );
                 }
             }

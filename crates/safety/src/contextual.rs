@@ -32,7 +32,7 @@ pub const WINDOW_OVERLAP: usize = 200;
 /// by their inline score and the highest embedded (the inline stages still read all of it).
 pub const MAX_WINDOWS: usize = 32;
 
-const MAGIC: &[u8; 8] = b"ENCCTX01";
+const MAGIC: &[u8; 8] = b"ENCCTX02";
 
 /// One category's head and fusion weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,16 +49,21 @@ pub struct DenseHead {
     pub fuse_context: f32,
     /// Fusion: bias.
     pub fuse_bias: f32,
+    /// The lower end of this category's uncertainty band: an inline score at or over it (and
+    /// under the model's `band_hi`) sends the text to the stage. Fitted per category on the
+    /// calibration split (see [`train_contextual`]).
+    pub band_lo: f32,
 }
 
 /// The trained heads and the uncertainty band.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContextualModel {
     dims: usize,
-    /// A text goes to the contextual stage when some head's category has an inline score at or
-    /// over this…
+    /// The lowest band any head may have (training's floor; each head has its own
+    /// [`DenseHead::band_lo`]).
     pub band_lo: f32,
-    /// …and under this.
+    /// A text goes to the contextual stage when some head's category has an inline score at or
+    /// over that head's `band_lo` and under this.
     pub band_hi: f32,
     heads: Vec<DenseHead>,
 }
@@ -100,10 +105,14 @@ impl ContextualModel {
 
     /// Whether inline `scores` leave some head's category uncertain.
     pub fn uncertain(&self, scores: &Scores) -> bool {
-        self.heads.iter().any(|h| {
-            let p = scores.get(h.category);
-            p >= self.band_lo && p < self.band_hi
-        })
+        self.heads
+            .iter()
+            .any(|h| self.in_band(h, scores.get(h.category)))
+    }
+
+    /// Whether an inline score `p` of `head`'s category lies in its band.
+    pub fn in_band(&self, head: &DenseHead, p: f32) -> bool {
+        p >= head.band_lo && p < self.band_hi
     }
 
     /// The heads' raw logits for one embedding.
@@ -158,7 +167,13 @@ impl ContextualModel {
             let name = h.category.as_str().as_bytes();
             out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
             out.extend_from_slice(name);
-            for v in [h.bias, h.fuse_inline, h.fuse_context, h.fuse_bias] {
+            for v in [
+                h.bias,
+                h.fuse_inline,
+                h.fuse_context,
+                h.fuse_bias,
+                h.band_lo,
+            ] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
             for w in &h.weights {
@@ -195,8 +210,13 @@ impl ContextualModel {
                 .map_err(|_| ContextualError("a category name is not UTF-8".into()))?;
             let category = Category::parse(name)
                 .ok_or_else(|| ContextualError(format!("unknown category {name:?}")))?;
-            let (bias, fuse_inline, fuse_context, fuse_bias) =
-                (r.f32()?, r.f32()?, r.f32()?, r.f32()?);
+            let (bias, fuse_inline, fuse_context, fuse_bias, head_lo) =
+                (r.f32()?, r.f32()?, r.f32()?, r.f32()?, r.f32()?);
+            if !(band_lo..=band_hi).contains(&head_lo) {
+                return Err(ContextualError(format!(
+                    "{name}: band from {head_lo} is outside {band_lo}..{band_hi}"
+                )));
+            }
             let weights = (0..dims).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?;
             heads.push(DenseHead {
                 category,
@@ -205,6 +225,7 @@ impl ContextualModel {
                 fuse_inline,
                 fuse_context,
                 fuse_bias,
+                band_lo: head_lo,
             });
         }
         if !r.0.is_empty() {
@@ -353,8 +374,14 @@ pub struct ContextualConfig {
     pub seed: u64,
     /// Train at most this many windows of one text (the first and last halves).
     pub windows_per_text: usize,
-    /// The uncertainty band's lower end.
+    /// The lowest lower end of a category's uncertainty band.
     pub band_lo: f32,
+    /// The highest lower end of a category's uncertainty band.
+    pub band_lo_max: f32,
+    /// A category's band starts at this quantile of the inline scores of the calibration
+    /// positives the stage raises to at least [`BAND_REFERENCE`] (clamped to
+    /// `band_lo..=band_lo_max`).
+    pub band_quantile: f32,
     /// The uncertainty band's upper end.
     pub band_hi: f32,
     /// Categories need at least this many positive texts in the train split to get a head.
@@ -372,6 +399,8 @@ impl Default for ContextualConfig {
             seed: 0xc0de_2026,
             windows_per_text: 4,
             band_lo: 0.1,
+            band_lo_max: 0.5,
+            band_quantile: 0.1,
             band_hi: 0.95,
             min_positives: 20,
         }
@@ -463,6 +492,7 @@ pub fn train_contextual(
             fuse_inline: 1.0,
             fuse_context: 0.0,
             fuse_bias: 0.0,
+            band_lo: config.band_lo,
         });
     }
     let mut model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads);
@@ -508,9 +538,36 @@ pub fn train_contextual(
         head.fuse_inline = a;
         head.fuse_context = b;
         head.fuse_bias = bias;
+        // The band: where the stage raised calibration positives to a score a pack acts on.
+        let mut raised: Vec<f32> = rows
+            .iter()
+            .filter(|([zi, zc], y)| {
+                let p = sigmoid(*zi);
+                let fused = sigmoid(bias + a * zi + b * zc);
+                *y && p < config.band_hi && fused > p && fused >= BAND_REFERENCE
+            })
+            .map(|([zi, _], _)| sigmoid(*zi))
+            .collect();
+        raised.sort_by(f32::total_cmp);
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a short list"
+        )]
+        let at = (config.band_quantile.clamp(0.0, 1.0) * raised.len() as f32) as usize;
+        head.band_lo = raised
+            .get(at.min(raised.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(config.band_lo_max)
+            .clamp(config.band_lo, config.band_lo_max.max(config.band_lo));
     }
     model
 }
+
+/// The lowest threshold a pack puts on a learned category (`us-federal` floors its thresholds
+/// at 0.2): the stage matters for a text where it lifts a positive to at least this.
+pub const BAND_REFERENCE: f32 = 0.2;
 
 /// Weighted logistic regression by mini-batch Adam with L2; deterministic.
 fn fit_head(
@@ -685,10 +742,21 @@ mod tests {
                 fuse_inline: 0.5,
                 fuse_context: 1.5,
                 fuse_bias: -1.0,
+                band_lo: 0.35,
             }],
         );
         let bytes = m.to_bytes();
         assert_eq!(ContextualModel::from_bytes(&bytes).unwrap(), m);
+        // A head's band outside the model's is refused (offset: magic, shape, band, name,
+        // four parameters).
+        let mut outside = bytes.clone();
+        let at = 8 + 8 + 8 + 1 + "surveillance/us-persons".len() + 16;
+        outside.splice(at..at + 4, 0.05f32.to_le_bytes());
+        assert!(ContextualModel::from_bytes(&outside).is_err());
+        // The earlier format (one band for all heads) is refused by its magic.
+        let mut old = bytes.clone();
+        old.splice(..8, *b"ENCCTX01");
+        assert!(ContextualModel::from_bytes(&old).is_err());
         for cut in 0..bytes.len() {
             assert!(ContextualModel::from_bytes(bytes.get(..cut).unwrap()).is_err());
         }
@@ -714,11 +782,21 @@ mod tests {
                 fuse_inline: 0.0,
                 fuse_context: 1.0,
                 fuse_bias: 0.0,
+                band_lo: 0.1,
             }],
         );
         let mut inline = Scores::default();
         inline.set(Category::SurveillanceUsPersons, 0.5);
         assert!(m.uncertain(&inline));
+        // Each head has its own band.
+        let mut high = m.clone();
+        if let Some(h) = high.heads.first_mut() {
+            h.band_lo = 0.6;
+        }
+        assert!(!high.uncertain(&inline));
+        inline.set(Category::SurveillanceUsPersons, 0.6);
+        assert!(high.uncertain(&inline));
+        inline.set(Category::SurveillanceUsPersons, 0.5);
         inline.set(Category::SurveillanceUsPersons, 0.95);
         assert!(!m.uncertain(&inline));
         // A score the inline stages are sure of stands.

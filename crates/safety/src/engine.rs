@@ -406,7 +406,7 @@ impl Engine {
                 let mut s = inline.scores;
                 for h in ctx.model.heads() {
                     let p = s.get(h.category);
-                    if p >= ctx.model.band_lo && p < ctx.model.band_hi {
+                    if ctx.model.in_band(h, p) {
                         s.set(h.category, 1.0);
                     }
                 }

@@ -69,6 +69,7 @@ fn model() -> ContextualModel {
             fuse_inline: 0.0,
             fuse_context: 1.0,
             fuse_bias: 0.0,
+            band_lo: 0.1,
         }],
     )
 }
