@@ -307,7 +307,7 @@ const MIN_SENTENCE_BYTES: usize = 16;
 /// whole-text score but stands out in a pair, and a pair keeps the sentence that gives the
 /// other its sense ("… from their Snapchat? It's my sister's husband."). A sentence ends at
 /// `.`, `!`, `?` or `;` before whitespace, or at a line break; fragments under
-/// [`MIN_SENTENCE_BYTES`] join the next sentence. Linear in the length; each byte is in at most
+/// 16 bytes join the next sentence. Linear in the length; each byte is in at most
 /// two pairs.
 pub fn clause_pairs(text: &str) -> Vec<&str> {
     let ends = sentence_ends(text);
