@@ -69,6 +69,9 @@ pub enum ModelsDirSource {
     Env,
     /// Given directly to [`ModelsDir::new`].
     Explicit,
+    /// `./models` in the working directory, where `scripts/run` and `scripts/fetch-models`
+    /// put the weights, used when `<data_dir>/models` does not exist.
+    WorkingDir,
 }
 
 /// The verified files of all-MiniLM-L6-v2.
@@ -149,7 +152,10 @@ impl ModelsDir {
 
     /// Finds the models directory: the config's `models_dir` if set, else the
     /// `ENCLAVE_MODELS_DIR` environment variable if set and not empty, else
-    /// `<data_dir>/models`. Nothing is checked on disk here.
+    /// `<data_dir>/models` — or, when that directory does not exist and `./models` does,
+    /// `./models` (where `scripts/run` fetches the weights, so `enclave serve` and
+    /// `enclave screen` started from the checkout find them without the variable). The files
+    /// themselves are checked when they are asked for, not here.
     pub fn locate(config_models_dir: Option<&Path>, data_dir: &Path) -> ModelsDir {
         ModelsDir::locate_with_env(config_models_dir, data_dir, |name| std::env::var_os(name))
     }
@@ -159,6 +165,16 @@ impl ModelsDir {
         config_models_dir: Option<&Path>,
         data_dir: &Path,
         env: impl Fn(&str) -> Option<OsString>,
+    ) -> ModelsDir {
+        ModelsDir::locate_in(config_models_dir, data_dir, env, Path::new("."))
+    }
+
+    /// [`ModelsDir::locate_with_env`] with `working_dir` in place of the working directory.
+    pub fn locate_in(
+        config_models_dir: Option<&Path>,
+        data_dir: &Path,
+        env: impl Fn(&str) -> Option<OsString>,
+        working_dir: &Path,
     ) -> ModelsDir {
         if let Some(path) = config_models_dir {
             return ModelsDir {
@@ -172,8 +188,16 @@ impl ModelsDir {
                 source: ModelsDirSource::Env,
             };
         }
+        let default = data_dir.join("models");
+        let working = working_dir.join("models");
+        if !default.is_dir() && working.is_dir() {
+            return ModelsDir {
+                path: working,
+                source: ModelsDirSource::WorkingDir,
+            };
+        }
         ModelsDir {
-            path: data_dir.join("models"),
+            path: default,
             source: ModelsDirSource::DataDir,
         }
     }

@@ -100,6 +100,23 @@ fn data_dir_models_is_the_default() {
 }
 
 #[test]
+fn working_dir_models_is_used_when_the_data_dir_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("enclave-data");
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    let located = ModelsDir::locate_in(None, &data, env_with(None), dir.path());
+    assert_eq!(located.path(), dir.path().join("models"));
+    assert_eq!(located.source(), ModelsDirSource::WorkingDir);
+    // The data directory's own `models` wins once it exists, and the variable before both.
+    std::fs::create_dir_all(data.join("models")).unwrap();
+    let located = ModelsDir::locate_in(None, &data, env_with(None), dir.path());
+    assert_eq!(located.path(), data.join("models"));
+    assert_eq!(located.source(), ModelsDirSource::DataDir);
+    let located = ModelsDir::locate_in(None, &data, env_with(Some("/from/env")), dir.path());
+    assert_eq!(located.source(), ModelsDirSource::Env);
+}
+
+#[test]
 fn missing_weights_say_how_to_fetch_them() {
     let dir = tempfile::tempdir().unwrap();
     let models = ModelsDir::new(dir.path());
