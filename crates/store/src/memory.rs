@@ -192,29 +192,19 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let cipher = self.tenant_cipher(tenant).await?;
         let sealed = cipher.seal(&aad(tenant, id, "embedding"), &vector_bytes(embedding));
-        let action = "storing a memory's embedding";
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .map_err(StoreError::database(action))?;
-        let done =
+        let query =
             sqlx::query("UPDATE memories SET embedding_sealed = $1 WHERE id = $2 AND tenant = $3")
                 .bind(sealed)
                 .bind(id)
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::database(action))?;
-        finish_change(
-            tx,
-            done.rows_affected() > 0,
+                .bind(tenant);
+        self.change_row(
+            "storing a memory's embedding",
+            query,
             tenant,
             id,
             MemoryChangeKind::Embed,
         )
         .await
-        .map_err(StoreError::database(action))
     }
 
     /// Marks memory `id` of `tenant` as replaced by memory `by` (an update of the same fact);
@@ -229,29 +219,19 @@ impl Store {
         id: &str,
         by: &str,
     ) -> Result<bool, StoreError> {
-        let action = "marking a memory superseded";
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .map_err(StoreError::database(action))?;
-        let done =
+        let query =
             sqlx::query("UPDATE memories SET superseded_by = $1 WHERE id = $2 AND tenant = $3")
                 .bind(by)
                 .bind(id)
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::database(action))?;
-        finish_change(
-            tx,
-            done.rows_affected() > 0,
+                .bind(tenant);
+        self.change_row(
+            "marking a memory superseded",
+            query,
             tenant,
             id,
             MemoryChangeKind::Supersede,
         )
         .await
-        .map_err(StoreError::database(action))
     }
 
     /// Memory `id` of `tenant`, decrypted; `None` when the tenant has no such memory. Access
@@ -282,27 +262,39 @@ impl Store {
     ///
     /// [`StoreError::Database`].
     pub async fn delete_memory(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let action = "deleting a memory";
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .map_err(StoreError::database(action))?;
-        let done = sqlx::query("DELETE FROM memories WHERE id = $1 AND tenant = $2")
+        let query = sqlx::query("DELETE FROM memories WHERE id = $1 AND tenant = $2")
             .bind(id)
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::database(action))?;
-        finish_change(
-            tx,
-            done.rows_affected() > 0,
+            .bind(tenant);
+        self.change_row(
+            "deleting a memory",
+            query,
             tenant,
             id,
             MemoryChangeKind::Delete,
         )
         .await
-        .map_err(StoreError::database(action))
+    }
+
+    /// Runs `query`, which changes at most row `id` of `tenant`, and — when it changed it —
+    /// appends the change to the feed, in one transaction; whether a row changed.
+    async fn change_row<'q>(
+        &self,
+        action: &'static str,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        tenant: &str,
+        id: &str,
+        kind: MemoryChangeKind,
+    ) -> Result<bool, StoreError> {
+        let run = async {
+            let mut tx = self.pool().begin().await?;
+            let changed = query.execute(&mut *tx).await?.rows_affected() > 0;
+            if changed {
+                record_change(&mut tx, tenant, id, kind).await?;
+            }
+            tx.commit().await?;
+            Ok(changed)
+        };
+        run.await.map_err(StoreError::database(action))
     }
 
     /// Deletes, for the retention task, every memory written at or before the cutoff that
@@ -527,21 +519,6 @@ async fn record_change(
     .execute(&mut **tx)
     .await
     .map(|_| ())
-}
-
-/// Records the change when the write touched a row, and commits; returns whether it did.
-async fn finish_change(
-    mut tx: Transaction<'_, Any>,
-    changed: bool,
-    tenant: &str,
-    id: &str,
-    kind: MemoryChangeKind,
-) -> Result<bool, sqlx::Error> {
-    if changed {
-        record_change(&mut tx, tenant, id, kind).await?;
-    }
-    tx.commit().await?;
-    Ok(changed)
 }
 
 /// Now, in Unix milliseconds.
