@@ -533,6 +533,15 @@ async fn create_response(
 
 /// Refuses the `metrics` role (a scraper's identity) on the stored-state routes that do not
 /// pass the authorize stage.
+/// The stages every write to stored state runs on its parsed request's `text`, in order:
+/// label (content markings; spillage refused), authorize (`state_role`), screen input.
+async fn state_write_stages(ctx: &mut RequestCtx, text: &str) -> Result<(), Exit> {
+    stage::label::content(ctx, text)?;
+    state_role(ctx)?;
+    stage::screen::input(ctx, text).await?;
+    Ok(())
+}
+
 fn state_role(ctx: &mut RequestCtx) -> Result<(), ApiError> {
     if ctx.caller().map(|c| c.principal.role) == Some(Role::Metrics) {
         ctx.decide("authorize", "deny", "metrics role");
@@ -556,9 +565,7 @@ async fn create_conversation(
     let (parts, incoming) = req.into_parts();
     let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let request = ItemsRequest::parse(&raw, false).map_err(ApiError::from)?;
-    stage::label::content(ctx, &request.text)?;
-    state_role(ctx)?;
-    stage::screen::input(ctx, &request.text).await?;
+    state_write_stages(ctx, &request.text).await?;
     let (object, label) = responses::create_conversation(ctx, &request).await?;
     Ok(json(StatusCode::OK, &object, Some(label)))
 }
@@ -575,9 +582,7 @@ async fn add_items(
     let (parts, incoming) = req.into_parts();
     let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let request = ItemsRequest::parse(&raw, true).map_err(ApiError::from)?;
-    stage::label::content(ctx, &request.text)?;
-    state_role(ctx)?;
-    stage::screen::input(ctx, &request.text).await?;
+    state_write_stages(ctx, &request.text).await?;
     let (object, label) = responses::add_items(ctx, id.of(&path), &request).await?;
     Ok(json(StatusCode::OK, &object, Some(label)))
 }
@@ -593,9 +598,7 @@ async fn update_conversation(
     let (parts, incoming) = req.into_parts();
     let raw = enter(ctx, peer, &parts.headers, incoming).await?;
     let request = enclave_api::ConversationUpdate::parse(&raw).map_err(ApiError::from)?;
-    stage::label::content(ctx, &request.text)?;
-    state_role(ctx)?;
-    stage::screen::input(ctx, &request.text).await?;
+    state_write_stages(ctx, &request.text).await?;
     let (object, label) = responses::update_conversation(ctx, id.of(&path), &request).await?;
     Ok(json(StatusCode::OK, &object, Some(label)))
 }
