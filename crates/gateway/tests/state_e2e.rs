@@ -66,6 +66,19 @@ async fn send(
     (s, h, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
+/// Creates a conversation from `body` in `key`'s default session; checks the 200 and returns
+/// the headers and the conversation object.
+async fn new_conversation(gw: &Gateway, key: &str, body: &Value) -> (HeaderMap, Value) {
+    let (s, h, conv) = gw.post("/v1/conversations", key, None, body).await;
+    assert_eq!(s, StatusCode::OK, "{conv}");
+    (h, conv)
+}
+
+/// A conversation body with one user item and metadata `{"topic": "t"}`.
+fn hello_topic_t() -> Value {
+    json!({"items": [{"role": "user", "content": "hello"}], "metadata": {"topic": "t"}})
+}
+
 fn label_of(h: &HeaderMap) -> &str {
     h.get("x-enclave-classification").unwrap().to_str().unwrap()
 }
@@ -182,15 +195,12 @@ async fn another_tenant_sees_nothing_and_deletes_nothing() {
         )
         .await;
     let resp_id = resp["id"].as_str().unwrap().to_owned();
-    let (s, _, conv) = gw
-        .post(
-            "/v1/conversations",
-            &alice,
-            None,
-            &json!({"items": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{conv}");
+    let (_, conv) = new_conversation(
+        &gw,
+        &alice,
+        &json!({"items": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     let conv_id = conv["id"].as_str().unwrap().to_owned();
     let (_, _, items) = get(
         &gw,
@@ -335,15 +345,7 @@ async fn a_lower_session_cannot_read_or_continue_a_higher_object() {
 #[tokio::test]
 async fn a_secret_turn_raises_a_conversation_and_a_lowered_header_then_finds_nothing() {
     let (up, gw, alice, _) = setup().await;
-    let (s, h, conv) = gw
-        .post(
-            "/v1/conversations",
-            &alice,
-            None,
-            &json!({"items": [{"role": "user", "content": "hello"}], "metadata": {"topic": "t"}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{conv}");
+    let (h, conv) = new_conversation(&gw, &alice, &hello_topic_t()).await;
     assert_eq!(label_of(&h), "UNCLASSIFIED");
     assert_eq!(conv["object"], "conversation");
     assert_eq!(conv["metadata"], json!({"topic": "t"}));
@@ -724,14 +726,12 @@ async fn input_items_list_what_a_response_was_generated_from() {
     assert_eq!(newest["has_more"], true);
 
     // A turn of a conversation: the conversation's items come first.
-    let (_, _, conv) = gw
-        .post(
-            "/v1/conversations",
-            &alice,
-            None,
-            &json!({"items": [{"role": "user", "content": "hello"}]}),
-        )
-        .await;
+    let (_, conv) = new_conversation(
+        &gw,
+        &alice,
+        &json!({"items": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
     let conv_id = conv["id"].as_str().unwrap();
     let (_, _, turn) = gw
         .post(
@@ -822,14 +822,7 @@ async fn input_items_list_what_a_response_was_generated_from() {
 #[tokio::test]
 async fn a_conversation_update_replaces_its_metadata_and_never_lowers_its_label() {
     let (_up, gw, alice, mallory) = setup().await;
-    let (_, _, conv) = gw
-        .post(
-            "/v1/conversations",
-            &alice,
-            None,
-            &json!({"items": [{"role": "user", "content": "hello"}], "metadata": {"topic": "t"}}),
-        )
-        .await;
+    let (_, conv) = new_conversation(&gw, &alice, &hello_topic_t()).await;
     let id = conv["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/conversations/{id}");
 
@@ -966,15 +959,12 @@ async fn a_canary_is_not_in_the_sqlite_files() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    let (s, _, c) = gw
-        .post(
-            "/v1/conversations",
-            &alice,
-            None,
-            &json!({"items": [{"role": "user", "content": canary}], "metadata": {"k": canary}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{c}");
+    let (_, c) = new_conversation(
+        &gw,
+        &alice,
+        &json!({"items": [{"role": "user", "content": canary}], "metadata": {"k": canary}}),
+    )
+    .await;
     let conv = c["id"].as_str().unwrap();
     let (s, _, _) = gw
         .post(

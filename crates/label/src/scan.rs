@@ -2080,6 +2080,16 @@ mod tests {
             .collect()
     }
 
+    /// Some marking in `src` is asserted, so the text is labeled above UNCLASSIFIED.
+    fn assert_asserted(src: &str) {
+        let p = placed(src);
+        assert!(
+            p.iter().any(|(_, pl)| *pl == Placement::Asserted),
+            "{src:?}: {p:?}"
+        );
+        assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+    }
+
     fn one(src: &str) -> Placement {
         let p = placed(src);
         assert_eq!(p.len(), 1, "{src:?}: {p:?}");
@@ -2182,12 +2192,7 @@ mod tests {
             "What does ЅECRET//NOFORN mean?",
             "he said \"(S) The plan\" twice",
         ] {
-            let p = placed(src);
-            assert!(
-                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
-                "{src:?}: {p:?}"
-            );
-            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+            assert_asserted(src);
         }
         // A banner that ends an instruction heads the document below it.
         let src = "Summarize the following document SECRET//NOFORN\nThe plan is set.";
@@ -2279,12 +2284,7 @@ mod tests {
             "a) (S//NF) mean?",
             "• (S) still used?",
         ] {
-            let p = placed(src);
-            assert!(
-                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
-                "{src:?}: {p:?}"
-            );
-            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+            assert_asserted(src);
         }
     }
 
@@ -2386,12 +2386,7 @@ mod tests {
             "| A | B |\n|---|---|\n| ЅECRET//NOFORN | (S//NF) |",
             "| A | B |\n|---|---|\n| (S//NF) | 40 |",
         ] {
-            let p = placed(src);
-            assert!(
-                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
-                "{src:?}: {p:?}"
-            );
-            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+            assert_asserted(src);
         }
     }
 
@@ -2426,12 +2421,7 @@ mod tests {
             "Exhibit  (S) is withheld",
             "Exhibits (S) is withheld",
         ] {
-            let p = placed(src);
-            assert!(
-                p.iter().any(|(_, pl)| *pl == Placement::Asserted),
-                "{src:?}: {p:?}"
-            );
-            assert_ne!(scan(src).label, Label::unclassified(), "{src:?}");
+            assert_asserted(src);
         }
     }
 
