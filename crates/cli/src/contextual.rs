@@ -50,19 +50,13 @@ pub(crate) fn load_model(file: Option<&PathBuf>) -> Result<ContextualModel, Fail
 
 /// FNV-1a over every text, so a cache made for other data is not read.
 fn fingerprint(examples: &[Example]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    // What is embedded per text: windows, then clause pairs (a cache of windows alone is stale).
-    for b in b"segments-2" {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    for e in examples {
-        for b in e.text.bytes().chain([0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
+    // A tag for what is embedded per text (windows, then clause pairs): a cache of windows
+    // alone is stale.
+    let tag = b"segments-2".iter().copied();
+    let texts = examples.iter().flat_map(|e| e.text.bytes().chain([0xff]));
+    tag.chain(texts).fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The embeddings of every example's windows (at most [`MAX_WINDOWS`]: the first and last

@@ -361,7 +361,7 @@ impl Engine {
         };
         let mut wins = segments(text);
         if wins.len() > MAX_WINDOWS {
-            // Too long to embed whole: the windows the inline classifiers find most suspect
+            // Too long to embed whole: the segments the inline classifiers find most suspect
             // (for the categories with heads), in text order.
             let heads: Vec<Category> = ctx.model.heads().iter().map(|h| h.category).collect();
             let mut ranked: Vec<(usize, f32)> = wins
