@@ -143,9 +143,24 @@ const PRESENT_CUES: &[&str] = &[
     "today",
 ];
 
-/// Whether `text` asks the assistant for something (a question or an instruction) rather
-/// than stating something: such a turn is kept as a memory but ranks below statements, which
-/// are what later questions about the user are answered from.
+/// Words that make an instruction standing ("*never* propose meetings on Mondays", "*from
+/// now on* cc Maria"): a preference that holds for later turns, not a one-off task.
+const STANDING_CUES: &[&str] = &[
+    "always",
+    "by default",
+    "every time",
+    "from now on",
+    "going forward",
+    "in future",
+    "in the future",
+    "never",
+    "whenever",
+];
+
+/// Whether `text` asks the assistant for something (a question or a one-off instruction)
+/// rather than stating something: such a turn is kept as a memory but ranks below statements,
+/// which are what later questions about the user are answered from. A standing instruction
+/// ("Please never propose meetings on Mondays.") states a preference and is not a request.
 pub fn is_request(text: &str) -> bool {
     let t = text
         .trim()
@@ -155,11 +170,25 @@ pub fn is_request(text: &str) -> bool {
         return true;
     }
     let lower: String = t.chars().take(24).flat_map(char::to_lowercase).collect();
-    if REQUEST_OPENINGS.iter().any(|o| lower.starts_with(o)) {
-        return true;
-    }
     let first: String = lower.chars().take_while(|c| c.is_alphabetic()).collect();
-    REQUEST_VERBS.binary_search(&first.as_str()).is_ok()
+    let asks = REQUEST_OPENINGS.iter().any(|o| lower.starts_with(o))
+        || REQUEST_VERBS.binary_search(&first.as_str()).is_ok();
+    asks && !is_standing(t)
+}
+
+/// Whether an instruction holds beyond its turn: it carries a standing cue as a whole word
+/// or phrase ("never mind" is not one).
+fn is_standing(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let joined = format!(" {} ", words.join(" "));
+    STANDING_CUES
+        .iter()
+        .any(|cue| joined.contains(&format!(" {cue} ")))
+        && !joined.contains(" never mind ")
 }
 
 /// Words in a query that ask for an earlier state of a fact ("who *was* my supervisor").
@@ -282,6 +311,8 @@ mod tests {
             "Can you tighten this sentence?",
             "What's a good way to show a change?",
             "please fix the table",
+            "Rewrite it shorter, never mind the tone.",
+            "Please write the memo; I always forget the format?",
         ] {
             assert!(is_request(r), "{r}");
         }
@@ -290,6 +321,9 @@ mod tests {
             "Heads up: don't rely on the port export without cross-checking.",
             "The quarterly assessment is due 9 August.",
             "I'll be working from the Pittsburgh field office all of next week.",
+            "Also, please never propose meetings on Mondays; I keep that day for writing.",
+            "From now on, cc Maria on every briefing.",
+            "Always give me the bottom line first.",
         ] {
             assert!(!is_request(s), "{s}");
         }
