@@ -102,6 +102,48 @@ pub struct MemoryService {
     rng: SystemRandom,
     /// `[memory] extractor`: the model asked for facts after each remembered turn.
     extractor: Option<Extractor>,
+    /// The extractor's own queue (with an extractor only): a slow or hung extractor holds up
+    /// fact extraction, never the storing and embedding of statements.
+    extractions: Option<mpsc::Sender<Extraction>>,
+    /// What the background work did, for `/metrics`.
+    stats: MemoryStats,
+}
+
+/// Counters of the work done off the request path, rendered at `/metrics`: work that is
+/// dropped or fails there is otherwise seen only in the log.
+#[derive(Debug, Default)]
+struct MemoryStats {
+    /// Jobs queued, by kind.
+    queued_remember: AtomicU64,
+    queued_embed: AtomicU64,
+    /// Jobs refused because the queue was full (their work is lost).
+    dropped: AtomicU64,
+    /// Turns whose fact extraction was skipped because the extractor's queue was full (the
+    /// statement itself is kept).
+    extractions_dropped: AtomicU64,
+    /// Statements stored by the worker, and those the store refused.
+    stored: AtomicU64,
+    store_errors: AtomicU64,
+    /// Embeddings computed and stored, and those that failed.
+    embedded: AtomicU64,
+    embed_errors: AtomicU64,
+    /// Extractor calls by outcome.
+    extract_facts: AtomicU64,
+    extract_failed: AtomicU64,
+    extract_no_backend: AtomicU64,
+    /// Facts stored, facts dropped as marked above their turn, memories superseded.
+    facts_stored: AtomicU64,
+    facts_errors: AtomicU64,
+    facts_spilled: AtomicU64,
+    superseded: AtomicU64,
+    /// Time in extractor calls, in microseconds.
+    extract_micros: AtomicU64,
+}
+
+impl MemoryStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for MemoryService {
@@ -137,10 +179,17 @@ struct Loaded {
     watermark: i64,
 }
 
+/// A remembered turn waiting for the extractor: the stored statement and, when known, the
+/// answer.
+struct Extraction {
+    statement: StoredMemory,
+    answer: Option<String>,
+}
+
 /// Work done off the request path.
 enum Job {
-    /// Store and index a statement from a chat turn, then extract facts from the turn (the
-    /// statement and, when known, the answer).
+    /// Store, index and embed a statement from a chat turn, then hand the turn (the
+    /// statement and, when known, the answer) to the extractor's queue.
     Remember {
         statement: StoredMemory,
         answer: Option<String>,
@@ -176,6 +225,13 @@ impl MemoryService {
         let missing = loaded.missing;
         let index = loaded.index;
         let (tx, rx) = mpsc::channel(config.queue);
+        let (extractions, extraction_rx) = match extractor {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(config.queue);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let service = Arc::new(MemoryService {
             index: RwLock::new(index),
             started: Instant::now(),
@@ -190,17 +246,19 @@ impl MemoryService {
             dropped: AtomicBool::new(false),
             rng: SystemRandom::new(),
             extractor,
+            extractions,
+            stats: MemoryStats::default(),
         });
         let worker = Arc::downgrade(&service);
-        std::thread::Builder::new()
-            .name("enclave-memory".into())
-            .spawn(move || run_worker(&worker, rx))
-            .map_err(|e| format!("starting the memory worker: {e}"))?;
+        spawn_worker("enclave-memory", move |rt| run_worker(rt, &worker, rx))?;
+        if let Some(rx) = extraction_rx {
+            let worker = Arc::downgrade(&service);
+            spawn_worker("enclave-memory-extract", move |rt| {
+                run_extraction_worker(rt, &worker, rx);
+            })?;
+        }
         let syncer = Arc::downgrade(&service);
-        std::thread::Builder::new()
-            .name("enclave-memory-sync".into())
-            .spawn(move || run_sync(&syncer, sync))
-            .map_err(|e| format!("starting the memory sync: {e}"))?;
+        spawn_worker("enclave-memory-sync", move |rt| run_sync(rt, &syncer, sync))?;
         if service.config.embeddings {
             for (tenant, id, content) in missing {
                 service.enqueue(Job::Embed {
@@ -479,10 +537,101 @@ impl MemoryService {
         self.extractor.is_some()
     }
 
+    /// Appends the memory service's metrics to `out` in the text exposition format: the
+    /// queue (depth, capacity, work queued and dropped), the worker's stores and embeddings,
+    /// the extractor's calls by outcome and their time, and how long ago the index last read
+    /// the store's change feed.
+    pub fn render_metrics(&self, out: &mut String) {
+        let st = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let depth = self.jobs.max_capacity() - self.jobs.capacity();
+        let _ = writeln!(
+            out,
+            "# HELP enclave_memory_queue_depth Jobs waiting for the memory worker.\n\
+             # TYPE enclave_memory_queue_depth gauge\n\
+             enclave_memory_queue_depth {depth}\n\
+             # HELP enclave_memory_queue_capacity The memory queue's bound ([memory] queue).\n\
+             # TYPE enclave_memory_queue_capacity gauge\n\
+             enclave_memory_queue_capacity {}\n\
+             # HELP enclave_memory_jobs_total Jobs queued for the memory worker, by kind.\n\
+             # TYPE enclave_memory_jobs_total counter\n\
+             enclave_memory_jobs_total{{job=\"remember\"}} {}\n\
+             enclave_memory_jobs_total{{job=\"embed\"}} {}\n\
+             # HELP enclave_memory_jobs_dropped_total Jobs refused because the memory queue was full (their work is lost).\n\
+             # TYPE enclave_memory_jobs_dropped_total counter\n\
+             enclave_memory_jobs_dropped_total {}\n\
+             # HELP enclave_memory_writes_total Writes of the memory worker, by what and outcome.\n\
+             # TYPE enclave_memory_writes_total counter\n\
+             enclave_memory_writes_total{{what=\"statement\",outcome=\"ok\"}} {}\n\
+             enclave_memory_writes_total{{what=\"statement\",outcome=\"error\"}} {}\n\
+             enclave_memory_writes_total{{what=\"embedding\",outcome=\"ok\"}} {}\n\
+             enclave_memory_writes_total{{what=\"embedding\",outcome=\"error\"}} {}\n\
+             enclave_memory_writes_total{{what=\"fact\",outcome=\"ok\"}} {}\n\
+             enclave_memory_writes_total{{what=\"fact\",outcome=\"error\"}} {}\n\
+             enclave_memory_writes_total{{what=\"fact\",outcome=\"marked_above_turn\"}} {}\n\
+             enclave_memory_writes_total{{what=\"supersession\",outcome=\"ok\"}} {}\n\
+             # HELP enclave_memory_extractions_total Calls of the memory extractor, by outcome.\n\
+             # TYPE enclave_memory_extractions_total counter\n\
+             enclave_memory_extractions_total{{outcome=\"facts\"}} {}\n\
+             enclave_memory_extractions_total{{outcome=\"failed\"}} {}\n\
+             enclave_memory_extractions_total{{outcome=\"no_accredited_backend\"}} {}\n\
+             # HELP enclave_memory_extractions_dropped_total Turns whose facts were not extracted because the extractor's queue was full (their statements are kept).\n\
+             # TYPE enclave_memory_extractions_dropped_total counter\n\
+             enclave_memory_extractions_dropped_total {}\n\
+             # HELP enclave_memory_extraction_seconds_total Time spent in memory extractor calls.\n\
+             # TYPE enclave_memory_extraction_seconds_total counter\n\
+             enclave_memory_extraction_seconds_total {:.6}",
+            self.jobs.max_capacity(),
+            n(&st.queued_remember),
+            n(&st.queued_embed),
+            n(&st.dropped),
+            n(&st.stored),
+            n(&st.store_errors),
+            n(&st.embedded),
+            n(&st.embed_errors),
+            n(&st.facts_stored),
+            n(&st.facts_errors),
+            n(&st.facts_spilled),
+            n(&st.superseded),
+            n(&st.extract_facts),
+            n(&st.extract_failed),
+            n(&st.extract_no_backend),
+            n(&st.extractions_dropped),
+            n(&st.extract_micros) as f64 / 1e6,
+        );
+        if let Some(tx) = &self.extractions {
+            let _ = writeln!(
+                out,
+                "# HELP enclave_memory_extraction_queue_depth Remembered turns waiting for the extractor.\n\
+                 # TYPE enclave_memory_extraction_queue_depth gauge\n\
+                 enclave_memory_extraction_queue_depth {}",
+                tx.max_capacity() - tx.capacity()
+            );
+        }
+        let synced = Duration::from_millis(self.synced_ms.load(Ordering::Acquire));
+        let age = self.started.elapsed().saturating_sub(synced);
+        let _ = writeln!(
+            out,
+            "# HELP enclave_memory_sync_age_seconds Time since the memory index last read the store's change feed (memory reads are refused past {} intervals).\n\
+             # TYPE enclave_memory_sync_age_seconds gauge\n\
+             enclave_memory_sync_age_seconds {:.3}",
+            STALE_AFTER_INTERVALS,
+            age.as_secs_f64()
+        );
+    }
+
     fn enqueue(&self, job: Job) -> bool {
+        let counter = match job {
+            Job::Remember { .. } => &self.stats.queued_remember,
+            Job::Embed { .. } => &self.stats.queued_embed,
+        };
         match self.jobs.try_send(job) {
-            Ok(()) => true,
+            Ok(()) => {
+                MemoryStats::bump(counter);
+                true
+            }
             Err(_) => {
+                MemoryStats::bump(&self.stats.dropped);
                 if !self.dropped.swap(true, Ordering::Relaxed) {
                     tracing::warn!("the memory queue is full: work is being dropped");
                 }
@@ -647,17 +796,11 @@ async fn load(store: &Store) -> Result<Loaded, String> {
 /// The sync thread: reads the change feed every interval, on its own thread (never on a
 /// request's event loop). A failed read is logged and tried again at the next interval. Ends
 /// when the service is gone.
-fn run_sync(service: &std::sync::Weak<MemoryService>, mut state: SyncState) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "the memory sync could not start: memory reads will be refused");
-            return;
-        }
-    };
+fn run_sync(
+    runtime: &tokio::runtime::Runtime,
+    service: &std::sync::Weak<MemoryService>,
+    mut state: SyncState,
+) {
     runtime.block_on(async move {
         let mut failures = 0u32;
         loop {
@@ -691,28 +834,42 @@ fn run_sync(service: &std::sync::Weak<MemoryService>, mut state: SyncState) {
     });
 }
 
-/// The background worker: stores remembered statements and computes embeddings, one job at a
-/// time, on its own thread (never on a request's event loop). Ends when the service is gone.
-fn run_worker(service: &std::sync::Weak<MemoryService>, mut rx: mpsc::Receiver<Job>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// Starts one of the memory service's background threads, named `name`, with a runtime of
+/// its own built first: a runtime or thread that cannot start stops the server's start
+/// (a worker that never ran would drop memory writes unseen).
+fn spawn_worker(
+    name: &str,
+    work: impl FnOnce(&tokio::runtime::Runtime) + Send + 'static,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "the memory worker could not start");
-            return;
-        }
-    };
+        .map_err(|e| format!("starting {name}: {e}"))?;
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || work(&runtime))
+        .map(|_| ())
+        .map_err(|e| format!("starting {name}: {e}"))
+}
+
+/// The background worker: stores remembered statements and computes embeddings, one job at a
+/// time, on its own thread (never on a request's event loop). Ends when the service is gone.
+fn run_worker(
+    runtime: &tokio::runtime::Runtime,
+    service: &std::sync::Weak<MemoryService>,
+    mut rx: mpsc::Receiver<Job>,
+) {
     runtime.block_on(async move {
         while let Some(job) = rx.recv().await {
             let Some(s) = service.upgrade() else { return };
             match job {
                 Job::Remember { statement, answer } => {
                     if let Err(e) = s.store.add_memory(&statement).await {
+                        MemoryStats::bump(&s.stats.store_errors);
                         tracing::error!(error = %e, "a remembered statement could not be stored");
                         continue;
                     }
+                    MemoryStats::bump(&s.stats.stored);
                     let m = statement.clone();
                     let (tenant, id, content) = (m.tenant.clone(), m.id.clone(), m.content.clone());
                     if let Some(memory) = to_memory(m)
@@ -721,15 +878,48 @@ fn run_worker(service: &std::sync::Weak<MemoryService>, mut rx: mpsc::Receiver<J
                         tracing::warn!(error = %e, "a remembered statement was not indexed");
                     }
                     embed_one(&s, &tenant, &id, &content).await;
-                    if let Some(extractor) = &s.extractor {
-                        extract_facts(&s, extractor, &statement, answer.as_deref()).await;
-                    }
+                    s.queue_extraction(statement, answer);
                 }
                 Job::Embed {
                     tenant,
                     id,
                     content,
                 } => embed_one(&s, &tenant, &id, &content).await,
+            }
+        }
+    });
+}
+
+impl MemoryService {
+    /// Hands a stored statement to the extraction worker (with an extractor); when its queue
+    /// is full the turn's facts are not extracted — counted and logged — and the statement
+    /// stays remembered.
+    fn queue_extraction(&self, statement: StoredMemory, answer: Option<String>) {
+        let Some(tx) = &self.extractions else {
+            return;
+        };
+        if tx.try_send(Extraction { statement, answer }).is_err() {
+            MemoryStats::bump(&self.stats.extractions_dropped);
+            tracing::warn!(
+                "the memory extractor's queue is full: a turn's facts are not extracted (its statement is kept)"
+            );
+        }
+    }
+}
+
+/// The extraction worker: asks the extractor for each remembered turn's facts, one turn at a
+/// time and in order (a later fact supersedes an earlier one), on its own thread, so that
+/// the main worker keeps storing and embedding statements while the extractor is slow.
+fn run_extraction_worker(
+    runtime: &tokio::runtime::Runtime,
+    service: &std::sync::Weak<MemoryService>,
+    mut rx: mpsc::Receiver<Extraction>,
+) {
+    runtime.block_on(async move {
+        while let Some(job) = rx.recv().await {
+            let Some(s) = service.upgrade() else { return };
+            if let Some(extractor) = &s.extractor {
+                extract_facts(&s, extractor, &job.statement, job.answer.as_deref()).await;
             }
         }
     });
@@ -745,19 +935,24 @@ async fn embed_one(s: &MemoryService, tenant: &str, id: &str, content: &str) {
             None => return,
         },
         Err(e) => {
+            MemoryStats::bump(&s.stats.embed_errors);
             tracing::warn!(error = %e, "a memory embedding failed");
             return;
         }
     };
     match s.store.set_memory_embedding(tenant, id, &vector).await {
         Ok(true) => {
+            MemoryStats::bump(&s.stats.embedded);
             if let Err(e) = s.index_write().set_embedding(tenant, id, &vector) {
                 tracing::warn!(error = %e, "a memory embedding was not indexed");
             }
         }
         // Deleted meanwhile.
         Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "a memory embedding could not be stored"),
+        Err(e) => {
+            MemoryStats::bump(&s.stats.embed_errors);
+            tracing::error!(error = %e, "a memory embedding could not be stored");
+        }
     }
 }
 
@@ -793,12 +988,19 @@ async fn extract_facts(
         tenant: &statement.tenant,
         principal: &statement.principal,
     };
-    let facts = match extractor
+    let started = Instant::now();
+    let extracted = extractor
         .extract(turn, &label, &statement.content, answer)
-        .await
-    {
-        Extracted::Facts(f) => f,
+        .await;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    s.stats.extract_micros.fetch_add(micros, Ordering::Relaxed);
+    let facts = match extracted {
+        Extracted::Facts(f) => {
+            MemoryStats::bump(&s.stats.extract_facts);
+            f
+        }
         Extracted::NoAccreditedBackend => {
+            MemoryStats::bump(&s.stats.extract_no_backend);
             tracing::warn!(
                 model = %extractor.model(),
                 label = %statement.label,
@@ -806,7 +1008,10 @@ async fn extract_facts(
             );
             return;
         }
-        Extracted::Failed => return,
+        Extracted::Failed => {
+            MemoryStats::bump(&s.stats.extract_failed);
+            return;
+        }
     };
     let metadata =
         serde_json::json!({"source": "extractor", "model": extractor.model()}).to_string();
@@ -818,6 +1023,7 @@ async fn extract_facts(
         // does not dominate) is spillage, not memory: dropped, like such a POST is refused.
         let marked = enclave_label::scan(&fact.text).label;
         if !label.dominates(&marked) {
+            MemoryStats::bump(&s.stats.facts_spilled);
             tracing::warn!(
                 label = %statement.label,
                 marked = %marked,
@@ -844,10 +1050,12 @@ async fn extract_facts(
             embedding: None,
         };
         if let Err(e) = s.store.add_memory(&m).await {
+            MemoryStats::bump(&s.stats.facts_errors);
             tracing::error!(error = %e, "an extracted fact could not be stored");
             continue;
         }
         stored += 1;
+        MemoryStats::bump(&s.stats.facts_stored);
         if let Some(memory) = to_memory(m)
             && let Err(e) = s.index_write().insert(memory, None)
         {
@@ -858,6 +1066,7 @@ async fn extract_facts(
                 Ok(true) => {
                     s.index_write().supersede(tenant, old, &id);
                     superseded += 1;
+                    MemoryStats::bump(&s.stats.superseded);
                 }
                 // Deleted meanwhile.
                 Ok(false) => {}

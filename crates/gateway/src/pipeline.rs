@@ -384,7 +384,11 @@ async fn metrics(
     Ok(Reply::Whole {
         status: StatusCode::OK,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
-        body: Bytes::from(ctx.app.metrics.render()),
+        body: Bytes::from({
+            let mut out = ctx.app.metrics.render();
+            ctx.app.memory.render_metrics(&mut out);
+            out
+        }),
         label: None,
         usage: None,
     })

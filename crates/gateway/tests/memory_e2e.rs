@@ -805,6 +805,71 @@ async fn malformed_extractor_output_keeps_only_the_statement() {
     let hits = search(&gw, &alice, Some("SECRET"), "Denver").await;
     assert_eq!(hits.len(), 4, "the four statements only: {hits:?}");
     assert!(hits.iter().all(|h| h["metadata"].is_null()), "{hits:?}");
+    // What the worker did is counted at /metrics: five turns remembered, three replies that
+    // did not parse, one fact dropped as marked above its turn, one stored, nothing dropped.
+    let (s, _, metrics) = gw.call(Method::GET, "/metrics", None, &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        "enclave_memory_jobs_total{job=\"remember\"} 5",
+        "enclave_memory_jobs_dropped_total 0",
+        "enclave_memory_writes_total{what=\"statement\",outcome=\"ok\"} 5",
+        "enclave_memory_writes_total{what=\"fact\",outcome=\"ok\"} 1",
+        "enclave_memory_writes_total{what=\"fact\",outcome=\"marked_above_turn\"} 1",
+        "enclave_memory_extractions_total{outcome=\"facts\"} 2",
+        "enclave_memory_extractions_total{outcome=\"failed\"} 3",
+        "enclave_memory_extractions_total{outcome=\"no_accredited_backend\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("enclave_memory_queue_capacity "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("enclave_memory_sync_age_seconds "),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_extractor_does_not_hold_up_remembering_statements() {
+    let (gw, _up, ex) = with_extractor("SECRET").await;
+    let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
+    ex.set_behavior(Behavior {
+        answer_delay: Duration::from_secs(6),
+        ..replying(r#"{"facts": [{"text": "The user lives in Denver."}]}"#)
+    });
+    turn(&gw, &alice, "SECRET", "I moved to Denver").await;
+    extractor_asked(&ex, 1).await;
+    // The extractor now holds the first turn for six seconds; the next turn's statement is
+    // stored and searchable meanwhile (with one queue it waited behind the extraction).
+    turn(&gw, &alice, "SECRET", "My cat is called Tern").await;
+    let hits = search_until(&gw, &alice, "SECRET", "cat called Tern", |h| {
+        h.iter().any(|h| h["content"] == "My cat is called Tern")
+    })
+    .await;
+    assert!(
+        !hits.iter().any(from_extractor),
+        "the statement was stored only after the slow extraction: {hits:?}"
+    );
+    let (_, _, metrics) = gw.call(Method::GET, "/metrics", None, &[], None).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "enclave_memory_extractions_total{outcome=\"facts\"} 0"),
+        "{metrics}"
+    );
+    // The slow extraction still completes, in order.
+    search_until(&gw, &alice, "SECRET", "where does the user live", |h| {
+        h.iter().any(from_extractor)
+    })
+    .await;
     gw.stop().await;
 }
 
@@ -867,6 +932,18 @@ async fn an_extractor_accredited_below_the_session_is_never_sent_the_turn() {
     for e in &entries {
         assert_eq!(e["principal"], "alice");
         assert!(!e.to_string().contains("harbor"), "no text in the log: {e}");
+    }
+    // And counted: one turn the extractor could not be sent, one it answered.
+    let (_, _, metrics) = gw.call(Method::GET, "/metrics", None, &[], None).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        "enclave_memory_extractions_total{outcome=\"no_accredited_backend\"} 1",
+        "enclave_memory_extractions_total{outcome=\"facts\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
     }
     gw.stop().await;
 }
