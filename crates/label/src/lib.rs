@@ -39,6 +39,7 @@ mod lattice;
 mod marking;
 mod registry;
 mod scan;
+mod spelled;
 
 pub use error::{MarkingError, ReasonCode};
 pub use fields::{CuiFields, MarkingFields};

@@ -12,6 +12,11 @@
 //! - A classification alone on a short line, in any case, after a line's lead-in (below) and
 //!   before trailing emphasis or quote marks: `SECRET`, `**Top Secret**`, `> CUI`, `• SECRET`;
 //!   also spelled letter by letter (`T O P S E C R E T`).
+//! - Markings spelled to hide them — letters spaced, dotted or hyphenated, digits for letters:
+//!   `S E C R E T // N O F O R N`, `S.E.C.R.E.T.//REL TO USA, GBR`, `T0P 5ECRET//TK//N0F0RN`.
+//!   A line that looks spelled out (four one-letter words in a row, or a `/` and a word that
+//!   mixes letters with `0`, `1`, `3`, `4`, `5`, `7`, `8`) is read again as written out
+//!   (`crate::spelled`); what that finds on a line where nothing was found is disguised.
 //! - A classification in upper case after a label and a colon on a short line:
 //!   `Classification: SECRET`.
 //! - Banners and portion marks around each `//`, anywhere: `SECRET//NOFORN`, `(TS//SI//NF)`,
@@ -34,7 +39,10 @@
 //! Guards against false positives: a single lower-case letter in parentheses (`(c)`, `(s)`) is
 //! not a marking (at a line start a disguised one is); `(C)`, `(S)` or `(U)` continuing a
 //! lettered list — every letter before it already seen as `(A)`, `(B)`, … — is a list item; `(C)`
-//! before a four-digit year or next to the word `copyright` is the copyright sign; an abbreviated
+//! before a four-digit year or next to the word `copyright` is the copyright sign; `(S)`, `(C)`
+//! or `(U)` alone at a line start next to a line that starts with a letter no portion mark
+//! uses (`(S) Small` above `(M) Medium`, `(C) the term …` above `(D) …`), or alone in a table
+//! cell whose column holds such letters (sizes `(S)`, `(M)`, `(L)`; grades), names an item; an abbreviated
 //! banner must name a registered control (`s//comment` in code is not SECRET); `(U)`, `(C)` or
 //! `(S)` one space after a noun that names items by letters (`Exhibit`, `Equation`, `Annex`,
 //! `Option`, … in title or lower case) and before a verb or preposition of a closed list
@@ -89,7 +97,8 @@
 //!    `Summarize this SECRET//NOFORN` followed by the document. A marking that ends a paragraph,
 //!    or is followed by punctuation (`… marked SECRET//NOFORN.`), is not.
 //! 7. **Opens text.** The text after it on its line, skipping white space and opening quotes,
-//!    brackets and emphasis, starts with an upper-case letter or a digit: the marking opens the
+//!    brackets and emphasis, starts with an upper-case letter (in the original text: a
+//!    look-alike that folding writes as an ASCII capital keeps its own case) or a digit: the marking opens the
 //!    portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`); or it starts with an
 //!    article, a possessive or a personal pronoun (`the`, `a`, `our`, `we`, …): a new subject
 //!    after the marking is the text it marks (`Fix grammar (TS) the general moves north`); or a
@@ -213,6 +222,12 @@ impl Scan {
 /// assert_eq!(q.mentioned.unwrap().to_string(), "SECRET//NOFORN");
 /// ```
 pub fn scan(text: &str) -> Scan {
+    scan_with(text, true)
+}
+
+/// [`scan`], with the second reading of lines that look spelled out (`spelled`) or without
+/// it (for that second reading itself).
+fn scan_with(text: &str, spelled: bool) -> Scan {
     let folded;
     let (view, map): (&str, Option<&Folded>) = if text.is_ascii() {
         (text, None)
@@ -239,6 +254,10 @@ pub fn scan(text: &str) -> Scan {
     // Markings are recorded line by line, in order.
     let mut ids = scanner.ids;
     let mut found = scanner.found;
+    if spelled {
+        add_spelled(text, &mut found, &mut ids);
+    }
+    drop_letter_codes(text, &mut found, &mut ids);
     if found.is_empty() {
         // Most text carries no marking at all: nothing to roll up.
         return Scan {
@@ -272,6 +291,199 @@ pub fn scan(text: &str) -> Scan {
         label,
         mentioned,
     }
+}
+
+/// Markings disguised by spelling (`S E C R E T // N O F O R N`, `T0P 5ECRET//TK//N0F0RN`):
+/// each line that looks spelled out is read again as written out ([`crate::spelled`]); a
+/// marking that reading finds on a line where the first found none is disguised, and so
+/// asserted wherever it stands, with the whole line as its span. `found` stays in text order.
+fn add_spelled(text: &str, found: &mut Vec<Found>, ids: &mut Vec<usize>) {
+    let lines = crate::spelled::rewritten_lines(text);
+    if lines.is_empty() {
+        return;
+    }
+    let mut added: Vec<(Found, usize)> = Vec::new();
+    // Both lists are in text order: one cursor over `found` tells which lines have markings.
+    let mut cursor = 0;
+    for (range, line) in lines {
+        while found.get(cursor).is_some_and(|f| f.span.end <= range.start) {
+            cursor += 1;
+        }
+        if found.get(cursor).is_some_and(|f| f.span.start < range.end) {
+            continue;
+        }
+        for m in scan_with(&line, false).markings {
+            added.push((
+                Found {
+                    span: range.clone(),
+                    label: m.label,
+                    form: m.form,
+                    disguised: true,
+                    placement: Placement::Asserted,
+                },
+                usize::MAX,
+            ));
+        }
+    }
+    if added.is_empty() {
+        return;
+    }
+    let mut all: Vec<(Found, usize)> = found.drain(..).zip(ids.drain(..)).chain(added).collect();
+    // Stable: markings of one line keep their order.
+    all.sort_by_key(|(f, _)| f.span.start);
+    for (f, id) in all {
+        found.push(f);
+        ids.push(id);
+    }
+}
+
+/// Letters that never stand alone as a portion mark (`(U)`, `(C)`, `(S)`, `(R)` do, and `T`
+/// begins `(TS)`): a sibling in parentheses with one of them names items by letters.
+fn is_item_letter(b: u8) -> bool {
+    b.is_ascii_uppercase() && !matches!(b, b'U' | b'C' | b'S' | b'R' | b'T')
+}
+
+/// The letter of `s` when it is one upper-case letter in parentheses and nothing else, after
+/// white space (`(M)`, `  (B) `).
+fn lone_letter(s: &str) -> Option<u8> {
+    match s.trim().as_bytes() {
+        [b'(', l, b')'] => Some(*l),
+        _ => None,
+    }
+}
+
+/// Drops `(S)`, `(C)` and `(U)` that name items by letters rather than mark portions: a line
+/// that starts with one (after white space only) next to a line of its block that starts with
+/// a letter no portion mark uses (`(S) Small` above `(M) Medium`; `(C) the term …` above `(D)
+/// the term …`), and a table cell that holds nothing else in a column whose other cells hold
+/// such letters (a size column of `(S)`, `(M)`, `(L)`; grades `(B)`, `(C)`, `(A)`).
+///
+/// SECURITY: only a mark that stands alone in its place among such siblings: `(A) (S) The
+/// unit …` keeps its portion mark (the `(A)` is its item's letter), and a document's own
+/// portion marks never sit beside `(M)` or `(D)` items; text edited to add them could as
+/// well drop the marks.
+fn drop_letter_codes(text: &str, found: &mut Vec<Found>, ids: &mut Vec<usize>) {
+    let keep: Vec<bool> = found
+        .iter()
+        .map(|f| {
+            let is_letter_mark = !f.disguised
+                && f.form == Form::Portion
+                && text.get(f.span.clone()).and_then(lone_letter).is_some();
+            !(is_letter_mark && among_item_letters(text, &f.span))
+        })
+        .collect();
+    if keep.iter().all(|&k| k) {
+        return;
+    }
+    let mut k = keep.iter();
+    found.retain(|_| k.next().copied().unwrap_or(true));
+    let mut k = keep.iter();
+    ids.retain(|_| k.next().copied().unwrap_or(true));
+}
+
+/// Whether the lone letter mark at `span` stands among letters that name items (see
+/// [`drop_letter_codes`]). Reads only the lines next to it (at most [`MAX_TABLE_ROWS`] rows
+/// each way of a table), so a densely marked text costs linear time.
+fn among_item_letters(text: &str, span: &Range<usize>) -> bool {
+    let line_start = text
+        .get(..span.start)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line_end = text
+        .get(span.end..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |i| span.end + i);
+    let (Some(line), Some(before)) = (
+        text.get(line_start..line_end),
+        text.get(line_start..span.start),
+    ) else {
+        return false;
+    };
+    if before.trim().is_empty() {
+        // A line that starts with it: the next line above or below starts with an item letter.
+        let starts_with_item = |l: &str| {
+            let t = l.trim_start();
+            t.get(..3).and_then(lone_letter).is_some_and(is_item_letter)
+        };
+        return lines_above(text, line_start)
+            .next()
+            .is_some_and(starts_with_item)
+            || lines_below(text, line_end)
+                .next()
+                .is_some_and(starts_with_item);
+    }
+    // A table cell that holds it alone: the same column of the table's other rows.
+    if !line.trim_start().starts_with('|') {
+        return false;
+    }
+    let column = before.matches('|').count();
+    let cell = |l: &str| -> Option<u8> {
+        l.trim_start()
+            .strip_prefix('|')
+            .and_then(|t| t.split('|').nth(column.checked_sub(1)?))
+            .and_then(lone_letter)
+    };
+    if line.split('|').nth(column).and_then(lone_letter).is_none() {
+        return false;
+    }
+    let is_row = |l: &&str| l.trim_start().starts_with('|');
+    lines_above(text, line_start)
+        .take(MAX_TABLE_ROWS)
+        .take_while(is_row)
+        .chain(
+            lines_below(text, line_end)
+                .take(MAX_TABLE_ROWS)
+                .take_while(is_row),
+        )
+        .filter_map(cell)
+        .any(is_item_letter)
+}
+
+/// The rows of a table read each way from a letter in a cell.
+const MAX_TABLE_ROWS: usize = 32;
+
+/// The lines above the line that starts at `line_start`, nearest first, without their ends,
+/// up to a blank line.
+fn lines_above(text: &str, line_start: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text.get(..line_start.saturating_sub(1)).unwrap_or_default();
+    let mut done = line_start == 0;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let (line, next) = match rest.rfind('\n') {
+            Some(i) => (rest.get(i + 1..)?, rest.get(..i)?),
+            None => {
+                done = true;
+                (rest, "")
+            }
+        };
+        rest = next;
+        let line = line.trim_end_matches('\r');
+        (!line.trim().is_empty()).then_some(line)
+    })
+}
+
+/// The lines below the line that ends at `line_end`, nearest first, without their ends, up to
+/// a blank line.
+fn lines_below(text: &str, line_end: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text.get(line_end + 1..).unwrap_or_default();
+    let mut done = line_end >= text.len();
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let (line, next) = match rest.find('\n') {
+            Some(i) => (rest.get(..i)?, rest.get(i + 1..)?),
+            None => {
+                done = true;
+                (rest, "")
+            }
+        };
+        rest = next;
+        let line = line.trim_end_matches('\r');
+        (!line.trim().is_empty()).then_some(line)
+    })
 }
 
 /// The roll-up of the markings of one placement; `None` when there is none.
@@ -423,7 +635,18 @@ impl Scanner<'_> {
                 e
             }
         };
-        placement(self.view, &self.line, lead_in_end, r)
+        // Folding writes look-alike letters as ASCII capitals (Cyrillic `н` as `H`): rule 7
+        // asks the original text whether the word after a marking starts in upper case.
+        let (original, map) = (self.original, self.map);
+        let lower_in_original = |i: usize| {
+            map.is_some_and(|m| {
+                original
+                    .get(m.original(i)..)
+                    .and_then(|t| t.chars().next())
+                    .is_some_and(char::is_lowercase)
+            })
+        };
+        placement(self.view, &self.line, lead_in_end, r, &lower_in_original)
     }
 
     /// Records the marking at `r`, whose placement is known.
@@ -1390,7 +1613,16 @@ fn follows_item_name(after: &str) -> bool {
 
 /// Whether the marking at `r` (not disguised) on `line`, whose lead-in ends at `lead_in_end`,
 /// is asserted or mentioned: the rules of the module documentation, in their order.
-fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usize>) -> Placement {
+///
+/// `lower_in_original` tells whether the character at a byte offset of `view` is a lower-case
+/// letter in the original text (where folding turned a look-alike into an ASCII capital).
+fn placement(
+    view: &str,
+    line: &Range<usize>,
+    lead_in_end: usize,
+    r: &Range<usize>,
+    lower_in_original: &dyn Fn(usize) -> bool,
+) -> Placement {
     use Placement::{Asserted, Mentioned};
     // 1. Line start.
     if r.start <= lead_in_end {
@@ -1461,8 +1693,10 @@ fn placement(view: &str, line: &Range<usize>, lead_in_end: usize, r: &Range<usiz
             Asserted
         };
     }
+    let rest_at = line.end.saturating_sub(rest.len());
     match rest.chars().next() {
-        Some(c) if c.is_ascii_uppercase() || c.is_ascii_digit() => Asserted,
+        Some(c) if c.is_ascii_digit() => Asserted,
+        Some(c) if c.is_ascii_uppercase() && !lower_in_original(rest_at) => Asserted,
         _ if opens_clause(rest) => Asserted,
         _ => Mentioned,
     }
@@ -2454,6 +2688,94 @@ mod tests {
         for src in ["S E C R E T S", "A B C", "I O U"] {
             assert!(scan(src).markings.is_empty(), "{src:?}");
         }
+    }
+
+    #[test]
+    fn markings_spelled_with_separators_or_digits_are_disguised_and_asserted() {
+        for (src, banner) in [
+            (
+                "S E C R E T // N O F O R N\n\nThe source says Friday.",
+                "SECRET//NOFORN",
+            ),
+            (
+                "S.E.C.R.E.T.//REL TO USA, GBR\nThe dive team surveys the wreck.",
+                "SECRET//REL TO USA, GBR",
+            ),
+            (
+                "S-E-C-R-E-T / / N-O-F-O-R-N: the informant has gone quiet.",
+                "SECRET//NOFORN",
+            ),
+            (
+                "T0P 5ECRET//TK//N0F0RN\nImagery shows four shelters.",
+                "TOP SECRET//TK//NOFORN",
+            ),
+            // In a question too: a disguise marks wherever it stands.
+            (
+                "What does S E C R E T // N O F O R N mean for this memo?",
+                "SECRET//NOFORN",
+            ),
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.to_string(), banner, "{src:?}");
+            assert!(s.any_disguised(), "{src:?}");
+            assert!(s.mentioned.is_none(), "{src:?}");
+        }
+        // Spaced letters, numbers and code that spell no marking stay unmarked.
+        for src in [
+            "Options a, b, c and d are open.",
+            "x86 and 2FA on port 443 // TODO",
+            "a = b // 2 in Python",
+            "I O U // 5 dollars",
+            "h t t p : / / e x a m p l e",
+        ] {
+            assert!(scan(src).markings.is_empty(), "{src:?}");
+        }
+        // A line already read is not read twice.
+        let s = scan("T O P S E C R E T\n(S) The codes.");
+        assert_eq!(s.markings.len(), 2);
+        assert!(
+            s.markings
+                .windows(2)
+                .all(|w| w[0].span.start <= w[1].span.start)
+        );
+    }
+
+    #[test]
+    fn letters_that_name_items_beside_other_item_letters_are_not_portion_marks() {
+        for src in [
+            "(S) Small: serves one.\n(M) Medium: serves two.\n(L) Large: serves four.",
+            "(C) the term \"applicant\" includes any successor;\n(D) the term \"board\" means the Board.",
+            "| Size | Chest |\n|---|---|\n| (S) | 88-96 |\n| (M) | 96-104 |",
+            "| Student | Grade |\n|---|---|\n| Ana | (B) |\n| Ben | (C) |\n| Cai | (U) |",
+        ] {
+            assert!(scan(src).markings.is_empty(), "{src:?}");
+        }
+        // Portion marks stay: after an item's letter, beside other portion marks, without
+        // item letters in their block or column, or with a blank line between.
+        for src in [
+            "(A) (S) The unit moves at dawn.\n(B) (S) The convoy follows.",
+            "(S) The unit moves at dawn.\n(C) The weather is poor.\n(U) Roads are open.",
+            "(S) The unit moves at dawn.\n\n(M) Medium sizes are out.",
+            "| Unit | Mark |\n|---|---|\n| 3rd Bn | (S) |\n| 4th Bn | (C) |",
+            "| Size | Note |\n|---|---|\n| (M) | fine |\n| 3rd Bn | (S) The convoy |",
+            "(S//NF) The unit moves.\n(M) Medium.",
+        ] {
+            assert!(scan(src).label != Label::unclassified(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_lower_case_word_in_a_cased_script_after_a_marking_is_not_text_it_opens() {
+        // Folding writes Cyrillic `н` as `H`: rule 7 reads the original's case.
+        assert_eq!(
+            one("Что означает пометка TOP SECRET//NOFORN на американских документах?"),
+            Placement::Mentioned
+        );
+        // A capital in the original still opens text.
+        assert_eq!(
+            one("Переведи это SECRET//NOFORN Наш агент в Риге."),
+            Placement::Asserted
+        );
     }
 
     #[test]

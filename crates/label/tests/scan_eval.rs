@@ -64,8 +64,32 @@
 //! unchanged. Still missed: a bare `SECRET` inside a sentence, `Answer: SECRET, because …` and a
 //! portion mark before a lower-case noun.
 //!
+//! Set E (`data/SOURCE.md`) was written on 2026-12-07 by an author who had read neither these
+//! rules nor their tests nor the earlier sets, and committed before its first run: the held-out
+//! figure is **80.0 %** (176/220; the banner alone 83.2 %, 183/220), well below the target and
+//! below set D's, because its author did not write around the rules. Of its 44 misses, 35 are
+//! honest texts asserted (false spillage): short or foreign-language questions that open with a
+//! marking or quote one at a line start (`TS//SCI meaning`, `Is (C//REL TO USA, CAN, GBR) a valid
+//! portion mark, or …?`, questions in Japanese, Chinese and Korean — a script without case gives
+//! rule 2 nothing to read), tables and quizzes that list markings with other words in their
+//! rows, a YAML value, `(S)`, `(C)`, `(A)` as sizes, grades, symbols and clause letters. Five
+//! were spillage missed: four disguised banners (`S E C R E T // N O F O R N`,
+//! `S.E.C.R.E.T.//REL TO USA, GBR`, `S-E-C-R-E-T / / N-O-F-O-R-N: …`, `T0P 5ECRET//TK//N0F0RN`)
+//! and a portion mark ending a sentence of content (`… from Gate 3 (S//NF). Correct?`). Four
+//! are mention flags only.
+//!
+//! Three rules were then written on reading them, so set E is no longer held out either: markings
+//! spelled to hide them are read again as written out (`src/spelled.rs`: letters spaced, dotted
+//! or hyphenated, digits for letters; the four disguised banners); rule 7 reads the case of the
+//! word after a marking in the original text, not in the folded one (folding writes Cyrillic `н`
+//! as `H`, so `… TOP SECRET//NOFORN на документах?` read as opening text); and `(S)`, `(C)`,
+//! `(U)` alone beside letters no portion mark uses, at line starts or in a table column, name
+//! items (`(S) Small` / `(M) Medium`, `(C) the term …` / `(D) …`, a size or grade column). With
+//! them E measures 84.5 % (186/220; banner alone 87.7 %), D 91.9 % (192/209), and A, B and C are
+//! unchanged.
+//!
 //! The test prints each figure against the target and fails when a set falls below its floor,
-//! the measured figure rounded down: 96 % for A, 95 % for B, 94 % for C, 91 % for D.
+//! the measured figure rounded down: 96 % for A, 95 % for B, 94 % for C, 91 % for D, 84 % for E.
 
 #![allow(
     clippy::unwrap_used,
@@ -90,6 +114,10 @@ const EVAL_C: &str = include_str!("data/scan_eval_c.jsonl");
 /// Written with the revision that set C prompted and committed before its first run; two of its
 /// spillage misses were then read to close them.
 const EVAL_D: &str = include_str!("data/scan_eval_d.jsonl");
+
+/// Written without reading the rules, the tests or the earlier sets, and committed before its
+/// first run (80.0 %); its misses were then read to write three rules.
+const EVAL_E: &str = include_str!("data/scan_eval_e.jsonl");
 
 /// The accuracy asked for on texts the scanner has never seen.
 const TARGET_ACCURACY: f64 = 0.95;
@@ -159,6 +187,7 @@ fn accuracy_on_unseen_marking_examples_holds() {
         ("scan_eval_b", EVAL_B, 150, 0.95),
         ("scan_eval_c", EVAL_C, 200, 0.94),
         ("scan_eval_d", EVAL_D, 200, 0.91),
+        ("scan_eval_e", EVAL_E, 200, 0.84),
     ] {
         let (accuracy, wrong) = measure(name, set, min_items);
         assert!(
