@@ -445,42 +445,34 @@ const MAX_TABLE_ROWS: usize = 32;
 /// The lines above the line that starts at `line_start`, nearest first, without their ends,
 /// up to a blank line.
 fn lines_above(text: &str, line_start: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text.get(..line_start.saturating_sub(1)).unwrap_or_default();
-    let mut done = line_start == 0;
-    std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        let (line, next) = match rest.rfind('\n') {
-            Some(i) => (rest.get(i + 1..)?, rest.get(..i)?),
-            None => {
-                done = true;
-                (rest, "")
-            }
-        };
-        rest = next;
-        let line = line.trim_end_matches('\r');
-        (!line.trim().is_empty()).then_some(line)
+    let rest = match line_start {
+        0 => None,
+        n => text.get(..n - 1),
+    };
+    block_lines(rest, |rest| match rest.rfind('\n') {
+        Some(i) => (rest.get(i + 1..).unwrap_or_default(), rest.get(..i)),
+        None => (rest, None),
     })
 }
 
 /// The lines below the line that ends at `line_end`, nearest first, without their ends, up to
 /// a blank line.
 fn lines_below(text: &str, line_end: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text.get(line_end + 1..).unwrap_or_default();
-    let mut done = line_end >= text.len();
+    block_lines(text.get(line_end + 1..), |rest| match rest.find('\n') {
+        Some(i) => (rest.get(..i).unwrap_or_default(), rest.get(i + 1..)),
+        None => (rest, None),
+    })
+}
+
+/// The lines `next` cuts from `rest` one by one (a line, and what is left past it: `None`
+/// after the last), without a trailing `\r`, until a blank one.
+fn block_lines<'t>(
+    mut rest: Option<&'t str>,
+    next: impl Fn(&'t str) -> (&'t str, Option<&'t str>),
+) -> impl Iterator<Item = &'t str> {
     std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        let (line, next) = match rest.find('\n') {
-            Some(i) => (rest.get(..i)?, rest.get(i + 1..)?),
-            None => {
-                done = true;
-                (rest, "")
-            }
-        };
-        rest = next;
+        let (line, left) = next(rest?);
+        rest = left;
         let line = line.trim_end_matches('\r');
         (!line.trim().is_empty()).then_some(line)
     })
