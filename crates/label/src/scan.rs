@@ -78,8 +78,9 @@
 //!
 //!    2a. **Short question about it** (mentioned). Exactly one word, with a lower-case letter,
 //!    stands between the start of its sentence (never a table cell) and the marking; after it
-//!    come at most eight words, each a marking, a function word or a word that talks about
-//!    markings (`mean`, `valid`, `banner`, `stricter`, …); then `.`, `?` or `!` ends the
+//!    come at most sixteen words, each a marking, a function word or a word that talks about
+//!    markings or where they go (`mean`, `valid`, `banner`, `stricter`, `paragraph`, `force`,
+//!    `before`, …); then `.`, `?` or `!` ends the
 //!    sentence, and nothing else follows in its paragraph: `Explain (S//NF).`, `Define
 //!    (TS//SI).`, `Quick check: is CONFIDENTIAL//NOFORN a valid banner?`, `Is (S//NF) stricter
 //!    than (S//REL TO USA, FVEY)?`. Nothing that could be the text it marks follows it, so it
@@ -1844,7 +1845,7 @@ fn is_short_question_object(view: &str, line: &Range<usize>, lead: &str, after: 
 }
 
 /// The most words that may follow a marking in rule 2a.
-const MAX_TAIL_WORDS: usize = 8;
+const MAX_TAIL_WORDS: usize = 16;
 
 /// Whether `words` (what follows a marking up to the end of its sentence) is empty or, after
 /// one space, at most [`MAX_TAIL_WORDS`] words about markings, function words or markings,
@@ -1955,6 +1956,15 @@ fn is_meta_word(word: &str) -> bool {
         "acronym", "spelling", "order", "syntax", "rule", "rules", "top", "secret", "confidential",
         "unclassified", "classified", "exist", "exists", "work", "works", "apply", "applies",
         "simply", "simple", "detail", "plain", "english", "terms", "words", "word",
+        // Where a marking goes and what it does to a document (2026-12-07).
+        "paragraph", "paragraphs", "document", "documents", "page", "pages", "header", "footer",
+        "line", "lines", "whole", "entire", "every", "own", "only", "other", "another",
+        "instead", "force", "forces", "restrict", "restricts", "allow", "allows", "include",
+        "includes", "contain", "contains", "carry", "carries", "appear", "appears", "go", "goes",
+        "come", "comes", "before", "after", "first", "last", "onto", "within", "under", "over",
+        "if", "whether", "like", "such", "need", "needs", "put", "placed", "country",
+        "countries", "code", "codes", "list", "lists", "alphabetical", "releasable",
+        "release", "foreign", "nationals", "partners", "email", "emails", "slide", "slides",
     ];
     let lower = word.to_ascii_lowercase();
     !word.is_empty() && WORDS.contains(&lower.as_str())
@@ -2453,6 +2463,8 @@ mod tests {
             "Explain (S//NF).  \n",
             "Quick question: is SECRET//REL TO USA, FVEY the same as SECRET//REL TO USA, AUS, CAN?",
             "Translate SECRET//NOFORN into plain English.",
+            "Does (S//NF) on one paragraph force NOFORN onto the entire document, or only that paragraph?",
+            "Is (S//REL TO USA, AUS, NZL) a valid portion mark, or should NZL come before AUS?",
         ] {
             let s = scan(src);
             assert!(!s.markings.is_empty(), "{src:?}");
@@ -2476,6 +2488,9 @@ mod tests {
             // markings.
             "Is (S//NF) the convoy leaving at 0400 from Gate 3 tomorrow?",
             "Is (S//NF) the convoy leaving tomorrow?",
+            // Longer tails are read word by word too: one word that could be content keeps it.
+            "Does (S//NF) on one paragraph force the whole document to move before the convoy?",
+            "Is (S//NF) valid if the partners cross the river before the first light?",
             "Is (S//NF) bridge mined?",
             "Is (S//NF) KILO?",
             "Is (S//NF) USA KILO?",

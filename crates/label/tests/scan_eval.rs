@@ -88,8 +88,14 @@
 //! them E measures 84.5 % (186/220; banner alone 87.7 %), D 91.9 % (192/209), and A, B and C are
 //! unchanged.
 //!
+//! Rule 2a was then widened (2026-12-07): up to sixteen words after the marking instead of
+//! eight, and more words about where markings go and what they do to a document (`paragraph`,
+//! `force`, `before`, `country`, …); each still has to be such a word, so one word that could
+//! be content keeps the marking asserted. E measures 85.5 % (188/220), D 92.3 % (193/209), C
+//! 94.6 % (212/224), A and B unchanged.
+//!
 //! The test prints each figure against the target and fails when a set falls below its floor,
-//! the measured figure rounded down: 96 % for A, 95 % for B, 94 % for C, 91 % for D, 84 % for E.
+//! the measured figure rounded down: 96 % for A, 95 % for B, 94 % for C, 92 % for D, 85 % for E.
 
 #![allow(
     clippy::unwrap_used,
@@ -186,8 +192,8 @@ fn accuracy_on_unseen_marking_examples_holds() {
         ("scan_eval", EVAL_A, 300, 0.96),
         ("scan_eval_b", EVAL_B, 150, 0.95),
         ("scan_eval_c", EVAL_C, 200, 0.94),
-        ("scan_eval_d", EVAL_D, 200, 0.91),
-        ("scan_eval_e", EVAL_E, 200, 0.84),
+        ("scan_eval_d", EVAL_D, 200, 0.92),
+        ("scan_eval_e", EVAL_E, 200, 0.85),
     ] {
         let (accuracy, wrong) = measure(name, set, min_items);
         assert!(
