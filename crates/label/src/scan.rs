@@ -80,8 +80,9 @@
 //!    stands between the start of its sentence (never a table cell) and the marking; after it
 //!    come at most sixteen words, each a marking, a function word or a word that talks about
 //!    markings or where they go (`mean`, `valid`, `banner`, `stricter`, `paragraph`, `force`,
-//!    `before`, …); then `.`, `?` or `!` ends the
-//!    sentence, and nothing else follows in its paragraph: `Explain (S//NF).`, `Define
+//!    `before`, …); then `.`, `?` or `!` ends the sentence (or, when at least one word
+//!    follows the marking, the paragraph ends without one, as chat drops it), and nothing
+//!    else follows in its paragraph: `Explain (S//NF).`, `Define
 //!    (TS//SI).`, `Quick check: is CONFIDENTIAL//NOFORN a valid banner?`, `Is (S//NF) stricter
 //!    than (S//REL TO USA, FVEY)?`. Nothing that could be the text it marks follows it, so it
 //!    marks nothing: `Is (S//NF) the convoy leaving at 0400 from Gate 3?`, `Explain (S//NF). The
@@ -1838,7 +1839,13 @@ fn is_short_question_object(view: &str, line: &Range<usize>, lead: &str, after: 
     // The sentence end: `.`, `?`, `!` (repeated, as in `?!`), then at most a closing quote.
     let tail = tail.strip_suffix(is_closing_quote).unwrap_or(tail);
     let words = tail.trim_end_matches(['.', '?', '!']);
-    if words.len() == tail.len() || words.ends_with([' ', ',']) {
+    if words.ends_with([' ', ',']) {
+        return false;
+    }
+    // Chat often drops the final `?`: without it, words about markings must follow (`explain
+    // (TS//SI) to me`), so that a banner after one word (`Explain SECRET//NOFORN`) still reads
+    // as a banner heading what follows.
+    if words.len() == tail.len() && words.trim().is_empty() {
         return false;
     }
     tail_is_about_markings(words) && next_line_is_blank(view, line.end)
@@ -1962,7 +1969,7 @@ fn is_meta_word(word: &str) -> bool {
         "instead", "force", "forces", "restrict", "restricts", "allow", "allows", "include",
         "includes", "contain", "contains", "carry", "carries", "appear", "appears", "go", "goes",
         "come", "comes", "before", "after", "first", "last", "onto", "within", "under", "over",
-        "if", "whether", "like", "such", "need", "needs", "put", "placed", "country",
+        "if", "whether", "like", "such", "need", "needs", "put", "placed", "country", "i'm",
         "countries", "code", "codes", "list", "lists", "alphabetical", "releasable",
         "release", "foreign", "nationals", "partners", "email", "emails", "slide", "slides",
     ];
@@ -2217,8 +2224,10 @@ mod tests {
 
     #[test]
     fn an_ownerless_joint_banner_still_makes_the_whole_foreign() {
-        // Found by the scan_text fuzz target.
-        let s = scan("(U//SBU) text\n\nsee //JOINT U here");
+        // Found by the scan_text fuzz target. (A next line keeps the JOINT banner asserted:
+        // alone, `see //JOINT U here` is a short question about it, rule 2a.)
+        let s = scan("(U//SBU) text\n\nsee //JOINT U here\nmore text");
+        assert_eq!(s.asserted().count(), 2);
         for m in &s.markings {
             assert!(s.label.dominates(&m.label), "{} vs {}", s.label, m.label);
         }
@@ -2465,6 +2474,9 @@ mod tests {
             "Translate SECRET//NOFORN into plain English.",
             "Does (S//NF) on one paragraph force NOFORN onto the entire document, or only that paragraph?",
             "Is (S//REL TO USA, AUS, NZL) a valid portion mark, or should NZL come before AUS?",
+            // Chat without the final question mark.
+            "explain (TS//SI//NF) to me like i'm new here",
+            "define (S//NF) for me please",
         ] {
             let s = scan(src);
             assert!(!s.markings.is_empty(), "{src:?}");
@@ -2488,6 +2500,8 @@ mod tests {
             // markings.
             "Is (S//NF) the convoy leaving at 0400 from Gate 3 tomorrow?",
             "Is (S//NF) the convoy leaving tomorrow?",
+            "explain (S//NF) the convoy leaves at dawn",
+            "explain (S//NF) to me\nthe convoy leaves at dawn",
             // Longer tails are read word by word too: one word that could be content keeps it.
             "Does (S//NF) on one paragraph force the whole document to move before the convoy?",
             "Is (S//NF) valid if the partners cross the river before the first light?",
