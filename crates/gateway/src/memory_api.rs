@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -98,7 +98,6 @@ pub struct MemoryService {
     engine: OnceLock<Option<Arc<LocalEngine>>>,
     shared_engine: Option<Arc<LocalEngine>>,
     models_dir: ModelsDir,
-    dropped: AtomicBool,
     rng: SystemRandom,
     /// `[memory] extractor`: the model asked for facts after each remembered turn.
     extractor: Option<Extractor>,
@@ -243,7 +242,6 @@ impl MemoryService {
             engine: OnceLock::new(),
             shared_engine: local,
             models_dir,
-            dropped: AtomicBool::new(false),
             rng: SystemRandom::new(),
             extractor,
             extractions,
@@ -631,8 +629,8 @@ impl MemoryService {
                 true
             }
             Err(_) => {
-                MemoryStats::bump(&self.stats.dropped);
-                if !self.dropped.swap(true, Ordering::Relaxed) {
+                // Logged once; the count is at /metrics.
+                if self.stats.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
                     tracing::warn!("the memory queue is full: work is being dropped");
                 }
                 false
@@ -898,8 +896,10 @@ impl MemoryService {
         let Some(tx) = &self.extractions else {
             return;
         };
-        if tx.try_send(Extraction { statement, answer }).is_err() {
-            MemoryStats::bump(&self.stats.extractions_dropped);
+        if tx.try_send(Extraction { statement, answer }).is_err()
+            // Logged once, as a full memory queue is; the count is at /metrics.
+            && self.stats.extractions_dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
             tracing::warn!(
                 "the memory extractor's queue is full: a turn's facts are not extracted (its statement is kept)"
             );

@@ -535,8 +535,6 @@ async fn create_response(
     Ok(reply)
 }
 
-/// Refuses the `metrics` role (a scraper's identity) on the stored-state routes that do not
-/// pass the authorize stage.
 /// The stages every write to stored state runs on its parsed request's `text`, in order:
 /// label (content markings; spillage refused), authorize (`state_role`), screen input.
 async fn state_write_stages(ctx: &mut RequestCtx, text: &str) -> Result<(), Exit> {
@@ -546,6 +544,8 @@ async fn state_write_stages(ctx: &mut RequestCtx, text: &str) -> Result<(), Exit
     Ok(())
 }
 
+/// Refuses the `metrics` role (a scraper's identity) on the stored-state routes that do not
+/// pass the authorize stage.
 fn state_role(ctx: &mut RequestCtx) -> Result<(), ApiError> {
     if ctx.caller().map(|c| c.principal.role) == Some(Role::Metrics) {
         ctx.decide("authorize", "deny", "metrics role");

@@ -42,13 +42,14 @@
 //! before a four-digit year or next to the word `copyright` is the copyright sign; `(S)`, `(C)`
 //! or `(U)` alone at a line start next to a line that starts with a letter no portion mark
 //! uses (`(S) Small` above `(M) Medium`, `(C) the term …` above `(D) …`), or alone in a table
-//! cell whose column holds such letters (sizes `(S)`, `(M)`, `(L)`; grades), names an item; an abbreviated
-//! banner must name a registered control (`s//comment` in code is not SECRET); `(U)`, `(C)` or
-//! `(S)` one space after a noun that names items by letters (`Exhibit`, `Equation`, `Annex`,
-//! `Option`, … in title or lower case) and before a verb or preposition of a closed list
-//! (`is`, `was`, `defines`, `contains`, `of`, …) is that item's name: `Exhibit (S) is withheld`,
-//! `Equation (S) defines …` (CAPCO writes a portion mark before the text of its portion, never
-//! between a noun and its verb). `Exhibit (S) The …`, `Annex (S) the convoy …` stay markings.
+//! cell whose column holds such letters (sizes `(S)`, `(M)`, `(L)`; grades), names an item;
+//! an abbreviated banner must name a registered control (`s//comment` in code is not
+//! SECRET); `(U)`, `(C)` or `(S)` one space after a noun that names items by letters
+//! (`Exhibit`, `Equation`, `Annex`, `Option`, … in title or lower case) and before a verb or
+//! preposition of a closed list (`is`, `was`, `defines`, `contains`, `of`, …) is that item's
+//! name: `Exhibit (S) is withheld`, `Equation (S) defines …` (CAPCO writes a portion mark
+//! before the text of its portion, never between a noun and its verb). `Exhibit (S) The …`,
+//! `Annex (S) the convoy …` stay markings.
 //!
 //! # Asserted or mentioned
 //!
@@ -82,9 +83,9 @@
 //!    markings or where they go (`mean`, `valid`, `banner`, `stricter`, `paragraph`, `force`,
 //!    `before`, …); then `.`, `?` or `!` ends the sentence (or, when at least one word
 //!    follows the marking, the paragraph ends without one, as chat drops it), and nothing
-//!    else follows in its paragraph: `Explain (S//NF).`, `Define
-//!    (TS//SI).`, `Quick check: is CONFIDENTIAL//NOFORN a valid banner?`, `Is (S//NF) stricter
-//!    than (S//REL TO USA, FVEY)?`. Nothing that could be the text it marks follows it, so it
+//!    else follows in its paragraph: `Explain (S//NF).`, `Define (TS//SI).`, `Quick check: is
+//!    CONFIDENTIAL//NOFORN a valid banner?`, `Is (S//NF) stricter than (S//REL TO USA,
+//!    FVEY)?`. Nothing that could be the text it marks follows it, so it
 //!    marks nothing: `Is (S//NF) the convoy leaving at 0400 from Gate 3?`, `Explain (S//NF). The
 //!    convoy …`, a next line of the same paragraph, or a banner line with a word before it and
 //!    no full stop (`Explain SECRET//NOFORN`) keep it asserted.
@@ -100,12 +101,12 @@
 //!    or is followed by punctuation (`… marked SECRET//NOFORN.`), is not.
 //! 7. **Opens text.** The text after it on its line, skipping white space and opening quotes,
 //!    brackets and emphasis, starts with an upper-case letter (in the original text: a
-//!    look-alike that folding writes as an ASCII capital keeps its own case) or a digit: the marking opens the
-//!    portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`); or it starts with an
-//!    article, a possessive or a personal pronoun (`the`, `a`, `our`, `we`, …): a new subject
-//!    after the marking is the text it marks (`Fix grammar (TS) the general moves north`); or a
-//!    colon follows it and text follows the colon on its line or below it (`Paraphrase the text
-//!    marked (S//NF): the source is …`).
+//!    look-alike that folding writes as an ASCII capital keeps its own case) or a digit: the
+//!    marking opens the portion that follows (`the text (S) The plan …`, `(TS//SI) (U) …`); or
+//!    it starts with an article, a possessive or a personal pronoun (`the`, `a`, `our`, `we`,
+//!    …): a new subject after the marking is the text it marks (`Fix grammar (TS) the general
+//!    moves north`); or a colon follows it and text follows the colon on its line or below it
+//!    (`Paraphrase the text marked (S//NF): the source is …`).
 //!
 //! Otherwise it is [`Placement::Mentioned`]: it stands inside a sentence, after at least two
 //! words of it, with a word, comma or closing bracket before it and a lower-case word that

@@ -19,9 +19,10 @@ const MIN_SINGLES: usize = 4;
 /// The longest line read for a spelled marking, in bytes.
 const MAX_LINE_BYTES: usize = 4096;
 
-/// Separators between the letters of a spelled word.
+/// Separators between the letters of a spelled word: [`is_separator_byte`]'s, and the
+/// middle dot and the bullet.
 fn is_letter_separator(c: char) -> bool {
-    matches!(c, ' ' | '.' | '-' | '_' | '*' | '·' | '\u{2022}')
+    u8::try_from(c).is_ok_and(is_separator_byte) || matches!(c, '·' | '\u{2022}')
 }
 
 /// The lines of `text` that look spelled out, each with its byte range (without the line
@@ -117,8 +118,9 @@ fn spelled_at_slashes(bytes: &[u8], p: usize) -> bool {
     if after.get(second) != Some(&b'/') {
         return false;
     }
-    let line_start = p.saturating_sub(WINDOW_BYTES);
-    let before = bytes.get(line_start..p).unwrap_or_default();
+    let before = bytes
+        .get(p.saturating_sub(WINDOW_BYTES)..p)
+        .unwrap_or_default();
     let before =
         memchr::memrchr(b'\n', before).map_or(before, |i| before.get(i + 1..).unwrap_or_default());
     let after = line_prefix(after.get(second + 1..).unwrap_or_default());
@@ -136,7 +138,7 @@ const WINDOW_BYTES: usize = 24;
 fn ends_in_single(bytes: &[u8]) -> bool {
     let end = bytes
         .iter()
-        .rposition(|b| !matches!(b, b' ' | b'.' | b'-' | b'_' | b'*'))
+        .rposition(|b| !is_separator_byte(*b))
         .map_or(0, |i| i + 1);
     let head = bytes.get(..end).unwrap_or_default();
     let word = head
