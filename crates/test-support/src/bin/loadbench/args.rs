@@ -13,6 +13,7 @@ pub(crate) const USAGE: &str = "usage: loadbench [OPTIONS] [RESULTS.md]
   --label-a TEXT          what to call the first binary in the report (default: A)
   --label-b TEXT          what to call the second (default: B)
   --enclave-limits LINE   an extra line for Enclave's [limits] section, e.g. 'max_concurrency = 64'
+  --enclave-audit LINE    an extra line for Enclave's [audit] section, e.g. 'commit_delay_us = 0'
                           (repeat for several)
   --enclave-log LEVEL     ENCLAVE_LOG of the served Enclave (default: warn)
   --nginx PATH            the nginx binary (default: nginx on PATH, /usr/sbin/nginx)
@@ -49,6 +50,8 @@ pub(crate) struct Args {
     pub(crate) label_a: String,
     pub(crate) label_b: String,
     pub(crate) enclave_limits: Vec<String>,
+    /// Extra `[audit]` lines of every Enclave's config.
+    pub(crate) enclave_audit: Vec<String>,
     pub(crate) enclave_log: String,
     pub(crate) nginx: Option<PathBuf>,
     pub(crate) nginx_workers: usize,
@@ -89,6 +92,7 @@ pub(crate) fn parse(argv: &[String]) -> anyhow::Result<Option<Args>> {
         label_a: "A".into(),
         label_b: "B".into(),
         enclave_limits: Vec::new(),
+        enclave_audit: Vec::new(),
         enclave_log: "warn".into(),
         nginx: None,
         nginx_workers: 2,
@@ -135,6 +139,13 @@ pub(crate) fn parse(argv: &[String]) -> anyhow::Result<Option<Args>> {
                     bail!("--enclave-limits {line:?}: expected one `key = value` line");
                 }
                 a.enclave_limits.push(line);
+            }
+            "--enclave-audit" => {
+                let line = value()?;
+                if !line.contains('=') || line.contains('\n') {
+                    bail!("--enclave-audit {line:?}: expected one `key = value` line");
+                }
+                a.enclave_audit.push(line);
             }
             "--enclave-log" => a.enclave_log = value()?,
             "--nginx" => a.nginx = Some(value()?.into()),

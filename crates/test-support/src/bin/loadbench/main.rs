@@ -90,7 +90,7 @@ use crate::closed::ClosedRun;
 use crate::flood::{Fate, Flood};
 use crate::http::request_bytes;
 use crate::open::OpenRun;
-use crate::procs::{Procs, RssSampler, Snapshot, status_kib, ticks, ticks_of};
+use crate::procs::{Procs, RssSampler, Snapshot, status_kib, thread_ticks, ticks, ticks_of};
 use crate::setup::{Enclave, Kind, Nginx, NginxRole};
 
 /// Writes a progress line to stderr.
@@ -147,6 +147,8 @@ pub(crate) struct Measured<T> {
     pub(crate) proxy_cpu: Option<f64>,
     pub(crate) upstream_cpu: f64,
     pub(crate) generator_cpu: f64,
+    /// CPU seconds of Enclave's audit writer thread (`enclave-audit`), a part of `proxy_cpu`.
+    pub(crate) audit_cpu: Option<f64>,
     /// CPU used by processes outside the benchmark, % of one core.
     pub(crate) other_pct: f64,
     /// Busy share of all cores (0–1).
@@ -313,6 +315,7 @@ fn run_in(
                 dir: &tmp.join(format!("enclave-{i}")),
                 upstream_port: upstream.addr.port(),
                 limits: &args.enclave_limits,
+                audit: &args.enclave_audit,
                 log_level: &args.enclave_log,
             },
         )?;
@@ -585,10 +588,13 @@ impl Bench {
         let proxy = target.map(|t| self.proxy_pids(t)).unwrap_or_default();
         let upstream = nginx_pids(&self.upstream);
         let me = std::process::id();
-        let sampler = match target {
-            Some(Target::Enclave(i)) => self.enclaves.get(i).map(|e| RssSampler::start(e.pid)),
+        let enclave_pid = match target {
+            Some(Target::Enclave(i)) => self.enclaves.get(i).map(|e| e.pid),
             _ => None,
         };
+        let sampler = enclave_pid.map(RssSampler::start);
+        let audit_ticks = || enclave_pid.and_then(|p| thread_ticks(p, "enclave-audit"));
+        let a0 = audit_ticks();
         let (p0, u0, g0) = (
             ticks_of(&proxy),
             ticks_of(&upstream),
@@ -597,6 +603,7 @@ impl Bench {
         let s0 = Snapshot::take(&self.procs.all_pids());
         let (r, served) = run()?;
         let s1 = Snapshot::take(&self.procs.all_pids());
+        let a1 = audit_ticks();
         let (p1, u1, g1) = (
             ticks_of(&proxy),
             ticks_of(&upstream),
@@ -616,6 +623,7 @@ impl Bench {
             proxy_cpu: (!proxy.is_empty()).then(|| cpu(p0, p1)),
             upstream_cpu: cpu(u0, u1),
             generator_cpu: cpu(g0, g1),
+            audit_cpu: a0.zip(a1).map(|(a, b)| cpu(a, b)),
             other_pct,
             machine_busy,
             rss_peak_kib,
@@ -651,13 +659,16 @@ impl Bench {
             },
             &|m| {
                 format!(
-                    "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, proxy CPU {} ms/req, {} errors",
+                    "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, proxy CPU {} ms/req{}, {} errors",
                     m.run.rate(),
                     m.run.latency.p50,
                     m.run.latency.p99,
                     m.proxy_cpu
                         .and_then(|c| m.ms_per_req(c))
                         .map_or("—".to_owned(), |v| format!("{v:.3}")),
+                    m.audit_cpu
+                        .and_then(|c| m.ms_per_req(c))
+                        .map_or(String::new(), |v| format!(" (audit thread {v:.4})")),
                     m.run.errors
                 )
             },

@@ -31,6 +31,31 @@ pub(crate) fn ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// utime + stime of the threads of process `pid` named `name` (`/proc/<pid>/task/*/comm`), in
+/// clock ticks; `None` when the process has no such thread.
+pub(crate) fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
+    for task in dir.filter_map(Result::ok) {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        let stime: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        total = Some(total.unwrap_or(0) + utime + stime);
+    }
+    total
+}
+
 /// CPU ticks of several processes together (those gone count as 0).
 pub(crate) fn ticks_of(pids: &[u32]) -> u64 {
     pids.iter().filter_map(|&p| ticks(p)).sum()
@@ -345,6 +370,7 @@ mod tests {
     fn reads_own_process() {
         let me = std::process::id();
         assert!(ticks(me).is_some());
+        assert!(thread_ticks(me, "no such thread name").is_none());
         assert!(status_kib(me, "VmRSS").unwrap() > 0);
         assert!(status_kib(me, "VmNope").is_none());
         assert!(machine_busy_ticks() > 0);

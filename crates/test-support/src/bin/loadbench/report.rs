@@ -92,7 +92,7 @@ fn header(out: &mut String, b: &Bench, started: &str, wall: Duration) {
             binary_note(&b.name(Target::Enclave(i)), &e.binary)
         );
     }
-    let limits = if a.enclave_limits.is_empty() {
+    let mut limits = if a.enclave_limits.is_empty() {
         "defaults".to_owned()
     } else {
         a.enclave_limits
@@ -101,6 +101,10 @@ fn header(out: &mut String, b: &Bench, started: &str, wall: Duration) {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if !a.enclave_audit.is_empty() {
+        let lines: Vec<String> = a.enclave_audit.iter().map(|l| format!("`{l}`")).collect();
+        let _ = write!(limits, ", `[audit]` {}", lines.join(", "));
+    }
     let _ = writeln!(
         out,
         "\nUpstream: nginx `return 200` from memory, 1 worker. nginx: `proxy_pass` with keepalive, {} \
@@ -181,8 +185,8 @@ fn part_a(out: &mut String, b: &Bench, r: &Results) {
     );
     let _ = writeln!(
         out,
-        "| target | response | concurrency | req/s | p50 ms | p99 ms | proxy CPU ms/req | upstream CPU ms/req \
-         | client CPU ms/req | errors | other CPU % |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| target | response | concurrency | req/s | p50 ms | p99 ms | proxy CPU ms/req | of it, audit thread \
+         | upstream CPU ms/req | client CPU ms/req | errors | other CPU % |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut rows: Vec<&crate::ClosedCell> = r.closed.iter().collect();
     rows.sort_by_key(|c| (kind_order(c.kind), target_order(c.target), c.concurrency));
@@ -190,7 +194,7 @@ fn part_a(out: &mut String, b: &Bench, r: &Results) {
         let m = &c.m;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} |",
             b.name(c.target),
             c.kind.name(),
             c.concurrency,
@@ -198,6 +202,7 @@ fn part_a(out: &mut String, b: &Bench, r: &Results) {
             m.run.latency.p50,
             m.run.latency.p99,
             opt(m.proxy_cpu.and_then(|p| m.ms_per_req(p)), 3),
+            opt(m.audit_cpu.and_then(|p| m.ms_per_req(p)), 4),
             opt(m.ms_per_req(m.upstream_cpu), 3),
             opt(m.ms_per_req(m.generator_cpu), 3),
             m.run.errors,

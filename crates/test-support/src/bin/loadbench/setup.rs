@@ -271,6 +271,8 @@ pub(crate) struct EnclaveSpec<'a> {
     pub(crate) upstream_port: u16,
     /// Extra `[limits]` lines.
     pub(crate) limits: &'a [String],
+    /// Extra `[audit]` lines.
+    pub(crate) audit: &'a [String],
     /// `ENCLAVE_LOG`.
     pub(crate) log_level: &'a str,
 }
@@ -288,6 +290,7 @@ pub(crate) fn start_enclave(
         dir,
         upstream_port,
         limits,
+        audit,
         log_level,
     } = *spec;
     std::fs::create_dir_all(dir)?;
@@ -303,6 +306,13 @@ pub(crate) fn start_enclave(
     if !limits.is_empty() {
         text.push_str("\n[limits]\n");
         for l in limits {
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    if !audit.is_empty() {
+        text.push_str("\n[audit]\n");
+        for l in audit {
             text.push_str(l);
             text.push('\n');
         }
