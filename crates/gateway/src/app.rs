@@ -341,6 +341,7 @@ async fn start_audit(
         checkpoint_dir: audit.checkpoint_dir.clone(),
         checkpoint_command: audit.checkpoint_command.clone(),
         previous_verifier_keys: audit.previous_verifier_keys.clone(),
+        commit_delay: audit.commit_delay,
     };
     let log = AuditLog::start(store, signer, log_config)
         .await

@@ -29,6 +29,41 @@ use crate::stage;
 /// Most entries one `GET /v1/audit/entries` returns.
 pub const MAX_ENTRIES_PER_PAGE: u64 = 1000;
 
+/// Appends the audit writer's metrics to `out` in the text exposition format: commits and the
+/// entries in them (their ratio is the group commit's batch size), failed commits, time spent
+/// committing, the log's size, and requests whose entries are announced but not yet queued.
+pub(crate) fn render_metrics(log: &enclave_store::AuditLog, out: &mut String) {
+    use std::fmt::Write as _;
+    let st = log.stats();
+    let _ = writeln!(
+        out,
+        "# HELP enclave_audit_commits_total Audit log transactions committed (each one disk flush).\n\
+         # TYPE enclave_audit_commits_total counter\n\
+         enclave_audit_commits_total {}\n\
+         # HELP enclave_audit_committed_entries_total Audit entries in those transactions.\n\
+         # TYPE enclave_audit_committed_entries_total counter\n\
+         enclave_audit_committed_entries_total {}\n\
+         # HELP enclave_audit_failed_commits_total Audit log transactions that failed (their requests were refused).\n\
+         # TYPE enclave_audit_failed_commits_total counter\n\
+         enclave_audit_failed_commits_total {}\n\
+         # HELP enclave_audit_commit_seconds_total Time the audit writer spent committing.\n\
+         # TYPE enclave_audit_commit_seconds_total counter\n\
+         enclave_audit_commit_seconds_total {:.6}\n\
+         # HELP enclave_audit_entries Entries in the audit log's tree.\n\
+         # TYPE enclave_audit_entries gauge\n\
+         enclave_audit_entries {}\n\
+         # HELP enclave_audit_expected_entries Requests past admission whose audit entries are not yet queued.\n\
+         # TYPE enclave_audit_expected_entries gauge\n\
+         enclave_audit_expected_entries {}",
+        st.commits,
+        st.entries,
+        st.failed_commits,
+        st.commit_time.as_secs_f64(),
+        log.tree().len(),
+        st.expected,
+    );
+}
+
 /// Serves an audit route: authenticates, opens the session, and answers (content type, body).
 ///
 /// # Errors

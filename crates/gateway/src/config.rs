@@ -66,7 +66,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use audit::{AuditConfig, DEFAULT_AUDIT_ORIGIN, KeysConfig, RawAudit, RawKeys};
+pub use audit::{
+    AuditConfig, DEFAULT_AUDIT_ORIGIN, DEFAULT_COMMIT_DELAY, KeysConfig, RawAudit, RawKeys,
+};
 pub use enclave_auth::config::{RawCertMapping, RawClaims, RawOidc, RawTls};
 pub use enclave_auth::{OidcConfig, TlsConfig};
 pub use enclave_local::weights::{ModelsDir, ModelsDirSource};
@@ -837,7 +839,7 @@ operators = "USA"
         let signer = enclave_audit::Signer::from_seed("old.example/audit", &[1; 32]).unwrap();
         let c = parse(&format!(
             "[audit]\norigin = \"enclave.example.gov/audit\"\ncheckpoint_interval_secs = 5\n\
-             checkpoint_dir = \"/var/cp\"\ncheckpoint_command = [\"/bin/publish\", \"-x\"]\n\
+             commit_delay_us = 250\ncheckpoint_dir = \"/var/cp\"\ncheckpoint_command = [\"/bin/publish\", \"-x\"]\n\
              previous_verifier_keys = [\"{}\"]\n[keys]\nmaster_key_file = \"/run/m.key\"\n",
             signer.verifier_key()
         ))
@@ -847,6 +849,7 @@ operators = "USA"
             c.audit.checkpoint_interval,
             std::time::Duration::from_secs(5)
         );
+        assert_eq!(c.audit.commit_delay, std::time::Duration::from_micros(250));
         assert_eq!(c.audit.checkpoint_dir, Some(PathBuf::from("/var/cp")));
         assert_eq!(c.audit.checkpoint_command, ["/bin/publish", "-x"]);
         assert_eq!(c.audit.previous_verifier_keys, [signer.verifier_key()]);
@@ -856,6 +859,7 @@ operators = "USA"
 
         let e = parse(
             "[audit]\norigin = \"a b\"\ncheckpoint_interval_secs = 0\ncheckpoint_command = []\n\
+             commit_delay_us = 10001\n\
              previous_verifier_keys = [\"nope\"]\nextra = 1\n[keys]\nmaster_key_file = 3\n",
         )
         .unwrap_err();
@@ -863,6 +867,7 @@ operators = "USA"
             "audit.origin:",
             "audit.checkpoint_interval_secs:",
             "audit.checkpoint_command:",
+            "audit.commit_delay_us:",
             "audit.previous_verifier_keys[0]:",
             "audit.extra: unknown key",
             "keys.master_key_file:",

@@ -386,6 +386,7 @@ async fn metrics(
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body: Bytes::from({
             let mut out = ctx.app.metrics.render();
+            audit_api::render_metrics(&ctx.app.audit, &mut out);
             ctx.app.memory.render_metrics(&mut out);
             out
         }),
@@ -442,7 +443,7 @@ async fn chat(
             }
         }
         (answer, false) => {
-            let mut whole = whole_answer(answer).await?;
+            let mut whole = whole_answer(ctx, answer).await?;
             screen.whole(ctx, &mut whole).await?;
             // Copied only for the extractor (the answer moves into the reply below).
             if memory_on && ctx.app.memory.reads_answers() {
@@ -514,7 +515,7 @@ async fn create_response(
     let memory_on = stage::recall::run(ctx, &parts.headers, &mut chat).await?;
     let candidates = stage::routing::run(ctx, &chat.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
-    let mut whole = whole_answer(answer).await?;
+    let mut whole = whole_answer(ctx, answer).await?;
     OutputScreen::new(ctx).whole(ctx, &mut whole).await?;
     stage::remember::run(ctx, &chat, memory_on, stage::remember::answer_text(&whole));
     let turn = responses::finish_turn(ctx, &request, &chat, context, &whole).await?;
@@ -711,18 +712,26 @@ async fn memories(
 }
 
 /// A backend's answer as one completion: a stream is collected (a failure in the middle is
-/// 502 `upstream_error`).
-async fn whole_answer(answer: ChatAnswer) -> Result<enclave_api::Completion, ApiError> {
+/// 502 `upstream_error`); the audit writer is not kept waiting meanwhile.
+async fn whole_answer(
+    ctx: &mut RequestCtx,
+    answer: ChatAnswer,
+) -> Result<enclave_api::Completion, ApiError> {
     match answer {
         ChatAnswer::Whole(w) => Ok(w),
-        ChatAnswer::Stream(s) => respond::collect(s).await.map_err(|e| {
+        ChatAnswer::Stream(s) => {
+            audit::waiting(ctx);
+            let whole = respond::collect(s).await;
+            audit::expect(ctx);
+            whole.map_err(|e| {
             tracing::warn!(error = %e, "the backend failed mid-stream");
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
                 "The model backend failed in the middle of the answer; the operator's log has the details.",
             )
-        }),
+            })
+        }
     }
 }
 
@@ -767,6 +776,7 @@ async fn read_body(
 async fn admit(ctx: &mut RequestCtx) -> Result<(), ApiError> {
     let permit = ctx.app.admission.enter().await?;
     ctx.permit = Some(permit);
+    audit::expect(ctx);
     Ok(())
 }
 

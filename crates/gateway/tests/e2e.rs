@@ -418,6 +418,26 @@ async fn retries_then_fallback_within_the_eligible_set() {
         "{metrics}"
     );
     assert!(metrics.contains("enclave_request_duration_seconds_bucket{route=\"chat_completions\",status=\"200\",backend=\"good\",le=\"+Inf\"} 1"));
+    // The audit writer's counters: at least the chat's entry (and the user's creation) was
+    // committed, none failed, and nobody is announced once the requests are answered.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(value("enclave_audit_commits_total") >= 1.0, "{metrics}");
+    assert!(
+        value("enclave_audit_committed_entries_total") >= value("enclave_audit_commits_total"),
+        "{metrics}"
+    );
+    assert!(value("enclave_audit_entries") >= 1.0, "{metrics}");
+    assert_eq!(
+        value("enclave_audit_failed_commits_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(value("enclave_audit_expected_entries"), 0.0, "{metrics}");
     gw.stop().await;
 }
 

@@ -128,6 +128,7 @@ async fn append(url: &str, entries: u64, concurrency: u64) {
         checkpoint_dir: None,
         checkpoint_command: Vec::new(),
         previous_verifier_keys: Vec::new(),
+        commit_delay: Duration::ZERO,
     };
     let log = AuditLog::start(store.clone(), signer(), config)
         .await

@@ -24,7 +24,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -61,6 +61,10 @@ pub struct AuditLogConfig {
     /// Keys of earlier signing keys, trusted when the latest stored checkpoint is checked at
     /// start (key rotation).
     pub previous_verifier_keys: Vec<VerifierKey>,
+    /// How long a commit may wait for entries that requests in flight are about to append
+    /// (see [`AuditLog::expect`]); zero commits at once. PostgreSQL's `commit_delay` with
+    /// `commit_siblings = 1`, except that the wait ends as soon as no request is expected.
+    pub commit_delay: Duration,
 }
 
 /// The audit log of a running gateway. Cheap to clone; the clones share one writer.
@@ -84,6 +88,40 @@ pub enum AppendError {
     Unavailable,
 }
 
+/// The group-commit writer's counters ([`AuditLog::stats`]): entries per commit is
+/// `entries / commits`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Entries in them.
+    pub entries: u64,
+    /// Transactions that failed (their requests were refused).
+    pub failed_commits: u64,
+    /// Time spent committing (the disk flush included), successful or not.
+    pub commit_time: Duration,
+    /// Requests that announced an entry and have not queued it yet (now).
+    pub expected: usize,
+}
+
+/// A request's announcement that it will append an entry soon ([`AuditLog::expect`]); ends
+/// when dropped.
+pub struct Expected {
+    state: Arc<State>,
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.state.expected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expected").finish_non_exhaustive()
+    }
+}
+
 /// The outcome of [`AuditLog::append`]: a future of the entry's index, ready once the entry is
 /// durable. Dropping it does not cancel the append.
 #[derive(Debug)]
@@ -99,6 +137,13 @@ struct State {
     store: Store,
     tree: LeafTree,
     unavailable: AtomicBool,
+    /// Requests that announced an entry ([`Expected`]) and have not queued it yet.
+    expected: AtomicUsize,
+    /// The writer's counters ([`AuditLog::stats`]).
+    commits: AtomicU64,
+    committed_entries: AtomicU64,
+    failed_commits: AtomicU64,
+    commit_micros: AtomicU64,
     origin: String,
     verifier: VerifierKey,
 }
@@ -137,6 +182,11 @@ impl AuditLog {
             store,
             tree: LeafTree::new(),
             unavailable: AtomicBool::new(false),
+            expected: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            committed_entries: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            commit_micros: AtomicU64::new(0),
             origin: config.origin.clone(),
             verifier: signer.verifier_key(),
         });
@@ -188,6 +238,28 @@ impl AuditLog {
         self.append_entry(NewAuditEntry::now(event))
     }
 
+    /// Queues `event` (stamped now) as [`AuditLog::append`] does, and ends the announcement
+    /// `expected` made: the writer no longer waits for it.
+    pub fn append_expected(&self, event: Event, expected: Option<Expected>) -> Receipt {
+        // Counted out before the entry is queued: a writer that finds the entry also finds the
+        // count without it, and does not wait for what it already holds.
+        drop(expected);
+        self.append(event)
+    }
+
+    /// Announces that the caller will soon append an entry (a request admitted into the
+    /// pipeline). While announcements are outstanding, a commit waits up to
+    /// [`AuditLogConfig::commit_delay`] for them, so that one disk flush serves more requests;
+    /// nobody waits for a request that is not coming. The announcement ends when the guard is
+    /// dropped or handed to [`AuditLog::append_expected`]; drop it while the request waits on
+    /// something slow (a model), and announce again after.
+    pub fn expect(&self) -> Expected {
+        self.state.expected.fetch_add(1, Ordering::AcqRel);
+        Expected {
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// Queues an entry with its own time.
     pub fn append_entry(&self, entry: NewAuditEntry) -> Receipt {
         let (tx, rx) = oneshot::channel();
@@ -201,6 +273,18 @@ impl AuditLog {
     /// refused before they do anything.
     pub fn is_unavailable(&self) -> bool {
         self.state.unavailable.load(Ordering::Relaxed)
+    }
+
+    /// The writer's counters since start.
+    pub fn stats(&self) -> AuditStats {
+        let st = &self.state;
+        AuditStats {
+            commits: st.commits.load(Ordering::Relaxed),
+            entries: st.committed_entries.load(Ordering::Relaxed),
+            failed_commits: st.failed_commits.load(Ordering::Relaxed),
+            commit_time: Duration::from_micros(st.commit_micros.load(Ordering::Relaxed)),
+            expected: st.expected.load(Ordering::Relaxed),
+        }
     }
 
     /// The store.
@@ -373,12 +457,7 @@ impl Writer {
             match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(job) => {
                     jobs.push(job);
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
-                            Err(_) => break,
-                        }
-                    }
+                    self.gather(rx, &mut jobs);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -433,10 +512,59 @@ impl Writer {
                             self.commit(entries, waiters);
                         }
                         self.checkpoint().ok();
+                        let st = &self.state;
+                        tracing::info!(
+                            commits = st.commits.load(Ordering::Relaxed),
+                            entries = st.committed_entries.load(Ordering::Relaxed),
+                            failed_commits = st.failed_commits.load(Ordering::Relaxed),
+                            commit_ms = st.commit_micros.load(Ordering::Relaxed) / 1000,
+                            "the audit writer stopped"
+                        );
                         let _ = ack.send(());
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes what else is queued into `jobs`; then, while requests in flight have announced
+    /// entries ([`AuditLog::expect`]), waits for them up to the commit delay from now — one
+    /// flush for all, at the cost of at most that delay to the requests that wait. A control
+    /// job (a checkpoint or shutdown asked for) ends the wait: what is here commits now.
+    fn gather(&self, rx: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+        let is_control = |job: &Job| !matches!(job, Job::Append(..));
+        let mut control = jobs.iter().any(is_control);
+        let take_queued = |jobs: &mut Vec<Job>, control: &mut bool| {
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        *control |= is_control(&job);
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+        };
+        take_queued(jobs, &mut control);
+        let delay = self.config.commit_delay;
+        if delay.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + delay;
+        while !control && jobs.len() < MAX_BATCH && self.state.expected.load(Ordering::Acquire) > 0
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(job) => {
+                    control |= is_control(&job);
+                    jobs.push(job);
+                    take_queued(jobs, &mut control);
+                }
+                Err(_) => break,
             }
         }
     }
@@ -448,8 +576,19 @@ impl Writer {
         waiters: Vec<oneshot::Sender<Result<u64, AppendError>>>,
     ) {
         let count = entries.len();
+        let started = Instant::now();
         let appended = self.append(entries);
         let state = &self.state;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        state.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        if appended.is_ok() {
+            state.commits.fetch_add(1, Ordering::Relaxed);
+            state
+                .committed_entries
+                .fetch_add(count as u64, Ordering::Relaxed);
+        } else {
+            state.failed_commits.fetch_add(1, Ordering::Relaxed);
+        }
         match appended {
             Ok(batch) => {
                 if state.unavailable.swap(false, Ordering::Relaxed) {

@@ -64,7 +64,9 @@ pub use audit::{
     StoredCheckpoint, now_timestamp,
 };
 pub use audit_direct::SqliteAppender;
-pub use audit_log::{AppendError, AuditLog, AuditLogConfig, MAX_BATCH, Receipt};
+pub use audit_log::{
+    AppendError, AuditLog, AuditLogConfig, AuditStats, Expected, MAX_BATCH, Receipt,
+};
 pub use config::{DatabaseUrl, StorageConfig, redact_url};
 pub use crypt::{ShredReport, TenantCipher};
 pub use error::StoreError;

@@ -11,6 +11,9 @@ use super::{Problem, Section};
 /// The default `[audit] origin`.
 pub const DEFAULT_AUDIT_ORIGIN: &str = "enclave.local/audit";
 
+/// The default `[audit] commit_delay_us`.
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(500);
+
 /// `[audit]` as written in the file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +29,9 @@ pub struct RawAudit {
     pub checkpoint_command: Option<Vec<String>>,
     /// Verifier keys of earlier signing keys, still trusted (`name+keyid+base64`).
     pub previous_verifier_keys: Option<Vec<String>>,
+    /// How long a commit may wait for the entries of requests already in the pipeline, in
+    /// microseconds (0..=10000, default 500; 0: commit at once).
+    pub commit_delay_us: Option<i64>,
 }
 
 /// The audit log: the name and key of its checkpoints and where copies of them go.
@@ -42,6 +48,10 @@ pub struct AuditConfig {
     pub checkpoint_command: Vec<String>,
     /// `previous_verifier_keys`: verifier keys of earlier signing keys, still trusted.
     pub previous_verifier_keys: Vec<enclave_audit::VerifierKey>,
+    /// `commit_delay_us`: how long a commit may wait for the entries of requests already in
+    /// the pipeline (group commit gathers more entries per disk flush; a request alone never
+    /// waits).
+    pub commit_delay: Duration,
 }
 
 impl Default for AuditConfig {
@@ -52,6 +62,7 @@ impl Default for AuditConfig {
             checkpoint_dir: None,
             checkpoint_command: Vec::new(),
             previous_verifier_keys: Vec::new(),
+            commit_delay: DEFAULT_COMMIT_DELAY,
         }
     }
 }
@@ -86,6 +97,9 @@ impl AuditConfig {
             24 * 3600,
         ) {
             audit.checkpoint_interval = Duration::from_secs(secs);
+        }
+        if let Some(us) = p.int_in("commit_delay_us", raw.commit_delay_us, 0, 10_000) {
+            audit.commit_delay = Duration::from_micros(us);
         }
         match raw.checkpoint_dir {
             Some(d) if d.is_empty() => {

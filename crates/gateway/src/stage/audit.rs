@@ -19,7 +19,7 @@
 
 use enclave_api::Usage;
 use enclave_audit::{Decision, Event, KeyedDigest, Phase, RequestEvent, TokenCounts};
-use enclave_store::Receipt;
+use enclave_store::{Expected, Receipt};
 use ring::hmac;
 
 use crate::ctx::{Outcome, RequestCtx};
@@ -35,6 +35,8 @@ pub(crate) struct Trail {
     output: Option<hmac::Context>,
     /// A stream's decision entry was queued: the next entry is its outcome.
     streamed: bool,
+    /// The announcement that this request's entry is coming (see [`expect`]).
+    expected: Option<Expected>,
 }
 
 impl std::fmt::Debug for Trail {
@@ -76,6 +78,21 @@ pub(crate) fn prompt(ctx: &mut RequestCtx, body: &[u8]) {
     ctx.trail.key = Some(key);
 }
 
+/// Announces to the audit writer that this request's entry is coming soon (after admission,
+/// and again after a wait on a backend): a commit may then wait a moment for it, so that one
+/// disk flush serves several requests ([`enclave_store::AuditLog::expect`]).
+pub(crate) fn expect(ctx: &mut RequestCtx) {
+    if ctx.route.is_audited() && ctx.trail.expected.is_none() {
+        ctx.trail.expected = Some(ctx.app.audit.expect());
+    }
+}
+
+/// Withdraws the announcement while the request waits on something slow (a backend's answer):
+/// no commit waits for it meanwhile.
+pub(crate) fn waiting(ctx: &mut RequestCtx) {
+    ctx.trail.expected = None;
+}
+
 /// Digests a whole answer's body.
 pub(crate) fn output(ctx: &mut RequestCtx, body: &[u8]) {
     ctx.trail.output(body);
@@ -97,7 +114,12 @@ pub(crate) fn record(ctx: &mut RequestCtx, outcome: &Outcome) -> Option<Receipt>
         phase,
         output,
     );
-    Some(ctx.app.audit.append(Event::Request(event)))
+    let expected = ctx.trail.expected.take();
+    Some(
+        ctx.app
+            .audit
+            .append_expected(Event::Request(event), expected),
+    )
 }
 
 /// Queues the decision entry of a streamed answer, to be awaited before its first byte.
@@ -107,7 +129,13 @@ pub(crate) fn decision(ctx: &mut RequestCtx) -> Option<Receipt> {
     }
     ctx.trail.streamed = true;
     let event = event(ctx, 200, None, None, Some(Phase::Decision), None);
-    Some(ctx.app.audit.append(Event::Request(event)))
+    // The outcome entry comes when the stream ends, which may be long: not announced.
+    let expected = ctx.trail.expected.take();
+    Some(
+        ctx.app
+            .audit
+            .append_expected(Event::Request(event), expected),
+    )
 }
 
 /// The entry of `ctx` as it stands.

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::ctx::RequestCtx;
 use crate::error::ApiError;
+use crate::stage;
 
 /// Sends a chat request to the candidates in turn (retries and fallback only for what did not
 /// run) and returns the first answer.
@@ -25,12 +26,15 @@ pub(crate) async fn chat(
     // The prompt counts against the caller's tokens per minute as soon as it is sent (about
     // four bytes a token; the backend's own count settles it at the end).
     ctx.charge((req.text.len() / 4) as u64);
+    // No audit commit waits for this request while the backend works.
+    stage::audit::waiting(ctx);
     let sent = app
         .router
         .send(candidates, &req.model, call.deadline, |backend, model| {
             backend.chat(req, model, &call)
         })
         .await;
+    stage::audit::expect(ctx);
     settle(ctx, sent)
 }
 
@@ -47,12 +51,15 @@ pub(crate) async fn embed(
     let app = Arc::clone(&ctx.app);
     let call = call(ctx);
     ctx.charge((req.text.len() / 4) as u64);
+    // No audit commit waits for this request while the backend works.
+    stage::audit::waiting(ctx);
     let sent = app
         .router
         .send(candidates, &req.model, call.deadline, |backend, model| {
             backend.embed(req, model, &call)
         })
         .await;
+    stage::audit::expect(ctx);
     settle(ctx, sent)
 }
 

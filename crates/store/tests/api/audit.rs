@@ -39,6 +39,7 @@ fn config(interval: Duration) -> AuditLogConfig {
         checkpoint_dir: None,
         checkpoint_command: Vec::new(),
         previous_verifier_keys: Vec::new(),
+        commit_delay: Duration::ZERO,
     }
 }
 
@@ -399,6 +400,69 @@ async fn checkpoints_are_made_on_time_under_a_steady_stream_of_appends() {
         verify(&store).await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_commit_waits_for_announced_entries_only_while_they_are_announced() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        // A delay far longer than the test: a commit that waited it out would time out below.
+        let mut cfg = config(Duration::from_secs(3600));
+        cfg.commit_delay = Duration::from_secs(600);
+        let log = AuditLog::start(store.clone(), signer(), cfg).await.unwrap();
+
+        // Nobody announced: an append commits at once.
+        let first = within(log.append(request("alone").event)).await;
+        assert_eq!(first.expect("a lone append waited").unwrap(), 0);
+
+        // A request announced its entry: another's commit waits for it ...
+        let announced = log.expect();
+        let mut waiting = Box::pin(log.append(request("waits").event));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            futures_now(&mut waiting).is_none(),
+            "committed while an announced entry was still coming"
+        );
+        // ... until it arrives: both commit together, the announced one included.
+        let arrived = log.append_expected(request("announced").event, Some(announced));
+        let (a, b) = (within(waiting).await, within(arrived).await);
+        assert_eq!(a.expect("the waiting append never committed").unwrap(), 1);
+        assert_eq!(b.expect("the announced append never committed").unwrap(), 2);
+
+        // An announcement withdrawn (the request went to wait on a backend) holds nothing up
+        // once the next entry arrives; a shutdown ends a wait at once.
+        drop(log.expect());
+        let after = within(log.append(request("after").event)).await;
+        assert_eq!(
+            after
+                .expect("a withdrawn announcement held a commit")
+                .unwrap(),
+            3
+        );
+        let _held = log.expect();
+        let pending = log.append(request("at shutdown").event);
+        within(log.shutdown())
+            .await
+            .expect("shutdown waited for an announced entry");
+        assert_eq!(within(pending).await.unwrap().unwrap(), 4);
+        assert_eq!(verify(&store).await.size, 5);
+    })
+    .await;
+}
+
+/// `f`, given 20 seconds.
+fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
+    tokio::time::timeout(Duration::from_secs(20), f)
+}
+
+/// The future's output if it is ready now.
+fn futures_now<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match std::pin::Pin::new(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 #[tokio::test]

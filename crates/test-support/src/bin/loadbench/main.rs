@@ -24,7 +24,9 @@
 //!   completion; `sse`, the same streamed) at concurrency 1 and `--concurrency` (64), each
 //!   connection sending its next request when the last is answered. Columns: `req/s`; `p50`,
 //!   `p99` latency (send to end of body); `proxy CPU ms/req` = utime+stime of the proxy process
-//!   (`/proc/<pid>/stat`; nginx: master + workers) over the cell / responses; `upstream CPU
+//!   (`/proc/<pid>/stat`; nginx: master + workers) over the cell / responses; `of it, audit
+//!   thread` = the part spent by Enclave's audit writer thread (`enclave-audit`, from
+//!   `/proc/<pid>/task/*/stat`), the group commits with their disk flushes; `upstream CPU
 //!   ms/req` likewise for the upstream nginx; `client CPU ms/req` = this process (the load
 //!   generator); `errors` = non-2xx, failed or timed-out exchanges; `other CPU %` = CPU used
 //!   meanwhile by processes outside the benchmark, in % of one core. Then the ratio of Enclave's
