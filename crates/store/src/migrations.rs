@@ -77,10 +77,18 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../migrations/0008_memory_changes_postgres.sql"),
         },
     ),
+    (
+        9,
+        "audit keys as rowid",
+        Sql::Each {
+            sqlite: include_str!("../migrations/0009_audit_rowid_sqlite.sql"),
+            postgres: include_str!("../migrations/0009_audit_rowid_postgres.sql"),
+        },
+    ),
 ];
 
 /// The schema version this build creates and expects: the highest migration version.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// The embedded migrations as a sqlx migration source, in the dialect of one database.
 #[derive(Debug)]

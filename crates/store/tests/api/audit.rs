@@ -2,6 +2,7 @@
 //! under the head lock, the tree kept beside the rows, and the group-commit writer failing
 //! closed.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use enclave_store::{
     AppendError, AuditLog, AuditLogConfig, AuditReader, LeafTree, NewAuditEntry, SqliteAppender,
     Store,
 };
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::backends::{Db, each_backend};
 
@@ -577,6 +580,104 @@ async fn checkpoints_are_written_to_the_checkpoint_dir_on_the_interval() {
             1
         );
         log.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_audit_upgrade_keeps_every_entry_and_makes_the_sqlite_keys_rowids() {
+    each_backend(|db: Db| async move {
+        // The database as schema version 3 left it, with three entries appended as it did.
+        sqlx::any::install_default_drivers();
+        let url = if db.backend == "sqlite" {
+            format!("{}?mode=rwc", db.url)
+        } else {
+            db.url.clone()
+        };
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let file = |version: i64, name: &'static str, sql: &'static str| {
+            Migration::new(
+                version,
+                Cow::Borrowed(name),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        };
+        let v3 = Migrator {
+            migrations: Cow::Owned(vec![
+                file(
+                    1,
+                    "identities",
+                    include_str!("../../migrations/0001_identities.sql"),
+                ),
+                file(
+                    2,
+                    "key format",
+                    include_str!("../../migrations/0002_key_format.sql"),
+                ),
+                file(3, "audit", include_str!("../../migrations/0003_audit.sql")),
+            ]),
+            ..Migrator::DEFAULT
+        };
+        v3.run(&pool).await.unwrap();
+        let mut rows = Vec::new();
+        for index in 0..3u64 {
+            let entry = AuditEntry {
+                index,
+                time: enclave_audit::Timestamp::from_unix_millis(1_795_512_600_000).unwrap(),
+                event: request(&format!("old-{index}")).event,
+            };
+            let text = String::from_utf8(entry.encode().unwrap()).unwrap();
+            sqlx::query("INSERT INTO audit_entries (idx, entry) VALUES ($1, $2)")
+                .bind(i64::try_from(index).unwrap())
+                .bind(text)
+                .execute(&pool)
+                .await
+                .unwrap();
+            rows.push(format!("old-{index}"));
+        }
+        sqlx::query("UPDATE audit_head SET size = 3 WHERE id = 0")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let store = db.open().await;
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            enclave_store::SCHEMA_VERSION
+        );
+        assert_eq!(all_rows(&store).await, rows);
+        assert_eq!(store.audit_size().await.unwrap(), 3);
+        if db.backend == "sqlite" {
+            // The keys are the rowid: no separate index is left to write on every append.
+            let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+            let indexes: Vec<(String,)> = sqlx::query_as(
+                "SELECT name FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name IN ('audit_entries', 'audit_head')",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert!(indexes.is_empty(), "{indexes:?}");
+            // The constraints came along: a second head row and a duplicate index are refused.
+            for sql in [
+                "INSERT INTO audit_head (id, size) VALUES (1, 0)",
+                "INSERT INTO audit_entries (idx, entry) VALUES (0, 'x')",
+                "UPDATE audit_head SET size = -1 WHERE id = 0",
+            ] {
+                assert!(sqlx::query(sql).execute(&pool).await.is_err(), "{sql}");
+            }
+            pool.close().await;
+        }
+        // Appends carry on after the upgraded rows, and the whole log verifies.
+        let log = AuditLog::start(store.clone(), signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert_eq!(log.append(request("new").event).await.unwrap(), 3);
+        log.shutdown().await;
+        assert_eq!(verify(&store).await.size, 4);
     })
     .await;
 }
