@@ -591,20 +591,30 @@ def run_checks(h: Harness) -> Checks:
         return f"{r.id[:16]}..., output_text {r.output_text!r}, usage {r.usage.total_tokens} tokens"
 
     def responses_stream():
-        stream = client.responses.create(model=MODEL, input="stream the plan", stream=True)
+        start = time.monotonic()
+        stream = client.responses.create(model=MODEL, input=LONG_PROSE, stream=True)
         kinds = []
         text = ""
+        arrivals = []
         final = None
         for event in stream:
             kinds.append(event.type)
             if event.type == "response.output_text.delta":
                 text += event.delta
+                arrivals.append(time.monotonic() - start)
             if event.type == "response.completed":
                 final = event.response
         assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
-        assert text == "echo: stream the plan", f"deltas {text!r}"
+        assert text == LONG_PROSE, f"deltas {text!r}"
         assert final is not None and final.output_text == text
-        return f"{len(kinds)} events, text {text!r}"
+        # As for chat: the text arrives while the backend generates it, not all at the end.
+        spread = (arrivals[-1] - arrivals[0]) * 1000
+        assert spread >= CHUNK_DELAY_MS * 1.5, (
+            f"the deltas arrived within {spread:.0f} ms of each other: the answer was buffered, not streamed"
+        )
+        stored = client.responses.retrieve(final.id)
+        assert stored.output_text == text, "the stored turn differs from the streamed one"
+        return f"{len(kinds)} events, first text after {arrivals[0] * 1000:.0f} ms, last after {arrivals[-1] * 1000:.0f} ms"
 
     def responses_previous():
         r = client.responses.create(model=MODEL, input="what is my call sign?", previous_response_id=state["first"])
@@ -671,7 +681,7 @@ def run_checks(h: Harness) -> Checks:
         return f"{conv.id[:14]}...: {len(texts)} items, then deleted"
 
     checks.run("responses.create (plain): output_text, usage, X-Enclave-Classification", responses_plain)
-    checks.run("responses.create (stream=True): the Responses event sequence", responses_stream)
+    checks.run("responses.create (stream=True): the Responses events, streamed as generated, and stored", responses_stream)
     checks.run("responses.create with previous_response_id", responses_previous)
     checks.run("responses.input_items.list: the context and input, newest first, paged", responses_input_items)
     checks.run("responses.retrieve / responses.delete, then NotFoundError not_found", responses_retrieve_delete)

@@ -50,7 +50,7 @@ use crate::ctx::{Outcome, RequestCtx};
 use crate::error::ApiError;
 use crate::identity::PeerCert;
 use crate::memory_api;
-use crate::respond::{self, Replay, SseBody};
+use crate::respond::{self, Format, Replay, SseBody};
 use crate::responses;
 use crate::route::{PathId, Route};
 use crate::stage::label::CLASSIFICATION;
@@ -85,6 +85,7 @@ enum Reply {
     Stream {
         stream: enclave_models::ChunkStream,
         screen: OutputScreen,
+        format: Format,
     },
 }
 
@@ -171,7 +172,11 @@ async fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Bo
             });
             receipted(&app, resp, receipt).await
         }
-        Ok(Reply::Stream { stream, screen }) => {
+        Ok(Reply::Stream {
+            stream,
+            screen,
+            format,
+        }) => {
             let label = ctx.answer_label();
             let index = match audit::decision(&mut ctx) {
                 None => None,
@@ -193,7 +198,7 @@ async fn finish(mut ctx: RequestCtx, result: Result<Reply, Exit>) -> Response<Bo
                     }
                 },
             };
-            let mut resp = Response::new(SseBody::new(ctx, stream, screen).boxed_unsync());
+            let mut resp = Response::new(SseBody::new(ctx, stream, screen, format).boxed_unsync());
             let headers = resp.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,
@@ -434,12 +439,17 @@ async fn chat(
     // What the remember stage's extractor reads besides the statement (whole answers only).
     let mut answer_text = None;
     let reply = match (answer, request.stream) {
-        (ChatAnswer::Stream(stream), true) => Reply::Stream { stream, screen },
+        (ChatAnswer::Stream(stream), true) => Reply::Stream {
+            stream,
+            screen,
+            format: Format::Chat,
+        },
         (ChatAnswer::Whole(whole), true) => {
             let chunks = respond::chunks_of(&whole, request.include_usage);
             Reply::Stream {
                 stream: Box::pin(Replay(VecDeque::from(chunks))),
                 screen,
+                format: Format::Chat,
             }
         }
         (answer, false) => {
@@ -493,8 +503,8 @@ async fn embeddings(
 /// label(content) ─ load the previous response or conversation (404 unless visible; its label
 /// joins the request's) ─ authorize ─ screen input ─ recall ─ route ─ generate (the backend's
 /// chat interface) ─ screen output ─ remember ─ store the response and append to the
-/// conversation. A streamed response is sent as the Responses event sequence once the whole
-/// answer has been screened and stored.
+/// conversation. A streamed response is sent as the Responses event sequence while the backend
+/// generates it (screened as chat streams are), and stored before its closing events.
 async fn create_response(
     ctx: &mut RequestCtx,
     peer: &PeerCert,
@@ -515,20 +525,27 @@ async fn create_response(
     let memory_on = stage::recall::run(ctx, &parts.headers, &mut chat).await?;
     let candidates = stage::routing::run(ctx, &chat.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
+    if request.stream {
+        let stream: enclave_models::ChunkStream = match answer {
+            ChatAnswer::Stream(stream) => stream,
+            ChatAnswer::Whole(whole) => {
+                Box::pin(Replay(VecDeque::from(respond::chunks_of(&whole, true))))
+            }
+        };
+        let screen = OutputScreen::new(ctx);
+        let turn = responses::StreamTurn::new(request, chat, context, memory_on)?;
+        return Ok(Reply::Stream {
+            stream,
+            screen,
+            format: Format::Responses(Box::new(turn)),
+        });
+    }
     let mut whole = whole_answer(ctx, answer).await?;
     OutputScreen::new(ctx).whole(ctx, &mut whole).await?;
     stage::remember::run(ctx, &chat, memory_on, stage::remember::answer_text(&whole));
-    let turn = responses::finish_turn(ctx, &request, &chat, context, &whole).await?;
+    let ids = responses::TurnIds::new()?;
+    let turn = responses::finish_turn(ctx, &request, &chat, context, &ids, &whole).await?;
     let usage = whole.usage;
-    if request.stream {
-        return Ok(Reply::Whole {
-            status: StatusCode::OK,
-            content_type: "text/event-stream",
-            body: responses::events(&turn.response),
-            label: Some(turn.label),
-            usage,
-        });
-    }
     let mut reply = json(StatusCode::OK, &turn.response, Some(turn.label));
     if let Reply::Whole { usage: u, .. } = &mut reply {
         *u = usage;

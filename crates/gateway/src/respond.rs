@@ -22,16 +22,37 @@ use tokio::time::{Instant, Sleep};
 use crate::body::BodyError;
 use crate::ctx::{Outcome, RequestCtx};
 use crate::error::ApiError;
+use crate::responses::StreamTurn;
 use crate::stage::screen::OutputScreen;
 
+/// How a stream's chunks are sent.
+pub(crate) enum Format {
+    /// As chat completion chunks, `[DONE]` at the end (`/v1/chat/completions`).
+    Chat,
+    /// As the Responses API's events; the turn is stored before its closing events
+    /// (`/v1/responses`).
+    Responses(Box<StreamTurn>),
+}
+
+/// The async end of a Responses stream: stores the turn, then gives the context back with the
+/// closing events (or the error that ends the stream).
+type Closing = Pin<Box<dyn Future<Output = (RequestCtx, Result<Bytes, ApiError>)> + Send>>;
+
 /// A streamed answer as the response body: each chunk screened and forwarded as it arrives,
-/// tokens charged as they go, `[DONE]` at the end — or an error event, after which the stream
-/// ends. The request's context travels inside and is finished when the stream ends (or, if
-/// the client goes away first, when the body is dropped).
+/// tokens charged as they go, `[DONE]` at the end (for the Responses API: the turn stored,
+/// then its closing events) — or an error event, after which the stream ends. The request's
+/// context travels inside and is finished when the stream ends (or, if the client goes away
+/// first, when the body is dropped).
 pub(crate) struct SseBody {
     ctx: Option<RequestCtx>,
     stream: ChunkStream,
     screen: OutputScreen,
+    format: Format,
+    /// The backend's stream ended well and the turn is to be stored once every delta is sent
+    /// (Responses).
+    store_turn: bool,
+    /// The turn being stored, with the context moved into it.
+    storing: Option<Closing>,
     pending: VecDeque<Bytes>,
     done: bool,
     outcome: Option<Outcome>,
@@ -47,10 +68,19 @@ impl SseBody {
     /// A body for `stream`, bounded by the context's limits: the backend may stay silent at
     /// most `limits.stream_idle_timeout`, the whole request may last at most
     /// `limits.max_request`.
-    pub(crate) fn new(ctx: RequestCtx, stream: ChunkStream, screen: OutputScreen) -> SseBody {
+    pub(crate) fn new(
+        ctx: RequestCtx,
+        stream: ChunkStream,
+        screen: OutputScreen,
+        mut format: Format,
+    ) -> SseBody {
         let limits = &ctx.app.config.limits;
         let idle = limits.stream_idle_timeout;
         let end = ctx.start + limits.max_request;
+        let mut pending = VecDeque::new();
+        if let Format::Responses(turn) = &mut format {
+            pending.push_back(turn.head());
+        }
         SseBody {
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
@@ -58,11 +88,27 @@ impl SseBody {
             ctx: Some(ctx),
             stream,
             screen,
-            pending: VecDeque::new(),
+            format,
+            store_turn: false,
+            storing: None,
+            pending,
             done: false,
             outcome: None,
             closing: None,
             usage: None,
+        }
+    }
+
+    /// A screened chunk as the events of the stream's format (none for a chunk without text
+    /// in a Responses stream).
+    fn send(&mut self, chunk: &Chunk) {
+        match &mut self.format {
+            Format::Chat => self.pending.push_back(chunk.event()),
+            Format::Responses(turn) => {
+                if let Some(b) = turn.chunk(chunk) {
+                    self.pending.push_back(b);
+                }
+            }
         }
     }
 
@@ -89,6 +135,43 @@ impl HttpBody for SseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         loop {
+            if this.store_turn
+                && this.pending.is_empty()
+                && let (Some(mut ctx), Format::Responses(turn)) = (
+                    this.ctx.take(),
+                    std::mem::replace(&mut this.format, Format::Chat),
+                )
+            {
+                // Every delta is out (and in the output digest): store the turn, with the
+                // context, before the closing events.
+                this.store_turn = false;
+                let usage = this.usage;
+                this.storing = Some(Box::pin(async move {
+                    let closing = turn.finish(&mut ctx, usage).await;
+                    (ctx, closing)
+                }));
+            }
+            if let Some(storing) = this.storing.as_mut() {
+                let Poll::Ready((ctx, closing)) = storing.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                this.storing = None;
+                this.ctx = Some(ctx);
+                match closing {
+                    Ok(events) => {
+                        this.pending.push_back(events);
+                        this.outcome = Some(Outcome {
+                            status: 200,
+                            code: None,
+                            complete: true,
+                            usage: this.usage,
+                        });
+                        this.done = true;
+                    }
+                    Err(e) => this.fail(&e),
+                }
+                continue;
+            }
             if this.done
                 && let (Some(mut ctx), Some(outcome)) = (this.ctx.take(), this.outcome.take())
             {
@@ -153,7 +236,7 @@ impl HttpBody for SseBody {
                     // A chunk whose text the screen holds back entirely carries nothing: it is
                     // not sent (its text goes out with a later one).
                     if !crate::stage::screen::is_empty(&chunk) {
-                        this.pending.push_back(chunk.event());
+                        this.send(&chunk);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -162,8 +245,12 @@ impl HttpBody for SseBody {
                 }
                 Poll::Ready(None) => match this.screen.end() {
                     Ok(held) => {
-                        for c in held {
-                            this.pending.push_back(c.event());
+                        for c in &held {
+                            this.send(c);
+                        }
+                        if let Format::Responses(_) = this.format {
+                            this.store_turn = true;
+                            continue;
                         }
                         this.pending.push_back(Bytes::from_static(DONE_EVENT));
                         this.outcome = Some(Outcome {

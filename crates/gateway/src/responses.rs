@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use enclave_api::{
-    ChatRequest, Completion, ContentPolicy, ConversationUpdate, FinishReason, Item, ItemsRequest,
-    ResponsesRequest, Role,
+    ChatRequest, Chunk, Completion, ContentPolicy, ConversationUpdate, FinishReason, Item,
+    ItemsRequest, ResponsesRequest, Role,
 };
 use enclave_label::Label;
 use enclave_store::StoreError;
@@ -205,8 +205,8 @@ pub(crate) async fn load_context(
 }
 
 /// The chat request a turn runs as: `instructions` as a system message, then the history and
-/// the new input, never streamed from the backend (the whole answer is screened and stored
-/// before anything is sent).
+/// the new input; streamed from the backend (with its token counts) when the turn is, so its
+/// text reaches the client as it is generated and screened.
 ///
 /// # Errors
 ///
@@ -233,7 +233,10 @@ pub(crate) fn chat_request(
         };
         messages.push(json!({"role": role, "content": item.text()}));
     }
-    let mut body = json!({"model": model, "messages": messages, "stream": false});
+    let mut body = json!({"model": model, "messages": messages, "stream": req.stream});
+    if req.stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
     if let Some(n) = req.max_output_tokens {
         body["max_tokens"] = json!(n);
     }
@@ -255,6 +258,73 @@ pub(crate) struct Turn {
     pub(crate) label: Label,
 }
 
+/// The ids and creation time of a turn's response, chosen before its answer (a streamed turn
+/// names them in its first events).
+#[derive(Clone, Debug)]
+pub(crate) struct TurnIds {
+    /// The response's id (`resp_…`).
+    pub(crate) response: String,
+    /// The output message's id (`msg_…`).
+    pub(crate) message: String,
+    /// Unix seconds.
+    pub(crate) created_at: i64,
+}
+
+impl TurnIds {
+    /// Fresh random ids, created now.
+    ///
+    /// # Errors
+    ///
+    /// 500 when the system RNG fails.
+    pub(crate) fn new() -> Result<TurnIds, ApiError> {
+        Ok(TurnIds {
+            response: new_id("resp_")?,
+            message: new_id("msg_")?,
+            created_at: unix_now(),
+        })
+    }
+}
+
+/// The response object (OpenAI's `response`) of a turn, with `output`, `status` and `usage`
+/// as given.
+fn response_object(
+    req: &ResponsesRequest,
+    model: &str,
+    conversation: Option<&String>,
+    ids: &TurnIds,
+    output: Value,
+    status: &str,
+    usage: Value,
+) -> Value {
+    json!({
+        "id": ids.response,
+        "object": "response",
+        "created_at": ids.created_at,
+        "status": status,
+        "background": false,
+        "error": null,
+        "incomplete_details": if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "instructions": req.instructions,
+        "max_output_tokens": req.max_output_tokens,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": true,
+        "previous_response_id": req.previous_response_id,
+        "conversation": conversation.map(|c| json!({"id": c})),
+        "reasoning": {"effort": null, "summary": null},
+        "store": req.store,
+        "temperature": req.temperature,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": req.top_p,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": null,
+        "metadata": req.metadata.clone().unwrap_or_else(|| json!({})),
+    })
+}
+
 /// Builds the response object for `answer`, stores it (unless `store` is false) and appends
 /// the turn to its conversation.
 ///
@@ -267,14 +337,15 @@ pub(crate) async fn finish_turn(
     req: &ResponsesRequest,
     chat: &ChatRequest,
     context: Context,
+    ids: &TurnIds,
     answer: &Completion,
 ) -> Result<Turn, ApiError> {
     let (tenant, principal) = who(ctx)?;
     let label = ctx.answer_label();
-    let now = unix_now();
-    let id = new_id("resp_")?;
+    let now = ids.created_at;
+    let id = ids.response.clone();
     let mut output = Item::message(Role::Assistant, answer.text());
-    output.id = new_id("msg_")?;
+    output.id = ids.message.clone();
     let mut input = req.input.clone();
     for item in &mut input {
         item.id = new_id("msg_")?;
@@ -293,33 +364,19 @@ pub(crate) async fn finish_turn(
             "total_tokens": u.total_tokens.max(u.prompt_tokens + u.completion_tokens),
         })
     });
-    let response = json!({
-        "id": id,
-        "object": "response",
-        "created_at": now,
-        "status": if incomplete { "incomplete" } else { "completed" },
-        "background": false,
-        "error": null,
-        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-        "instructions": req.instructions,
-        "max_output_tokens": req.max_output_tokens,
-        "model": chat.model,
-        "output": [output],
-        "parallel_tool_calls": true,
-        "previous_response_id": req.previous_response_id,
-        "conversation": context.conversation.as_ref().map(|c| json!({"id": c})),
-        "reasoning": {"effort": null, "summary": null},
-        "store": req.store,
-        "temperature": req.temperature,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
-        "top_p": req.top_p,
-        "truncation": "disabled",
-        "usage": usage,
-        "user": null,
-        "metadata": req.metadata.clone().unwrap_or_else(|| json!({})),
-    });
+    let response = response_object(
+        req,
+        &chat.model,
+        context.conversation.as_ref(),
+        ids,
+        json!([output]),
+        if incomplete {
+            "incomplete"
+        } else {
+            "completed"
+        },
+        usage,
+    );
     let store = ctx.app.store.clone();
     if let Some(conv) = &context.conversation {
         let session = session(ctx)?;
@@ -363,101 +420,177 @@ pub(crate) async fn finish_turn(
     Ok(Turn { response, label })
 }
 
-/// The Responses API's server-sent events for a finished response, in the order the `openai`
-/// SDK's `responses.create(stream=True)` expects: created, in progress, the output item and
-/// its text part added, the text (as deltas, then done), the part and item done, completed.
-pub(crate) fn events(response: &Value) -> Bytes {
-    let mut out = Vec::new();
-    let mut seq = 0u64;
-    let mut emit = |kind: &str, mut data: Value| {
+/// A streamed turn (`"stream": true`): the Responses API's server-sent events, in the order the
+/// `openai` SDK's `responses.create(stream=True)` expects — created, in progress, the output
+/// item and its text part added ([`StreamTurn::head`]); the text as deltas while the backend
+/// generates it and the output screen releases it ([`StreamTurn::chunk`]); then, once the turn
+/// is stored, the text, part and item done and completed ([`StreamTurn::finish`]).
+pub(crate) struct StreamTurn {
+    req: ResponsesRequest,
+    chat: ChatRequest,
+    context: Context,
+    memory_on: bool,
+    ids: TurnIds,
+    /// The events' next `sequence_number`.
+    seq: u64,
+    /// The text sent so far.
+    text: String,
+    finish_reason: Option<FinishReason>,
+}
+
+impl StreamTurn {
+    /// A streamed turn of `req`, run as `chat` over `context`.
+    ///
+    /// # Errors
+    ///
+    /// 500 when the system RNG fails.
+    pub(crate) fn new(
+        req: ResponsesRequest,
+        chat: ChatRequest,
+        context: Context,
+        memory_on: bool,
+    ) -> Result<StreamTurn, ApiError> {
+        Ok(StreamTurn {
+            req,
+            chat,
+            context,
+            memory_on,
+            ids: TurnIds::new()?,
+            seq: 0,
+            text: String::new(),
+            finish_reason: None,
+        })
+    }
+
+    /// One event: `event: <kind>` and `data` with its type and sequence number.
+    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut data: Value) {
         data["type"] = json!(kind);
-        data["sequence_number"] = json!(seq);
-        seq += 1;
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(kind.as_bytes());
         out.extend_from_slice(b"\ndata: ");
         out.extend_from_slice(&serde_json::to_vec(&data).unwrap_or_default());
         out.extend_from_slice(b"\n\n");
-    };
-    let mut start = response.clone();
-    start["status"] = json!("in_progress");
-    start["output"] = json!([]);
-    start["usage"] = Value::Null;
-    emit("response.created", json!({"response": start}));
-    emit("response.in_progress", json!({"response": start}));
-    let empty = Vec::new();
-    for (index, item) in response["output"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .enumerate()
-    {
-        let item_id = item["id"].clone();
-        let mut added = item.clone();
-        added["status"] = json!("in_progress");
-        added["content"] = json!([]);
-        emit(
-            "response.output_item.added",
-            json!({"output_index": index, "item": added}),
-        );
-        for (c, part) in item["content"]
-            .as_array()
-            .unwrap_or(&empty)
-            .iter()
-            .enumerate()
-        {
-            let text = part["text"].as_str().unwrap_or_default();
-            emit(
-                "response.content_part.added",
-                json!({"item_id": item_id, "output_index": index, "content_index": c,
-                       "part": {"type": "output_text", "text": "", "annotations": []}}),
-            );
-            for delta in split_deltas(text) {
-                emit(
-                    "response.output_text.delta",
-                    json!({"item_id": item_id, "output_index": index, "content_index": c,
-                           "delta": delta, "logprobs": []}),
-                );
-            }
-            emit(
-                "response.output_text.done",
-                json!({"item_id": item_id, "output_index": index, "content_index": c,
-                       "text": text, "logprobs": []}),
-            );
-            emit(
-                "response.content_part.done",
-                json!({"item_id": item_id, "output_index": index, "content_index": c,
-                       "part": part}),
-            );
-        }
-        emit(
-            "response.output_item.done",
-            json!({"output_index": index, "item": item}),
-        );
     }
-    let done = if response["status"] == "incomplete" {
-        "response.incomplete"
-    } else {
-        "response.completed"
-    };
-    emit(done, json!({"response": response}));
-    Bytes::from(out)
+
+    /// The events before any text: the response created and in progress, its message item
+    /// and text part added.
+    pub(crate) fn head(&mut self) -> Bytes {
+        let start = response_object(
+            &self.req,
+            &self.chat.model,
+            self.context.conversation.as_ref(),
+            &self.ids,
+            json!([]),
+            "in_progress",
+            Value::Null,
+        );
+        let item = json!({"id": self.ids.message, "type": "message", "role": "assistant",
+                          "status": "in_progress", "content": []});
+        let mut out = Vec::new();
+        self.emit(&mut out, "response.created", json!({"response": start}));
+        self.emit(&mut out, "response.in_progress", json!({"response": start}));
+        self.emit(
+            &mut out,
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item}),
+        );
+        let part = json!({"type": "output_text", "text": "", "annotations": []});
+        self.emit(
+            &mut out,
+            "response.content_part.added",
+            json!({"item_id": self.ids.message, "output_index": 0, "content_index": 0, "part": part}),
+        );
+        Bytes::from(out)
+    }
+
+    /// A screened chunk of the backend's answer as a text delta (its first choice's text);
+    /// `None` when it carries no text.
+    pub(crate) fn chunk(&mut self, chunk: &Chunk) -> Option<Bytes> {
+        let delta = chunk.deltas.iter().find(|d| d.index == 0)?;
+        if delta.finish_reason.is_some() {
+            self.finish_reason.clone_from(&delta.finish_reason);
+        }
+        let text = delta.content.as_deref().filter(|t| !t.is_empty())?;
+        self.text.push_str(text);
+        let mut out = Vec::new();
+        let event = json!({"item_id": self.ids.message, "output_index": 0, "content_index": 0,
+                           "delta": text, "logprobs": []});
+        self.emit(&mut out, "response.output_text.delta", event);
+        Some(Bytes::from(out))
+    }
+
+    /// Ends the turn once the backend's stream has ended and every delta is sent: the remember
+    /// stage, the response stored and appended to its conversation ([`finish_turn`]), then
+    /// the closing events.
+    ///
+    /// # Errors
+    ///
+    /// As [`finish_turn`].
+    pub(crate) async fn finish(
+        mut self,
+        ctx: &mut RequestCtx,
+        usage: Option<enclave_api::Usage>,
+    ) -> Result<Bytes, ApiError> {
+        let answer = Completion {
+            id: self.ids.response.clone(),
+            created: u64::try_from(self.ids.created_at).unwrap_or(0),
+            model: self.chat.model.clone(),
+            choices: vec![enclave_api::Choice {
+                index: 0,
+                content: Some(std::mem::take(&mut self.text)),
+                finish_reason: self.finish_reason.clone(),
+                ..enclave_api::Choice::default()
+            }],
+            usage,
+            ..Completion::default()
+        };
+        crate::stage::remember::run(
+            ctx,
+            &self.chat,
+            self.memory_on,
+            crate::stage::remember::answer_text(&answer),
+        );
+        let context = std::mem::take(&mut self.context);
+        let turn = finish_turn(ctx, &self.req, &self.chat, context, &self.ids, &answer).await?;
+        let response = turn.response;
+        let item = response["output"][0].clone();
+        let text = answer.text().to_owned();
+        let ids = &self.ids.message.clone();
+        let mut out = Vec::new();
+        self.emit(
+            &mut out,
+            "response.output_text.done",
+            json!({"item_id": ids, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+        );
+        self.emit(
+            &mut out,
+            "response.content_part.done",
+            json!({"item_id": ids, "output_index": 0, "content_index": 0, "part": item["content"][0]}),
+        );
+        self.emit(
+            &mut out,
+            "response.output_item.done",
+            json!({"output_index": 0, "item": item}),
+        );
+        let done = if response["status"] == "incomplete" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.emit(&mut out, done, json!({"response": response}));
+        Ok(Bytes::from(out))
+    }
 }
 
-/// `text` in word-sized pieces (each ending after a space), at char boundaries.
-fn split_deltas(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let end = rest
-            .char_indices()
-            .find(|&(i, c)| c == ' ' && i > 0)
-            .map_or(rest.len(), |(i, _)| i + 1);
-        let (piece, tail) = rest.split_at(end);
-        out.push(piece);
-        rest = tail;
+impl std::fmt::Debug for StreamTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTurn")
+            .field("response", &self.ids.response)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
     }
-    out
 }
 
 /// The stored response `id`'s object, if the caller may see it, and its label.
@@ -942,22 +1075,6 @@ mod tests {
     }
 
     #[test]
-    fn deltas_cover_the_text_exactly() {
-        for text in [
-            "",
-            "one",
-            "two words",
-            "  lead",
-            "trail  ",
-            "é ü ß",
-            "a b c d",
-        ] {
-            assert_eq!(split_deltas(text).concat(), text);
-        }
-        assert_eq!(split_deltas("a bc d"), ["a ", "bc ", "d"]);
-    }
-
-    #[test]
     fn ids_are_prefixed_random_hex() {
         let a = new_id("resp_").unwrap();
         let b = new_id("resp_").unwrap();
@@ -967,12 +1084,38 @@ mod tests {
     }
 
     #[test]
-    fn events_follow_the_responses_stream_order() {
-        let mut item = Item::message(Role::Assistant, "hello there");
-        item.id = "msg_1".into();
-        let response = json!({"id": "resp_1", "object": "response", "status": "completed",
-                              "output": [item], "usage": {"input_tokens": 1}});
-        let text = String::from_utf8(events(&response).to_vec()).unwrap();
+    fn a_streamed_turn_opens_with_the_responses_head_and_numbers_its_events() {
+        let req = ResponsesRequest::parse(&Bytes::from_static(
+            br#"{"model":"m","input":"hi","stream":true}"#,
+        ))
+        .unwrap();
+        let chat = chat_request(&req, &Context::default()).unwrap();
+        assert!(chat.stream, "a streamed turn streams from the backend");
+        let mut turn = StreamTurn::new(req, chat, Context::default(), false).unwrap();
+        let chunk = |content: Option<&str>, finish: Option<FinishReason>| Chunk {
+            id: "c".into(),
+            created: 0,
+            model: "m".into(),
+            deltas: vec![enclave_api::Delta {
+                index: 0,
+                content: content.map(str::to_owned),
+                finish_reason: finish,
+                ..enclave_api::Delta::default()
+            }],
+            usage: None,
+            raw: None,
+        };
+        let mut text = String::from_utf8(turn.head().to_vec()).unwrap();
+        for c in [
+            chunk(Some("hello "), None),
+            chunk(Some(""), None),
+            chunk(None, None),
+            chunk(Some("there"), Some(FinishReason::Stop)),
+        ] {
+            if let Some(b) = turn.chunk(&c) {
+                text.push_str(std::str::from_utf8(&b).unwrap());
+            }
+        }
         let kinds: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("event: "))
@@ -986,10 +1129,6 @@ mod tests {
                 "response.content_part.added",
                 "response.output_text.delta",
                 "response.output_text.delta",
-                "response.output_text.done",
-                "response.content_part.done",
-                "response.output_item.done",
-                "response.completed"
             ]
         );
         let datas: Vec<Value> = text
@@ -1000,7 +1139,11 @@ mod tests {
         for (i, d) in datas.iter().enumerate() {
             assert_eq!(d["sequence_number"], i);
         }
-        assert_eq!(datas[6]["text"], "hello there");
-        assert_eq!(datas[9]["response"]["output"][0]["id"], "msg_1");
+        assert_eq!(datas[0]["response"]["status"], "in_progress");
+        assert_eq!(datas[0]["response"]["id"], turn.ids.response);
+        assert_eq!(datas[2]["item"]["id"], turn.ids.message);
+        assert_eq!(datas[5]["delta"], "there");
+        assert_eq!(turn.text, "hello there");
+        assert_eq!(turn.finish_reason, Some(FinishReason::Stop));
     }
 }

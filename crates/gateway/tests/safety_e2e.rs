@@ -286,6 +286,116 @@ async fn a_stream_that_turns_to_a_blocked_category_ends_with_policy_violation() 
     );
 }
 
+/// The `data:` objects of a Responses stream, in order.
+fn response_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// Posts a streamed Responses turn; status and body text.
+async fn stream_response(gw: &Gateway, key: &str, input: &str) -> (StatusCode, String) {
+    let body = json!({"model": "m", "stream": true, "input": input});
+    let (s, _, b) = gw
+        .call(
+            Method::POST,
+            "/v1/responses",
+            Some(key),
+            &[],
+            Some(Bytes::from(serde_json::to_vec(&body).unwrap())),
+        )
+        .await;
+    (s, String::from_utf8(b.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn streamed_responses_are_redacted_in_the_deltas_and_in_what_is_stored() {
+    let (_up, gw, key) = gateway_with(
+        "",
+        Behavior {
+            stream_echo: Some(3),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let secret = "AKIAQYLPMN5HFIQR7XYZ";
+    let (s, text) = stream_response(
+        &gw,
+        &key,
+        &format!(
+            "Reply to ana.lopez@example.gov and use key {secret} for the upload, then report back to the team lead before noon."
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!text.contains("ana.lopez@example.gov"), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    let events = response_events(&text);
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    let want = "Reply to [REDACTED:email] and use key [REDACTED:aws_access_key] for the upload, then report back to the team lead before noon.";
+    assert_eq!(deltas, want);
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "response.completed", "{text}");
+    let id = done["response"]["id"].as_str().unwrap();
+    let (s, _, stored) = gw
+        .call(
+            Method::GET,
+            &format!("/v1/responses/{id}"),
+            Some(&key),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let stored: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored["output"][0]["content"][0]["text"], want);
+}
+
+#[tokio::test]
+async fn a_streamed_response_that_turns_to_a_blocked_category_ends_with_the_error_unstored() {
+    let dir = tempfile::tempdir().unwrap();
+    // Prompts about surveillance pass this pack; answers about it are blocked.
+    let pack = pack_file(
+        dir.path(),
+        "answers.toml",
+        "[categories.\"surveillance/us-persons\"]\ninput = \"allow\"\noutput = \"block\"\n",
+    );
+    let (_up, gw, key) = gateway_with(
+        &format!("[safety]\npack = \"{pack}\"\n"),
+        Behavior {
+            stream_echo: Some(4),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let (s, text) = stream_response(&gw, &key, SURVEILLANCE).await;
+    assert_eq!(s, StatusCode::OK);
+    let events = response_events(&text);
+    let last = events.last().unwrap();
+    assert_eq!(last["error"]["code"], "policy_violation", "{text}");
+    assert!(!text.contains("response.completed"), "{text}");
+    assert!(
+        !text.contains("dossier"),
+        "nothing of the blocked part was released: {text}"
+    );
+    let id = events[0]["response"]["id"].as_str().unwrap();
+    let (s, _, _) = gw
+        .call(
+            Method::GET,
+            &format!("/v1/responses/{id}"),
+            Some(&key),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a blocked turn was stored");
+}
+
 #[tokio::test]
 async fn a_bad_pack_stops_the_start_with_its_key_path() {
     let dir = tempfile::tempdir().unwrap();

@@ -553,7 +553,7 @@ async fn marked_content_labels_the_stored_objects() {
 
 #[tokio::test]
 async fn streamed_responses_send_the_responses_event_sequence() {
-    let (_up, gw, alice, _) = setup().await;
+    let (up, gw, alice, _) = setup().await;
     let body = Bytes::from(
         serde_json::to_vec(&json!({"model": "m", "input": "stream it", "stream": true})).unwrap(),
     );
@@ -580,12 +580,76 @@ async fn streamed_responses_send_the_responses_event_sequence() {
         .filter(|d| d["type"] == "response.output_text.delta")
         .map(|d| d["delta"].as_str().unwrap())
         .collect();
-    assert_eq!(deltas, "echo: stream it");
+    // The turn streamed from the backend (the mock streams numbered words), and what was sent
+    // as deltas is what was stored and what `response.completed` carries.
+    assert_eq!(up.streams().0, 1, "the backend was not asked to stream");
+    assert_eq!(deltas, "word0 word1 word2 ");
+    for (i, d) in datas.iter().enumerate() {
+        assert_eq!(d["sequence_number"], i, "{d}");
+    }
+    let first = &datas[0]["response"];
+    assert_eq!(first["status"], "in_progress");
     let done = datas.last().unwrap();
+    assert_eq!(done["response"]["status"], "completed");
+    assert_eq!(done["response"]["id"], first["id"]);
+    assert_eq!(output_text(&done["response"]), deltas);
+    assert!(
+        done["response"]["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{done}"
+    );
     let id = done["response"]["id"].as_str().unwrap();
     let (s, _, stored) = get(&gw, &format!("/v1/responses/{id}"), &alice, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(output_text(&stored), "echo: stream it");
+    assert_eq!(output_text(&stored), deltas);
+    assert_eq!(stored["output"][0]["id"], datas[2]["item"]["id"]);
+
+    // A streamed turn of a conversation is appended to it like a whole one.
+    let (s, _, conv) = gw.post("/v1/conversations", &alice, None, &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{conv}");
+    let conv_id = conv["id"].as_str().unwrap();
+    let body = Bytes::from(
+        serde_json::to_vec(
+            &json!({"model": "m", "input": "again", "stream": true, "conversation": conv_id}),
+        )
+        .unwrap(),
+    );
+    let (s, _, _) = gw
+        .call(Method::POST, "/v1/responses", Some(&alice), &[], Some(body))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, items) = get(
+        &gw,
+        &format!("/v1/conversations/{conv_id}/items"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{items}");
+    assert_eq!(items["data"].as_array().unwrap().len(), 2, "{items}");
+
+    // A conversation another tenant names is refused before anything streams.
+    let body = Bytes::from(
+        serde_json::to_vec(
+            &json!({"model": "m", "input": "x", "stream": true, "conversation": conv_id}),
+        )
+        .unwrap(),
+    );
+    let mallory = gw
+        .user("mallory2", "agency-b", "SECRET//NOFORN", "USA")
+        .await;
+    let (s, h, raw) = gw
+        .call(
+            Method::POST,
+            "/v1/responses",
+            Some(&mallory),
+            &[],
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_ne!(h.get("content-type").unwrap(), "text/event-stream");
+    let v: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(code(&v), "not_found");
     gw.stop().await;
 }
 
