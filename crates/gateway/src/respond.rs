@@ -112,6 +112,18 @@ impl SseBody {
         }
     }
 
+    /// Ends the stream well with its closing `events`.
+    fn end(&mut self, events: Bytes) {
+        self.pending.push_back(events);
+        self.outcome = Some(Outcome {
+            status: 200,
+            code: None,
+            complete: true,
+            usage: self.usage,
+        });
+        self.done = true;
+    }
+
     /// Ends the stream with an error event.
     fn fail(&mut self, e: &ApiError) {
         self.pending.push_back(error_event(e));
@@ -158,16 +170,7 @@ impl HttpBody for SseBody {
                 this.storing = None;
                 this.ctx = Some(ctx);
                 match closing {
-                    Ok(events) => {
-                        this.pending.push_back(events);
-                        this.outcome = Some(Outcome {
-                            status: 200,
-                            code: None,
-                            complete: true,
-                            usage: this.usage,
-                        });
-                        this.done = true;
-                    }
+                    Ok(events) => this.end(events),
                     Err(e) => this.fail(&e),
                 }
                 continue;
@@ -252,14 +255,7 @@ impl HttpBody for SseBody {
                             this.store_turn = true;
                             continue;
                         }
-                        this.pending.push_back(Bytes::from_static(DONE_EVENT));
-                        this.outcome = Some(Outcome {
-                            status: 200,
-                            code: None,
-                            complete: true,
-                            usage: this.usage,
-                        });
-                        this.done = true;
+                        this.end(Bytes::from_static(DONE_EVENT));
                     }
                     Err(e) => this.fail(&e),
                 },

@@ -243,16 +243,17 @@ async fn streamed_answers_are_redacted_across_chunk_boundaries() {
     );
 }
 
-#[tokio::test]
-async fn a_stream_that_turns_to_a_blocked_category_ends_with_policy_violation() {
+/// A gateway whose pack lets prompts about surveillance pass and blocks answers about it, with
+/// a backend that streams the prompt back in 4-byte pieces (the pack's directory is returned to
+/// keep it).
+async fn blocking_answers() -> (tempfile::TempDir, MockUpstream, Gateway, String) {
     let dir = tempfile::tempdir().unwrap();
-    // Prompts about surveillance pass this pack; answers about it are blocked.
     let pack = pack_file(
         dir.path(),
         "answers.toml",
         "[categories.\"surveillance/us-persons\"]\ninput = \"allow\"\noutput = \"block\"\n",
     );
-    let (_up, gw, key) = gateway_with(
+    let (up, gw, key) = gateway_with(
         &format!("[safety]\npack = \"{pack}\"\n"),
         Behavior {
             stream_echo: Some(4),
@@ -260,6 +261,12 @@ async fn a_stream_that_turns_to_a_blocked_category_ends_with_policy_violation() 
         },
     )
     .await;
+    (dir, up, gw, key)
+}
+
+#[tokio::test]
+async fn a_stream_that_turns_to_a_blocked_category_ends_with_policy_violation() {
+    let (_dir, _up, gw, key) = blocking_answers().await;
     let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": SURVEILLANCE}]});
     let (s, _, b) = gw
         .call(
@@ -358,21 +365,7 @@ async fn streamed_responses_are_redacted_in_the_deltas_and_in_what_is_stored() {
 
 #[tokio::test]
 async fn a_streamed_response_that_turns_to_a_blocked_category_ends_with_the_error_unstored() {
-    let dir = tempfile::tempdir().unwrap();
-    // Prompts about surveillance pass this pack; answers about it are blocked.
-    let pack = pack_file(
-        dir.path(),
-        "answers.toml",
-        "[categories.\"surveillance/us-persons\"]\ninput = \"allow\"\noutput = \"block\"\n",
-    );
-    let (_up, gw, key) = gateway_with(
-        &format!("[safety]\npack = \"{pack}\"\n"),
-        Behavior {
-            stream_echo: Some(4),
-            ..Behavior::default()
-        },
-    )
-    .await;
+    let (_dir, _up, gw, key) = blocking_answers().await;
     let (s, text) = stream_response(&gw, &key, SURVEILLANCE).await;
     assert_eq!(s, StatusCode::OK);
     let events = response_events(&text);

@@ -553,7 +553,7 @@ async fn marked_content_labels_the_stored_objects() {
 
 #[tokio::test]
 async fn streamed_responses_send_the_responses_event_sequence() {
-    let (up, gw, alice, _) = setup().await;
+    let (up, gw, alice, mallory) = setup().await;
     let body = Bytes::from(
         serde_json::to_vec(&json!({"model": "m", "input": "stream it", "stream": true})).unwrap(),
     );
@@ -634,9 +634,6 @@ async fn streamed_responses_send_the_responses_event_sequence() {
         )
         .unwrap(),
     );
-    let mallory = gw
-        .user("mallory2", "agency-b", "SECRET//NOFORN", "USA")
-        .await;
     let (s, h, raw) = gw
         .call(
             Method::POST,
