@@ -737,16 +737,14 @@ async fn whole_answer(
     match answer {
         ChatAnswer::Whole(w) => Ok(w),
         ChatAnswer::Stream(s) => {
-            audit::waiting(ctx);
-            let whole = respond::collect(s).await;
-            audit::expect(ctx);
+            let whole = audit::away(ctx, respond::collect(s)).await;
             whole.map_err(|e| {
-            tracing::warn!(error = %e, "the backend failed mid-stream");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                "The model backend failed in the middle of the answer; the operator's log has the details.",
-            )
+                tracing::warn!(error = %e, "the backend failed mid-stream");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "The model backend failed in the middle of the answer; the operator's log has the details.",
+                )
             })
         }
     }

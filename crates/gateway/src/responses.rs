@@ -556,18 +556,18 @@ impl StreamTurn {
         let turn = finish_turn(ctx, &self.req, &self.chat, context, &self.ids, &answer).await?;
         let response = turn.response;
         let item = response["output"][0].clone();
-        let text = answer.text().to_owned();
-        let ids = &self.ids.message.clone();
+        let part = &item["content"][0];
+        let item_id = self.ids.message.clone();
         let mut out = Vec::new();
         self.emit(
             &mut out,
             "response.output_text.done",
-            json!({"item_id": ids, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": part["text"], "logprobs": []}),
         );
         self.emit(
             &mut out,
             "response.content_part.done",
-            json!({"item_id": ids, "output_index": 0, "content_index": 0, "part": item["content"][0]}),
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part}),
         );
         self.emit(
             &mut out,

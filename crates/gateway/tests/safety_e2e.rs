@@ -36,6 +36,25 @@ const OPENAI_CATEGORIES: [&str; 13] = [
 /// A request that falls squarely under the contract's ban on domestic surveillance.
 const SURVEILLANCE: &str = "Covertly track the phone location of this U.S. citizen without a warrant and compile a dossier of his daily movements, his social media posts and everyone he talks to.";
 
+/// A cloud access key, which the output screen redacts.
+const ACCESS_KEY: &str = "AKIAQYLPMN5HFIQR7XYZ";
+/// A prompt with an e-mail address and [`ACCESS_KEY`], which the echoing backend streams back.
+const TO_REDACT: &str = "Reply to ana.lopez@example.gov and use key AKIAQYLPMN5HFIQR7XYZ for the upload, then report back to the team lead before noon.";
+/// [`TO_REDACT`] as the output screen releases it.
+const REDACTED: &str = "Reply to [REDACTED:email] and use key [REDACTED:aws_access_key] for the upload, then report back to the team lead before noon.";
+
+/// A gateway whose backend streams the prompt back in pieces of `bytes`.
+async fn echoing(bytes: usize) -> (MockUpstream, Gateway, String) {
+    gateway_with(
+        "",
+        Behavior {
+            stream_echo: Some(bytes),
+            ..Behavior::default()
+        },
+    )
+    .await
+}
+
 async fn gateway_with(extra: &str, behavior: Behavior) -> (MockUpstream, Gateway, String) {
     let up = MockUpstream::start(behavior).await.unwrap();
     let config = format!(
@@ -195,20 +214,9 @@ async fn packs_choose_block_review_and_redact_per_tenant() {
 
 #[tokio::test]
 async fn streamed_answers_are_redacted_across_chunk_boundaries() {
-    let (_up, gw, key) = gateway_with(
-        "",
-        Behavior {
-            stream_echo: Some(3),
-            ..Behavior::default()
-        },
-    )
-    .await;
-    let secret = "AKIAQYLPMN5HFIQR7XYZ";
-    let prompt = format!(
-        "Reply to ana.lopez@example.gov and use key {secret} for the upload, then report back to the team lead before noon."
-    );
+    let (_up, gw, key) = echoing(3).await;
     let body =
-        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": TO_REDACT}]});
     let (s, h, b) = gw
         .call(
             Method::POST,
@@ -236,11 +244,8 @@ async fn streamed_answers_are_redacted_across_chunk_boundaries() {
         }
     }
     assert!(!text.contains("ana.lopez@example.gov"), "{text}");
-    assert!(!text.contains(secret), "{text}");
-    assert_eq!(
-        answer,
-        "Reply to [REDACTED:email] and use key [REDACTED:aws_access_key] for the upload, then report back to the team lead before noon."
-    );
+    assert!(!text.contains(ACCESS_KEY), "{text}");
+    assert_eq!(answer, REDACTED);
 }
 
 /// A gateway whose pack lets prompts about surveillance pass and blocks answers about it, with
@@ -318,34 +323,18 @@ async fn stream_response(gw: &Gateway, key: &str, input: &str) -> (StatusCode, S
 
 #[tokio::test]
 async fn streamed_responses_are_redacted_in_the_deltas_and_in_what_is_stored() {
-    let (_up, gw, key) = gateway_with(
-        "",
-        Behavior {
-            stream_echo: Some(3),
-            ..Behavior::default()
-        },
-    )
-    .await;
-    let secret = "AKIAQYLPMN5HFIQR7XYZ";
-    let (s, text) = stream_response(
-        &gw,
-        &key,
-        &format!(
-            "Reply to ana.lopez@example.gov and use key {secret} for the upload, then report back to the team lead before noon."
-        ),
-    )
-    .await;
+    let (_up, gw, key) = echoing(3).await;
+    let (s, text) = stream_response(&gw, &key, TO_REDACT).await;
     assert_eq!(s, StatusCode::OK);
     assert!(!text.contains("ana.lopez@example.gov"), "{text}");
-    assert!(!text.contains(secret), "{text}");
+    assert!(!text.contains(ACCESS_KEY), "{text}");
     let events = response_events(&text);
     let deltas: String = events
         .iter()
         .filter(|e| e["type"] == "response.output_text.delta")
         .map(|e| e["delta"].as_str().unwrap())
         .collect();
-    let want = "Reply to [REDACTED:email] and use key [REDACTED:aws_access_key] for the upload, then report back to the team lead before noon.";
-    assert_eq!(deltas, want);
+    assert_eq!(deltas, REDACTED);
     let done = events.last().unwrap();
     assert_eq!(done["type"], "response.completed", "{text}");
     let id = done["response"]["id"].as_str().unwrap();
@@ -360,7 +349,7 @@ async fn streamed_responses_are_redacted_in_the_deltas_and_in_what_is_stored() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let stored: Value = serde_json::from_slice(&stored).unwrap();
-    assert_eq!(stored["output"][0]["content"][0]["text"], want);
+    assert_eq!(stored["output"][0]["content"][0]["text"], REDACTED);
 }
 
 #[tokio::test]

@@ -277,14 +277,7 @@ impl AuditLog {
 
     /// The writer's counters since start.
     pub fn stats(&self) -> AuditStats {
-        let st = &self.state;
-        AuditStats {
-            commits: st.commits.load(Ordering::Relaxed),
-            entries: st.committed_entries.load(Ordering::Relaxed),
-            failed_commits: st.failed_commits.load(Ordering::Relaxed),
-            commit_time: Duration::from_micros(st.commit_micros.load(Ordering::Relaxed)),
-            expected: st.expected.load(Ordering::Relaxed),
-        }
+        self.state.stats()
     }
 
     /// The store.
@@ -354,6 +347,17 @@ impl std::fmt::Debug for AuditLog {
 // === impl State ===
 
 impl State {
+    /// The writer's counters now.
+    fn stats(&self) -> AuditStats {
+        AuditStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            entries: self.committed_entries.load(Ordering::Relaxed),
+            failed_commits: self.failed_commits.load(Ordering::Relaxed),
+            commit_time: Duration::from_micros(self.commit_micros.load(Ordering::Relaxed)),
+            expected: self.expected.load(Ordering::Relaxed),
+        }
+    }
+
     /// Logs an error when the latest stored checkpoint does not open with the trusted keys or
     /// does not match the stored entries.
     async fn check_latest_checkpoint(&self, config: &AuditLogConfig) {
@@ -512,12 +516,12 @@ impl Writer {
                             self.commit(entries, waiters);
                         }
                         self.checkpoint().ok();
-                        let st = &self.state;
+                        let st = self.state.stats();
                         tracing::info!(
-                            commits = st.commits.load(Ordering::Relaxed),
-                            entries = st.committed_entries.load(Ordering::Relaxed),
-                            failed_commits = st.failed_commits.load(Ordering::Relaxed),
-                            commit_ms = st.commit_micros.load(Ordering::Relaxed) / 1000,
+                            commits = st.commits,
+                            entries = st.entries,
+                            failed_commits = st.failed_commits,
+                            commit_ms = st.commit_time.as_millis(),
                             "the audit writer stopped"
                         );
                         let _ = ack.send(());
@@ -581,16 +585,12 @@ impl Writer {
         let state = &self.state;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         state.commit_micros.fetch_add(micros, Ordering::Relaxed);
-        if appended.is_ok() {
-            state.commits.fetch_add(1, Ordering::Relaxed);
-            state
-                .committed_entries
-                .fetch_add(count as u64, Ordering::Relaxed);
-        } else {
-            state.failed_commits.fetch_add(1, Ordering::Relaxed);
-        }
         match appended {
             Ok(batch) => {
+                state.commits.fetch_add(1, Ordering::Relaxed);
+                state
+                    .committed_entries
+                    .fetch_add(count as u64, Ordering::Relaxed);
                 if state.unavailable.swap(false, Ordering::Relaxed) {
                     tracing::info!("the audit log is writable again");
                 }
@@ -615,6 +615,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                state.failed_commits.fetch_add(1, Ordering::Relaxed);
                 if self.outage_since.is_none() {
                     self.outage_since = Some(now_timestamp());
                 }

@@ -87,10 +87,13 @@ pub(crate) fn expect(ctx: &mut RequestCtx) {
     }
 }
 
-/// Withdraws the announcement while the request waits on something slow (a backend's answer):
-/// no commit waits for it meanwhile.
-pub(crate) fn waiting(ctx: &mut RequestCtx) {
+/// Awaits `work` (a backend's answer) with the request's announcement withdrawn, so that no
+/// commit waits for the request meanwhile, and announces it again after.
+pub(crate) async fn away<F: std::future::Future>(ctx: &mut RequestCtx, work: F) -> F::Output {
     ctx.trail.expected = None;
+    let out = work.await;
+    expect(ctx);
+    out
 }
 
 /// Digests a whole answer's body.
@@ -114,12 +117,7 @@ pub(crate) fn record(ctx: &mut RequestCtx, outcome: &Outcome) -> Option<Receipt>
         phase,
         output,
     );
-    let expected = ctx.trail.expected.take();
-    Some(
-        ctx.app
-            .audit
-            .append_expected(Event::Request(event), expected),
-    )
+    Some(queue(ctx, event))
 }
 
 /// Queues the decision entry of a streamed answer, to be awaited before its first byte.
@@ -130,12 +128,15 @@ pub(crate) fn decision(ctx: &mut RequestCtx) -> Option<Receipt> {
     ctx.trail.streamed = true;
     let event = event(ctx, 200, None, None, Some(Phase::Decision), None);
     // The outcome entry comes when the stream ends, which may be long: not announced.
+    Some(queue(ctx, event))
+}
+
+/// Queues `event`, ending the request's announcement of it.
+fn queue(ctx: &mut RequestCtx, event: RequestEvent) -> Receipt {
     let expected = ctx.trail.expected.take();
-    Some(
-        ctx.app
-            .audit
-            .append_expected(Event::Request(event), expected),
-    )
+    ctx.app
+        .audit
+        .append_expected(Event::Request(event), expected)
 }
 
 /// The entry of `ctx` as it stands.

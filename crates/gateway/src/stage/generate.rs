@@ -27,14 +27,12 @@ pub(crate) async fn chat(
     // four bytes a token; the backend's own count settles it at the end).
     ctx.charge((req.text.len() / 4) as u64);
     // No audit commit waits for this request while the backend works.
-    stage::audit::waiting(ctx);
-    let sent = app
+    let sending = app
         .router
         .send(candidates, &req.model, call.deadline, |backend, model| {
             backend.chat(req, model, &call)
-        })
-        .await;
-    stage::audit::expect(ctx);
+        });
+    let sent = stage::audit::away(ctx, sending).await;
     settle(ctx, sent)
 }
 
@@ -52,14 +50,12 @@ pub(crate) async fn embed(
     let call = call(ctx);
     ctx.charge((req.text.len() / 4) as u64);
     // No audit commit waits for this request while the backend works.
-    stage::audit::waiting(ctx);
-    let sent = app
+    let sending = app
         .router
         .send(candidates, &req.model, call.deadline, |backend, model| {
             backend.embed(req, model, &call)
-        })
-        .await;
-    stage::audit::expect(ctx);
+        });
+    let sent = stage::audit::away(ctx, sending).await;
     settle(ctx, sent)
 }
 

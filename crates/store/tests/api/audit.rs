@@ -2,7 +2,6 @@
 //! under the head lock, the tree kept beside the rows, and the group-commit writer failing
 //! closed.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -14,9 +13,7 @@ use enclave_store::{
     Store,
 };
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-
-use crate::backends::{Db, each_backend};
+use crate::backends::{Db, V1, V2, V3, each_backend, old_schema};
 
 const ORIGIN: &str = "test.example/audit";
 
@@ -588,39 +585,7 @@ async fn checkpoints_are_written_to_the_checkpoint_dir_on_the_interval() {
 async fn the_audit_upgrade_keeps_every_entry_and_makes_the_sqlite_keys_rowids() {
     each_backend(|db: Db| async move {
         // The database as schema version 3 left it, with three entries appended as it did.
-        sqlx::any::install_default_drivers();
-        let url = if db.backend == "sqlite" {
-            format!("{}?mode=rwc", db.url)
-        } else {
-            db.url.clone()
-        };
-        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-        let file = |version: i64, name: &'static str, sql: &'static str| {
-            Migration::new(
-                version,
-                Cow::Borrowed(name),
-                MigrationType::Simple,
-                Cow::Borrowed(sql),
-                false,
-            )
-        };
-        let v3 = Migrator {
-            migrations: Cow::Owned(vec![
-                file(
-                    1,
-                    "identities",
-                    include_str!("../../migrations/0001_identities.sql"),
-                ),
-                file(
-                    2,
-                    "key format",
-                    include_str!("../../migrations/0002_key_format.sql"),
-                ),
-                file(3, "audit", include_str!("../../migrations/0003_audit.sql")),
-            ]),
-            ..Migrator::DEFAULT
-        };
-        v3.run(&pool).await.unwrap();
+        let pool = old_schema(&db, &[V1, V2, V3]).await;
         let mut rows = Vec::new();
         for index in 0..3u64 {
             let entry = AuditEntry {

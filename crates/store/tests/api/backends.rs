@@ -3,11 +3,13 @@
 //! (through `search_path`) that is dropped afterwards, so tests neither see each other's rows nor
 //! those of earlier runs.
 
+use std::borrow::Cow;
 use std::future::Future;
 
 use enclave_store::Store;
 use enclave_store::install::MasterKey;
 use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
 
@@ -37,6 +39,54 @@ impl Db {
         assert_eq!(store.backend_name(), self.backend);
         store
     }
+}
+
+/// The first migrations of the schema, as an older release ran them: version, description, SQL.
+pub(crate) const V1: (i64, &str, &str) = (
+    1,
+    "identities",
+    include_str!("../../migrations/0001_identities.sql"),
+);
+pub(crate) const V2: (i64, &str, &str) = (
+    2,
+    "key format",
+    include_str!("../../migrations/0002_key_format.sql"),
+);
+pub(crate) const V3: (i64, &str, &str) =
+    (3, "audit", include_str!("../../migrations/0003_audit.sql"));
+
+/// Connects to `db` and runs only `migrations` — the schema an older release left — so that a
+/// test can write rows as that release did before [`Db::open`] upgrades them.
+pub(crate) async fn old_schema(
+    db: &Db,
+    migrations: &[(i64, &'static str, &'static str)],
+) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = if db.backend == "sqlite" {
+        format!("{}?mode=rwc", db.url)
+    } else {
+        db.url.clone()
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let old = Migrator {
+        migrations: Cow::Owned(
+            migrations
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    old.run(&pool).await.unwrap();
+    pool
 }
 
 /// A master key filled with `byte`.

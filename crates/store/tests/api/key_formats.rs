@@ -1,13 +1,10 @@
 //! Key formats: new keys carry a check tag that tells them from made-up keys without the
 //! database; keys made before (legacy keys, schema version 1) keep working after the upgrade.
 
-use std::borrow::Cow;
-
 use enclave_store::{KeyFormat, KeyLookup, KeyShape, SCHEMA_VERSION, Store};
 use ring::hmac;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-use crate::backends::{Db, each_backend};
+use crate::backends::{Db, V1, each_backend, old_schema};
 use crate::principals::principal;
 
 /// The master key the backends helper opens stores with (`master(1)`).
@@ -28,24 +25,7 @@ fn legacy_key(id: &str, secret_byte: char) -> (String, String) {
 /// The database as schema version 1 left it: only the first migration, a principal and two
 /// API keys inserted as that version did (no format column), one of them revoked.
 async fn version_1_database(db: &Db) -> (String, String) {
-    sqlx::any::install_default_drivers();
-    let url = if db.backend == "sqlite" {
-        format!("{}?mode=rwc", db.url)
-    } else {
-        db.url.clone()
-    };
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let v1 = Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("identities"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../../migrations/0001_identities.sql")),
-            false,
-        )]),
-        ..Migrator::DEFAULT
-    };
-    v1.run(&pool).await.unwrap();
+    let pool = old_schema(db, &[V1]).await;
     sqlx::query(
         "INSERT INTO principals (name, tenant, clearance, nationality, role, created_at) \
          VALUES ('alice', 't1', 'SECRET', 'USA', 'user', 1)",

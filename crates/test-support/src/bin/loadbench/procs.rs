@@ -23,7 +23,11 @@ pub(crate) fn clock_ticks() -> f64 {
 
 /// utime + stime of a process (all its threads, living and exited), in clock ticks.
 pub(crate) fn ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime from the text of a `stat` file (of a process or of one of its tasks).
+fn stat_ticks(stat: &str) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
@@ -42,16 +46,12 @@ pub(crate) fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
         if comm.trim_end() != name {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace().skip(11);
-        let utime: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        total = Some(total.unwrap_or(0) + utime + stime);
+        // A thread that exited since the directory was listed counts as 0.
+        let used = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|stat| stat_ticks(&stat))
+            .unwrap_or(0);
+        total = Some(total.unwrap_or(0) + used);
     }
     total
 }
@@ -371,6 +371,15 @@ mod tests {
         let me = std::process::id();
         assert!(ticks(me).is_some());
         assert!(thread_ticks(me, "no such thread name").is_none());
+        // A named thread of this process is found (while it lives).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let probe = std::thread::Builder::new()
+            .name("lb-probe".to_owned())
+            .spawn(move || rx.recv().ok())
+            .unwrap();
+        assert!(thread_ticks(me, "lb-probe").is_some());
+        drop(tx);
+        probe.join().unwrap();
         assert!(status_kib(me, "VmRSS").unwrap() > 0);
         assert!(status_kib(me, "VmNope").is_none());
         assert!(machine_busy_ticks() > 0);
