@@ -588,9 +588,6 @@ impl Writer {
         match appended {
             Ok(batch) => {
                 state.commits.fetch_add(1, Ordering::Relaxed);
-                state
-                    .committed_entries
-                    .fetch_add(count as u64, Ordering::Relaxed);
                 if state.unavailable.swap(false, Ordering::Relaxed) {
                     tracing::info!("the audit log is writable again");
                 }
@@ -599,6 +596,10 @@ impl Writer {
                     .iter()
                     .filter_map(|r| r.as_ref().ok().map(|a| a.leaf))
                     .collect();
+                // Only the entries that took an index (one too large to encode took none).
+                state
+                    .committed_entries
+                    .fetch_add(leaves.len() as u64, Ordering::Relaxed);
                 let extended = state.tree.extend(batch.first, &leaves);
                 for (result, waiter) in batch.results.into_iter().zip(waiters) {
                     let _ = waiter.send(result.map(|a| a.index).map_err(AppendError::Entry));

@@ -135,6 +135,31 @@ async fn an_entry_too_large_to_verify_is_skipped_without_taking_an_index() {
 }
 
 #[tokio::test]
+async fn the_writer_counts_the_entries_that_took_an_index() {
+    each_backend(|db: Db| async move {
+        let store = db.open().await;
+        let log = AuditLog::start(store.clone(), signer(), config(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        let mut huge = request("huge");
+        let Event::Request(r) = &mut huge.event else {
+            unreachable!()
+        };
+        r.model = Some("m".repeat(enclave_audit::MAX_ENTRY_BYTES));
+        let refused = log.append_entry(huge);
+        assert!(matches!(refused.await, Err(AppendError::Entry(_))));
+        assert_eq!(log.append(request("kept").event).await.unwrap(), 0);
+        let stats = log.stats();
+        assert_eq!(stats.entries, 1, "{stats:?}");
+        assert!(stats.commits >= 1 && stats.commits <= 2, "{stats:?}");
+        assert_eq!(stats.failed_commits, 0, "{stats:?}");
+        assert_eq!(stats.expected, 0, "{stats:?}");
+        log.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn two_stores_appending_at_once_leave_no_gap_and_no_duplicate() {
     each_backend(|db: Db| async move {
         // Two stores on one database: two replicas' connection pools.
