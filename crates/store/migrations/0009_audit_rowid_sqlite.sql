@@ -1,11 +1,12 @@
 -- SQLite only: `audit_entries.idx` and `audit_head.id` become INTEGER PRIMARY KEY, SQLite's
 -- alias of the rowid. Declared BIGINT PRIMARY KEY (0003), each table kept its rows under a hidden
 -- rowid and the key in a separate index, so every append wrote that index's pages as well: one
--- more B-tree per commit, measured at 7.7 against 6.2 WAL frames and about a quarter more CPU per
--- group commit of ten entries (docs/BENCHMARKS.md, 2026-12-07). Rows, indices and constraints are
--- unchanged; the tables are rebuilt because SQLite cannot change a primary key in place. On a log
--- of 1,000,000 entries (835 MB) the rebuild added 7 s to the first start; the old table's pages
--- stay in the file as free pages, which later writes reuse (`VACUUM` returns them to the disk).
+-- more B-tree per commit, measured at 7.7 against 6.2 WAL frames and 203 against 149 µs of CPU
+-- per group commit of ten entries (docs/BENCHMARKS.md, "Audit log", 2026-12-07). Rows, indices
+-- and constraints are unchanged; the tables are rebuilt because SQLite cannot change a primary
+-- key in place. On a log of 1,000,000 entries (835 MB) the rebuild added 7 s to the first start;
+-- the old table's pages stay in the file as free pages, which later writes reuse (`VACUUM`
+-- returns them to the disk).
 
 CREATE TABLE audit_entries_next (
     idx   INTEGER PRIMARY KEY,
