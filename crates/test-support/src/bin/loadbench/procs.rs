@@ -371,14 +371,20 @@ mod tests {
         let me = std::process::id();
         assert!(ticks(me).is_some());
         assert!(thread_ticks(me, "no such thread name").is_none());
-        // A named thread of this process is found (while it lives).
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // A named thread of this process is found while it lives (the thread names itself
+        // once it runs, so it says when it has started).
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let probe = std::thread::Builder::new()
             .name("lb-probe".to_owned())
-            .spawn(move || rx.recv().ok())
+            .spawn(move || {
+                started_tx.send(()).ok();
+                stop_rx.recv().ok()
+            })
             .unwrap();
+        started.recv().unwrap();
         assert!(thread_ticks(me, "lb-probe").is_some());
-        drop(tx);
+        drop(stop);
         probe.join().unwrap();
         assert!(status_kib(me, "VmRSS").unwrap() > 0);
         assert!(status_kib(me, "VmNope").is_none());
