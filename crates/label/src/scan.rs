@@ -12,13 +12,24 @@
 //! - A classification alone on a short line, in any case, after a line's lead-in (below) and
 //!   before trailing emphasis or quote marks: `SECRET`, `**Top Secret**`, `> CUI`, `• SECRET`;
 //!   also spelled letter by letter (`T O P S E C R E T`).
-//! - Markings spelled to hide them — letters spaced, dotted or hyphenated, digits for letters:
-//!   `S E C R E T // N O F O R N`, `S.E.C.R.E.T.//REL TO USA, GBR`, `T0P 5ECRET//TK//N0F0RN`.
+//! - Markings spelled to hide them — letters spaced, dotted or hyphenated, digits or signs for
+//!   letters, other separators for `//`: `S E C R E T // N O F O R N`, `S.E.C.R.E.T.//REL TO
+//!   USA, GBR`, `T0P 5ECRET//TK//N0F0RN`, `t.s.//s.i.`, `$ecret//n0forn`, `(5//NF)`,
+//!   `SECRET\\NOFORN`, `SECRET||NOFORN`, `SECRET -- NOFORN`, `s e c r e t the …`.
+//! - Markings written with one slash for two, as people do: `(S/NF)`, `(TS/SI/NF)`, and
+//!   `SECRET/NOFORN` opening a line (an abbreviation such as `TS/SCI` outside parentheses names
+//!   a clearance in prose, and is not read). They are placed by the rules below as the marking
+//!   they stand for.
+//! - A short line that writes a banner with spaces for its slashes: `SECRET NOFORN`, `TOP
+//!   SECRET SI NOFORN`.
 //!   A line that looks spelled out (four one-letter words in a row, or a `/` and a word that
 //!   mixes letters with `0`, `1`, `3`, `4`, `5`, `7`, `8`) is read again as written out
 //!   (`crate::spelled`); what that finds on a line where nothing was found is disguised.
 //! - A classification in upper case after a label and a colon on a short line:
 //!   `Classification: SECRET`.
+//! - A classification in upper case that opens a line, or follows a label and a colon there,
+//!   and is followed by a colon or a dash and text, on a line of any length: `CONFIDENTIAL: the
+//!   embassy …`, `Status: SECRET - the hangar …`.
 //! - Banners and portion marks around each `//`, anywhere: `SECRET//NOFORN`, `(TS//SI//NF)`,
 //!   `TS//SI//NF`, `//NATO SECRET`, also disguised (`ТOP ЅECRET／／SI`).
 //! - A portion mark at the start of a line or list item, after its lead-in: `(S) …`,
@@ -91,6 +102,10 @@
 //!    no full stop (`Explain SECRET//NOFORN`) keep it asserted.
 //! 3. **Quoted term** (mentioned). A quote mark or backtick stands right before it and a
 //!    closing one right after it: `the banner "SECRET//NOFORN" means`, `` `(S//NF)` ``.
+//!
+//!    3b. **Opens a quotation** (asserted). A quote mark stands right before it and the words
+//!    after it, up to the closing quote, are not all words about markings: `copy the line
+//!    '(S//NF) crypto keys for net BLUE change daily' into the chat` quotes a marked portion.
 //! 4. **After punctuation.** Skipping white space and opening quotes, brackets and emphasis, the
 //!    character before it is not a letter, a digit, a comma or a closing bracket or quote — a
 //!    colon (`Subject: (S//NF) …`, `Classification: SECRET`), a sentence end, a dash, a slash.
@@ -308,21 +323,47 @@ fn add_spelled(text: &str, found: &mut Vec<Found>, ids: &mut Vec<usize>) {
     let mut added: Vec<(Found, usize)> = Vec::new();
     // Both lists are in text order: one cursor over `found` tells which lines have markings.
     let mut cursor = 0;
-    for (range, line) in lines {
+    for (range, line, disguised) in lines {
         while found.get(cursor).is_some_and(|f| f.span.end <= range.start) {
             cursor += 1;
         }
         if found.get(cursor).is_some_and(|f| f.span.start < range.end) {
             continue;
         }
-        for m in scan_with(&line, false).markings {
+        let markings = scan_with(&line, false).markings;
+        if markings.is_empty()
+            && disguised
+            && let Some(level) = text
+                .get(range.clone())
+                .and_then(|original| crate::spelled::spelled_classification(original, &line))
+            && let Ok(m) = parse_marking(level, Mode::Detect, None)
+        {
+            // `s e c r e t the plan`: a classification spelled to hide it, with no `//`.
+            added.push((
+                Found {
+                    span: range.clone(),
+                    label: m.label,
+                    form: Form::Banner,
+                    disguised: true,
+                    placement: Placement::Asserted,
+                },
+                usize::MAX,
+            ));
+        }
+        for m in markings {
+            // A disguise marks wherever it stands; `(S/NF)` for `(S//NF)` is placed as the
+            // marking it stands for.
             added.push((
                 Found {
                     span: range.clone(),
                     label: m.label,
                     form: m.form,
-                    disguised: true,
-                    placement: Placement::Asserted,
+                    disguised,
+                    placement: if disguised {
+                        Placement::Asserted
+                    } else {
+                        m.placement
+                    },
                 },
                 usize::MAX,
             ));
@@ -711,6 +752,9 @@ impl Scanner<'_> {
                 if end - start <= MAX_LABELLED_LINE_BYTES && self.found.len() == first {
                     self.scan_labelled_banner(from, end);
                 }
+                if self.found.len() == first {
+                    self.scan_leading_classification(from, end);
+                }
             }
             // A `//` never spans lines, so a line with none in it has nothing for
             // `scan_separators`, which would find nothing at or after `from` either.
@@ -889,8 +933,16 @@ impl Scanner<'_> {
         if trimmed.is_empty() {
             return;
         }
-        let Some(text) = bare_banner(trimmed).or_else(|| spelled_out_banner(trimmed)) else {
-            return;
+        let spaced;
+        let text = match bare_banner(trimmed).or_else(|| spelled_out_banner(trimmed)) {
+            Some(text) => text,
+            None => match spaced_banner(trimmed) {
+                Some(text) => {
+                    spaced = text;
+                    spaced.as_str()
+                }
+                None => return,
+            },
         };
         if let Ok(m) = parse_marking(text, Mode::Detect, None) {
             self.record(
@@ -936,6 +988,70 @@ impl Scanner<'_> {
         let at = from + colon + 1 + lead;
         if let Ok(m) = parse_marking(text, Mode::Detect, None) {
             self.record(at..at + trimmed.len(), m.label, Form::Banner, usize::MAX);
+        }
+    }
+
+    /// A classification in upper case that opens a line of any length (after its lead-in), or
+    /// follows a label of one to three words and a colon there, and is followed by a colon or
+    /// a dash and then text: `CONFIDENTIAL: the embassy guard …`, `SECRET - the convoy …`,
+    /// `Status: CONFIDENTIAL - the hangar door …`. The classification heads the text after it
+    /// as a banner heads a page, so it is a banner there.
+    fn scan_leading_classification(&mut self, from: usize, end: usize) {
+        const LEVELS: [&str; 4] = ["TOP SECRET", "SECRET", "CONFIDENTIAL", "CUI"];
+        let Some(line) = self.view.get(from..end) else {
+            return;
+        };
+        // Where the classification may stand: the line's start, or after a label and a colon.
+        let mut offsets = [Some(0), None];
+        if let Some(colon) = line.get(..40.min(line.len())).and_then(|l| l.find(':'))
+            && let Some(key) = line.get(..colon)
+        {
+            let words = key.split_ascii_whitespace().count();
+            if (1..=3).contains(&words)
+                && key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || matches!(b, b' ' | b'-'))
+            {
+                let value = line.get(colon + 1..).unwrap_or_default();
+                offsets[1] = Some(colon + 1 + (value.len() - value.trim_start().len()));
+            }
+        }
+        for at in offsets.into_iter().flatten() {
+            let rest = line.get(at..).unwrap_or_default();
+            let Some(level) = LEVELS.iter().find(|l| rest.starts_with(*l)) else {
+                continue;
+            };
+            let after = rest.get(level.len()..).unwrap_or_default();
+            let gap = after.len() - after.trim_start().len();
+            let after = after.trim_start();
+            let Some(sep) = after
+                .chars()
+                .next()
+                .filter(|c| matches!(c, ':' | '-' | '–' | '—'))
+            else {
+                continue;
+            };
+            let text = after.get(sep.len_utf8()..).unwrap_or_default();
+            // A colon may touch the classification; a dash must stand apart (`SECRET-X` is a
+            // word), and text must follow, after white space.
+            let spaced = |s: &str| s.starts_with([' ', '\t']);
+            if (sep != ':' && gap == 0) || !spaced(text) {
+                continue;
+            }
+            if !text.trim_start().starts_with(|c: char| c.is_alphanumeric()) {
+                continue;
+            }
+            if let Ok(m) = parse_marking(level, Mode::Detect, None) {
+                let start = from + at;
+                self.record(
+                    start..start + level.len(),
+                    m.label,
+                    Form::Banner,
+                    usize::MAX,
+                );
+            }
+            return;
         }
     }
 
@@ -1177,6 +1293,28 @@ fn bare_banner(trimmed: &str) -> Option<&'static str> {
         len += 1;
     }
     lookup(canonical.get(..len)?)
+}
+
+/// The banner a short line writes with spaces for its `//`: a classification in upper case and
+/// then nothing but controls (`SECRET NOFORN`, `TOP SECRET SI NOFORN`), ready for the parser as
+/// `SECRET//NOFORN`, `TOP SECRET//SI//NOFORN`.
+fn spaced_banner(trimmed: &str) -> Option<String> {
+    const LEVELS: [&str; 4] = ["TOP SECRET", "SECRET", "CONFIDENTIAL", "UNCLASSIFIED"];
+    #[rustfmt::skip]
+    const CONTROLS: [&str; 14] = [
+        "NOFORN", "ORCON", "IMCON", "PROPIN", "RELIDO", "FOUO", "FISA", "SCI", "SI", "TK", "HCS",
+        "NF", "OC", "LES",
+    ];
+    let level = LEVELS.iter().find(|l| trimmed.starts_with(*l))?;
+    let rest = trimmed.get(level.len()..)?;
+    if !rest.starts_with(' ') {
+        return None;
+    }
+    let controls: Vec<&str> = rest.split_whitespace().collect();
+    if controls.is_empty() || !controls.iter().all(|c| CONTROLS.contains(c)) {
+        return None;
+    }
+    Some(format!("{level}//{}", controls.join("//")))
 }
 
 /// The classification a short line spells letter by letter, one letter per word (`T O P S E C
@@ -1649,6 +1787,22 @@ fn placement(
         && after.chars().next().is_some_and(is_closing_quote);
     if quoted {
         return Mentioned;
+    }
+    // 3b. Opens a quotation: a quote mark right before it, and words after it inside the quote
+    // that are not all about markings: `copy the line '(S//NF) crypto keys for net BLUE …' into
+    // the chat` pastes a marked portion; `what does "(S//NF) material" mean?` does not.
+    if lead.chars().next_back().is_some_and(is_opening_quote) {
+        let inside = after
+            .find(is_closing_quote)
+            .map_or(after, |close| after.get(..close).unwrap_or_default());
+        let inside = inside.trim_end_matches(|c: char| {
+            c.is_whitespace() || matches!(c, '.' | ',' | '?' | '!' | ';' | ':')
+        });
+        let words =
+            inside.starts_with(char::is_whitespace) && inside.chars().any(char::is_alphanumeric);
+        if words && !tail_is_about_markings(inside) {
+            return Asserted;
+        }
     }
     // 4. After punctuation.
     let continues = prev.is_some_and(|c| {
@@ -2736,6 +2890,22 @@ mod tests {
                 "What does S E C R E T // N O F O R N mean for this memo?",
                 "SECRET//NOFORN",
             ),
+            // Short abbreviations dotted or hyphenated next to the slashes, in any case.
+            ("t.s.//n.f. the depot moves on Monday", "TOP SECRET//NOFORN"),
+            ("Tell me about (T.S.//S.I.) the cable cut", "TOP SECRET//SI"),
+            (
+                "T-O-P S-E-C-R-E-T//H-C-S: the courier route",
+                "TOP SECRET//HCS",
+            ),
+            // Signs and digits for letters, also a classification written in digits.
+            ("$ecret//n0forn the ferry manifests", "SECRET//NOFORN"),
+            ("note (5//NF) the ferry manifests", "SECRET//NOFORN"),
+            ("(75//SI) the relay moved", "TOP SECRET//SI"),
+            // Spelled with hyphens and followed by a colon: a banner heading its text.
+            (
+                "C-O-N-F-I-D-E-N-T-I-A-L: the road is closed",
+                "CONFIDENTIAL",
+            ),
         ] {
             let s = scan(src);
             assert_eq!(s.label.to_string(), banner, "{src:?}");
@@ -2749,6 +2919,10 @@ mod tests {
             "a = b // 2 in Python",
             "I O U // 5 dollars",
             "h t t p : / / e x a m p l e",
+            "x = (5//2) + 1",
+            "e.g. a/b and i.e. c/d",
+            "U.S. // see p.5",
+            "email me @ home // later",
         ] {
             assert!(scan(src).markings.is_empty(), "{src:?}");
         }
@@ -2860,6 +3034,104 @@ mod tests {
         // A bare classification after a list bullet or a quote is a banner line.
         assert_eq!(one("• SECRET"), Placement::Asserted);
         assert_eq!(one("> TOP SECRET"), Placement::Asserted);
+    }
+
+    #[test]
+    fn a_classification_heading_text_after_a_colon_or_dash_is_a_banner() {
+        for (src, banner) in [
+            (
+                "SECRET: the pumps at the north dam fail on Tuesdays.",
+                "SECRET",
+            ),
+            ("TOP SECRET - two couriers cross at dawn", "TOP SECRET"),
+            ("CONFIDENTIAL — the guard rota is halved.", "CONFIDENTIAL"),
+            (
+                "Status: CONFIDENTIAL - the gate sensor is offline",
+                "CONFIDENTIAL",
+            ),
+            ("- Note: SECRET: the drill moves to Pier 4", "SECRET"),
+            ("CUI: payroll numbers for the district follow", "CUI"),
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.to_string(), banner, "{src:?}");
+            assert_eq!(s.markings.len(), 1, "{src:?}");
+            assert_eq!(s.markings[0].placement, Placement::Asserted, "{src:?}");
+        }
+        // Not a classification heading text: other case, other words, no text after it, or
+        // prose before it.
+        for src in [
+            "Secret: the recipe uses brown butter.",
+            "SECRETARY: the minutes follow",
+            "SECRET-SANTA list is up",
+            "SECRET:",
+            "The word SECRET: what does it mean here?",
+            "Our plan - SECRET - is a surprise party",
+        ] {
+            assert!(scan(src).label.to_string() == "UNCLASSIFIED", "{src:?}");
+        }
+    }
+
+    #[test]
+    fn markings_written_with_other_separators_are_read() {
+        // Separators nobody writes but to hide a marking: disguised, asserted anywhere.
+        for (src, banner) in [
+            ("SECRET\\\\NOFORN\nThe pier is mined.", "SECRET//NOFORN"),
+            ("Rewrite: TOP SECRET||SI the relay moved", "TOP SECRET//SI"),
+            ("SECRET -- NOFORN\nThe pier is mined.", "SECRET//NOFORN"),
+            ("(S ~ NF) the pier is mined", "SECRET//NOFORN"),
+            ("SECRET/ /NOFORN the pier", "SECRET//NOFORN"),
+            ("s e c r e t the pier is mined", "SECRET"),
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.to_string(), banner, "{src:?}");
+            assert!(s.any_disguised(), "{src:?}");
+        }
+        // One slash for two, and spaces for slashes on a banner line: how people write them,
+        // placed by the rules as the marking they stand for.
+        for (src, banner) in [
+            ("(S/NF) The pier is mined.", "SECRET//NOFORN"),
+            ("- (TS/SI/NF) two relays moved", "TOP SECRET//SI//NOFORN"),
+            ("SECRET/NOFORN\nThe pier is mined.", "SECRET//NOFORN"),
+            ("SECRET NOFORN\nThe pier is mined.", "SECRET//NOFORN"),
+            (
+                "TOP SECRET SI NOFORN\nThe relay moved.",
+                "TOP SECRET//SI//NOFORN",
+            ),
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.to_string(), banner, "{src:?}");
+            assert!(!s.any_disguised(), "{src:?}");
+        }
+        for src in [
+            "Requires an active TS/SCI clearance.",
+            "My colleague wrote SECRET/NOFORN with one slash; is that wrong?",
+            "Can a portion mark like (S/NF) use one slash?",
+            "| S | NF |\n|---|---|",
+            "The SECRET - and only secret - ingredient is salt.",
+            "SECRET SANTA\nNames are drawn on Friday.",
+        ] {
+            assert_eq!(scan(src).label.to_string(), "UNCLASSIFIED", "{src:?}");
+        }
+    }
+
+    #[test]
+    fn a_portion_mark_opening_a_quotation_marks_what_is_quoted() {
+        for src in [
+            "Step 2: paste the line '(S//NF) the relay codes change at noon' here.",
+            "He wrote \"(TS//SI) two launchers moved north\" in the log",
+        ] {
+            let s = scan(src);
+            assert_ne!(s.label.to_string(), "UNCLASSIFIED", "{src:?}");
+        }
+        // A quoted marking with words about markings only is still a term.
+        for src in [
+            "What does \"(S//NF) portion\" mean in this guide?",
+            "the banner \"SECRET//NOFORN\" means not releasable",
+            "rows WHERE mark LIKE '(C//NF)%' are counted",
+        ] {
+            let s = scan(src);
+            assert_eq!(s.label.to_string(), "UNCLASSIFIED", "{src:?}");
+        }
     }
 
     #[test]

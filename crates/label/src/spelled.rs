@@ -1,12 +1,20 @@
 //! Markings disguised by spelling: letters spaced, dotted or hyphenated (`S E C R E T // N O F
-//! O R N`, `S.E.C.R.E.T.//REL TO USA, GBR`, `S-E-C-R-E-T / / N-O-F-O-R-N`) and digits for
-//! letters (`T0P 5ECRET//TK//N0F0RN`). The scanner reads markings as they are written; this
+//! O R N`, `S.E.C.R.E.T.//REL TO USA, GBR`, `S-E-C-R-E-T / / N-O-F-O-R-N`, also short
+//! abbreviations next to a pair of slashes: `t.s.//s.i.`, `T-O-P S-E-C-R-E-T//T-K`) and digits
+//! or signs for letters (`T0P 5ECRET//TK//N0F0RN`, `$ecret//n0forn`, `(5//NF)`), and other
+//! separators for `//` between a classification and a control (`SECRET\\NOFORN`,
+//! `SECRET||NOFORN`, `SECRET -- NOFORN`). A word written out from a disguise is read in upper
+//! case, as markings are written. It also gives the scanner portion marks and banner lines
+//! written with one slash (`(S/NF)`), which are not disguises: those keep the placement the
+//! marking they stand for would have. The scanner reads markings as they are written; this
 //! module gives it, for the few lines that look spelled, the line as it would be written
 //! undisguised, which the scanner then reads again.
 //!
-//! Cheap on ordinary text: only a line's first bytes and the bytes around its slashes are read,
-//! and a line is rewritten only when they hold a run of [`MIN_SINGLES`] one-character words in
-//! a row or, next to a slash, a word that mixes letters with the digits that stand for them.
+//! Cheap on ordinary text: only a line's first bytes and the bytes around its slashes,
+//! backslashes, dashes, bars and tildes are read, and a line is rewritten only when they hold
+//! a run of [`MIN_SINGLES`] one-character words in a row, next to a slash a word that mixes
+//! letters with the digits that stand for them or a short dotted abbreviation, or a
+//! classification and a control on either side of the separator.
 //! Lines longer than [`MAX_LINE_BYTES`] are left alone, so the extra work is linear in the
 //! text.
 
@@ -28,7 +36,7 @@ fn is_letter_separator(c: char) -> bool {
 /// The lines of `text` that look spelled out, each with its byte range (without the line
 /// end) and the line rewritten undisguised. A line whose rewriting changes nothing is left
 /// out.
-pub(crate) fn rewritten_lines(text: &str) -> Vec<(Range<usize>, String)> {
+pub(crate) fn rewritten_lines(text: &str) -> Vec<(Range<usize>, String, bool)> {
     let bytes = text.as_bytes();
     // Candidate lines by their starts: lines that start spelled, and lines with a spelled or
     // disguised word at a pair of slashes. Each found with memchr; nothing else is read.
@@ -43,11 +51,32 @@ pub(crate) fn rewritten_lines(text: &str) -> Vec<(Range<usize>, String)> {
             None => break,
         }
     }
-    for p in memchr::memchr_iter(b'/', bytes) {
-        if spelled_at_slashes(bytes, p) {
-            starts.push(
-                memchr::memrchr(b'\n', bytes.get(..p).unwrap_or_default()).map_or(0, |i| i + 1),
-            );
+    let line_of =
+        |p: usize| memchr::memrchr(b'\n', bytes.get(..p).unwrap_or_default()).map_or(0, |i| i + 1);
+    // Slashes, backslashes and dashes in one pass: a spelled or disguised word at a pair of
+    // slashes, a portion mark with one slash, and separators other than slashes between a
+    // classification and a control (`SECRET\\NOFORN`, `SECRET -- NOFORN`, ` - `; a dash inside
+    // a word, `S-1234`, is passed over on its neighbours).
+    for p in memchr::memchr3_iter(b'/', b'\\', b'-', bytes) {
+        let hit = match bytes.get(p) {
+            Some(b'/') => spelled_at_slashes(bytes, p) || single_slash_portion(bytes, p),
+            Some(b'\\') => alt_separator_at(bytes, p),
+            _ => {
+                let spaced =
+                    p > 0 && bytes.get(p - 1) == Some(&b' ') && bytes.get(p + 1) == Some(&b' ');
+                let doubled =
+                    bytes.get(p + 1) == Some(&b'-') && (p == 0 || bytes.get(p - 1) != Some(&b'-'));
+                (spaced || doubled) && alt_separator_at(bytes, if spaced { p - 1 } else { p })
+            }
+        };
+        if hit {
+            starts.push(line_of(p));
+        }
+    }
+    // `SECRET||NOFORN`, `SECRET ~ NOFORN`.
+    for p in memchr::memchr2_iter(b'|', b'~', bytes) {
+        if alt_separator_at(bytes, p) {
+            starts.push(line_of(p));
         }
     }
     starts.sort_unstable();
@@ -67,10 +96,229 @@ pub(crate) fn rewritten_lines(text: &str) -> Vec<(Range<usize>, String)> {
         if body.len() > MAX_LINE_BYTES {
             continue;
         }
-        let rewritten = normalize_slashes(&unleet(&join_singles(body)));
+        let rewritten = normalize_slashes(&alt_separators(&unleet(&join_singles(body))));
+        let portions = single_slash_portions(&rewritten);
         if rewritten != body {
-            out.push((start..end, rewritten));
+            out.push((start..end, portions, true));
+        } else if portions != body {
+            // Only `(S/NF)` for `(S//NF)`: a common way of writing a portion mark, not a
+            // disguise, so it is placed as the marking it stands for would be.
+            out.push((start..end, portions, false));
         }
+    }
+    out
+}
+
+/// The classification spelled out by a disguise of `original` that `rewritten` (its line as
+/// written out) shows as a word and `original` does not (`s e c r e t the plan` → `SECRET`):
+/// a classification spelled to hide it marks its line even where a bare word would not.
+pub(crate) fn spelled_classification(original: &str, rewritten: &str) -> Option<&'static str> {
+    const LEVELS: [(&str, &str); 4] = [
+        ("TOPSECRET", "TOP SECRET"),
+        ("TOP SECRET", "TOP SECRET"),
+        ("SECRET", "SECRET"),
+        ("CONFIDENTIAL", "CONFIDENTIAL"),
+    ];
+    let plain = original.to_ascii_uppercase();
+    let is_word = |text: &str, word: &str| {
+        text.match_indices(word).any(|(at, _)| {
+            let before = text.get(..at).and_then(|b| b.chars().next_back());
+            let after = text.get(at + word.len()..).and_then(|a| a.chars().next());
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+    };
+    LEVELS
+        .iter()
+        .find(|(word, _)| is_word(rewritten, word) && !plain.contains(word))
+        .map(|&(_, level)| level)
+}
+
+/// Classifications that may stand before a control (`S`, `SECRET`, …).
+const LEVEL_WORDS: [&str; 9] = [
+    "U",
+    "C",
+    "S",
+    "TS",
+    "R",
+    "UNCLASSIFIED",
+    "CONFIDENTIAL",
+    "SECRET",
+    "CUI",
+];
+
+/// Controls that may follow a classification or another control in a banner or portion mark.
+const CONTROL_WORDS: [&str; 30] = [
+    "NOFORN", "NF", "ORCON", "OC", "IMCON", "IMC", "PROPIN", "PR", "RELIDO", "REL", "FOUO", "FISA",
+    "LES", "SBU", "SI", "TK", "HCS", "SCI", "SAR", "RD", "FRD", "CNWDI", "FGI", "RSEN", "EXDIS",
+    "NODIS", "LIMDIS", "DSEN", "SP", "DISPLAY",
+];
+
+/// The upper-case word of ASCII letters that ends `bytes`, past spaces.
+fn word_before(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
+    let head = bytes.get(..end).unwrap_or_default();
+    let start = head
+        .iter()
+        .rposition(|b| !b.is_ascii_alphabetic())
+        .map_or(0, |i| i + 1);
+    head.get(start..).unwrap_or_default()
+}
+
+/// The upper-case word of ASCII letters that starts `bytes`, past spaces.
+fn word_after(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != b' ').unwrap_or(bytes.len());
+    let tail = bytes.get(start..).unwrap_or_default();
+    let end = tail
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(tail.len());
+    tail.get(..end).unwrap_or_default()
+}
+
+/// Whether `word` is in `list` (words are upper case there; `word` must be too).
+fn is_word_in(word: &[u8], list: &[&str]) -> bool {
+    list.iter().any(|w| w.as_bytes() == word)
+}
+
+/// Whether the separator at `p` (a backslash, a bar, a tilde, or the start of ` - ` or `--`)
+/// stands between a classification or control and a control, in upper case: `SECRET\\NOFORN`,
+/// `S||NF`, `SECRET -- NOFORN`. Nobody writes a marking so but to hide it.
+fn alt_separator_at(bytes: &[u8], p: usize) -> bool {
+    let before = bytes.get(p.saturating_sub(16)..p).unwrap_or_default();
+    let rest = bytes.get(p..).unwrap_or_default();
+    let sep = separator_run(rest);
+    if sep == 0 {
+        return false;
+    }
+    let after = rest.get(sep..).unwrap_or_default();
+    let left = word_before(before);
+    (is_word_in(left, &LEVEL_WORDS) || is_word_in(left, &CONTROL_WORDS))
+        && is_word_in(
+            word_after(after.get(..after.len().min(16)).unwrap_or_default()),
+            &CONTROL_WORDS,
+        )
+        && (is_word_in(left, &LEVEL_WORDS) || before.windows(2).any(|w| w == b"//"))
+}
+
+/// The length of the separator run that starts `bytes` — backslashes, bars, tildes, dashes and
+/// spaces, at most six bytes — if it is one that stands for `//`: it holds a backslash, a
+/// tilde, two bars or two dashes, or is a dash between spaces. A single bar (a table's cell
+/// border) or a single dash in a word is not one.
+fn separator_run(bytes: &[u8]) -> usize {
+    let run = bytes
+        .iter()
+        .take(6)
+        .take_while(|b| matches!(b, b'\\' | b'|' | b'~' | b'-' | b' '))
+        .count();
+    let r = bytes.get(..run).unwrap_or_default();
+    let count = |c: u8| r.iter().filter(|b| **b == c).count();
+    let stands = count(b'\\') > 0
+        || count(b'~') > 0
+        || count(b'|') >= 2
+        || count(b'-') >= 2
+        || (count(b'-') == 1 && r.first() == Some(&b' ') && r.last() == Some(&b' '));
+    if stands && count(b'|') != 1 { run } else { 0 }
+}
+
+/// `line` with each run of other separators between a classification or control and a control
+/// written as `//` (see [`alt_separator_at`]).
+fn alt_separators(line: &str) -> String {
+    let bytes = line.as_bytes();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or_default();
+        let rest = bytes.get(i..).unwrap_or_default();
+        let run = if matches!(b, b'\\' | b'|' | b'~' | b'-' | b' ') {
+            separator_run(rest)
+        } else {
+            0
+        };
+        // What is written so far is the line up to `i`, with earlier separators already
+        // replaced: a chain (`SECRET\\SI\\NOFORN`) reads its `//` there.
+        let replace = run > 0 && {
+            let mut probe = out.clone().into_bytes();
+            probe.extend_from_slice(rest.get(..rest.len().min(24)).unwrap_or_default());
+            alt_separator_at(&probe, out.len())
+        };
+        if replace {
+            while out.ends_with(' ') {
+                out.pop();
+            }
+            out.push_str("//");
+            i += run;
+            continue;
+        }
+        match line.get(i..).and_then(|r| r.chars().next()) {
+            Some(c) => {
+                out.push(c);
+                i += c.len_utf8();
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Whether the slash at `p` is the single slash of a portion mark in parentheses, or of a
+/// banner line whose classification is spelled out, between the classification and a
+/// control: `(S/NF)`, `(TS/SI/NF)`, `(U/FOUO)`, `SECRET/NOFORN` at a line's start.
+fn single_slash_portion(bytes: &[u8], p: usize) -> bool {
+    if bytes.get(p + 1) == Some(&b'/') || (p > 0 && bytes.get(p - 1) == Some(&b'/')) {
+        return false;
+    }
+    let before = bytes.get(p.saturating_sub(14)..p).unwrap_or_default();
+    let left = word_before(before);
+    let opens =
+        before.len() > left.len() && before.get(before.len() - left.len() - 1) == Some(&b'(');
+    // A spelled-out classification that opens its line needs no parentheses (`SECRET/NOFORN`
+    // as a banner line); an abbreviation does, as `TS/SCI` in prose names a clearance, and in a
+    // sentence a banner with one slash is talked about (`wrote SECRET/NOFORN with one slash`).
+    let banner = is_word_in(left, &["SECRET", "CONFIDENTIAL", "UNCLASSIFIED"]) && {
+        let word_start = p.saturating_sub(left.len());
+        let head = bytes.get(..word_start).unwrap_or_default();
+        let head = head.strip_suffix(b"TOP ").unwrap_or(head);
+        let line =
+            memchr::memrchr(b'\n', head).map_or(head, |i| head.get(i + 1..).unwrap_or_default());
+        line.iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'-' | b'*' | b'>' | b'#' | b'"' | b'\''))
+    };
+    (opens || banner)
+        && is_word_in(left, &LEVEL_WORDS)
+        && is_word_in(
+            word_after(
+                bytes
+                    .get(p + 1..(p + 17).min(bytes.len()))
+                    .unwrap_or_default(),
+            ),
+            &CONTROL_WORDS,
+        )
+}
+
+/// `line` with the single slashes of portion marks in parentheses doubled: `(S/NF)` →
+/// `(S//NF)`, `(TS/SI/NF)` → `(TS//SI//NF)`.
+fn single_slash_portions(line: &str) -> String {
+    let bytes = line.as_bytes();
+    let mut out = String::with_capacity(line.len() + 4);
+    let mut in_portion = false;
+    for (i, c) in line.char_indices() {
+        if c == '(' || c.is_whitespace() {
+            // A portion ends at its `)`, a banner at white space.
+            in_portion = false;
+        }
+        if c == '/' {
+            let single =
+                bytes.get(i + 1) != Some(&b'/') && (i == 0 || bytes.get(i - 1) != Some(&b'/'));
+            if single && (in_portion || single_slash_portion(bytes, i)) {
+                in_portion = true;
+                out.push_str("//");
+                continue;
+            }
+        }
+        if c == ')' {
+            in_portion = false;
+        }
+        out.push(c);
     }
     out
 }
@@ -124,9 +372,82 @@ fn spelled_at_slashes(bytes: &[u8], p: usize) -> bool {
     let before =
         memchr::memrchr(b'\n', before).map_or(before, |i| before.get(i + 1..).unwrap_or_default());
     let after = line_prefix(after.get(second + 1..).unwrap_or_default());
-    (ends_in_single(before) && has_single_run(before))
+    // `SECRET/ /NOFORN`: a space between the slashes, after a classification or control.
+    let spaced = second > 0 && {
+        let left = word_before(before);
+        is_word_in(left, &LEVEL_WORDS) || is_word_in(left, &CONTROL_WORDS)
+    };
+    spaced
+        || (ends_in_single(before) && has_single_run(before))
+        || short_run_before(before)
+        || short_run_after(after)
         || leet_word_before(before)
         || leet_word_after(after)
+        || leet_level_before(before)
+}
+
+/// Whether `bytes` end, past dots and hyphens, in two one-character words joined by a dot or
+/// a hyphen (`t.s.`, `(T.S.`, `T-K`): an abbreviation spelled out next to a pair of slashes.
+fn short_run_before(bytes: &[u8]) -> bool {
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b'.' | b'-'))
+        .map_or(0, |i| i + 1);
+    match bytes.get(..end).unwrap_or_default() {
+        [.., x, b'.' | b'-', y] if x.is_ascii_alphanumeric() && y.is_ascii_alphanumeric() => {
+            let head = end.saturating_sub(3);
+            !head_is_word(bytes, head)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a byte continues a word: a letter, a digit or the byte of a non-ASCII character.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+/// Whether the byte before `at` continues a word (so what starts at `at` is not a word's
+/// start).
+fn head_is_word(bytes: &[u8], at: usize) -> bool {
+    at > 0 && bytes.get(at - 1).is_some_and(|b| is_word_byte(*b))
+}
+
+/// Whether `bytes` (after a pair of slashes) start with two one-character words joined by a
+/// dot or a hyphen (`s.i.`, `T-K:`).
+fn short_run_after(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .position(|b| *b != b' ' && *b != b'/')
+        .unwrap_or(bytes.len());
+    match bytes.get(start..).unwrap_or_default() {
+        [x, b'.' | b'-', y, rest @ ..] => {
+            x.is_ascii_alphanumeric()
+                && y.is_ascii_alphanumeric()
+                && !rest.first().is_some_and(|b| is_word_byte(*b))
+        }
+        _ => false,
+    }
+}
+
+/// Whether `bytes` end in `(` and one or two digits that stand for the letters of a
+/// classification (`(5`, `(75`): `(5//NF)` is `(S//NF)`.
+fn leet_level_before(bytes: &[u8]) -> bool {
+    match bytes {
+        [.., b'(', d] | [.., b'(', _, d] if leet_letter(*d).is_some() => leet_level(
+            bytes
+                .get(bytes.iter().rposition(|b| *b == b'(').map_or(0, |i| i + 1)..)
+                .unwrap_or_default(),
+        ),
+        _ => false,
+    }
+}
+
+/// Whether `word` is one or two digits that spell a classification's portion letters (`5`,
+/// `75` for `TS`, `(` for `C` is not a digit).
+fn leet_level(word: &[u8]) -> bool {
+    let letters: Vec<char> = word.iter().filter_map(|b| leet_letter(*b)).collect();
+    letters.len() == word.len() && matches!(letters.as_slice(), ['S'] | ['T', 'S'])
 }
 
 /// How far before a pair of slashes, or into its line, a spelled word is looked for.
@@ -174,16 +495,22 @@ fn has_single_run(bytes: &[u8]) -> bool {
     false
 }
 
-/// Whether the word that ends `bytes` (past white space) is disguised with digits.
+/// Whether `b` may stand in a disguised word: a letter, a digit or a sign that stands for a
+/// letter (`$`, `@`).
+fn is_leet_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'$' | b'@')
+}
+
+/// Whether the word that ends `bytes` (past white space) is disguised with digits or signs.
 fn leet_word_before(bytes: &[u8]) -> bool {
-    if !bytes.iter().any(u8::is_ascii_digit) {
+    if !bytes.iter().any(|b| leet_letter(*b).is_some()) {
         return false;
     }
     let end = bytes.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
     let head = bytes.get(..end).unwrap_or_default();
     let start = head
         .iter()
-        .rposition(|b| !b.is_ascii_alphanumeric())
+        .rposition(|b| !is_leet_byte(*b))
         .map_or(0, |i| i + 1);
     head.get(start..)
         .and_then(|w| std::str::from_utf8(w).ok())
@@ -200,15 +527,16 @@ fn leet_word_after(bytes: &[u8]) -> bool {
     let tail = bytes.get(start..).unwrap_or_default();
     let end = tail
         .iter()
-        .position(|b| !b.is_ascii_alphanumeric())
+        .position(|b| !is_leet_byte(*b))
         .unwrap_or(tail.len());
     tail.get(..end)
         .and_then(|w| std::str::from_utf8(w).ok())
         .is_some_and(is_leet_word)
 }
 
-/// A word of ASCII letters and at least one digit that stands for a letter (`5ECRET`,
-/// `N0F0RN`): never a plain number, never a word with other digits (`x86`, `2FA` keep theirs).
+/// A word of ASCII letters and at least one digit or sign that stands for a letter (`5ECRET`,
+/// `N0F0RN`, `$ecret`): never a plain number, never a word with other digits (`x86`, `2FA`
+/// keep theirs).
 fn is_leet_word(word: &str) -> bool {
     let letters = word.bytes().filter(u8::is_ascii_alphabetic).count();
     let leet = word.bytes().filter(|b| leet_letter(*b).is_some()).count();
@@ -225,19 +553,25 @@ fn leet_letter(b: u8) -> Option<char> {
         b'5' => Some('S'),
         b'7' => Some('T'),
         b'8' => Some('B'),
+        b'$' => Some('S'),
+        b'@' => Some('A'),
         _ => None,
     }
 }
 
 /// `line` with each run of [`MIN_SINGLES`] or more one-character words, separated by one
-/// letter separator each (the same one throughout the run), joined into one word: `S E C R E
-/// T` → `SECRET`, `S.E.C.R.E.T.` → `SECRET`. What follows the run is kept as it was.
+/// letter separator each (the same one throughout the run), or on a line with a pair of
+/// slashes of two or more joined by dots or hyphens, joined into one upper-case word: `S E C R E T` → `SECRET`, `S.E.C.R.E.T.` →
+/// `SECRET`, `t.s.` → `TS`. What follows the run is kept as it was.
 fn join_singles(line: &str) -> String {
     let chars: Vec<char> = line.chars().collect();
+    // Short runs are abbreviated markings only on a line with a pair of slashes (`e.g.` in
+    // prose stays as it is).
+    let short = line.contains("//") || line.contains("/ /");
     let mut out = String::with_capacity(line.len());
     let mut i = 0;
     while i < chars.len() {
-        if let Some((end, word)) = single_run(&chars, i) {
+        if let Some((end, word)) = single_run(&chars, i, short) {
             out.push_str(&word);
             i = end;
         } else {
@@ -249,9 +583,9 @@ fn join_singles(line: &str) -> String {
 }
 
 /// The run of one-character words starting at `i`, if there is one of [`MIN_SINGLES`] or
-/// more that starts a word: where it ends (past a trailing separator that is not a space)
-/// and its letters.
-fn single_run(chars: &[char], i: usize) -> Option<(usize, String)> {
+/// more that starts a word (with `short`, two or more joined by dots or hyphens): where it
+/// ends (past a trailing separator that is not a space) and its letters in upper case.
+fn single_run(chars: &[char], i: usize, short: bool) -> Option<(usize, String)> {
     let starts_word = i == 0 || chars.get(i - 1).is_some_and(|c| !c.is_alphanumeric());
     if !starts_word {
         return None;
@@ -287,37 +621,56 @@ fn single_run(chars: &[char], i: usize) -> Option<(usize, String)> {
             _ => break,
         }
     }
-    if letters.chars().count() < MIN_SINGLES {
+    // Dots and hyphens join even two letters (`t.s.`, `T-K`): a space-separated run needs
+    // more, as prose has `a b c`.
+    let least = if short && matches!(sep, Some('.' | '-')) {
+        2
+    } else {
+        MIN_SINGLES
+    };
+    if letters.chars().count() < least {
         return None;
     }
-    Some((j, letters))
+    Some((j, letters.to_uppercase()))
 }
 
-/// `line` with the digits of each disguised word read as the letters they stand for
-/// (`T0P 5ECRET` → `TOP SECRET`).
+/// `line` with the digits and signs of each disguised word read as the letters they stand for,
+/// in upper case (`T0P 5ECRET` → `TOP SECRET`, `$ecret//n0forn` → `SECRET//NOFORN`), and a
+/// classification written in digits between `(` and `//` read as its letters (`(5//NF)` →
+/// `(S//NF)`).
 fn unleet(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        if is_leet_word(word) {
+    let flush = |word: &mut String, out: &mut String, next: &str| {
+        let level = out.ends_with('(')
+            && next
+                .strip_prefix("//")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_alphabetic()))
+            && leet_level(word.as_bytes());
+        if level || is_leet_word(word) {
             out.extend(
                 word.bytes()
-                    .map(|b| leet_letter(b).unwrap_or(char::from(b))),
+                    .map(|b| leet_letter(b).unwrap_or_else(|| char::from(b).to_ascii_uppercase())),
             );
         } else {
             out.push_str(word);
         }
         word.clear();
     };
-    for c in line.chars() {
-        if c.is_ascii_alphanumeric() {
+    for (i, c) in line.char_indices() {
+        let sign_in_word = matches!(c, '$' | '@')
+            && (!word.is_empty()
+                || line
+                    .get(i + 1..)
+                    .is_some_and(|r| r.starts_with(|n: char| n.is_ascii_alphabetic())));
+        if c.is_ascii_alphanumeric() || sign_in_word {
             word.push(c);
         } else {
-            flush(&mut word, &mut out);
+            flush(&mut word, &mut out, line.get(i..).unwrap_or_default());
             out.push(c);
         }
     }
-    flush(&mut word, &mut out);
+    flush(&mut word, &mut out, "");
     out
 }
 
@@ -356,7 +709,7 @@ mod tests {
     use super::*;
 
     fn rewrite(line: &str) -> Option<String> {
-        rewritten_lines(line).pop().map(|(_, s)| s)
+        rewritten_lines(line).pop().map(|(_, s, _)| s)
     }
 
     #[test]
@@ -369,9 +722,62 @@ mod tests {
                 "SECRET//NOFORN: the informant",
             ),
             ("T0P 5ECRET//TK//N0F0RN", "TOP SECRET//TK//NOFORN"),
-            ("t o p s e c r e t", "topsecret"),
+            ("t o p s e c r e t", "TOPSECRET"),
+            ("t.s.//s.i. - relay 12", "TS//SI - relay 12"),
+            ("(T.S.//S.I.) The source", "(TS//SI) The source"),
+            ("T-O-P S-E-C-R-E-T//T-K: two", "TOP SECRET//TK: two"),
+            ("$ecret//n0forn - the tunnel", "SECRET//NOFORN - the tunnel"),
+            ("(5//NF) pump station 3", "(S//NF) pump station 3"),
+            ("(75//SI) relay", "(TS//SI) relay"),
         ] {
             assert_eq!(rewrite(spelled).as_deref(), Some(plain), "{spelled}");
+        }
+    }
+
+    #[test]
+    fn other_separators_between_a_classification_and_a_control_are_slashes() {
+        for (line, plain) in [
+            ("SECRET\\\\NOFORN the plan", "SECRET//NOFORN the plan"),
+            ("SECRET\\NOFORN", "SECRET//NOFORN"),
+            ("TOP SECRET||SI||NOFORN", "TOP SECRET//SI//NOFORN"),
+            ("SECRET -- NOFORN: the route", "SECRET//NOFORN: the route"),
+            ("(S ~ NF) the route", "(S//NF) the route"),
+            ("SECRET - REL TO USA, GBR", "SECRET//REL TO USA, GBR"),
+        ] {
+            assert_eq!(rewrite(line).as_deref(), Some(plain), "{line}");
+        }
+        // A table's single bar, a dash in prose, other words: left alone.
+        for line in [
+            "| S | NF |",
+            "The SECRET - and only secret - ingredient",
+            "TCP/IP and I/O",
+            "C:\\Users\\NF\\docs",
+        ] {
+            assert_eq!(rewrite(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_portion_mark_with_single_slashes_is_read_as_written_with_two() {
+        for (line, plain) in [
+            ("(S/NF) The convoy", "(S//NF) The convoy"),
+            ("(TS/SI/NF) relay", "(TS//SI//NF) relay"),
+            ("see (U/FOUO) notes", "see (U//FOUO) notes"),
+            ("TOP SECRET/SI/NOFORN", "TOP SECRET//SI//NOFORN"),
+            ("> SECRET/NOFORN", "> SECRET//NOFORN"),
+        ] {
+            let got = rewritten_lines(line);
+            assert_eq!(got.len(), 1, "{line}");
+            assert_eq!(got[0].1, plain);
+            assert!(!got[0].2, "{line}: not a disguise");
+        }
+        for line in [
+            "TS/SCI clearance required",
+            "(A/B testing)",
+            "and/or (N/A)",
+            "- writing SECRET/NOFORN with one slash",
+        ] {
+            assert!(rewritten_lines(line).is_empty(), "{line}");
         }
     }
 
@@ -384,6 +790,9 @@ mod tests {
             "https://example.com/a/b",
             "a = b // 2 in Python",
             "We met on 10/12/2024.",
+            "x = (5//2) + 1",
+            "cost: US$ 5 // approx",
+            "e.g. a/b",
             "",
         ] {
             assert_eq!(rewrite(line), None, "{line}");
@@ -395,9 +804,10 @@ mod tests {
         let text = "fine\r\nS E C R E T\nfine too";
         let got = rewritten_lines(text);
         assert_eq!(got.len(), 1);
-        let (range, line) = &got[0];
+        let (range, line, disguised) = &got[0];
         assert_eq!(&text[range.clone()], "S E C R E T");
         assert_eq!(line, "SECRET");
+        assert!(disguised);
     }
 
     #[test]
