@@ -69,10 +69,10 @@ impl SqliteAppender {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&fail)?;
+        // Cached statements: preparing them again for every commit cost more than running them.
         let head: i64 = tx
-            .query_row("SELECT size FROM audit_head WHERE id = 0", [], |row| {
-                row.get(0)
-            })
+            .prepare_cached("SELECT size FROM audit_head WHERE id = 0")
+            .and_then(|mut select| select.query_row([], |row| row.get(0)))
             .map_err(&fail)?;
         let first = u64::try_from(head)
             .map_err(|_| StoreError::AuditLog(format!("negative size {head} in the audit head")))?;
@@ -85,11 +85,9 @@ impl SqliteAppender {
                 insert.execute((idx, text.as_str())).map_err(&fail)?;
             }
             drop(insert);
-            tx.execute(
-                "UPDATE audit_head SET size = ?1 WHERE id = 0",
-                [encoded.next],
-            )
-            .map_err(&fail)?;
+            tx.prepare_cached("UPDATE audit_head SET size = ?1 WHERE id = 0")
+                .and_then(|mut update| update.execute([encoded.next]))
+                .map_err(&fail)?;
         }
         tx.commit().map_err(&fail)?;
         Ok(AppendBatch {
