@@ -72,11 +72,25 @@ pub(crate) enum SafetyCommand {
         /// Contextual heads to evaluate instead of the ones compiled in.
         #[arg(long, value_name = "FILE", requires = "models")]
         contextual: Option<PathBuf>,
-        /// Also list the test split's misses and false positives for this category (on
-        /// stderr: score and text).
+        /// Also list the split's misses and false positives for this category (on stderr:
+        /// score and text).
         #[arg(long, value_name = "CATEGORY", value_parser = parse_category)]
         errors: Option<Category>,
+        /// The split to evaluate: `test` (the figures to report), or `calibration` (where a
+        /// pack's thresholds may be chosen without reading the test split).
+        #[arg(long, value_name = "SPLIT", default_value = "test", value_parser = parse_split)]
+        split: Split,
     },
+}
+
+fn parse_split(name: &str) -> Result<Split, String> {
+    match name {
+        "test" => Ok(Split::Test),
+        "calibration" => Ok(Split::Calibration),
+        other => Err(format!(
+            "unknown split `{other}` (expected test or calibration; the train split is not evaluated)"
+        )),
+    }
 }
 
 fn parse_category(name: &str) -> Result<Category, String> {
@@ -202,6 +216,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
             models,
             contextual,
             errors,
+            split,
         } => {
             let examples = load(&data)?;
             let pack = load_pack(pack.as_deref(), pack_file.as_ref())?;
@@ -223,12 +238,12 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                 None => Engine::new(pack, vec![Box::new(ngram)]),
             };
             if let Some(c) = errors {
-                for (missed, p, text) in train::errors(&engine, &examples, c) {
+                for (missed, p, text) in train::errors(&engine, &examples, c, split) {
                     let kind = if missed { "missed" } else { "false positive" };
                     eprintln!("{kind} {p:.3}: {}", text.replace('\n', " "));
                 }
             }
-            Ok(train::evaluate(&engine, &examples).to_markdown())
+            Ok(train::evaluate_split(&engine, &examples, split).to_markdown())
         }
     }
 }

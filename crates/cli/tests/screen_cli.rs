@@ -1,5 +1,5 @@
 //! Runs the real `enclave` binary: `enclave screen` over JSON lines (no config, no `init`), its
-//! exit codes, and hostile lines.
+//! exit codes and hostile lines, and `enclave safety eval --split` on a small data folder.
 
 #![allow(
     clippy::unwrap_used,
@@ -200,4 +200,59 @@ fn the_contextual_stage_is_optional_unless_asked_for_or_topics_need_it() {
         line,
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn safety_eval_reports_the_split_it_was_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("written");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut lines = String::new();
+    for i in 0..80 {
+        let (text, labels) = if i % 2 == 0 {
+            (
+                format!("you are a worthless idiot number {i}"),
+                "[\"harassment\"]",
+            )
+        } else {
+            (format!("the budget review moved to room {i}"), "[]")
+        };
+        lines.push_str(&format!(
+            "{{\"text\": \"{text}\", \"labels\": {labels}, \"ignore\": []}}\n"
+        ));
+    }
+    std::fs::write(folder.join("examples.jsonl"), lines).unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (split, header, summary) in [
+        (None, "| category | test pos / neg |", "Test split: "),
+        (
+            Some("test"),
+            "| category | test pos / neg |",
+            "Test split: ",
+        ),
+        (
+            Some("calibration"),
+            "| category | calibration pos / neg |",
+            "Calibration split: ",
+        ),
+    ] {
+        let mut args = vec!["safety", "eval", "--data", data];
+        if let Some(s) = split {
+            args.extend(["--split", s]);
+        }
+        let out = enclave(&args, b"");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{split:?}: {stdout}");
+        assert!(stdout.starts_with(header), "{split:?}: {stdout}");
+        assert!(stdout.contains(summary), "{split:?}: {stdout}");
+    }
+    // The train split is never evaluated, and an unknown split is a usage error.
+    for bad in ["train", "holdout"] {
+        let out = enclave(&["safety", "eval", "--data", data, "--split", bad], b"");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("expected test or calibration"),
+            "{bad}"
+        );
+    }
 }

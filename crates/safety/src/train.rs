@@ -33,6 +33,26 @@ pub enum Split {
     Test,
 }
 
+impl Split {
+    /// Its name in reports and on the command line (`train`, `calibration`, `test`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Calibration => "calibration",
+            Split::Test => "test",
+        }
+    }
+
+    /// Its name at the start of a sentence (`Test`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Split::Train => "Train",
+            Split::Calibration => "Calibration",
+            Split::Test => "Test",
+        }
+    }
+}
+
 /// One labelled text.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Example {
@@ -614,6 +634,8 @@ pub struct CategoryReport {
 /// The evaluation: per category, and over the held-out benign texts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
+    /// The split evaluated (the test split unless a threshold is being chosen).
+    pub split: Split,
     /// Per category with test positives.
     pub categories: Vec<CategoryReport>,
     /// Held-out benign texts.
@@ -631,14 +653,16 @@ pub struct Report {
     pub test_contextual: f64,
 }
 
-/// The test split's errors for `category` at the pack's input threshold: each text the engine
-/// scored under it though labelled positive (`missed` true), or at or over it though labelled
-/// negative, with its score — for reading what the model gets wrong (`enclave safety eval
-/// --errors CATEGORY`).
+/// The errors of `split` (the test split, or the calibration split when a threshold is being
+/// chosen) for `category` at the pack's input threshold: each text the engine scored under it
+/// though labelled positive (`missed` true), or at or over it though labelled negative, with
+/// its score — for reading what the model gets wrong (`enclave safety eval --errors
+/// CATEGORY`).
 pub fn errors<'a>(
     engine: &Engine,
     examples: &'a [Example],
     category: Category,
+    split: Split,
 ) -> Vec<(bool, f32, &'a str)> {
     let threshold = engine
         .pack()
@@ -646,7 +670,7 @@ pub fn errors<'a>(
         .threshold;
     examples
         .iter()
-        .filter(|e| e.split == Split::Test && !e.is_heldout())
+        .filter(|e| e.split == split && !e.is_heldout())
         .filter_map(|e| {
             let y = e.label(category)?;
             let p = engine.score(&e.text).0.get(category);
@@ -658,9 +682,15 @@ pub fn errors<'a>(
 /// Evaluates `engine` (detectors, model and pack thresholds, direction input) on the test split
 /// and the held-out benign texts.
 pub fn evaluate(engine: &Engine, examples: &[Example]) -> Report {
+    evaluate_split(engine, examples, Split::Test)
+}
+
+/// Evaluates `engine` as [`evaluate`] does, on `split` instead of the test split: the
+/// calibration split is where pack thresholds may be chosen without reading the test split.
+pub fn evaluate_split(engine: &Engine, examples: &[Example], split: Split) -> Report {
     let test: Vec<&Example> = examples
         .iter()
-        .filter(|e| e.split == Split::Test && !e.is_heldout())
+        .filter(|e| e.split == split && !e.is_heldout())
         .collect();
     let benign: Vec<&Example> = examples.iter().filter(|e| e.is_heldout()).collect();
     let dir = crate::Direction::Input;
@@ -741,6 +771,7 @@ pub fn evaluate(engine: &Engine, examples: &[Example]) -> Report {
             .count()
     };
     Report {
+        split,
         benign_contextual: ratio(asked(&benign), benign.len()),
         test_contextual: ratio(asked(&test), test.len()),
         categories,
@@ -762,7 +793,8 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "| category | test pos / neg | precision | recall | F1 | AUPRC | benign FPR |"
+            "| category | {} pos / neg | precision | recall | F1 | AUPRC | benign FPR |",
+            self.split.as_str()
         );
         let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
         for r in &self.categories {
@@ -795,7 +827,8 @@ impl Report {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "Test split: {} texts. Mean AUPRC over the {} OpenAI-named categories present: {mean:.3}. Binary (any OpenAI category) AUPRC: {}. Held-out benign government texts: {}, any hazard category fired on {:.2} %.",
+            "{} split: {} texts. Mean AUPRC over the {} OpenAI-named categories present: {mean:.3}. Binary (any OpenAI category) AUPRC: {}. Held-out benign government texts: {}, any hazard category fired on {:.2} %.",
+            self.split.title(),
             self.test,
             openai.len(),
             self.binary_auprc
@@ -805,9 +838,10 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "\nThe contextual stage saw {:.2} % of the held-out benign texts and {:.2} % of the test split.",
+            "\nThe contextual stage saw {:.2} % of the held-out benign texts and {:.2} % of the {} split.",
             self.benign_contextual * 100.0,
-            self.test_contextual * 100.0
+            self.test_contextual * 100.0,
+            self.split.as_str()
         );
         s
     }
