@@ -350,23 +350,29 @@ fn add_spelled(text: &str, found: &mut Vec<Found>, ids: &mut Vec<usize>) {
                 usize::MAX,
             ));
         }
+        // Each marking of the line gets the line as its span, so one of each kind is enough: a
+        // line of a thousand `(S/NF)` adds one marking, not a thousand to roll up.
+        let first = added.len();
         for m in markings {
             // A disguise marks wherever it stands; `(S/NF)` for `(S//NF)` is placed as the
             // marking it stands for.
-            added.push((
-                Found {
-                    span: range.clone(),
-                    label: m.label,
-                    form: m.form,
-                    disguised,
-                    placement: if disguised {
-                        Placement::Asserted
-                    } else {
-                        m.placement
-                    },
+            let found = Found {
+                span: range.clone(),
+                label: m.label,
+                form: m.form,
+                disguised,
+                placement: if disguised {
+                    Placement::Asserted
+                } else {
+                    m.placement
                 },
-                usize::MAX,
-            ));
+            };
+            let seen = added.get(first..).unwrap_or_default().iter().any(|(f, _)| {
+                f.label == found.label && f.form == found.form && f.placement == found.placement
+            });
+            if !seen {
+                added.push((found, usize::MAX));
+            }
         }
     }
     if added.is_empty() {

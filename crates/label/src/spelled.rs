@@ -236,10 +236,17 @@ fn alt_separators(line: &str) -> String {
         };
         // What is written so far is the line up to `i`, with earlier separators already
         // replaced: a chain (`SECRET\\SI\\NOFORN`) reads its `//` there.
+        // `alt_separator_at` reads 16 bytes before the separator and a run and a word after
+        // it: a window of that much is enough, and keeps a line of separators linear.
         let replace = run > 0 && {
-            let mut probe = out.clone().into_bytes();
+            let written = out.as_bytes();
+            let mut probe: Vec<u8> = written
+                .get(written.len().saturating_sub(16)..)
+                .unwrap_or_default()
+                .to_vec();
+            let at = probe.len();
             probe.extend_from_slice(rest.get(..rest.len().min(24)).unwrap_or_default());
-            alt_separator_at(&probe, out.len())
+            alt_separator_at(&probe, at)
         };
         if replace {
             while out.ends_with(' ') {
@@ -819,6 +826,11 @@ mod tests {
         );
         let many = "S E C R E T\n".repeat(10_000);
         assert_eq!(rewritten_lines(&many).len(), 10_000);
+        // Lines made of separators between markings: each is read in one pass.
+        let separators = format!("{}\n", "SECRET\\\\NOFORN -- SI ~ ".repeat(150)).repeat(300);
+        assert_eq!(rewritten_lines(&separators).len(), 300);
+        let slashes = format!("{}\n", "(S/NF) (TS/SI/NF) ".repeat(200)).repeat(300);
+        assert_eq!(rewritten_lines(&slashes).len(), 300);
         let _ = rewritten_lines("\u{200b}S\u{0}E\u{ffff}C R E T//5//0");
     }
 }
