@@ -185,6 +185,14 @@ fn is_word_in(word: &[u8], list: &[&str]) -> bool {
 /// `S||NF`, `SECRET -- NOFORN`. Nobody writes a marking so but to hide it.
 fn alt_separator_at(bytes: &[u8], p: usize) -> bool {
     let before = bytes.get(p.saturating_sub(16)..p).unwrap_or_default();
+    // Most hits fail here: a classification or control ends in an upper-case letter.
+    if !before
+        .iter()
+        .rfind(|b| **b != b' ')
+        .is_some_and(u8::is_ascii_uppercase)
+    {
+        return false;
+    }
     let rest = bytes.get(p..).unwrap_or_default();
     let sep = separator_run(rest);
     if sep == 0 {
@@ -271,7 +279,9 @@ fn alt_separators(line: &str) -> String {
 /// banner line whose classification is spelled out, between the classification and a
 /// control: `(S/NF)`, `(TS/SI/NF)`, `(U/FOUO)`, `SECRET/NOFORN` at a line's start.
 fn single_slash_portion(bytes: &[u8], p: usize) -> bool {
-    if bytes.get(p + 1) == Some(&b'/') || (p > 0 && bytes.get(p - 1) == Some(&b'/')) {
+    // Most slashes (URLs, dates, `and/or`) fail here, on their two neighbours.
+    let upper = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_uppercase);
+    if p == 0 || !upper(p - 1) || !upper(p + 1) {
         return false;
     }
     let before = bytes.get(p.saturating_sub(14)..p).unwrap_or_default();
