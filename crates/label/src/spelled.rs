@@ -450,21 +450,20 @@ fn short_run_after(bytes: &[u8]) -> bool {
 /// Whether `bytes` end in `(` and one or two digits that stand for the letters of a
 /// classification (`(5`, `(75`): `(5//NF)` is `(S//NF)`.
 fn leet_level_before(bytes: &[u8]) -> bool {
-    match bytes {
-        [.., b'(', d] | [.., b'(', _, d] if leet_letter(*d).is_some() => leet_level(
-            bytes
-                .get(bytes.iter().rposition(|b| *b == b'(').map_or(0, |i| i + 1)..)
-                .unwrap_or_default(),
-        ),
-        _ => false,
-    }
+    bytes.iter().rposition(|b| *b == b'(').is_some_and(|open| {
+        let word = bytes.get(open + 1..).unwrap_or_default();
+        word.len() <= 2 && leet_level(word)
+    })
 }
 
-/// Whether `word` is one or two digits that spell a classification's portion letters (`5`,
-/// `75` for `TS`, `(` for `C` is not a digit).
+/// Whether `word` is made of digits or signs that spell a classification's portion letters:
+/// `5` (`S`) or `75` (`TS`).
 fn leet_level(word: &[u8]) -> bool {
-    let letters: Vec<char> = word.iter().filter_map(|b| leet_letter(*b)).collect();
-    letters.len() == word.len() && matches!(letters.as_slice(), ['S'] | ['T', 'S'])
+    let mut letters = word.iter().map(|b| leet_letter(*b));
+    matches!(
+        (letters.next(), letters.next(), letters.next()),
+        (Some(Some('S')), None, _) | (Some(Some('T')), Some(Some('S')), None)
+    )
 }
 
 /// How far before a pair of slashes, or into its line, a spelled word is looked for.
