@@ -15,7 +15,8 @@
 //! - Markings spelled to hide them — letters spaced, dotted or hyphenated, digits or signs for
 //!   letters, other separators for `//`: `S E C R E T // N O F O R N`, `S.E.C.R.E.T.//REL TO
 //!   USA, GBR`, `T0P 5ECRET//TK//N0F0RN`, `t.s.//s.i.`, `$ecret//n0forn`, `(5//NF)`,
-//!   `SECRET\\NOFORN`, `SECRET||NOFORN`, `SECRET -- NOFORN`, `s e c r e t the …`.
+//!   `SECRET\\NOFORN`, `SECRET||NOFORN`, `SECRET -- NOFORN`, `s e c r e t the …`, a word split
+//!   by a space next to the slashes (`SEC RET//NO FORN`).
 //! - Markings written with one slash for two, as people do: `(S/NF)`, `(TS/SI/NF)`, and
 //!   `SECRET/NOFORN` opening a line (an abbreviation such as `TS/SCI` outside parentheses names
 //!   a clearance in prose, and is not read). They are placed by the rules below as the marking
@@ -3087,6 +3088,7 @@ mod tests {
             ("(S ~ NF) the pier is mined", "SECRET//NOFORN"),
             ("SECRET/ /NOFORN the pier", "SECRET//NOFORN"),
             ("s e c r e t the pier is mined", "SECRET"),
+            ("SEC RET//NO FORN the pier is mined", "SECRET//NOFORN"),
         ] {
             let s = scan(src);
             assert_eq!(s.label.to_string(), banner, "{src:?}");

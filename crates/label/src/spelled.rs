@@ -3,7 +3,8 @@
 //! abbreviations next to a pair of slashes: `t.s.//s.i.`, `T-O-P S-E-C-R-E-T//T-K`) and digits
 //! or signs for letters (`T0P 5ECRET//TK//N0F0RN`, `$ecret//n0forn`, `(5//NF)`), and other
 //! separators for `//` between a classification and a control (`SECRET\\NOFORN`,
-//! `SECRET||NOFORN`, `SECRET -- NOFORN`). A word written out from a disguise is read in upper
+//! `SECRET||NOFORN`, `SECRET -- NOFORN`), and words of a marking split by a space next to a
+//! pair of slashes (`SEC RET//NO FORN`). A word written out from a disguise is read in upper
 //! case, as markings are written. It also gives the scanner portion marks and banner lines
 //! written with one slash (`(S/NF)`), which are not disguises: those keep the placement the
 //! marking they stand for would have. The scanner reads markings as they are written; this
@@ -96,7 +97,9 @@ pub(crate) fn rewritten_lines(text: &str) -> Vec<(Range<usize>, String, bool)> {
         if body.len() > MAX_LINE_BYTES {
             continue;
         }
-        let rewritten = normalize_slashes(&alt_separators(&unleet(&join_singles(body))));
+        let rewritten = normalize_slashes(&alt_separators(&join_split_words(&unleet(
+            &join_singles(body),
+        ))));
         let portions = single_slash_portions(&rewritten);
         if rewritten != body {
             out.push((start..end, portions, true));
@@ -131,6 +134,105 @@ pub(crate) fn spelled_classification(original: &str, rewritten: &str) -> Option<
         .iter()
         .find(|(word, _)| is_word(rewritten, word) && !plain.contains(word))
         .map(|&(_, level)| level)
+}
+
+/// Words of a marking that a disguise may split with a space (`SEC RET`, `NO FORN`).
+const SPLIT_WORDS: [&str; 6] = [
+    "SECRET",
+    "CONFIDENTIAL",
+    "NOFORN",
+    "ORCON",
+    "PROPIN",
+    "RELIDO",
+];
+
+/// Whether `a` and `b`, letters only, are one word of [`SPLIT_WORDS`] split in two.
+fn splits_a_word(a: &[u8], b: &[u8]) -> bool {
+    let letters = |w: &[u8]| !w.is_empty() && w.iter().all(u8::is_ascii_alphabetic);
+    letters(a)
+        && letters(b)
+        && SPLIT_WORDS.iter().any(|w| {
+            let w = w.as_bytes();
+            w.len() == a.len() + b.len()
+                && w.get(..a.len()).is_some_and(|h| h.eq_ignore_ascii_case(a))
+                && w.get(a.len()..).is_some_and(|t| t.eq_ignore_ascii_case(b))
+        })
+}
+
+/// Whether the two words that end `bytes` (`before`, the bytes before a pair of slashes) or
+/// start them (the bytes after it) are one word of a marking split by a space: `SEC RET//`,
+/// `//NO FORN`.
+fn split_word(bytes: &[u8], before: bool) -> bool {
+    if before {
+        let end = bytes.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
+        let head = bytes.get(..end).unwrap_or_default();
+        let mut words = head.rsplit(|b| *b == b' ');
+        match (words.next(), words.next()) {
+            (Some(b), Some(a)) => splits_a_word(a, b),
+            _ => false,
+        }
+    } else {
+        let start = bytes
+            .iter()
+            .position(|b| *b != b' ' && *b != b'/')
+            .unwrap_or(bytes.len());
+        let tail = bytes.get(start..).unwrap_or_default();
+        let mut words = tail.split(|b| *b == b' ');
+        match (words.next(), words.next()) {
+            (Some(a), Some(b)) => {
+                let end = b
+                    .iter()
+                    .position(|c| !c.is_ascii_alphabetic())
+                    .unwrap_or(b.len());
+                splits_a_word(a, b.get(..end).unwrap_or_default())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `line` with each word of a marking that a space splits, next to a pair of slashes, joined
+/// again in upper case: `SEC RET//NO FORN` → `SECRET//NOFORN`.
+fn join_split_words(line: &str) -> String {
+    if !line.contains("//") {
+        return line.to_owned();
+    }
+    // Twice: a word that ends one split (`RET//NO`) may begin the next (`NO FORN`).
+    join_split_pass(&join_split_pass(line))
+}
+
+/// One pass of [`join_split_words`]: each pair of words is looked at once.
+fn join_split_pass(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while let Some(&a) = words.get(i) {
+        if let Some(&b) = words.get(i + 1) {
+            // `SEC RET//…`: the second half carries the slashes; `…//NO FORN`: the first.
+            let a_word = a.rsplit("//").next().unwrap_or_default();
+            let b_word = b.split("//").next().unwrap_or_default();
+            let b_end = b_word
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(b_word.len());
+            let b_core = b_word.get(..b_end).unwrap_or_default();
+            if (a.contains("//") || b.contains("//"))
+                && splits_a_word(a_word.as_bytes(), b_core.as_bytes())
+            {
+                let a_head = a.get(..a.len() - a_word.len()).unwrap_or_default();
+                let b_tail = b.get(b_core.len()..).unwrap_or_default();
+                out.push(format!(
+                    "{a_head}{}{}{b_tail}",
+                    a_word.to_ascii_uppercase(),
+                    b_core.to_ascii_uppercase()
+                ));
+                i += 2;
+                continue;
+            }
+        }
+        out.push(a.to_owned());
+        i += 1;
+    }
+    out.join(" ")
 }
 
 /// Classifications that may stand before a control (`S`, `SECRET`, …).
@@ -395,6 +497,8 @@ fn spelled_at_slashes(bytes: &[u8], p: usize) -> bool {
         is_word_in(left, &LEVEL_WORDS) || is_word_in(left, &CONTROL_WORDS)
     };
     spaced
+        || split_word(before, true)
+        || split_word(after, false)
         || (ends_in_single(before) && has_single_run(before))
         || short_run_before(before)
         || short_run_after(after)
@@ -745,6 +849,12 @@ mod tests {
             ("$ecret//n0forn - the tunnel", "SECRET//NOFORN - the tunnel"),
             ("(5//NF) pump station 3", "(S//NF) pump station 3"),
             ("(75//SI) relay", "(TS//SI) relay"),
+            ("SEC RET//NOFORN the pier", "SECRET//NOFORN the pier"),
+            ("SECRET//NO FORN the pier", "SECRET//NOFORN the pier"),
+            (
+                "con fidential//ORCON: the pier",
+                "CONFIDENTIAL//ORCON: the pier",
+            ),
         ] {
             assert_eq!(rewrite(spelled).as_deref(), Some(plain), "{spelled}");
         }
@@ -808,6 +918,7 @@ mod tests {
             "We met on 10/12/2024.",
             "x = (5//2) + 1",
             "cost: US$ 5 // approx",
+            "no for now // later",
             "e.g. a/b",
             "",
         ] {
