@@ -306,6 +306,20 @@ fn response_events(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `GET /v1/responses/{id}`: its status and body.
+async fn stored_response(gw: &Gateway, key: &str, id: &str) -> (StatusCode, Bytes) {
+    let (s, _, body) = gw
+        .call(
+            Method::GET,
+            &format!("/v1/responses/{id}"),
+            Some(key),
+            &[],
+            None,
+        )
+        .await;
+    (s, body)
+}
+
 /// Posts a streamed Responses turn; status and body text.
 async fn stream_response(gw: &Gateway, key: &str, input: &str) -> (StatusCode, String) {
     let body = json!({"model": "m", "stream": true, "input": input});
@@ -338,15 +352,7 @@ async fn streamed_responses_are_redacted_in_the_deltas_and_in_what_is_stored() {
     let done = events.last().unwrap();
     assert_eq!(done["type"], "response.completed", "{text}");
     let id = done["response"]["id"].as_str().unwrap();
-    let (s, _, stored) = gw
-        .call(
-            Method::GET,
-            &format!("/v1/responses/{id}"),
-            Some(&key),
-            &[],
-            None,
-        )
-        .await;
+    let (s, stored) = stored_response(&gw, &key, id).await;
     assert_eq!(s, StatusCode::OK);
     let stored: Value = serde_json::from_slice(&stored).unwrap();
     assert_eq!(stored["output"][0]["content"][0]["text"], REDACTED);
@@ -366,15 +372,7 @@ async fn a_streamed_response_that_turns_to_a_blocked_category_ends_with_the_erro
         "nothing of the blocked part was released: {text}"
     );
     let id = events[0]["response"]["id"].as_str().unwrap();
-    let (s, _, _) = gw
-        .call(
-            Method::GET,
-            &format!("/v1/responses/{id}"),
-            Some(&key),
-            &[],
-            None,
-        )
-        .await;
+    let (s, _) = stored_response(&gw, &key, id).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "a blocked turn was stored");
 }
 

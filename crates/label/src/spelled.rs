@@ -302,12 +302,11 @@ fn alt_separator_at(bytes: &[u8], p: usize) -> bool {
     }
     let after = rest.get(sep..).unwrap_or_default();
     let left = word_before(before);
-    (is_word_in(left, &LEVEL_WORDS) || is_word_in(left, &CONTROL_WORDS))
-        && is_word_in(
-            word_after(after.get(..after.len().min(16)).unwrap_or_default()),
-            &CONTROL_WORDS,
-        )
-        && (is_word_in(left, &LEVEL_WORDS) || before.windows(2).any(|w| w == b"//"))
+    let right = word_after(after.get(..after.len().min(16)).unwrap_or_default());
+    // A classification starts the chain; a control continues one that a `//` already began
+    // (`SECRET//SI\\NOFORN`).
+    let chained = || is_word_in(left, &CONTROL_WORDS) && before.windows(2).any(|w| w == b"//");
+    is_word_in(right, &CONTROL_WORDS) && (is_word_in(left, &LEVEL_WORDS) || chained())
 }
 
 /// The length of the separator run that starts `bytes` — backslashes, bars, tildes, dashes and
