@@ -464,13 +464,29 @@ async fn a_commit_waits_for_announced_entries_only_while_they_are_announced() {
                 .unwrap(),
             3
         );
+        // Withdrawn while a commit waits for it: the wait ends then, not at the delay.
+        let withdrawn = log.expect();
+        let mut waiting = Box::pin(log.append(request("waits again").event));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            futures_now(&mut waiting).is_none(),
+            "committed while an announced entry was still coming"
+        );
+        drop(withdrawn);
+        assert_eq!(
+            within(waiting)
+                .await
+                .expect("a commit kept waiting for a withdrawn announcement")
+                .unwrap(),
+            4
+        );
         let _held = log.expect();
         let pending = log.append(request("at shutdown").event);
         within(log.shutdown())
             .await
             .expect("shutdown waited for an announced entry");
-        assert_eq!(within(pending).await.unwrap().unwrap(), 4);
-        assert_eq!(verify(&store).await.size, 5);
+        assert_eq!(within(pending).await.unwrap().unwrap(), 5);
+        assert_eq!(verify(&store).await.size, 6);
     })
     .await;
 }
