@@ -38,6 +38,9 @@ const EMBED_TEXT: &str = "Enclave screens every prompt before it reaches a model
                           records each decision in a tamper-evident audit log for the operators \
                           today.";
 
+/// A short chat question, 10 word pieces with `[CLS]` and `[SEP]`: what memory recall embeds.
+const QUERY_TEXT: &str = "Who is my supervisor on Harbor Watch?";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().map_or("chat", String::as_str);
@@ -194,8 +197,8 @@ fn embed(dir: &std::path::Path) {
     let start = Instant::now();
     let embedder = Embedder::load(&files).expect("model loads");
     let load = start.elapsed();
-    let time = |batch: usize, rounds: usize| -> Duration {
-        let texts = vec![EMBED_TEXT; batch];
+    let time = |text: &str, batch: usize, rounds: usize| -> Duration {
+        let texts = vec![text; batch];
         embedder.embed(&texts).expect("embeds");
         let mut runs: Vec<Duration> = (0..rounds)
             .map(|_| {
@@ -207,8 +210,9 @@ fn embed(dir: &std::path::Path) {
         runs.sort();
         runs[runs.len() / 2]
     };
-    let one = time(1, 101);
-    let batch = time(32, 11);
+    let one = time(EMBED_TEXT, 1, 101);
+    let batch = time(EMBED_TEXT, 32, 11);
+    let query = time(QUERY_TEXT, 1, 101);
     println!(
         "{}",
         serde_json::json!({
@@ -218,6 +222,8 @@ fn embed(dir: &std::path::Path) {
             "load_ms": round(load.as_secs_f64() * 1e3),
             "batch1_ms": round(one.as_secs_f64() * 1e3),
             "batch1_per_s": round(1.0 / one.as_secs_f64()),
+            "query_tokens": embedder.count_tokens(QUERY_TEXT),
+            "query_ms": round(query.as_secs_f64() * 1e3),
             "batch32_ms": round(batch.as_secs_f64() * 1e3),
             "batch32_per_s": round(32.0 / batch.as_secs_f64()),
             "rss_mib_start": rss_start,

@@ -880,11 +880,68 @@ pub(crate) fn linear(w: &PackedF32, x: &[f32], tokens: usize, out: &mut [f32]) {
         }
         return;
     }
+    linear_panels(w, x, tokens, 0..rows.div_ceil(PANEL), out, rows);
+}
+
+/// [`linear`] with the output features split over the current rayon pool in up to `parts`
+/// groups of panels, each computed by one task into its own buffer and copied into place.
+/// For a few tokens: [`linear`]'s callers split the tokens over the pool, so every thread
+/// would stream all of the weights for its handful of tokens, and a short text is bound by
+/// that traffic; split by features, each thread streams its share once. Each output is
+/// computed exactly as [`linear`] computes it (same panel, same order of products), so the
+/// result is the same bits.
+///
+/// # Panics
+///
+/// As [`linear`].
+pub(crate) fn linear_split(w: &PackedF32, x: &[f32], tokens: usize, out: &mut [f32], parts: usize) {
+    let (rows, cols) = (w.rows, w.cols);
+    let panels = rows.div_ceil(PANEL);
+    let parts = parts.min(panels);
+    if parts <= 1 || tokens == 0 || cols == 0 {
+        linear(w, x, tokens, out);
+        return;
+    }
+    assert_eq!(x.len(), tokens * cols, "linear input shape");
+    assert_eq!(out.len(), tokens * rows, "linear output shape");
+    let per = panels.div_ceil(parts);
+    let pieces: Vec<(usize, usize, Vec<f32>)> = (0..parts)
+        .into_par_iter()
+        .map(|i| {
+            let (p0, p1) = (i * per, ((i + 1) * per).min(panels));
+            let (f0, f1) = (p0 * PANEL, (p1 * PANEL).min(rows));
+            let width = f1.saturating_sub(f0);
+            let mut buf = vec![0f32; tokens * width];
+            if width > 0 {
+                linear_panels(w, x, tokens, p0..p1, &mut buf, width);
+            }
+            (f0, width, buf)
+        })
+        .collect();
+    for (f0, width, buf) in pieces {
+        for (t, part) in buf.chunks_exact(width.max(1)).enumerate().take(tokens) {
+            out[t * rows + f0..t * rows + f0 + width].copy_from_slice(part);
+        }
+    }
+}
+
+/// The panels `panels` of `w` for `tokens` rows of `x`: token `t`'s feature `f` (of the first
+/// panel's features on) goes to `out[t * stride + f - first feature]`, `stride` at least the
+/// features of `panels`.
+fn linear_panels(
+    w: &PackedF32,
+    x: &[f32],
+    tokens: usize,
+    panels: std::ops::Range<usize>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    let f0 = panels.start * PANEL;
     // Tiles of nearly equal size: 15 tokens as 5 + 5 + 5 rather than 6 + 6 + 3.
     let tiles = tokens.div_ceil(PANEL_TOKENS);
     let (base, extra) = (tokens / tiles, tokens % tiles);
-    let panels = rows.div_ceil(PANEL);
-    for p in 0..panels {
+    for p in panels.clone() {
         let (panel, bias) = (w.panel(p), &w.bias[p * PANEL..(p + 1) * PANEL]);
         let width = (rows - p * PANEL).min(PANEL);
         let mut t = 0;
@@ -892,21 +949,21 @@ pub(crate) fn linear(w: &PackedF32, x: &[f32], tokens: usize, out: &mut [f32]) {
             let n = base + usize::from(tile < extra);
             let xs = &x[t * cols..(t + n) * cols];
             // The first tile brings in the next panel while the weights stream from memory.
-            let next = if tile == 0 && p + 1 < panels {
+            let next = if tile == 0 && p + 1 < panels.end {
                 w.panel(p + 1)
             } else {
                 &[]
             };
             if width == PANEL {
-                let end = (t + n - 1) * rows + (p + 1) * PANEL;
-                let out = &mut out[t * rows + p * PANEL..end];
-                panel_tile(panel, bias, xs, cols, out, rows, next);
+                let start = t * stride + p * PANEL - f0;
+                let end = (t + n - 1) * stride + (p + 1) * PANEL - f0;
+                panel_tile(panel, bias, xs, cols, &mut out[start..end], stride, next);
             } else {
                 // The last, partial panel: through a buffer, then the features that exist.
                 let mut buf = [0f32; PANEL_TOKENS * PANEL];
                 panel_tile(panel, bias, xs, cols, &mut buf[..n * PANEL], PANEL, next);
                 for (i, b) in buf.chunks_exact(PANEL).take(n).enumerate() {
-                    let o = (t + i) * rows + p * PANEL;
+                    let o = (t + i) * stride + p * PANEL - f0;
                     out[o..o + width].copy_from_slice(&b[..width]);
                 }
             }
@@ -1083,6 +1140,34 @@ mod packed_tests {
                 (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn linear_split_over_features_gives_linears_bits() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap_or_else(|_| unreachable!());
+        for (rows, cols) in [(1, 4), (16, 8), (37, 96), (130, 200), (1536, 384)] {
+            let w = values(rows * cols, 11);
+            let b = values(rows, 12);
+            let packed = PackedF32::new(rows, cols, &w, &b).unwrap_or_else(|| unreachable!());
+            for tokens in [1, 5, 6, 7, 13, 24] {
+                let x = values(tokens * cols, 13 + tokens as u32);
+                let mut want = vec![0f32; tokens * rows];
+                linear(&packed, &x, tokens, &mut want);
+                for parts in [1, 2, 3, 7, 1000] {
+                    let mut got = vec![f32::NAN; tokens * rows];
+                    pool.install(|| linear_split(&packed, &x, tokens, &mut got, parts));
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{rows}×{cols}, {tokens} tokens, {parts} parts"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

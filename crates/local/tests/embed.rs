@@ -439,6 +439,32 @@ fn batching_matches_one_by_one() {
 }
 
 #[test]
+fn a_short_text_gives_the_same_bits_alone_as_in_a_long_batch() {
+    // Alone, a short text runs every token through each layer with the products split by
+    // features; in a batch of many tokens it runs in a block of tokens. Same arithmetic.
+    let embedder = tiny();
+    let long = "the quick brown fox jumped over a lazy dog ".repeat(20);
+    for text in [
+        "",
+        "hello",
+        "the lazy dog",
+        "the quick brown fox jumped over a lazy dog",
+    ] {
+        let alone = embedder.embed(&[text]).unwrap();
+        let batched = embedder
+            .embed(&[long.as_str(), text, long.as_str()])
+            .unwrap();
+        assert!(
+            alone[0]
+                .iter()
+                .zip(&batched[1])
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
 fn text_past_256_tokens_does_not_change_the_vector() {
     let embedder = tiny();
     let cut = "hello world ".repeat(127);
