@@ -185,15 +185,7 @@ impl Bert {
         }
         let tasks = threads.max(tokens.div_ceil(MAX_BLOCK_TOKENS));
         let block = tokens.div_ceil(tasks).max(1);
-        // Each token's position in its text, and its text as (first token, length).
-        let mut positions = Vec::with_capacity(tokens);
-        let mut spans = Vec::with_capacity(tokens);
-        let mut start = 0;
-        for &len in lengths {
-            positions.extend(0..len);
-            spans.extend(std::iter::repeat_n((start, len), len));
-            start += len;
-        }
+        let (positions, spans) = token_places(lengths);
         let mut x = vec![0f32; tokens * hidden];
         let width = 3 * hidden;
         let mut qkv = vec![0f32; tokens * width];
@@ -240,14 +232,7 @@ impl Bert {
     /// tasks. Each token's result is the same bits as [`Bert::encode`]'s blocks give.
     fn encode_short(&self, ids: &[u32], lengths: &[usize], threads: usize) -> Result<Vec<f32>> {
         let (hidden, tokens) = (self.hidden, ids.len());
-        let mut positions = Vec::with_capacity(tokens);
-        let mut spans = Vec::with_capacity(tokens);
-        let mut start = 0;
-        for &len in lengths {
-            positions.extend(0..len);
-            spans.extend(std::iter::repeat_n((start, len), len));
-            start += len;
-        }
+        let (positions, spans) = token_places(lengths);
         let mut x = vec![0f32; tokens * hidden];
         self.embed_tokens(ids, &positions, 0, &mut x);
         let width = 3 * hidden;
@@ -438,6 +423,21 @@ impl Norm {
 }
 
 /// The f32 values of a tensor of the given shape.
+/// Each token's position in its text, and its text as (first token, length), for texts of
+/// `lengths` tokens back to back.
+fn token_places(lengths: &[usize]) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let tokens = lengths.iter().sum();
+    let mut positions = Vec::with_capacity(tokens);
+    let mut spans = Vec::with_capacity(tokens);
+    let mut start = 0;
+    for &len in lengths {
+        positions.extend(0..len);
+        spans.extend(std::iter::repeat_n((start, len), len));
+        start += len;
+    }
+    (positions, spans)
+}
+
 fn values(vb: &VarBuilder<'_>, shape: &[usize], name: &str) -> Result<Vec<f32>> {
     vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
 }
