@@ -84,13 +84,14 @@ pub(crate) enum SafetyCommand {
 }
 
 fn parse_split(name: &str) -> Result<Split, String> {
-    match name {
-        "test" => Ok(Split::Test),
-        "calibration" => Ok(Split::Calibration),
-        other => Err(format!(
-            "unknown split `{other}` (expected test or calibration; the train split is not evaluated)"
-        )),
-    }
+    [Split::Test, Split::Calibration]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| {
+            format!(
+                "unknown split `{name}` (expected test or calibration; the train split is not evaluated)"
+            )
+        })
 }
 
 fn parse_category(name: &str) -> Result<Category, String> {

@@ -112,9 +112,9 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// Ends the announcement without waking the writer; the state to wake it with if it was
-    /// the last one outstanding.
-    fn end(mut self) -> Option<Arc<State>> {
+    /// Ends the announcement (once) without waking the writer; the state to wake it with if it
+    /// was the last one outstanding.
+    fn end(&mut self) -> Option<Arc<State>> {
         let state = self.state.take()?;
         (state.expected.fetch_sub(1, Ordering::AcqRel) == 1).then_some(state)
     }
@@ -122,9 +122,7 @@ impl Expected {
 
 impl Drop for Expected {
     fn drop(&mut self) {
-        if let Some(state) = self.state.take()
-            && state.expected.fetch_sub(1, Ordering::AcqRel) == 1
-        {
+        if let Some(state) = self.end() {
             // The last announcement ended: a writer waiting for it need wait no longer.
             state.wake_writer();
         }
@@ -262,7 +260,7 @@ impl AuditLog {
         // Counted out before the entry is queued, so that a writer the entry wakes does not
         // wait for what it already holds; a writer parked for it is woken after, so that it
         // finds the entry.
-        let last = expected.and_then(Expected::end);
+        let last = expected.and_then(|mut e| e.end());
         let receipt = self.append(event);
         if let Some(state) = last {
             state.wake_writer();

@@ -422,7 +422,6 @@ impl Norm {
     }
 }
 
-/// The f32 values of a tensor of the given shape.
 /// Each token's position in its text, and its text as (first token, length), for texts of
 /// `lengths` tokens back to back.
 fn token_places(lengths: &[usize]) -> (Vec<usize>, Vec<(usize, usize)>) {
@@ -438,6 +437,7 @@ fn token_places(lengths: &[usize]) -> (Vec<usize>, Vec<(usize, usize)>) {
     (positions, spans)
 }
 
+/// The f32 values of a tensor of the given shape.
 fn values(vb: &VarBuilder<'_>, shape: &[usize], name: &str) -> Result<Vec<f32>> {
     vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
 }
