@@ -790,28 +790,85 @@ const PANEL: usize = 16;
 /// Tokens per register tile of [`linear`].
 const PANEL_TOKENS: usize = 6;
 
-/// An f32 linear layer (`rows × cols` weights in PyTorch's layout, and a bias of `rows`)
-/// packed for [`linear`]: the output features in panels of [`PANEL`], each panel stored input
-/// by input (`cols × PANEL`), the last one padded with zero weights; the bias padded alike.
+/// How a packed linear layer stores its weights: `f32`, or `half::f16` (half the bytes to
+/// stream, widened to f32 in registers; the products and sums stay f32).
+pub(crate) trait Weight: Copy + Default + Send + Sync + 'static {
+    /// The stored value of `v` (rounded to nearest for f16).
+    fn from_f32(v: f32) -> Self;
+    /// [`panel_tile`] over a panel of these weights.
+    fn tile(
+        panel: &[Self],
+        bias: &[f32],
+        x: &[f32],
+        cols: usize,
+        out: &mut [f32],
+        stride: usize,
+        next: &[Self],
+    );
+}
+
+impl Weight for f32 {
+    fn from_f32(v: f32) -> f32 {
+        v
+    }
+    fn tile(
+        panel: &[f32],
+        bias: &[f32],
+        x: &[f32],
+        cols: usize,
+        out: &mut [f32],
+        stride: usize,
+        next: &[f32],
+    ) {
+        panel_tile(panel, bias, x, cols, out, stride, next);
+    }
+}
+
+impl Weight for half::f16 {
+    fn from_f32(v: f32) -> half::f16 {
+        half::f16::from_f32(v)
+    }
+    fn tile(
+        panel: &[half::f16],
+        bias: &[f32],
+        x: &[f32],
+        cols: usize,
+        out: &mut [f32],
+        stride: usize,
+        next: &[half::f16],
+    ) {
+        panel_tile_f16(panel, bias, x, cols, out, stride, next);
+    }
+}
+
+/// A linear layer (`rows × cols` weights in PyTorch's layout, and a bias of `rows`) packed for
+/// [`linear`]: the output features in panels of [`PANEL`], each panel stored input by input
+/// (`cols × PANEL`), the last one padded with zero weights; the bias (always f32) padded alike.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PackedF32 {
+pub(crate) struct Packed<W> {
     rows: usize,
     cols: usize,
     /// The panels start at `data[offset]`, 64-byte aligned when the allocation allows.
-    data: Vec<f32>,
+    data: Vec<W>,
     offset: usize,
     bias: Vec<f32>,
 }
 
-impl PackedF32 {
+/// A linear layer with f32 weights.
+pub(crate) type PackedF32 = Packed<f32>;
+
+/// A linear layer with f16 weights.
+pub(crate) type PackedF16 = Packed<half::f16>;
+
+impl<W: Weight> Packed<W> {
     /// Packs row-major `weights` (`rows × cols`) and `bias` (`rows`); `None` on other lengths.
     pub(crate) fn new(rows: usize, cols: usize, weights: &[f32], bias: &[f32]) -> Option<Self> {
-        let mut packed = PackedF32::default();
+        let mut packed = Packed::default();
         packed.repack(rows, cols, weights, bias)?;
         Some(packed)
     }
 
-    /// Packs other weights into this matrix, as [`PackedF32::new`] but reusing its memory (for
+    /// Packs other weights into this matrix, as [`Packed::new`] but reusing its memory (for
     /// the small products of attention); `None`, and the matrix unchanged, on wrong lengths.
     pub(crate) fn repack(
         &mut self,
@@ -826,22 +883,23 @@ impl PackedF32 {
         let panels = rows.div_ceil(PANEL);
         let len = panels.checked_mul(PANEL)?.checked_mul(cols)?;
         // Extra room to start the panels on a cache line: each input's 16 weights then fill
-        // exactly one line and no vector load straddles two.
-        let total = len.checked_add(PANEL)?;
+        // whole lines (f32) or half of one (f16), and no vector load straddles two.
+        let line = 64 / std::mem::size_of::<W>();
+        let total = len.checked_add(line)?;
         if self.data.len() < total {
-            self.data = vec![0f32; total];
+            self.data = vec![W::default(); total];
         }
-        let misalignment = (self.data.as_ptr() as usize % 64) / std::mem::size_of::<f32>();
-        let offset = (PANEL - misalignment) % PANEL;
+        let misalignment = (self.data.as_ptr() as usize % 64) / std::mem::size_of::<W>();
+        let offset = (line - misalignment) % line;
         let data = &mut self.data[offset..offset + len];
         if !rows.is_multiple_of(PANEL) {
             // Zero weights for the padding rows of the last panel.
-            data[(panels - 1) * PANEL * cols..].fill(0.0);
+            data[(panels - 1) * PANEL * cols..].fill(W::default());
         }
         for (r, row) in weights.chunks_exact(cols.max(1)).enumerate().take(rows) {
             let base = (r / PANEL) * PANEL * cols + r % PANEL;
             for (k, &v) in row.iter().enumerate() {
-                data[base + k * PANEL] = v;
+                data[base + k * PANEL] = W::from_f32(v);
             }
         }
         self.bias.clear();
@@ -852,7 +910,7 @@ impl PackedF32 {
     }
 
     /// Panel `p`: `cols × PANEL` weights, input by input.
-    fn panel(&self, p: usize) -> &[f32] {
+    fn panel(&self, p: usize) -> &[W] {
         let len = self.cols * PANEL;
         &self.data[self.offset + p * len..self.offset + (p + 1) * len]
     }
@@ -867,7 +925,7 @@ impl PackedF32 {
 /// # Panics
 ///
 /// When the slice lengths do not match the shapes (a bug in the caller).
-pub(crate) fn linear(w: &PackedF32, x: &[f32], tokens: usize, out: &mut [f32]) {
+pub(crate) fn linear<W: Weight>(w: &Packed<W>, x: &[f32], tokens: usize, out: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);
     assert_eq!(x.len(), tokens * cols, "linear input shape");
     assert_eq!(out.len(), tokens * rows, "linear output shape");
@@ -894,7 +952,13 @@ pub(crate) fn linear(w: &PackedF32, x: &[f32], tokens: usize, out: &mut [f32]) {
 /// # Panics
 ///
 /// As [`linear`].
-pub(crate) fn linear_split(w: &PackedF32, x: &[f32], tokens: usize, out: &mut [f32], parts: usize) {
+pub(crate) fn linear_split<W: Weight>(
+    w: &Packed<W>,
+    x: &[f32],
+    tokens: usize,
+    out: &mut [f32],
+    parts: usize,
+) {
     let (rows, cols) = (w.rows, w.cols);
     let panels = rows.div_ceil(PANEL);
     let parts = parts.min(panels);
@@ -928,8 +992,8 @@ pub(crate) fn linear_split(w: &PackedF32, x: &[f32], tokens: usize, out: &mut [f
 /// The panels `panels` of `w` for `tokens` rows of `x`: token `t`'s feature `f` (of the first
 /// panel's features on) goes to `out[t * stride + f - first feature]`, `stride` at least the
 /// features of `panels`.
-fn linear_panels(
-    w: &PackedF32,
+fn linear_panels<W: Weight>(
+    w: &Packed<W>,
     x: &[f32],
     tokens: usize,
     panels: std::ops::Range<usize>,
@@ -957,11 +1021,11 @@ fn linear_panels(
             if width == PANEL {
                 let start = t * stride + p * PANEL - f0;
                 let end = (t + n - 1) * stride + (p + 1) * PANEL - f0;
-                panel_tile(panel, bias, xs, cols, &mut out[start..end], stride, next);
+                W::tile(panel, bias, xs, cols, &mut out[start..end], stride, next);
             } else {
                 // The last, partial panel: through a buffer, then the features that exist.
                 let mut buf = [0f32; PANEL_TOKENS * PANEL];
-                panel_tile(panel, bias, xs, cols, &mut buf[..n * PANEL], PANEL, next);
+                W::tile(panel, bias, xs, cols, &mut buf[..n * PANEL], PANEL, next);
                 for (i, b) in buf.chunks_exact(PANEL).take(n).enumerate() {
                     let o = (t + i) * stride + p * PANEL - f0;
                     out[o..o + width].copy_from_slice(&b[..width]);
@@ -1023,6 +1087,39 @@ fn panel_tile_portable(
             }
         }
     }
+}
+
+/// [`panel_tile`] over f16 weights: each weight widened to f32 as it is loaded, the products
+/// and sums as for f32 weights.
+fn panel_tile_f16(
+    panel: &[half::f16],
+    bias: &[f32],
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    stride: usize,
+    next: &[half::f16],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        match x.len() / cols.max(1) {
+            6 => x86::panel_tile_f16::<6>(panel, bias, x, cols, out, stride, next),
+            5 => x86::panel_tile_f16::<5>(panel, bias, x, cols, out, stride, next),
+            4 => x86::panel_tile_f16::<4>(panel, bias, x, cols, out, stride, next),
+            3 => x86::panel_tile_f16::<3>(panel, bias, x, cols, out, stride, next),
+            2 => x86::panel_tile_f16::<2>(panel, bias, x, cols, out, stride, next),
+            _ => {
+                for (i, x) in x.chunks_exact(cols).enumerate() {
+                    let out = &mut out[i * stride..];
+                    x86::panel_tile_f16::<1>(panel, bias, x, cols, out, stride, next);
+                }
+            }
+        }
+        return;
+    }
+    let _ = next;
+    let wide: Vec<f32> = panel.iter().map(|w| w.to_f32()).collect();
+    panel_tile_portable(&wide, bias, x, cols, out, stride);
 }
 
 /// `x = exp(x)`, elementwise; within a few ulp of the correctly rounded result.
@@ -1144,6 +1241,11 @@ mod packed_tests {
 
     #[test]
     fn linear_split_over_features_gives_linears_bits() {
+        split_gives_linears_bits::<f32>();
+        split_gives_linears_bits::<half::f16>();
+    }
+
+    fn split_gives_linears_bits<W: Weight>() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
@@ -1151,7 +1253,7 @@ mod packed_tests {
         for (rows, cols) in [(1, 4), (16, 8), (37, 96), (130, 200), (1536, 384)] {
             let w = values(rows * cols, 11);
             let b = values(rows, 12);
-            let packed = PackedF32::new(rows, cols, &w, &b).unwrap_or_else(|| unreachable!());
+            let packed = Packed::<W>::new(rows, cols, &w, &b).unwrap_or_else(|| unreachable!());
             for tokens in [1, 5, 6, 7, 13, 24] {
                 let x = values(tokens * cols, 13 + tokens as u32);
                 let mut want = vec![0f32; tokens * rows];
@@ -1166,6 +1268,41 @@ mod packed_tests {
                         "{rows}×{cols}, {tokens} tokens, {parts} parts"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_weights_give_the_product_of_the_rounded_weights() {
+        let (rows, cols) = (37, 96);
+        let w = values(rows * cols, 21);
+        let b = values(rows, 22);
+        let rounded: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let half = PackedF16::new(rows, cols, &w, &b).unwrap_or_else(|| unreachable!());
+        let full = PackedF32::new(rows, cols, &rounded, &b).unwrap_or_else(|| unreachable!());
+        for tokens in [1, 4, 6, 13] {
+            let x = values(tokens * cols, 23);
+            let (mut got, mut want) = (vec![0f32; tokens * rows], vec![0f32; tokens * rows]);
+            linear(&half, &x, tokens, &mut got);
+            linear(&full, &x, tokens, &mut want);
+            assert_eq!(got, want, "{tokens} tokens");
+        }
+        let panel: Vec<f32> = half.panel(0).iter().map(|w| w.to_f32()).collect();
+        for n in 1..=PANEL_TOKENS {
+            let x = values(n * cols, 24);
+            let (mut fast, mut slow) = (vec![0f32; n * 20], vec![0f32; n * 20]);
+            panel_tile_f16(
+                half.panel(0),
+                &half.bias[..PANEL],
+                &x,
+                cols,
+                &mut fast,
+                20,
+                &[],
+            );
+            panel_tile_portable(&panel, &half.bias[..PANEL], &x, cols, &mut slow, 20);
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{n}: {a} vs {b}");
             }
         }
     }

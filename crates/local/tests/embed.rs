@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use enclave_local::embed::{DIMENSIONS, EmbedError, Embedder, MAX_TOKENS, WordPiece};
+use enclave_local::embed::{DIMENSIONS, EmbedError, Embedder, MAX_TOKENS, Precision, WordPiece};
 use enclave_local::weights::{MiniLmFiles, ModelsDir, WeightsError};
 use serde::Deserialize;
 
@@ -465,6 +465,37 @@ fn a_short_text_gives_the_same_bits_alone_as_in_a_long_batch() {
 }
 
 #[test]
+fn f16_weights_keep_the_short_and_long_paths_in_step() {
+    // At half precision both paths read the same rounded weights with the same arithmetic, so a
+    // short text alone and inside a long batch still give the same bits; and the vectors stay
+    // near those of the f32 weights.
+    let half = Embedder::load_from_with(
+        &config_json(VOCAB.len()),
+        safetensors(VOCAB.len(), None),
+        &tokenizer_json(),
+        Precision::F16,
+    )
+    .unwrap();
+    let full = tiny();
+    let long = "the quick brown fox jumped over a lazy dog ".repeat(20);
+    for text in ["", "hello", "the quick brown fox jumped over a lazy dog"] {
+        let alone = half.embed(&[text]).unwrap();
+        let batched = half.embed(&[long.as_str(), text, long.as_str()]).unwrap();
+        assert!(
+            alone[0]
+                .iter()
+                .zip(&batched[1])
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{text:?}"
+        );
+        let reference = full.embed(&[text]).unwrap();
+        let diff = max_abs_diff(&alone[0], &reference[0]);
+        assert!(diff > 0.0 && diff < 1e-2, "{text:?}: {diff}");
+        assert!((norm(&alone[0]) - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
 fn text_past_256_tokens_does_not_change_the_vector() {
     let embedder = tiny();
     let cut = "hello world ".repeat(127);
@@ -600,6 +631,60 @@ fn minilm_matches_sentence_transformers_reference() {
     eprintln!("MiniLM reference: worst max abs diff {worst:e} over 10 texts");
     // The 300-word text is longer than 256 word pieces.
     assert_eq!(embedder.count_tokens(texts[9]), MAX_TOKENS);
+}
+
+#[test]
+fn minilm_at_f16_stays_close_to_f32_and_ranks_alike() {
+    let Some(full) = real_minilm() else {
+        return;
+    };
+    let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let files = ModelsDir::new(&dir).minilm().unwrap();
+    let half = Embedder::load_with(&files, Precision::F16).unwrap();
+    let reference = reference();
+    let mut texts: Vec<&str> = reference.items.iter().map(|i| i.text.as_str()).collect();
+    // Short queries and statements like those long-term memory holds.
+    texts.extend([
+        "Who is my supervisor on Harbor Watch?",
+        "My supervisor on Harbor Watch is Priya Natarajan.",
+        "I moved to the Denver field office in March.",
+        "Which data source did I warn you about?",
+        "Don't rely on the customs declaration extract without cross-checking it.",
+        "Please never propose meetings on Mondays.",
+    ]);
+    let (a, b) = (full.embed(&texts).unwrap(), half.embed(&texts).unwrap());
+    let cosine = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+    let mut worst = 1.0_f32;
+    for (x, y) in a.iter().zip(&b) {
+        worst = worst.min(cosine(x, y));
+        assert!(
+            max_abs_diff(x, y) < 5e-3,
+            "max abs diff {}",
+            max_abs_diff(x, y)
+        );
+    }
+    assert!(
+        worst > 0.9999,
+        "worst cosine between f32 and f16 vectors {worst}"
+    );
+    // Every text's neighbours come in the same order at both precisions.
+    for i in 0..texts.len() {
+        let order = |v: &[Vec<f32>]| {
+            let mut o: Vec<usize> = (0..texts.len()).filter(|&j| j != i).collect();
+            o.sort_by(|&p, &q| cosine(&v[i], &v[q]).total_cmp(&cosine(&v[i], &v[p])));
+            o
+        };
+        assert_eq!(
+            order(&a)[..3],
+            order(&b)[..3],
+            "neighbours of {:?}",
+            texts[i]
+        );
+    }
+    eprintln!("MiniLM f16 weights: worst cosine to f32 {worst}");
 }
 
 /// Throughput on the real weights; run in release with `--ignored --nocapture`.

@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
 use enclave_local::chat::{ChatError, ChatModel, Generation, GenerationParams, Message, Sequence};
-use enclave_local::embed::Embedder;
+use enclave_local::embed::{Embedder, Precision};
 use enclave_local::weights::ModelsDir;
 use tokio::sync::{mpsc, oneshot};
 
@@ -142,6 +142,20 @@ impl LocalEngine {
     ///
     /// A message that says which file is missing or altered and how to fetch the right one.
     pub fn start(dir: &ModelsDir, models: &[String], queue: usize) -> Result<LocalEngine, String> {
+        LocalEngine::start_with(dir, models, queue, Precision::F32)
+    }
+
+    /// [`LocalEngine::start`] with the embedding model's layers held at `precision`.
+    ///
+    /// # Errors
+    ///
+    /// As [`LocalEngine::start`].
+    pub fn start_with(
+        dir: &ModelsDir,
+        models: &[String],
+        queue: usize,
+        precision: Precision,
+    ) -> Result<LocalEngine, String> {
         let mut engine = LocalEngine {
             chat: None,
             embed: None,
@@ -163,7 +177,9 @@ impl LocalEngine {
                 }
                 EMBED_MODEL => {
                     let files = dir.minilm().map_err(|e| e.to_string())?;
-                    let model = Arc::new(Embedder::load(&files).map_err(|e| e.to_string())?);
+                    let model = Arc::new(
+                        Embedder::load_with(&files, precision).map_err(|e| e.to_string())?,
+                    );
                     let (tx, rx) = sync_channel::<EmbedJob>(queue.max(1));
                     let worker = Arc::clone(&model);
                     std::thread::Builder::new()

@@ -13,7 +13,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
-use crate::kernels::{self, PackedF32};
+use crate::embed::Precision;
+use crate::kernels::{self, PackedF16, PackedF32};
 
 /// BERT weights ready for inference, and the threads they run on.
 pub(crate) struct Bert {
@@ -36,12 +37,36 @@ pub(crate) struct Bert {
 
 struct Layer {
     /// Query, key and value stacked: `3·hidden × hidden`.
-    qkv: PackedF32,
-    attention_out: PackedF32,
+    qkv: Linear,
+    attention_out: Linear,
     attention_norm: Norm,
-    up: PackedF32,
-    down: PackedF32,
+    up: Linear,
+    down: Linear,
     output_norm: Norm,
+}
+
+/// A layer's linear product, its weights kept at the model's [`Precision`].
+enum Linear {
+    F32(PackedF32),
+    F16(PackedF16),
+}
+
+impl Linear {
+    /// [`kernels::linear`].
+    fn run(&self, x: &[f32], tokens: usize, out: &mut [f32]) {
+        match self {
+            Linear::F32(w) => kernels::linear(w, x, tokens, out),
+            Linear::F16(w) => kernels::linear(w, x, tokens, out),
+        }
+    }
+
+    /// [`kernels::linear_split`].
+    fn split(&self, x: &[f32], tokens: usize, out: &mut [f32], parts: usize) {
+        match self {
+            Linear::F32(w) => kernels::linear_split(w, x, tokens, out, parts),
+            Linear::F16(w) => kernels::linear_split(w, x, tokens, out, parts),
+        }
+    }
 }
 
 struct Norm {
@@ -92,9 +117,10 @@ const MAX_BLOCK_TOKENS: usize = 64;
 const SHORT_TOKENS: usize = MAX_BLOCK_TOKENS;
 
 impl Bert {
-    /// Loads the weights under `embeddings.` and `encoder.` (or with a `bert.` prefix) and
-    /// starts the pool: `RAYON_NUM_THREADS` threads, else one per core.
-    pub(crate) fn load(vb: &VarBuilder<'_>, config: &Config) -> Result<Bert> {
+    /// Loads the weights under `embeddings.` and `encoder.` (or with a `bert.` prefix), the
+    /// layers' products at `precision`, and starts the pool: `RAYON_NUM_THREADS` threads, else
+    /// one per core.
+    pub(crate) fn load(vb: &VarBuilder<'_>, config: &Config, precision: Precision) -> Result<Bert> {
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
             vb.clone()
         } else {
@@ -128,7 +154,7 @@ impl Bert {
         token_type.truncate(hidden);
         let embeddings_norm = Norm::load(&emb.pp("LayerNorm"), hidden, eps)?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), config, eps))
+            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), config, eps, precision))
             .collect::<Result<Vec<_>>>()?;
         // Zero threads means rayon's default: `RAYON_NUM_THREADS`, else one per core.
         let pool = rayon::ThreadPoolBuilder::new()
@@ -198,7 +224,7 @@ impl Bert {
                 let first_token = b * block;
                 self.embed_tokens(ids, &positions, first_token, x);
                 if let Some(layer) = first {
-                    kernels::linear(&layer.qkv, x, x.len() / hidden, qkv);
+                    layer.qkv.run(x, x.len() / hidden, qkv);
                 }
             });
         // Each block's buffers, kept from layer to layer.
@@ -218,7 +244,7 @@ impl Bert {
                     let spans = &spans[first_token..first_token + n];
                     self.layer(layer, current, first_token, spans, x, buffers, 1)?;
                     if let Some(next) = next {
-                        kernels::linear(&next.qkv, x, n, next_qkv);
+                        next.qkv.run(x, n, next_qkv);
                     }
                     Ok::<(), Error>(())
                 })?;
@@ -239,13 +265,13 @@ impl Bert {
         let mut qkv = vec![0f32; tokens * width];
         let mut next_qkv = vec![0f32; tokens * width];
         if let Some(layer) = self.layers.first() {
-            kernels::linear_split(&layer.qkv, &x, tokens, &mut qkv, threads);
+            layer.qkv.split(&x, tokens, &mut qkv, threads);
         }
         let mut buffers = Buffers::default();
         for (l, layer) in self.layers.iter().enumerate() {
             self.layer(layer, &qkv, 0, &spans, &mut x, &mut buffers, threads)?;
             if let Some(next) = self.layers.get(l + 1) {
-                kernels::linear_split(&next.qkv, &x, tokens, &mut next_qkv, threads);
+                next.qkv.split(&x, tokens, &mut next_qkv, threads);
                 std::mem::swap(&mut qkv, &mut next_qkv);
             }
         }
@@ -290,15 +316,17 @@ impl Bert {
         b.projected.resize(n * hidden, 0.0);
         b.up.resize(n * self.intermediate, 0.0);
         self.attend(qkv, first, spans, &mut b.context, &mut b.attention)?;
-        kernels::linear_split(&layer.attention_out, &b.context, n, &mut b.projected, parts);
+        layer
+            .attention_out
+            .split(&b.context, n, &mut b.projected, parts);
         layer.attention_norm.add_apply(x, &b.projected);
-        kernels::linear_split(&layer.up, x, n, &mut b.up, parts);
+        layer.up.split(x, n, &mut b.up, parts);
         match self.hidden_act {
             HiddenAct::Gelu => kernels::gelu_erf(&mut b.up),
             HiddenAct::GeluApproximate => b.up.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
             HiddenAct::Relu => b.up.iter_mut().for_each(|v| *v = v.max(0.0)),
         }
-        kernels::linear_split(&layer.down, &b.up, n, &mut b.projected, parts);
+        layer.down.split(&b.up, n, &mut b.projected, parts);
         layer.output_norm.add_apply(x, &b.projected);
         Ok(())
     }
@@ -378,7 +406,8 @@ impl Bert {
 }
 
 impl Layer {
-    fn load(vb: &VarBuilder<'_>, config: &Config, eps: f32) -> Result<Layer> {
+    fn load(vb: &VarBuilder<'_>, config: &Config, eps: f32, precision: Precision) -> Result<Layer> {
+        let linear = |vb: &VarBuilder<'_>, inputs, outputs| linear(vb, inputs, outputs, precision);
         let hidden = config.hidden_size;
         let attention = vb.pp("attention");
         let (mut weights, mut biases) = (Vec::new(), Vec::new());
@@ -388,7 +417,7 @@ impl Layer {
             biases.extend(values(&vb, &[hidden], "bias")?);
         }
         Ok(Layer {
-            qkv: pack(3 * hidden, hidden, &weights, &biases)?,
+            qkv: pack(3 * hidden, hidden, &weights, &biases, precision)?,
             attention_out: linear(&attention.pp("output.dense"), hidden, hidden)?,
             attention_norm: Norm::load(&attention.pp("output.LayerNorm"), hidden, eps)?,
             up: linear(
@@ -443,15 +472,29 @@ fn values(vb: &VarBuilder<'_>, shape: &[usize], name: &str) -> Result<Vec<f32>> 
 }
 
 /// A linear layer `inputs → outputs` from its `weight` and `bias`.
-fn linear(vb: &VarBuilder<'_>, inputs: usize, outputs: usize) -> Result<PackedF32> {
+fn linear(
+    vb: &VarBuilder<'_>,
+    inputs: usize,
+    outputs: usize,
+    precision: Precision,
+) -> Result<Linear> {
     let weight = values(vb, &[outputs, inputs], "weight")?;
     let bias = values(vb, &[outputs], "bias")?;
-    pack(outputs, inputs, &weight, &bias)
+    pack(outputs, inputs, &weight, &bias, precision)
 }
 
-fn pack(rows: usize, cols: usize, weight: &[f32], bias: &[f32]) -> Result<PackedF32> {
-    PackedF32::new(rows, cols, weight, bias)
-        .ok_or_else(|| Error::Msg(format!("a {rows}×{cols} linear layer is misshapen")))
+fn pack(
+    rows: usize,
+    cols: usize,
+    weight: &[f32],
+    bias: &[f32],
+    precision: Precision,
+) -> Result<Linear> {
+    match precision {
+        Precision::F32 => PackedF32::new(rows, cols, weight, bias).map(Linear::F32),
+        Precision::F16 => PackedF16::new(rows, cols, weight, bias).map(Linear::F16),
+    }
+    .ok_or_else(|| Error::Msg(format!("a {rows}×{cols} linear layer is misshapen")))
 }
 
 /// Softmax in place (vector `exp`).

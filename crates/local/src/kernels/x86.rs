@@ -564,7 +564,7 @@ fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
 
 // === Packed f32 linear layers and elementwise functions (the BERT encoder) ===
 
-pub(super) use packed::{exp_in_place, gelu_erf, panel_tile};
+pub(super) use packed::{exp_in_place, gelu_erf, panel_tile, panel_tile_f16};
 
 /// Kept in their own module (with its own imports) so this block merges apart from the rest.
 mod packed {
@@ -573,7 +573,7 @@ mod packed {
     /// `MR` tokens (`x`, `MR × cols`, row-major) against one panel of 16 output features (`cols ×
     /// 16`, input by input), starting from `bias` (16); writes token `t`'s 16 features at
     /// `out[t * stride..]`. When `next` (the next panel) is as long, it is prefetched into the
-    /// L2 cache on the way, one input's 16 weights (a cache line) per step.
+    /// L2 cache on the way, one input's 16 weights per step.
     pub(in crate::kernels) fn panel_tile<const MR: usize>(
         panel: &[f32],
         bias: &[f32],
@@ -593,63 +593,93 @@ mod packed {
         }
     }
 
-    /// The register tile: `2 · MR` accumulators of eight features; per input, two weight loads
-    /// and `MR` broadcasts feed `2 · MR` fused multiply-adds.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn panel_tile_avx2<const MR: usize, const PREFETCH: bool>(
-        panel: &[f32],
+    /// [`panel_tile`] over f16 weights, widened in registers.
+    pub(in crate::kernels) fn panel_tile_f16<const MR: usize>(
+        panel: &[half::f16],
         bias: &[f32],
         x: &[f32],
         cols: usize,
         out: &mut [f32],
         stride: usize,
-        next: &[f32],
+        next: &[half::f16],
     ) {
-        assert!(
-            panel.len() == cols * 16
-                && bias.len() == 16
-                && x.len() == MR * cols
-                && stride >= 16
-                && out.len() > (MR - 1) * stride + 15,
-            "panel tile shape"
-        );
-        // SAFETY: `bias` is 16 long.
-        let (b0, b1) = unsafe {
-            (
-                _mm256_loadu_ps(bias.as_ptr()),
-                _mm256_loadu_ps(bias.as_ptr().add(8)),
-            )
-        };
-        let mut acc0 = [b0; MR];
-        let mut acc1 = [b1; MR];
-        let (w, xp) = (panel.as_ptr(), x.as_ptr());
-        for k in 0..cols {
-            if PREFETCH {
-                // SAFETY: `k * 16 < cols * 16 <= next.len()`; a prefetch does not fault anyway.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(k * 16).cast()) };
-            }
-            // SAFETY: `k * 16 + 16 <= cols * 16 == panel.len()`.
-            let (w0, w1) = unsafe {
-                (
-                    _mm256_loadu_ps(w.add(k * 16)),
-                    _mm256_loadu_ps(w.add(k * 16 + 8)),
-                )
-            };
-            for t in 0..MR {
-                // SAFETY: `t * cols + k < MR * cols == x.len()`.
-                let xv = _mm256_set1_ps(unsafe { *xp.add(t * cols + k) });
-                acc0[t] = _mm256_fmadd_ps(w0, xv, acc0[t]);
-                acc1[t] = _mm256_fmadd_ps(w1, xv, acc1[t]);
-            }
-        }
-        for t in 0..MR {
-            // SAFETY: `t * stride + 16 <= (MR - 1) * stride + 16 <= out.len()`.
-            unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr().add(t * stride), acc0[t]);
-                _mm256_storeu_ps(out.as_mut_ptr().add(t * stride + 8), acc1[t]);
+        // SAFETY: `available()` confirmed AVX2, FMA and F16C before the caller got here.
+        unsafe {
+            if next.len() >= cols * 16 {
+                panel_tile_f16_avx2::<MR, true>(panel, bias, x, cols, out, stride, next)
+            } else {
+                panel_tile_f16_avx2::<MR, false>(panel, bias, x, cols, out, stride, next)
             }
         }
     }
+
+    /// The register tile over weights of type `$w`, loaded as two vectors of eight f32 by
+    /// `$load`: `2 · MR` accumulators of eight features; per input, two weight loads and `MR`
+    /// broadcasts feed `2 · MR` fused multiply-adds.
+    macro_rules! tile_kernel {
+        ($name:ident, $w:ty, $load:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn $name<const MR: usize, const PREFETCH: bool>(
+                panel: &[$w],
+                bias: &[f32],
+                x: &[f32],
+                cols: usize,
+                out: &mut [f32],
+                stride: usize,
+                next: &[$w],
+            ) {
+                assert!(
+                    panel.len() == cols * 16
+                        && bias.len() == 16
+                        && x.len() == MR * cols
+                        && stride >= 16
+                        && out.len() > (MR - 1) * stride + 15,
+                    "panel tile shape"
+                );
+                // SAFETY: `bias` is 16 long.
+                let (b0, b1) = unsafe {
+                    (
+                        _mm256_loadu_ps(bias.as_ptr()),
+                        _mm256_loadu_ps(bias.as_ptr().add(8)),
+                    )
+                };
+                let mut acc0 = [b0; MR];
+                let mut acc1 = [b1; MR];
+                let (w, xp) = (panel.as_ptr(), x.as_ptr());
+                for k in 0..cols {
+                    if PREFETCH {
+                        // SAFETY: `k * 16 < cols * 16 <= next.len()`; a prefetch does not
+                        // fault anyway.
+                        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(k * 16).cast()) };
+                    }
+                    // SAFETY: `k * 16 + 16 <= cols * 16 == panel.len()`.
+                    let (w0, w1) = unsafe { $load(w.add(k * 16)) };
+                    for t in 0..MR {
+                        // SAFETY: `t * cols + k < MR * cols == x.len()`.
+                        let xv = _mm256_set1_ps(unsafe { *xp.add(t * cols + k) });
+                        acc0[t] = _mm256_fmadd_ps(w0, xv, acc0[t]);
+                        acc1[t] = _mm256_fmadd_ps(w1, xv, acc1[t]);
+                    }
+                }
+                for t in 0..MR {
+                    // SAFETY: `t * stride + 16 <= (MR - 1) * stride + 16 <= out.len()`.
+                    unsafe {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(t * stride), acc0[t]);
+                        _mm256_storeu_ps(out.as_mut_ptr().add(t * stride + 8), acc1[t]);
+                    }
+                }
+            }
+        };
+    }
+
+    tile_kernel!(panel_tile_avx2, f32, |p: *const f32| (
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8))
+    ));
+    tile_kernel!(panel_tile_f16_avx2, half::f16, |p: *const half::f16| (
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(8).cast()))
+    ));
 
     /// `x = exp(x)`, elementwise (for `x <= 88`).
     pub(in crate::kernels) fn exp_in_place(x: &mut [f32]) {
