@@ -256,7 +256,6 @@ impl App {
             store.clone(),
             config.memory.clone(),
             config.models_dir.clone(),
-            local.clone(),
             extractor,
         )
         .await

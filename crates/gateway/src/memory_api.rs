@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use enclave_api::json::Json;
 use enclave_label::Label;
+use enclave_local::embed::Precision;
 use enclave_local::weights::ModelsDir;
 use enclave_memory::{DIMENSIONS, Hit, Memories, Memory, Params, Query, Viewer};
 use enclave_models::local::{EMBED_MODEL, LocalEngine};
@@ -62,6 +63,15 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// Longest namespace, in bytes.
 const MAX_NAMESPACE_BYTES: usize = 128;
+
+/// The precision of memory's embedding model. A query is embedded on the request path, and a
+/// short text's time is mostly the pass over the layers' weights: at f16 they are half the
+/// bytes, and recall's query embedding took 3.2–3.5 ms instead of 4.3–5.2 ms after a pause
+/// (`local_bench embed`, `query_idle_f16_ms`, 2026-12-07); the vectors are within cosine
+/// 0.999999 of f32's. Memory has an engine of its own (never the local backend's, whose
+/// `/v1/embeddings` answers stay f32) so that every stored vector comes from one precision,
+/// whatever backends a replica configures.
+const MEMORY_PRECISION: Precision = Precision::F16;
 
 /// How long recall waits for a query embedding before searching lexically only.
 const RECALL_EMBED_WAIT: Duration = Duration::from_millis(250);
@@ -94,9 +104,8 @@ pub struct MemoryService {
     store: Store,
     config: MemoryConfig,
     jobs: mpsc::Sender<Job>,
-    /// The embedding model: the local backend's, or one loaded on first use.
+    /// The embedding model, loaded on first use (see [`MemoryService::engine_blocking`]).
     engine: OnceLock<Option<Arc<LocalEngine>>>,
-    shared_engine: Option<Arc<LocalEngine>>,
     models_dir: ModelsDir,
     rng: SystemRandom,
     /// `[memory] extractor`: the model asked for facts after each remembered turn.
@@ -211,7 +220,6 @@ impl MemoryService {
         store: Store,
         config: MemoryConfig,
         models_dir: ModelsDir,
-        local: Option<Arc<LocalEngine>>,
         extractor: Option<Extractor>,
     ) -> Result<Arc<MemoryService>, String> {
         let loaded = load(&store).await?;
@@ -240,7 +248,6 @@ impl MemoryService {
             config,
             jobs: tx,
             engine: OnceLock::new(),
-            shared_engine: local,
             models_dir,
             rng: SystemRandom::new(),
             extractor,
@@ -670,20 +677,16 @@ impl MemoryService {
         }
     }
 
-    /// Loads the embedding model on the worker thread, once: the local backend's if it
-    /// serves embeddings, else one of its own from the models directory.
+    /// Loads the embedding model on the worker thread, once, from the models directory, with
+    /// its layers' weights in half precision ([`MEMORY_PRECISION`]).
     fn engine_blocking(&self) -> Option<&Arc<LocalEngine>> {
         if !self.config.embeddings {
             return None;
         }
         self.engine
             .get_or_init(|| {
-                if let Some(e) = &self.shared_engine
-                    && e.embed_blocking(&["probe"]).is_ok()
-                {
-                    return Some(Arc::clone(e));
-                }
-                match LocalEngine::start(&self.models_dir, &[EMBED_MODEL.to_owned()], 64) {
+                let models = [EMBED_MODEL.to_owned()];
+                match LocalEngine::start_with(&self.models_dir, &models, 64, MEMORY_PRECISION) {
                     Ok(e) => {
                         tracing::info!("memory embeddings: all-MiniLM-L6-v2 loaded");
                         Some(Arc::new(e))

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use enclave_label::Label;
-use enclave_local::embed::Embedder;
+use enclave_local::embed::{Embedder, Precision};
 use enclave_local::weights::ModelsDir;
 use enclave_memory::{DIMENSIONS, Fusion, Memories, Memory, Params, Query, Retrieval, Viewer};
 use serde_json::Value;
@@ -67,8 +67,12 @@ fn main() {
 
     let samples = load(&dataset, all_turns);
     let models = ModelsDir::locate(None, Path::new("enclave-data"));
-    let embedder = Embedder::load(&models.minilm().expect("all-MiniLM-L6-v2 files"))
-        .expect("loading all-MiniLM-L6-v2");
+    // Half-precision layers, as the gateway's memory service loads them (`MEMORY_PRECISION`).
+    let embedder = Embedder::load_with(
+        &models.minilm().expect("all-MiniLM-L6-v2 files"),
+        Precision::F16,
+    )
+    .expect("loading all-MiniLM-L6-v2");
 
     let t0 = Instant::now();
     let mut memories = Memories::new(DIMENSIONS);
