@@ -9,7 +9,10 @@
 //! `chat DIR [THREADS] [GEN] [REPS]`: load time, prompt tokens/s, time to first token and
 //! generation tokens/s (greedy, `GEN` tokens past the first, end-of-turn ignored), medians of
 //! `REPS` runs, and resident memory. `embed DIR`: milliseconds per call and embeddings/s at batch
-//! 1 and 32 for a 30-token text, and resident memory. `batch DIR [N] [GEN]`: generation
+//! 1 and 32 for a 30-token text, a 10-piece query back to back (`query_ms`) and after 30 ms of
+//! rest (`query_idle_ms`, as a server's lone request finds the caches), both again with the
+//! layers in half precision (`query_f16_ms`, `query_idle_f16_ms`), and resident memory.
+//! `batch DIR [N] [GEN]`: generation
 //! tokens/s of N sequences stepped together against the same N one after another.
 #![allow(
     clippy::print_stdout,
@@ -23,7 +26,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use enclave_local::chat::{ChatModel, GenerationParams};
-use enclave_local::embed::Embedder;
+use enclave_local::embed::{Embedder, Precision};
 use enclave_local::weights::ModelsDir;
 
 /// The prompt `bench/llama-cpp` also uses: ChatML with SmolLM2's default system prompt.
@@ -197,22 +200,15 @@ fn embed(dir: &std::path::Path) {
     let start = Instant::now();
     let embedder = Embedder::load(&files).expect("model loads");
     let load = start.elapsed();
-    let time = |text: &str, batch: usize, rounds: usize| -> Duration {
-        let texts = vec![text; batch];
-        embedder.embed(&texts).expect("embeds");
-        let mut runs: Vec<Duration> = (0..rounds)
-            .map(|_| {
-                let t = Instant::now();
-                embedder.embed(&texts).expect("embeds");
-                t.elapsed()
-            })
-            .collect();
-        runs.sort();
-        runs[runs.len() / 2]
-    };
-    let one = time(EMBED_TEXT, 1, 101);
-    let batch = time(EMBED_TEXT, 32, 11);
-    let query = time(QUERY_TEXT, 1, 101);
+    let one = hot(&embedder, EMBED_TEXT, 1, 101);
+    let batch = hot(&embedder, EMBED_TEXT, 32, 11);
+    let query = hot(&embedder, QUERY_TEXT, 1, 101);
+    let query_idle = idle_query(&embedder);
+    let rss_after = rss_mib();
+    // The same query with the layers in half precision, as long-term memory loads them.
+    let half = Embedder::load_with(&files, Precision::F16).expect("model loads");
+    let query_f16 = hot(&half, QUERY_TEXT, 1, 101);
+    let query_idle_f16 = idle_query(&half);
     println!(
         "{}",
         serde_json::json!({
@@ -224,10 +220,13 @@ fn embed(dir: &std::path::Path) {
             "batch1_per_s": round(1.0 / one.as_secs_f64()),
             "query_tokens": embedder.count_tokens(QUERY_TEXT),
             "query_ms": round(query.as_secs_f64() * 1e3),
+            "query_idle_ms": round(query_idle.as_secs_f64() * 1e3),
+            "query_f16_ms": round(query_f16.as_secs_f64() * 1e3),
+            "query_idle_f16_ms": round(query_idle_f16.as_secs_f64() * 1e3),
             "batch32_ms": round(batch.as_secs_f64() * 1e3),
             "batch32_per_s": round(32.0 / batch.as_secs_f64()),
             "rss_mib_start": rss_start,
-            "rss_mib_after": rss_mib(),
+            "rss_mib_after": rss_after,
         })
     );
 }
@@ -269,4 +268,34 @@ fn rss_mib() -> u64 {
                 .and_then(|kib| kib.parse::<u64>().ok())
         })
         .map_or(0, |kib| kib / 1024)
+}
+
+/// The median time to embed `batch` copies of `text` back to back, after one warm-up call.
+fn hot(embedder: &Embedder, text: &str, batch: usize, rounds: usize) -> Duration {
+    let texts = vec![text; batch];
+    embedder.embed(&texts).expect("embeds");
+    let mut runs: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            embedder.embed(&texts).expect("embeds");
+            t.elapsed()
+        })
+        .collect();
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+/// The median time to embed the query after 30 ms of rest, as a server sees a lone request:
+/// the pool's threads asleep and the weights out of the caches.
+fn idle_query(embedder: &Embedder) -> Duration {
+    let mut runs: Vec<Duration> = (0..101)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(30));
+            let t = Instant::now();
+            embedder.embed(&[QUERY_TEXT]).expect("embeds");
+            t.elapsed()
+        })
+        .collect();
+    runs.sort();
+    runs[runs.len() / 2]
 }
