@@ -41,7 +41,7 @@ use enclave_label::Label;
 use enclave_local::embed::Precision;
 use enclave_local::weights::ModelsDir;
 use enclave_memory::{DIMENSIONS, Hit, Memories, Memory, Params, Query, Viewer};
-use enclave_models::local::{EMBED_MODEL, LocalEngine};
+use enclave_models::local::{EMBED_MODEL, LocalEngine, PendingEmbedding};
 use enclave_store::{
     MEMORY_CHANGE_PAGE, MemoryChange, MemoryChangeKind, Store, StoreError, StoredMemory,
 };
@@ -210,6 +210,26 @@ enum Job {
     },
 }
 
+/// A query's embedding under way ([`MemoryService::begin_query`]); none when the model is not
+/// loaded or its queue is full, and the search is then lexical only.
+#[derive(Debug)]
+pub struct QueryEmbedding(Option<PendingEmbedding>);
+
+impl QueryEmbedding {
+    /// The vector, if the model answers within [`RECALL_EMBED_WAIT`] of this call.
+    async fn finish(self) -> Option<Vec<f32>> {
+        let job = self.0?.wait();
+        match tokio::time::timeout(RECALL_EMBED_WAIT, job).await {
+            Ok(Ok((mut v, _))) => v.pop(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "query embedding failed; searching lexically");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 impl MemoryService {
     /// Rebuilds the index from the store and starts the background worker.
     ///
@@ -304,8 +324,38 @@ impl MemoryService {
         text: &str,
         limit: usize,
     ) -> Result<Vec<Hit>, Stale> {
+        let embedding = self.begin_query(text);
+        self.search_with(tenant, viewer, text, embedding, limit)
+            .await
+    }
+
+    /// Starts embedding the query `text` on the model's worker, if the model is loaded, so
+    /// that the caller can do other work meanwhile; [`MemoryService::search_with`] takes it.
+    pub fn begin_query(&self, text: &str) -> QueryEmbedding {
+        let job = self.loaded_engine().and_then(|engine| {
+            engine
+                .enqueue(vec![text.to_owned()])
+                .map_err(|e| tracing::debug!(error = %e, "query embedding not queued; searching lexically"))
+                .ok()
+        });
+        QueryEmbedding(job)
+    }
+
+    /// [`MemoryService::search`] with the query's embedding begun earlier (for `text`).
+    ///
+    /// # Errors
+    ///
+    /// As [`MemoryService::search`].
+    pub async fn search_with(
+        &self,
+        tenant: &str,
+        viewer: &Viewer<'_>,
+        text: &str,
+        embedding: QueryEmbedding,
+        limit: usize,
+    ) -> Result<Vec<Hit>, Stale> {
         self.fresh()?;
-        let embedding = self.embed_query(text).await;
+        let embedding = embedding.finish().await;
         let query = Query {
             text,
             embedding: embedding.as_deref(),
@@ -662,19 +712,6 @@ impl MemoryService {
     /// The embedding model, if it is loaded (never waits for it to load).
     fn loaded_engine(&self) -> Option<&Arc<LocalEngine>> {
         self.engine.get().and_then(Option::as_ref)
-    }
-
-    async fn embed_query(&self, text: &str) -> Option<Vec<f32>> {
-        let engine = self.loaded_engine()?;
-        let job = engine.embed(vec![text.to_owned()]);
-        match tokio::time::timeout(RECALL_EMBED_WAIT, job).await {
-            Ok(Ok((mut v, _))) => v.pop(),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "query embedding failed; searching lexically");
-                None
-            }
-            Err(_) => None,
-        }
     }
 
     /// Loads the embedding model on the worker thread, once, from the models directory, with

@@ -431,8 +431,9 @@ async fn chat(
     ctx.model = Some(request.model.clone());
     stage::label::content(ctx, &request.text)?;
     stage::authorize::run(ctx, &request.uninspected)?;
+    let recall = stage::recall::begin(ctx, &parts.headers, &request)?;
     stage::screen::input(ctx, &request.text).await?;
-    let memory_on = stage::recall::run(ctx, &parts.headers, &mut request).await?;
+    let memory_on = stage::recall::run(ctx, recall, &mut request).await?;
     let candidates = stage::routing::run(ctx, &request.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &request).await?;
     let mut screen = OutputScreen::new(ctx);
@@ -521,8 +522,9 @@ async fn create_response(
     let mut chat = responses::chat_request(&request, &context)?;
     ctx.model = Some(chat.model.clone());
     stage::authorize::run(ctx, &chat.uninspected)?;
+    let recall = stage::recall::begin(ctx, &parts.headers, &chat)?;
     stage::screen::input(ctx, &chat.text).await?;
-    let memory_on = stage::recall::run(ctx, &parts.headers, &mut chat).await?;
+    let memory_on = stage::recall::run(ctx, recall, &mut chat).await?;
     let candidates = stage::routing::run(ctx, &chat.model)?;
     let answer = stage::generate::chat(ctx, &candidates, &chat).await?;
     if request.stream {

@@ -110,7 +110,10 @@ struct ChatJob {
 }
 
 /// Texts to embed, and where the vectors and the token count go.
-type EmbedReply = oneshot::Sender<Result<(Vec<Vec<f32>>, usize), String>>;
+/// What the embedding worker answers: the vectors and the tokens read, or why not.
+type EmbedAnswer = Result<(Vec<Vec<f32>>, usize), String>;
+
+type EmbedReply = oneshot::Sender<EmbedAnswer>;
 
 struct EmbedJob {
     texts: Vec<String>,
@@ -131,6 +134,27 @@ impl std::fmt::Debug for LocalEngine {
             .field("chat", &self.chat.is_some())
             .field("embed", &self.embed.is_some())
             .finish()
+    }
+}
+
+/// An embedding job queued by [`LocalEngine::enqueue`].
+#[derive(Debug)]
+pub struct PendingEmbedding(oneshot::Receiver<EmbedAnswer>);
+
+impl PendingEmbedding {
+    /// The vectors, in order, and the tokens the model read.
+    ///
+    /// # Errors
+    ///
+    /// [`LocalError::Failed`] on model errors or when the worker dropped the job.
+    pub async fn wait(self) -> Result<(Vec<Vec<f32>>, usize), LocalError> {
+        match self.0.await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(LocalError::Failed(e)),
+            Err(_) => Err(LocalError::Failed(
+                "the embedding worker dropped the request".into(),
+            )),
+        }
     }
 }
 
@@ -288,24 +312,29 @@ impl LocalEngine {
     ///
     /// [`LocalError::Overloaded`] when the queue is full; [`LocalError::Failed`] on model errors.
     pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize), LocalError> {
+        self.enqueue(texts)?.wait().await
+    }
+
+    /// Queues `texts` on the embedding worker now and returns the job, to be awaited later
+    /// ([`PendingEmbedding::wait`]): the caller can do other work while the model runs. A job
+    /// dropped before the worker reaches it is skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`LocalError::NotServed`] without the model; [`LocalError::Overloaded`] when the queue is
+    /// full; [`LocalError::Failed`] when the worker has stopped.
+    pub fn enqueue(&self, texts: Vec<String>) -> Result<PendingEmbedding, LocalError> {
         let (_, tx) = self
             .embed
             .as_ref()
             .ok_or_else(|| LocalError::NotServed(EMBED_MODEL.into()))?;
         let (reply, rx) = oneshot::channel();
         match tx.try_send(EmbedJob { texts, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(LocalError::Overloaded),
+            Ok(()) => Ok(PendingEmbedding(rx)),
+            Err(TrySendError::Full(_)) => Err(LocalError::Overloaded),
             Err(TrySendError::Disconnected(_)) => {
-                return Err(LocalError::Failed("the embedding worker stopped".into()));
+                Err(LocalError::Failed("the embedding worker stopped".into()))
             }
-        }
-        match rx.await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(LocalError::Failed(e)),
-            Err(_) => Err(LocalError::Failed(
-                "the embedding worker dropped the request".into(),
-            )),
         }
     }
 
@@ -535,6 +564,54 @@ mod tests {
             return None;
         }
         Some(LocalEngine::start(&ModelsDir::new(dir), &[CHAT_MODEL.to_owned()], 4).unwrap())
+    }
+
+    /// The embedding engine at `precision`, when the MiniLM files are present.
+    fn embedder(precision: Precision) -> Option<LocalEngine> {
+        let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
+            });
+        let dir = ModelsDir::new(dir);
+        if dir.minilm().is_err() {
+            assert!(
+                std::env::var("ENCLAVE_REQUIRE_MODELS").as_deref() != Ok("1"),
+                "ENCLAVE_REQUIRE_MODELS=1 but the MiniLM files are missing"
+            );
+            return None;
+        }
+        Some(LocalEngine::start_with(&dir, &[EMBED_MODEL.to_owned()], 4, precision).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_queued_embedding_answers_later_and_a_dropped_one_holds_nothing_up() {
+        let Some(half) = embedder(Precision::F16) else {
+            return;
+        };
+        let Some(full) = embedder(Precision::F32) else {
+            return;
+        };
+        let text = "Who is my supervisor on Harbor Watch?";
+        // Dropped before it is awaited: the worker skips it or discards its answer.
+        drop(half.enqueue(vec!["never read".to_owned()]).unwrap());
+        let pending = half.enqueue(vec![text.to_owned()]).unwrap();
+        let (vectors, tokens) = pending.wait().await.unwrap();
+        assert_eq!(tokens, 10);
+        assert_eq!(vectors, half.embed_blocking(&[text]).unwrap());
+        let reference = full.embed_blocking(&[text]).unwrap();
+        let cosine: f32 = vectors[0]
+            .iter()
+            .zip(&reference[0])
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!(cosine > 0.99999 && vectors != reference, "cosine {cosine}");
+        // Without the model: refused at once, nothing queued.
+        let Some(chat_only) = engine() else { return };
+        assert!(matches!(
+            chat_only.enqueue(vec![text.to_owned()]),
+            Err(LocalError::NotServed(_))
+        ));
     }
 
     fn greedy(max_tokens: usize) -> GenerationParams {

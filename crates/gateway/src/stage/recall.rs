@@ -28,6 +28,7 @@ use http::{HeaderMap, HeaderName};
 
 use crate::ctx::RequestCtx;
 use crate::error::ApiError;
+use crate::memory_api::QueryEmbedding;
 
 /// The request header that turns memory on or off for one request.
 pub const MEMORY_HEADER: &str = "x-enclave-memory";
@@ -61,25 +62,58 @@ pub(crate) fn memory_on(ctx: &RequestCtx, headers: &HeaderMap) -> Result<bool, A
     }
 }
 
-/// Adds recalled memories to `req` when memory is on; returns whether it is (the remember
-/// stage stores the turn only then).
+/// What the recall stage settles before the input screen: whether memory is on for the request,
+/// and the embedding of its query, already under way on the model's worker while the screen
+/// runs (a screen that refuses the request drops it: a job the worker has not reached is
+/// skipped).
+#[derive(Debug)]
+pub(crate) struct Recall {
+    on: bool,
+    query: Option<(String, QueryEmbedding)>,
+}
+
+/// Whether memory is on and, if so, starts embedding the last user message.
 ///
 /// # Errors
 ///
 /// As [`memory_on`].
+pub(crate) fn begin(
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    req: &ChatRequest,
+) -> Result<Recall, ApiError> {
+    if !memory_on(ctx, headers)? {
+        return Ok(Recall {
+            on: false,
+            query: None,
+        });
+    }
+    let query = last_user_text(req).map(|text| {
+        let embedding = ctx.app.memory.begin_query(&text);
+        (text, embedding)
+    });
+    Ok(Recall { on: true, query })
+}
+
+/// Adds recalled memories to `req` when memory is on ([`begin`]); returns whether it is (the
+/// remember stage stores the turn only then).
+///
+/// # Errors
+///
+/// 500 when the session is not open (a bug in the pipeline's order).
 pub(crate) async fn run(
     ctx: &mut RequestCtx,
-    headers: &HeaderMap,
+    recall: Recall,
     req: &mut ChatRequest,
 ) -> Result<bool, ApiError> {
-    if !memory_on(ctx, headers)? {
+    if !recall.on {
         return Ok(false);
     }
     let (Some(caller), Some(session)) = (ctx.caller.clone(), ctx.session.clone()) else {
         tracing::error!("the recall stage ran before the session was opened");
         return Err(ApiError::internal());
     };
-    let Some(query) = last_user_text(req) else {
+    let Some((query, embedding)) = recall.query else {
         return Ok(true);
     };
     let service = Arc::clone(&ctx.app.memory);
@@ -92,10 +126,11 @@ pub(crate) async fn run(
         namespace: None,
     };
     let Ok(hits) = service
-        .search(
+        .search_with(
             caller.principal.tenant.as_str(),
             &viewer,
             &query,
+            embedding,
             config.recall_limit,
         )
         .await
