@@ -14,6 +14,8 @@
 //! Matrix products split the output rows across the current rayon pool: callers run them inside
 //! [`rayon::ThreadPool::install`] to choose the threads.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -795,32 +797,35 @@ const PANEL_TOKENS: usize = 6;
 pub(crate) trait Weight: Copy + Default + Send + Sync + 'static {
     /// The stored value of `v` (rounded to nearest for f16).
     fn from_f32(v: f32) -> Self;
-    /// [`panel_tile`] over a panel of these weights.
-    fn tile(
-        panel: &[Self],
-        bias: &[f32],
-        x: &[f32],
-        cols: usize,
-        out: &mut [f32],
-        stride: usize,
-        next: &[Self],
-    );
+    /// The panel's weights as f32 (exact), for the portable tile.
+    fn widen(panel: &[Self]) -> Cow<'_, [f32]>;
+    /// The vector register tile of [`panel_tile`] for `MR` tokens over these weights.
+    #[cfg(target_arch = "x86_64")]
+    fn x86_tile<const MR: usize>(panel: &[Self], tile: Tile<'_, Self>);
+}
+
+/// What a register tile reads and writes besides its panel: `bias` (16), `x` (`MR × cols`),
+/// `out` (token `t`'s 16 features at `t * stride`), and `next`, the panel to prefetch, or empty.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Tile<'a, W> {
+    bias: &'a [f32],
+    x: &'a [f32],
+    cols: usize,
+    out: &'a mut [f32],
+    stride: usize,
+    next: &'a [W],
 }
 
 impl Weight for f32 {
     fn from_f32(v: f32) -> f32 {
         v
     }
-    fn tile(
-        panel: &[f32],
-        bias: &[f32],
-        x: &[f32],
-        cols: usize,
-        out: &mut [f32],
-        stride: usize,
-        next: &[f32],
-    ) {
-        panel_tile(panel, bias, x, cols, out, stride, next);
+    fn widen(panel: &[f32]) -> Cow<'_, [f32]> {
+        Cow::Borrowed(panel)
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn x86_tile<const MR: usize>(panel: &[f32], t: Tile<'_, f32>) {
+        x86::panel_tile::<MR>(panel, t.bias, t.x, t.cols, t.out, t.stride, t.next);
     }
 }
 
@@ -828,16 +833,12 @@ impl Weight for half::f16 {
     fn from_f32(v: f32) -> half::f16 {
         half::f16::from_f32(v)
     }
-    fn tile(
-        panel: &[half::f16],
-        bias: &[f32],
-        x: &[f32],
-        cols: usize,
-        out: &mut [f32],
-        stride: usize,
-        next: &[half::f16],
-    ) {
-        panel_tile_f16(panel, bias, x, cols, out, stride, next);
+    fn widen(panel: &[half::f16]) -> Cow<'_, [f32]> {
+        Cow::Owned(panel.iter().map(|w| w.to_f32()).collect())
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn x86_tile<const MR: usize>(panel: &[half::f16], t: Tile<'_, half::f16>) {
+        x86::panel_tile_f16::<MR>(panel, t.bias, t.x, t.cols, t.out, t.stride, t.next);
     }
 }
 
@@ -1021,11 +1022,11 @@ fn linear_panels<W: Weight>(
             if width == PANEL {
                 let start = t * stride + p * PANEL - f0;
                 let end = (t + n - 1) * stride + (p + 1) * PANEL - f0;
-                W::tile(panel, bias, xs, cols, &mut out[start..end], stride, next);
+                panel_tile(panel, bias, xs, cols, &mut out[start..end], stride, next);
             } else {
                 // The last, partial panel: through a buffer, then the features that exist.
                 let mut buf = [0f32; PANEL_TOKENS * PANEL];
-                W::tile(panel, bias, xs, cols, &mut buf[..n * PANEL], PANEL, next);
+                panel_tile(panel, bias, xs, cols, &mut buf[..n * PANEL], PANEL, next);
                 for (i, b) in buf.chunks_exact(PANEL).take(n).enumerate() {
                     let o = (t + i) * stride + p * PANEL - f0;
                     out[o..o + width].copy_from_slice(&b[..width]);
@@ -1039,34 +1040,45 @@ fn linear_panels<W: Weight>(
 /// Up to [`PANEL_TOKENS`] tokens (`x`, `n × cols`) against one panel, from its bias; writes
 /// token `i`'s 16 features at `out[i * stride..]`. `next` is the panel to prefetch on the way,
 /// or empty.
-fn panel_tile(
-    panel: &[f32],
+fn panel_tile<W: Weight>(
+    panel: &[W],
     bias: &[f32],
     x: &[f32],
     cols: usize,
     out: &mut [f32],
     stride: usize,
-    next: &[f32],
+    next: &[W],
 ) {
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
+        macro_rules! tile {
+            ($x:expr, $out:expr) => {
+                Tile {
+                    bias,
+                    x: $x,
+                    cols,
+                    out: $out,
+                    stride,
+                    next,
+                }
+            };
+        }
         match x.len() / cols.max(1) {
-            6 => x86::panel_tile::<6>(panel, bias, x, cols, out, stride, next),
-            5 => x86::panel_tile::<5>(panel, bias, x, cols, out, stride, next),
-            4 => x86::panel_tile::<4>(panel, bias, x, cols, out, stride, next),
-            3 => x86::panel_tile::<3>(panel, bias, x, cols, out, stride, next),
-            2 => x86::panel_tile::<2>(panel, bias, x, cols, out, stride, next),
+            6 => W::x86_tile::<6>(panel, tile!(x, out)),
+            5 => W::x86_tile::<5>(panel, tile!(x, out)),
+            4 => W::x86_tile::<4>(panel, tile!(x, out)),
+            3 => W::x86_tile::<3>(panel, tile!(x, out)),
+            2 => W::x86_tile::<2>(panel, tile!(x, out)),
             _ => {
                 for (i, x) in x.chunks_exact(cols).enumerate() {
-                    let out = &mut out[i * stride..];
-                    x86::panel_tile::<1>(panel, bias, x, cols, out, stride, next);
+                    W::x86_tile::<1>(panel, tile!(x, &mut out[i * stride..]));
                 }
             }
         }
         return;
     }
     let _ = next;
-    panel_tile_portable(panel, bias, x, cols, out, stride);
+    panel_tile_portable(&W::widen(panel), bias, x, cols, out, stride);
 }
 
 /// [`panel_tile`] in portable code: the same order of additions, each product rounded.
@@ -1087,39 +1099,6 @@ fn panel_tile_portable(
             }
         }
     }
-}
-
-/// [`panel_tile`] over f16 weights: each weight widened to f32 as it is loaded, the products
-/// and sums as for f32 weights.
-fn panel_tile_f16(
-    panel: &[half::f16],
-    bias: &[f32],
-    x: &[f32],
-    cols: usize,
-    out: &mut [f32],
-    stride: usize,
-    next: &[half::f16],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        match x.len() / cols.max(1) {
-            6 => x86::panel_tile_f16::<6>(panel, bias, x, cols, out, stride, next),
-            5 => x86::panel_tile_f16::<5>(panel, bias, x, cols, out, stride, next),
-            4 => x86::panel_tile_f16::<4>(panel, bias, x, cols, out, stride, next),
-            3 => x86::panel_tile_f16::<3>(panel, bias, x, cols, out, stride, next),
-            2 => x86::panel_tile_f16::<2>(panel, bias, x, cols, out, stride, next),
-            _ => {
-                for (i, x) in x.chunks_exact(cols).enumerate() {
-                    let out = &mut out[i * stride..];
-                    x86::panel_tile_f16::<1>(panel, bias, x, cols, out, stride, next);
-                }
-            }
-        }
-        return;
-    }
-    let _ = next;
-    let wide: Vec<f32> = panel.iter().map(|w| w.to_f32()).collect();
-    panel_tile_portable(&wide, bias, x, cols, out, stride);
 }
 
 /// `x = exp(x)`, elementwise; within a few ulp of the correctly rounded result.
@@ -1291,7 +1270,7 @@ mod packed_tests {
         for n in 1..=PANEL_TOKENS {
             let x = values(n * cols, 24);
             let (mut fast, mut slow) = (vec![0f32; n * 20], vec![0f32; n * 20]);
-            panel_tile_f16(
+            panel_tile(
                 half.panel(0),
                 &half.bias[..PANEL],
                 &x,

@@ -450,18 +450,22 @@ fn a_short_text_gives_the_same_bits_alone_as_in_a_long_batch() {
         "the lazy dog",
         "the quick brown fox jumped over a lazy dog",
     ] {
-        let alone = embedder.embed(&[text]).unwrap();
-        let batched = embedder
-            .embed(&[long.as_str(), text, long.as_str()])
-            .unwrap();
-        assert!(
-            alone[0]
-                .iter()
-                .zip(&batched[1])
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{text:?}"
-        );
+        alone_as_in_a_batch(&embedder, text, &long);
     }
+}
+
+/// `text`'s vector alone, after checking it has the same bits between two `long` texts.
+fn alone_as_in_a_batch(embedder: &Embedder, text: &str, long: &str) -> Vec<f32> {
+    let alone = embedder.embed(&[text]).unwrap();
+    let batched = embedder.embed(&[long, text, long]).unwrap();
+    assert!(
+        alone[0]
+            .iter()
+            .zip(&batched[1])
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{text:?}"
+    );
+    alone.into_iter().next().unwrap()
 }
 
 #[test]
@@ -479,19 +483,11 @@ fn f16_weights_keep_the_short_and_long_paths_in_step() {
     let full = tiny();
     let long = "the quick brown fox jumped over a lazy dog ".repeat(20);
     for text in ["", "hello", "the quick brown fox jumped over a lazy dog"] {
-        let alone = half.embed(&[text]).unwrap();
-        let batched = half.embed(&[long.as_str(), text, long.as_str()]).unwrap();
-        assert!(
-            alone[0]
-                .iter()
-                .zip(&batched[1])
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{text:?}"
-        );
+        let alone = alone_as_in_a_batch(&half, text, &long);
         let reference = full.embed(&[text]).unwrap();
-        let diff = max_abs_diff(&alone[0], &reference[0]);
+        let diff = max_abs_diff(&alone, &reference[0]);
         assert!(diff > 0.0 && diff < 1e-2, "{text:?}: {diff}");
-        assert!((norm(&alone[0]) - 1.0).abs() < 1e-5);
+        assert!((norm(&alone) - 1.0).abs() < 1e-5);
     }
 }
 
