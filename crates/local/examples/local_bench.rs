@@ -11,7 +11,8 @@
 //! `REPS` runs, and resident memory. `embed DIR`: milliseconds per call and embeddings/s at batch
 //! 1 and 32 for a 30-token text, a 10-piece query back to back (`query_ms`) and after 30 ms of
 //! rest (`query_idle_ms`, as a server's lone request finds the caches), both again with the
-//! layers in half precision (`query_f16_ms`, `query_idle_f16_ms`), and resident memory.
+//! layers in half precision (`query_f16_ms`, `query_idle_f16_ms`), and resident memory (also
+//! once the f16 copy is loaded beside the f32 one).
 //! `batch DIR [N] [GEN]`: generation
 //! tokens/s of N sequences stepped together against the same N one after another.
 #![allow(
@@ -207,6 +208,7 @@ fn embed(dir: &std::path::Path) {
     let rss_after = rss_mib();
     // The same query with the layers in half precision, as long-term memory loads them.
     let half = Embedder::load_with(&files, Precision::F16).expect("model loads");
+    let rss_with_f16 = rss_mib();
     let query_f16 = hot(&half, QUERY_TEXT, 1, 101);
     let query_idle_f16 = idle_query(&half);
     println!(
@@ -227,6 +229,7 @@ fn embed(dir: &std::path::Path) {
             "batch32_per_s": round(32.0 / batch.as_secs_f64()),
             "rss_mib_start": rss_start,
             "rss_mib_after": rss_after,
+            "rss_mib_after_f16_copy": rss_with_f16,
         })
     );
 }

@@ -18,8 +18,9 @@ use crate::kernels::{self, PackedF16, PackedF32};
 
 /// BERT weights ready for inference, and the threads they run on.
 pub(crate) struct Bert {
-    /// `vocab × hidden`.
-    word_embeddings: Vec<f32>,
+    /// `vocab × hidden`, at the model's [`Precision`] (the largest table: 47 MB in f32 for
+    /// all-MiniLM-L6-v2, of which a text reads only its tokens' rows).
+    word_embeddings: Table,
     /// `positions × hidden`.
     position_embeddings: Vec<f32>,
     /// Row 0 of the token type embeddings: every token is of type 0.
@@ -43,6 +44,12 @@ struct Layer {
     up: Linear,
     down: Linear,
     output_norm: Norm,
+}
+
+/// An embedding table, kept at the model's [`Precision`].
+enum Table {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
 }
 
 /// A layer's linear product, its weights kept at the model's [`Precision`].
@@ -138,6 +145,15 @@ impl Bert {
         let eps = config.layer_norm_eps as f32;
         let emb = vb.pp("embeddings");
         let word_embeddings = values(&emb, &[config.vocab_size, hidden], "word_embeddings.weight")?;
+        let word_embeddings = match precision {
+            Precision::F32 => Table::F32(word_embeddings),
+            Precision::F16 => Table::F16(
+                word_embeddings
+                    .into_iter()
+                    .map(half::f16::from_f32)
+                    .collect(),
+            ),
+        };
         let position_embeddings = values(
             &emb,
             &[config.max_position_embeddings, hidden],
@@ -284,10 +300,18 @@ impl Bert {
         let hidden = self.hidden;
         for (i, row) in x.chunks_exact_mut(hidden).enumerate() {
             let t = first + i;
-            let word = &self.word_embeddings[ids[t] as usize * hidden..][..hidden];
+            let id = ids[t] as usize;
             let place = &self.position_embeddings[positions[t] * hidden..][..hidden];
-            for (((o, w), p), t) in row.iter_mut().zip(word).zip(place).zip(&self.token_type) {
-                *o = w + p + t;
+            match &self.word_embeddings {
+                Table::F32(table) => row.copy_from_slice(&table[id * hidden..][..hidden]),
+                Table::F16(table) => {
+                    for (o, w) in row.iter_mut().zip(&table[id * hidden..][..hidden]) {
+                        *o = w.to_f32();
+                    }
+                }
+            }
+            for ((o, p), t) in row.iter_mut().zip(place).zip(&self.token_type) {
+                *o = *o + p + t;
             }
         }
         self.embeddings_norm.apply(x);
