@@ -10,11 +10,10 @@
 //! generation tokens/s (greedy, `GEN` tokens past the first, end-of-turn ignored), medians of
 //! `REPS` runs, and resident memory. `embed DIR`: milliseconds per call and embeddings/s at batch
 //! 1 and 32 for a 30-token text, a 10-piece query back to back (`query_ms`) and after 30 ms of
-//! rest (`query_idle_ms`, as a server's lone request finds the caches), both again with the
-//! layers in half precision (`query_f16_ms`, `query_idle_f16_ms`), and resident memory (also
-//! once the f16 copy is loaded beside the f32 one).
-//! `batch DIR [N] [GEN]`: generation
-//! tokens/s of N sequences stepped together against the same N one after another.
+//! rest (`query_idle_ms`, as a server's lone request finds the caches), both again in half
+//! precision (`query_f16_ms`, `query_idle_f16_ms`), and resident memory (also once the f16 copy
+//! is loaded beside the f32 one). `batch DIR [N] [GEN]`: generation tokens/s of N sequences
+//! stepped together against the same N one after another.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,

@@ -49,9 +49,10 @@ const MAX_BATCH_TOKENS: usize = 2048;
 ///
 /// A short text (a search query) costs a pass over every layer's weights whatever its length,
 /// so its time is mostly that traffic: f16 halves it (21 MB instead of 42 MB for
-/// all-MiniLM-L6-v2), and the word table, read only a row per token, shrinks from 47 to 23 MB. Products and sums stay f32; the vectors differ from f32 weights' in the
-/// last few bits (`f16_vectors_stay_close_to_f32` bounds how far). Vectors compared with one
-/// another must come from one precision.
+/// all-MiniLM-L6-v2), and the word table, read only a row per token, shrinks from 47 to 23 MB.
+/// Products and sums stay f32; the vectors differ from f32 weights' in the last few bits (the
+/// test `minilm_at_f16_stays_close_to_f32_and_ranks_alike` bounds how far). Vectors compared
+/// with one another must come from one precision.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// The weights as the model ships them: the reference, and what the safety heads were
@@ -108,7 +109,7 @@ impl Embedder {
         Embedder::load_with(files, Precision::F32)
     }
 
-    /// [`Embedder::load`] with the layers' weights held at `precision`.
+    /// [`Embedder::load`] with the layers' weights and word table held at `precision`.
     ///
     /// # Errors
     ///
@@ -138,7 +139,7 @@ impl Embedder {
         Embedder::load_from_with(config_json, safetensors, tokenizer_json, Precision::F32)
     }
 
-    /// [`Embedder::load_from`] with the layers' weights held at `precision`.
+    /// [`Embedder::load_from`] with the layers' weights and word table held at `precision`.
     ///
     /// # Errors
     ///

@@ -14,8 +14,6 @@
 //! Matrix products split the output rows across the current rayon pool: callers run them inside
 //! [`rayon::ThreadPool::install`] to choose the threads.
 
-use std::borrow::Cow;
-
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -797,8 +795,8 @@ const PANEL_TOKENS: usize = 6;
 pub(crate) trait Weight: Copy + Default + Send + Sync + 'static {
     /// The stored value of `v` (rounded to nearest for f16).
     fn from_f32(v: f32) -> Self;
-    /// The panel's weights as f32 (exact), for the portable tile.
-    fn widen(panel: &[Self]) -> Cow<'_, [f32]>;
+    /// The stored value as f32 (exact).
+    fn to_f32(self) -> f32;
     /// The vector register tile of [`panel_tile`] for `MR` tokens over these weights.
     #[cfg(target_arch = "x86_64")]
     fn x86_tile<const MR: usize>(panel: &[Self], tile: Tile<'_, Self>);
@@ -820,8 +818,8 @@ impl Weight for f32 {
     fn from_f32(v: f32) -> f32 {
         v
     }
-    fn widen(panel: &[f32]) -> Cow<'_, [f32]> {
-        Cow::Borrowed(panel)
+    fn to_f32(self) -> f32 {
+        self
     }
     #[cfg(target_arch = "x86_64")]
     fn x86_tile<const MR: usize>(panel: &[f32], t: Tile<'_, f32>) {
@@ -833,8 +831,8 @@ impl Weight for half::f16 {
     fn from_f32(v: f32) -> half::f16 {
         half::f16::from_f32(v)
     }
-    fn widen(panel: &[half::f16]) -> Cow<'_, [f32]> {
-        Cow::Owned(panel.iter().map(|w| w.to_f32()).collect())
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
     }
     #[cfg(target_arch = "x86_64")]
     fn x86_tile<const MR: usize>(panel: &[half::f16], t: Tile<'_, half::f16>) {
@@ -1078,12 +1076,12 @@ fn panel_tile<W: Weight>(
         return;
     }
     let _ = next;
-    panel_tile_portable(&W::widen(panel), bias, x, cols, out, stride);
+    panel_tile_portable(panel, bias, x, cols, out, stride);
 }
 
 /// [`panel_tile`] in portable code: the same order of additions, each product rounded.
-fn panel_tile_portable(
-    panel: &[f32],
+fn panel_tile_portable<W: Weight>(
+    panel: &[W],
     bias: &[f32],
     x: &[f32],
     cols: usize,
@@ -1095,7 +1093,7 @@ fn panel_tile_portable(
         out.copy_from_slice(bias);
         for (k, &v) in x.iter().enumerate() {
             for (o, &w) in out.iter_mut().zip(&panel[k * PANEL..(k + 1) * PANEL]) {
-                *o += w * v;
+                *o += w.to_f32() * v;
             }
         }
     }
@@ -1266,7 +1264,6 @@ mod packed_tests {
             linear(&full, &x, tokens, &mut want);
             assert_eq!(got, want, "{tokens} tokens");
         }
-        let panel: Vec<f32> = half.panel(0).iter().map(|w| w.to_f32()).collect();
         for n in 1..=PANEL_TOKENS {
             let x = values(n * cols, 24);
             let (mut fast, mut slow) = (vec![0f32; n * 20], vec![0f32; n * 20]);
@@ -1279,7 +1276,7 @@ mod packed_tests {
                 20,
                 &[],
             );
-            panel_tile_portable(&panel, &half.bias[..PANEL], &x, cols, &mut slow, 20);
+            panel_tile_portable(half.panel(0), &half.bias[..PANEL], &x, cols, &mut slow, 20);
             for (a, b) in fast.iter().zip(&slow) {
                 assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{n}: {a} vs {b}");
             }

@@ -586,13 +586,18 @@ fn reference() -> Reference {
 
 /// The real MiniLM, or `None` (after saying so) when its files are absent and not required.
 fn real_minilm() -> Option<Embedder> {
+    real_minilm_at(Precision::F32)
+}
+
+/// [`real_minilm`] with its layers and word table at `precision`.
+fn real_minilm_at(precision: Precision) -> Option<Embedder> {
     let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
     let required = std::env::var_os("ENCLAVE_REQUIRE_MODELS").is_some_and(|v| v == "1");
     match ModelsDir::new(&dir).minilm() {
-        Ok(files) => Some(Embedder::load(&files).unwrap()),
+        Ok(files) => Some(Embedder::load_with(&files, precision).unwrap()),
         Err(WeightsError::Missing { .. }) if !required => {
             eprintln!("skipping real-weight MiniLM test: run scripts/fetch-models");
             None
@@ -631,15 +636,9 @@ fn minilm_matches_sentence_transformers_reference() {
 
 #[test]
 fn minilm_at_f16_stays_close_to_f32_and_ranks_alike() {
-    let Some(full) = real_minilm() else {
+    let (Some(full), Some(half)) = (real_minilm(), real_minilm_at(Precision::F16)) else {
         return;
     };
-    let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    let files = ModelsDir::new(&dir).minilm().unwrap();
-    let half = Embedder::load_with(&files, Precision::F16).unwrap();
     let reference = reference();
     let mut texts: Vec<&str> = reference.items.iter().map(|i| i.text.as_str()).collect();
     // Short queries and statements like those long-term memory holds.

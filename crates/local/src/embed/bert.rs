@@ -125,7 +125,7 @@ const SHORT_TOKENS: usize = MAX_BLOCK_TOKENS;
 
 impl Bert {
     /// Loads the weights under `embeddings.` and `encoder.` (or with a `bert.` prefix), the
-    /// layers' products at `precision`, and starts the pool: `RAYON_NUM_THREADS` threads, else
+    /// layers' products and the word table at `precision`, and starts the pool: `RAYON_NUM_THREADS` threads, else
     /// one per core.
     pub(crate) fn load(vb: &VarBuilder<'_>, config: &Config, precision: Precision) -> Result<Bert> {
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
@@ -431,7 +431,7 @@ impl Bert {
 
 impl Layer {
     fn load(vb: &VarBuilder<'_>, config: &Config, eps: f32, precision: Precision) -> Result<Layer> {
-        let linear = |vb: &VarBuilder<'_>, inputs, outputs| linear(vb, inputs, outputs, precision);
+        let dense = |vb: &VarBuilder<'_>, inputs, outputs| linear(vb, inputs, outputs, precision);
         let hidden = config.hidden_size;
         let attention = vb.pp("attention");
         let (mut weights, mut biases) = (Vec::new(), Vec::new());
@@ -442,14 +442,14 @@ impl Layer {
         }
         Ok(Layer {
             qkv: pack(3 * hidden, hidden, &weights, &biases, precision)?,
-            attention_out: linear(&attention.pp("output.dense"), hidden, hidden)?,
+            attention_out: dense(&attention.pp("output.dense"), hidden, hidden)?,
             attention_norm: Norm::load(&attention.pp("output.LayerNorm"), hidden, eps)?,
-            up: linear(
+            up: dense(
                 &vb.pp("intermediate.dense"),
                 hidden,
                 config.intermediate_size,
             )?,
-            down: linear(&vb.pp("output.dense"), config.intermediate_size, hidden)?,
+            down: dense(&vb.pp("output.dense"), config.intermediate_size, hidden)?,
             output_norm: Norm::load(&vb.pp("output.LayerNorm"), hidden, eps)?,
         })
     }
