@@ -66,7 +66,7 @@ const MAX_NAMESPACE_BYTES: usize = 128;
 
 /// The precision of memory's embedding model. A query is embedded on the request path, and a
 /// short text's time is mostly the pass over the layers' weights: at f16 they are half the
-/// bytes, and a query after a pause took 3.2–3.5 ms instead of 3.8–5.2 ms (`local_bench
+/// bytes, and a query after a pause took 3.0–3.5 ms instead of 3.7–5.2 ms (`local_bench
 /// embed`, `query_idle_f16_ms`, 2026-12-07); the copy holds 46 MB instead of 108 MB, and the
 /// vectors are within cosine 0.999999 of f32's. Memory has an engine of its own (never the
 /// local backend's, whose `/v1/embeddings` answers stay f32) so that every stored vector comes
