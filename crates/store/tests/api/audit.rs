@@ -9,8 +9,8 @@ use enclave_audit::{
     AuditEntry, Checkpoint, Event, LogVerifier, RequestEvent, Signer, Tree, Verifiers, hash_leaf,
 };
 use enclave_store::{
-    AppendError, AuditLog, AuditLogConfig, AuditReader, LeafTree, NewAuditEntry, SqliteAppender,
-    Store,
+    AppendError, AuditLog, AuditLogConfig, AuditReader, LeafTree, NewAuditEntry, Receipt,
+    SqliteAppender, Store,
 };
 
 use crate::backends::{Db, V1, V2, V3, each_backend, old_schema};
@@ -442,12 +442,7 @@ async fn a_commit_waits_for_announced_entries_only_while_they_are_announced() {
 
         // A request announced its entry: another's commit waits for it ...
         let announced = log.expect();
-        let mut waiting = Box::pin(log.append(request("waits").event));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            futures_now(&mut waiting).is_none(),
-            "committed while an announced entry was still coming"
-        );
+        let waiting = held(&log, "waits").await;
         // ... until it arrives: both commit together, the announced one included.
         let arrived = log.append_expected(request("announced").event, Some(announced));
         let (a, b) = (within(waiting).await, within(arrived).await);
@@ -466,12 +461,7 @@ async fn a_commit_waits_for_announced_entries_only_while_they_are_announced() {
         );
         // Withdrawn while a commit waits for it: the wait ends then, not at the delay.
         let withdrawn = log.expect();
-        let mut waiting = Box::pin(log.append(request("waits again").event));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            futures_now(&mut waiting).is_none(),
-            "committed while an announced entry was still coming"
-        );
+        let waiting = held(&log, "waits again").await;
         drop(withdrawn);
         assert_eq!(
             within(waiting)
@@ -492,6 +482,18 @@ async fn a_commit_waits_for_announced_entries_only_while_they_are_announced() {
 }
 
 /// `f`, given 20 seconds.
+/// An append of request `id` that has not committed 300 ms later (an announced entry holds
+/// its commit), still pending.
+async fn held(log: &AuditLog, id: &str) -> std::pin::Pin<Box<Receipt>> {
+    let mut waiting = Box::pin(log.append(request(id).event));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        futures_now(&mut waiting).is_none(),
+        "committed while an announced entry was still coming"
+    );
+    waiting
+}
+
 fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
     tokio::time::timeout(Duration::from_secs(20), f)
 }
