@@ -49,6 +49,10 @@ pub(crate) enum SafetyCommand {
         /// The contextual stage's uncertainty band, upper end.
         #[arg(long, default_value_t = ContextualConfig::default().band_hi)]
         band_hi: f32,
+        /// A category's band also starts at or above this quantile of the calibration split's
+        /// benign texts' inline scores (a budget on the share of benign prompts the stage sees).
+        #[arg(long, default_value_t = ContextualConfig::default().benign_quantile)]
+        benign_quantile: f32,
     },
     /// Evaluate the engine on the test split and the held-out benign texts; prints a Markdown
     /// table.
@@ -142,6 +146,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
             embed_cache,
             band_lo,
             band_hi,
+            benign_quantile,
         } => {
             let examples = load(&data)?;
             let model = train::train(&examples, &TrainConfig::default());
@@ -158,6 +163,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                 let config = ContextualConfig {
                     band_lo,
                     band_hi,
+                    benign_quantile,
                     ..ContextualConfig::default()
                 };
                 let ctx = train_contextual(&examples, &vectors, &inline_scores, &config);

@@ -384,6 +384,12 @@ pub struct ContextualConfig {
     pub band_quantile: f32,
     /// The uncertainty band's upper end.
     pub band_hi: f32,
+    /// A category's band also starts no lower than this quantile of the inline scores of the
+    /// calibration split's benign texts (labelled negative for every category), so that text
+    /// the inline stages are right about is not sent to the stage for that category: the
+    /// contextual stage costs milliseconds, and the share of benign prompts it sees is a
+    /// budget (≤ 3 %, issue 18). Clamped like the rest of the band.
+    pub benign_quantile: f32,
     /// Categories need at least this many positive texts in the train split to get a head.
     pub min_positives: usize,
 }
@@ -402,6 +408,7 @@ impl Default for ContextualConfig {
             band_lo_max: 0.5,
             band_quantile: 0.1,
             band_hi: 0.95,
+            benign_quantile: 0.98,
             min_positives: 20,
         }
     }
@@ -516,6 +523,16 @@ pub fn train_contextual(
             best
         })
         .collect();
+    // The calibration split's benign texts: negative for every category, none left unsaid.
+    let benign_inline: Vec<Scores> = calib
+        .iter()
+        .filter_map(|&i| {
+            let e = examples.get(i)?;
+            (e.labels.is_empty() && e.ignore.is_empty())
+                .then(|| inline.get(i).copied())
+                .flatten()
+        })
+        .collect();
     for (k, head) in model.heads.iter_mut().enumerate() {
         let rows: Vec<([f32; 2], bool)> = calib
             .iter()
@@ -556,13 +573,35 @@ pub fn train_contextual(
             reason = "an index into a short list"
         )]
         let at = (config.band_quantile.clamp(0.0, 1.0) * raised.len() as f32) as usize;
-        head.band_lo = raised
+        let rescue_from = raised
             .get(at.min(raised.len().saturating_sub(1)))
             .copied()
-            .unwrap_or(config.band_lo_max)
+            .unwrap_or(config.band_lo_max);
+        head.band_lo = rescue_from
+            .max(quantile(
+                &benign_inline,
+                head.category,
+                config.benign_quantile,
+            ))
             .clamp(config.band_lo, config.band_lo_max.max(config.band_lo));
     }
     model
+}
+
+/// The `q` quantile of `category`'s scores in `scores` (0 when there are none).
+fn quantile(scores: &[Scores], category: Category, q: f32) -> f32 {
+    let mut v: Vec<f32> = scores.iter().map(|s| s.get(category)).collect();
+    v.sort_by(f32::total_cmp);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into a list"
+    )]
+    let at = (q.clamp(0.0, 1.0) * v.len() as f32) as usize;
+    v.get(at.min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The lowest threshold a pack puts on a learned category (`us-federal` floors its thresholds
@@ -642,6 +681,81 @@ fn fit_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Synthetic data for one category (`violence`): positives embed to `[1, 0]`, negatives to
+    /// `[0, 1]`; the calibration positives score 0.15 inline (the stage lifts them), and of the
+    /// 40 benign calibration texts, 30 score 0.05 inline and 10 score 0.3.
+    fn band_data() -> (Vec<Example>, WindowEmbeddings, Vec<Scores>) {
+        let mut examples = Vec::new();
+        let mut vectors = Vec::new();
+        let mut inline = Vec::new();
+        let mut add = |split: Split, positive: bool, p: f32, n: usize| {
+            for k in 0..n {
+                examples.push(Example {
+                    text: format!("text {k}"),
+                    labels: if positive {
+                        vec![Category::Violence]
+                    } else {
+                        Vec::new()
+                    },
+                    ignore: Vec::new(),
+                    source: "synthetic".into(),
+                    split,
+                });
+                vectors.push(vec![if positive {
+                    vec![1.0, 0.0]
+                } else {
+                    vec![0.0, 1.0]
+                }]);
+                let mut s = Scores::default();
+                s.set(Category::Violence, p);
+                inline.push(s);
+            }
+        };
+        add(Split::Train, true, 0.5, 40);
+        add(Split::Train, false, 0.05, 40);
+        add(Split::Calibration, true, 0.15, 20);
+        add(Split::Calibration, false, 0.05, 30);
+        add(Split::Calibration, false, 0.3, 10);
+        (examples, vectors, inline)
+    }
+
+    #[test]
+    fn a_band_starts_where_the_stage_rescues_positives_or_above_the_benign_budget() {
+        let (examples, vectors, inline) = band_data();
+        let band = |benign_quantile: f32| {
+            let config = ContextualConfig {
+                benign_quantile,
+                ..ContextualConfig::default()
+            };
+            let model = train_contextual(&examples, &vectors, &inline, &config);
+            assert_eq!(model.heads().len(), 1);
+            model.heads()[0].band_lo
+        };
+        // No budget: the band starts at the rescued positives' inline score.
+        assert!((band(0.0) - 0.15).abs() < 1e-6, "{}", band(0.0));
+        // A quarter of the benign texts score 0.3: at the 0.98 quantile the band starts there,
+        // so those texts are not sent to the stage for this category.
+        assert!((band(0.98) - 0.3).abs() < 1e-6, "{}", band(0.98));
+        // Below the benign texts' 0.75 quantile the rescue point stands.
+        assert!((band(0.5) - 0.15).abs() < 1e-6, "{}", band(0.5));
+    }
+
+    #[test]
+    fn quantiles_of_a_category() {
+        let scores: Vec<Scores> = [0.1f32, 0.4, 0.2, 0.3]
+            .iter()
+            .map(|&p| {
+                let mut s = Scores::default();
+                s.set(Category::Hate, p);
+                s
+            })
+            .collect();
+        assert!((quantile(&scores, Category::Hate, 0.0) - 0.1).abs() < 1e-6);
+        assert!((quantile(&scores, Category::Hate, 0.5) - 0.3).abs() < 1e-6);
+        assert!((quantile(&scores, Category::Hate, 1.0) - 0.4).abs() < 1e-6);
+        assert!(quantile(&[], Category::Hate, 0.9).abs() < 1e-6);
+    }
 
     #[test]
     fn clause_pairs_pair_adjacent_sentences_of_longer_texts() {

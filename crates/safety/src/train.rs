@@ -629,6 +629,9 @@ pub struct CategoryReport {
     pub auprc: Option<f64>,
     /// Share of the held-out benign texts on which the category fired.
     pub benign_fpr: f64,
+    /// The threshold (0.05 to 0.95 in steps of 0.05) at which the engine's F1 on this split is
+    /// highest, with that F1: on the calibration split, where a pack's thresholds are chosen.
+    pub f1_best: (f32, f64),
 }
 
 /// The evaluation: per category, and over the held-out benign texts.
@@ -677,6 +680,27 @@ pub fn errors<'a>(
             (y != (p >= threshold)).then_some((y, p, e.text.as_str()))
         })
         .collect()
+}
+
+/// The threshold among 0.05, 0.10, … 0.95 at which `pairs` (score, label) have the highest F1
+/// (the lowest such threshold on a tie), with that F1.
+fn f1_best(pairs: &[(f32, bool)]) -> (f32, f64) {
+    let positives = pairs.iter().filter(|(_, y)| *y).count();
+    let mut best = (0.5f32, 0.0f64);
+    for step in 1..20u8 {
+        let t = f32::from(step) * 0.05;
+        let tp = pairs.iter().filter(|(s, y)| *y && *s >= t).count();
+        let predicted = pairs.iter().filter(|(s, _)| *s >= t).count();
+        if tp == 0 {
+            continue;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+        let f1 = 2.0 * tp as f64 / (predicted + positives) as f64;
+        if f1 > best.1 {
+            best = (t, f1);
+        }
+    }
+    best
 }
 
 /// Evaluates `engine` (detectors, model and pack thresholds, direction input) on the test split
@@ -738,6 +762,7 @@ pub fn evaluate_split(engine: &Engine, examples: &[Example], split: Split) -> Re
             f1,
             auprc: auprc(&pairs),
             benign_fpr: ratio(fired, benign.len()),
+            f1_best: f1_best(&pairs),
         });
     }
     let any = benign_verdicts
@@ -791,16 +816,28 @@ impl Report {
     /// The report as a Markdown table (what `docs/SAFETY.md` shows).
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
+        // The F1-best threshold is printed for the calibration split only: choosing a threshold
+        // on the test split would make its figures optimistic.
+        let choosing = self.split == Split::Calibration;
         let _ = writeln!(
             s,
-            "| category | {} pos / neg | precision | recall | F1 | AUPRC | benign FPR |",
-            self.split.as_str()
+            "| category | {} pos / neg | precision | recall | F1 | AUPRC | benign FPR |{}",
+            self.split.as_str(),
+            if choosing {
+                " F1-best threshold (F1) |"
+            } else {
+                ""
+            }
         );
-        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(
+            s,
+            "| --- | --- | --- | --- | --- | --- | --- |{}",
+            if choosing { " --- |" } else { "" }
+        );
         for r in &self.categories {
             let _ = writeln!(
                 s,
-                "| `{}` | {} / {} | {:.3} | {:.3} | {:.3} | {} | {:.2} % |",
+                "| `{}` | {} / {} | {:.3} | {:.3} | {:.3} | {} | {:.2} % |{}",
                 r.category,
                 r.positives,
                 r.negatives,
@@ -809,7 +846,12 @@ impl Report {
                 r.f1,
                 r.auprc
                     .map_or_else(|| "–".to_owned(), |a| format!("{a:.3}")),
-                r.benign_fpr * 100.0
+                r.benign_fpr * 100.0,
+                if choosing {
+                    format!(" {:.2} ({:.3}) |", r.f1_best.0, r.f1_best.1)
+                } else {
+                    String::new()
+                }
             );
         }
         let openai: Vec<f64> = self
@@ -857,6 +899,23 @@ mod tests {
         let tie = auprc(&[(0.5, true), (0.5, false)]).unwrap();
         assert!((tie - 0.5).abs() < 1e-9);
         assert_eq!(auprc(&[(0.5, false)]), None);
+    }
+
+    #[test]
+    fn the_f1_best_threshold_separates_and_prefers_the_lowest_on_a_tie() {
+        // Positives at 0.62 and 0.7, negatives at 0.3 and 0.55: every threshold in (0.55, 0.62]
+        // is perfect; the first step there is 0.6.
+        let pairs = [(0.7, true), (0.62, true), (0.55, false), (0.3, false)];
+        let (t, f1) = f1_best(&pairs);
+        assert!((t - 0.6).abs() < 1e-6, "{t}");
+        assert!((f1 - 1.0).abs() < 1e-9);
+        // One positive under a negative: the best keeps both positives (F1 0.8 at every step
+        // up to 0.2; the lowest, 0.05, is chosen).
+        let (t, f1) = f1_best(&[(0.9, true), (0.5, false), (0.2, true)]);
+        assert!((t - 0.05).abs() < 1e-6, "{t}");
+        assert!((f1 - 0.8).abs() < 1e-9);
+        // No positive scores at any step: the default 0.5 and F1 0.
+        assert_eq!(f1_best(&[(0.01, true), (0.9, false)]), (0.5, 0.0));
     }
 
     #[test]
