@@ -53,6 +53,14 @@ pub(crate) enum SafetyCommand {
         /// benign texts' inline scores (a budget on the share of benign prompts the stage sees).
         #[arg(long, default_value_t = ContextualConfig::default().benign_quantile)]
         benign_quantile: f32,
+        /// Units of the hidden layer the contextual heads share (0: logistic heads over the
+        /// embedding).
+        #[arg(long, default_value_t = ContextualConfig::default().hidden)]
+        hidden: usize,
+        /// Seed of the contextual heads' initialization and shuffle (to see how much a figure
+        /// moves with it).
+        #[arg(long, default_value_t = ContextualConfig::default().seed)]
+        seed: u64,
     },
     /// Evaluate the engine on the test split and the held-out benign texts; prints a Markdown
     /// table.
@@ -147,6 +155,8 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
             band_lo,
             band_hi,
             benign_quantile,
+            hidden,
+            seed,
         } => {
             let examples = load(&data)?;
             let model = train::train(&examples, &TrainConfig::default());
@@ -164,6 +174,8 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                     band_lo,
                     band_hi,
                     benign_quantile,
+                    hidden,
+                    seed,
                     ..ContextualConfig::default()
                 };
                 let ctx = train_contextual(&examples, &vectors, &inline_scores, &config);

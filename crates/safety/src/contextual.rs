@@ -1,5 +1,6 @@
-//! The contextual stage: logistic heads over all-MiniLM-L6-v2 sentence embeddings, run only on
-//! texts the inline stages leave uncertain, and fused with the inline score.
+//! The contextual stage: logistic heads over a shared hidden layer of rectified linear units on
+//! all-MiniLM-L6-v2 sentence embeddings (or over the embeddings directly, in weights without a
+//! layer), run only on texts the inline stages leave uncertain, and fused with the inline score.
 //!
 //! The sentence model reads meaning that a bag of n-grams cannot (a paraphrase of "follow my
 //! neighbour's phone without a warrant" shares few n-grams with it), but costs milliseconds per
@@ -7,10 +8,11 @@
 //! model's uncertainty band `[band_lo, band_hi)`. Then, per category with a head:
 //!
 //! ```text
-//! p = σ(fuse_bias + fuse_inline · logit(p_inline) + fuse_context · max_w (w·e_w + bias))
+//! p = σ(fuse_bias + fuse_inline · logit(p_inline) + fuse_context · max_w (w·h(e_w) + bias))
 //! ```
 //!
-//! where `e_w` is the embedding of window `w` of the text: [`windows`] cuts the **whole** text
+//! where `h(e) = max(0, W e + b)` is the hidden layer (the identity without one) and `e_w` is
+//! the embedding of window `w` of the text: [`windows`] cuts the **whole** text
 //! into overlapping windows of at most [`WINDOW_BYTES`] (the model reads 256 word pieces; an
 //! attacker appends, so nothing is truncated). The fusion weights are fitted on the calibration
 //! split, so `p` is a calibrated probability. Weights are made by
@@ -32,14 +34,47 @@ pub const WINDOW_OVERLAP: usize = 200;
 /// by their inline score and the highest embedded (the inline stages still read all of it).
 pub const MAX_WINDOWS: usize = 32;
 
-const MAGIC: &[u8; 8] = b"ENCCTX02";
+const MAGIC: &[u8; 8] = b"ENCCTX03";
+
+/// The previous format: the heads read the embedding directly (no hidden layer). Still read.
+const MAGIC_LINEAR: &[u8; 8] = b"ENCCTX02";
+
+/// Most units of the shared hidden layer a weights file may declare.
+const MAX_HIDDEN: usize = 4096;
+
+/// A hidden layer the heads share: `width` rectified linear units over the embedding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hidden {
+    /// Per unit, its weights over the embedding (`dims` each), unit after unit.
+    pub weights: Vec<f32>,
+    /// Per unit, its bias.
+    pub bias: Vec<f32>,
+}
+
+impl Hidden {
+    /// Number of units.
+    pub fn width(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// The units' outputs for one embedding: `max(0, b + w · x)`.
+    pub fn forward(&self, embedding: &[f32]) -> Vec<f32> {
+        let dims = embedding.len().max(1);
+        self.weights
+            .chunks_exact(dims)
+            .zip(&self.bias)
+            .map(|(w, b)| (b + w.iter().zip(embedding).map(|(a, x)| a * x).sum::<f32>()).max(0.0))
+            .collect()
+    }
+}
 
 /// One category's head and fusion weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DenseHead {
     /// The category.
     pub category: Category,
-    /// Weights over the embedding.
+    /// Weights over the embedding, or over the shared hidden layer's units when the model has
+    /// one.
     pub weights: Vec<f32>,
     /// Bias of the head's logit.
     pub bias: f32,
@@ -65,6 +100,8 @@ pub struct ContextualModel {
     /// A text goes to the contextual stage when some head's category has an inline score at or
     /// over that head's `band_lo` and under this.
     pub band_hi: f32,
+    /// The hidden layer the heads read, if any (else they read the embedding).
+    hidden: Option<Hidden>,
     heads: Vec<DenseHead>,
 }
 
@@ -83,14 +120,28 @@ fn sigmoid(z: f32) -> f32 {
 }
 
 impl ContextualModel {
-    /// A model from its parts.
+    /// A model from its parts: heads that read the embedding.
     pub fn from_parts(dims: usize, band_lo: f32, band_hi: f32, heads: Vec<DenseHead>) -> Self {
         ContextualModel {
             dims,
             band_lo,
             band_hi,
+            hidden: None,
             heads,
         }
+    }
+
+    /// The same heads reading `hidden`'s units instead of the embedding (each head's weights
+    /// then have one entry per unit).
+    #[must_use]
+    pub fn with_hidden(mut self, hidden: Hidden) -> Self {
+        self.hidden = Some(hidden);
+        self
+    }
+
+    /// The shared hidden layer, if the heads read one.
+    pub fn hidden(&self) -> Option<&Hidden> {
+        self.hidden.as_ref()
     }
 
     /// Length of the embeddings the heads read.
@@ -115,15 +166,23 @@ impl ContextualModel {
         p >= head.band_lo && p < self.band_hi
     }
 
-    /// The heads' raw logits for one embedding.
+    /// The heads' raw logits for one embedding (through the hidden layer when there is one).
     pub fn logits(&self, embedding: &[f32]) -> Vec<f32> {
+        let units;
+        let features = match &self.hidden {
+            Some(h) => {
+                units = h.forward(embedding);
+                units.as_slice()
+            }
+            None => embedding,
+        };
         self.heads
             .iter()
             .map(|h| {
                 h.bias
                     + h.weights
                         .iter()
-                        .zip(embedding)
+                        .zip(features)
                         .map(|(w, x)| w * x)
                         .sum::<f32>()
             })
@@ -163,6 +222,20 @@ impl ContextualModel {
         for v in [self.band_lo, self.band_hi] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        let width = self.hidden.as_ref().map_or(0, Hidden::width);
+        out.extend_from_slice(&u32::try_from(width).unwrap_or(u32::MAX).to_le_bytes());
+        if let Some(hidden) = &self.hidden {
+            for (b, w) in hidden
+                .bias
+                .iter()
+                .zip(hidden.weights.chunks_exact(self.dims.max(1)))
+            {
+                out.extend_from_slice(&b.to_le_bytes());
+                for x in w {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
         for h in &self.heads {
             let name = h.category.as_str().as_bytes();
             out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
@@ -191,9 +264,14 @@ impl ContextualModel {
     /// unknown category, a non-finite number, trailing bytes).
     pub fn from_bytes(bytes: &[u8]) -> Result<ContextualModel, ContextualError> {
         let mut r = Reader(bytes);
-        if r.take(MAGIC.len())? != MAGIC {
+        let magic = r.take(MAGIC.len())?;
+        let layered = if magic == MAGIC {
+            true
+        } else if magic == MAGIC_LINEAR {
+            false
+        } else {
             return Err(ContextualError("not contextual weights (bad magic)".into()));
-        }
+        };
         let dims = r.u32()? as usize;
         let count = r.u32()? as usize;
         if dims == 0 || dims > 4096 || count > Category::COUNT {
@@ -203,6 +281,27 @@ impl ContextualModel {
         }
         let band_lo = r.f32()?;
         let band_hi = r.f32()?;
+        let width = if layered { r.u32()? as usize } else { 0 };
+        if width > MAX_HIDDEN {
+            return Err(ContextualError(format!(
+                "implausible hidden layer: {width} units"
+            )));
+        }
+        let hidden = if width > 0 {
+            let mut bias = Vec::with_capacity(width);
+            // Bounded by what the bytes can hold, so a hostile header cannot make it allocate.
+            let mut weights = Vec::with_capacity(width.saturating_mul(dims).min(bytes.len() / 4));
+            for _ in 0..width {
+                bias.push(r.f32()?);
+                for _ in 0..dims {
+                    weights.push(r.f32()?);
+                }
+            }
+            Some(Hidden { weights, bias })
+        } else {
+            None
+        };
+        let inputs = if width > 0 { width } else { dims };
         let mut heads = Vec::with_capacity(count);
         for _ in 0..count {
             let len = usize::from(*r.take(1)?.first().unwrap_or(&0));
@@ -217,7 +316,9 @@ impl ContextualModel {
                     "{name}: band from {head_lo} is outside {band_lo}..{band_hi}"
                 )));
             }
-            let weights = (0..dims).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?;
+            let weights = (0..inputs)
+                .map(|_| r.f32())
+                .collect::<Result<Vec<_>, _>>()?;
             heads.push(DenseHead {
                 category,
                 weights,
@@ -235,6 +336,7 @@ impl ContextualModel {
             dims,
             band_lo,
             band_hi,
+            hidden,
             heads,
         })
     }
@@ -392,6 +494,9 @@ pub struct ContextualConfig {
     pub benign_quantile: f32,
     /// Categories need at least this many positive texts in the train split to get a head.
     pub min_positives: usize,
+    /// Units of a hidden layer (rectified linear) the heads share and train with, jointly; 0
+    /// for heads that read the embedding directly (logistic regressions).
+    pub hidden: usize,
 }
 
 impl Default for ContextualConfig {
@@ -410,6 +515,7 @@ impl Default for ContextualConfig {
             band_hi: 0.95,
             benign_quantile: 0.98,
             min_positives: 20,
+            hidden: 128,
         }
     }
 }
@@ -478,6 +584,24 @@ pub fn train_contextual(
     }
     let mut rng = crate::train::Rng::new(config.seed);
     let mut heads = Vec::new();
+    if config.hidden > 0 {
+        let (hidden, fitted) =
+            fit_layered(&rows, examples, embeddings, &cats, dims, config, &mut rng);
+        for (c, (weights, bias)) in cats.iter().zip(fitted) {
+            heads.push(DenseHead {
+                category: *c,
+                weights,
+                bias,
+                fuse_inline: 1.0,
+                fuse_context: 0.0,
+                fuse_bias: 0.0,
+                band_lo: config.band_lo,
+            });
+        }
+        let model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads)
+            .with_hidden(hidden);
+        return calibrate(model, examples, embeddings, inline, config);
+    }
     for &c in &cats {
         let labelled: Vec<(usize, usize, bool)> = rows
             .iter()
@@ -502,7 +626,18 @@ pub fn train_contextual(
             band_lo: config.band_lo,
         });
     }
-    let mut model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads);
+    let model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads);
+    calibrate(model, examples, embeddings, inline, config)
+}
+
+/// Fits each head's fusion with the inline score, and its band, on the calibration split.
+fn calibrate(
+    mut model: ContextualModel,
+    examples: &[Example],
+    embeddings: &[Vec<Vec<f32>>],
+    inline: &[Scores],
+    config: &ContextualConfig,
+) -> ContextualModel {
     // Fusion on the calibration split.
     let calib: Vec<usize> = (0..examples.len())
         .filter(|&i| {
@@ -607,6 +742,182 @@ fn quantile(scores: &[Scores], category: Category, q: f32) -> f32 {
 /// The lowest threshold a pack puts on a learned category (`us-federal` floors its thresholds
 /// at 0.2): the stage matters for a text where it lifts a positive to at least this.
 pub const BAND_REFERENCE: f32 = 0.2;
+
+/// A hidden layer of `config.hidden` rectified linear units and one logistic head per category
+/// over it, trained jointly on `rows` (example, window) by mini-batch Adam with L2 on the
+/// weights: each head's loss counts only the examples labelled for its category, positives
+/// weighted `negatives / positives` (capped). Deterministic. Returns the layer and each
+/// category's (weights, bias).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one training loop: forward, backward and the Adam step read best together"
+)]
+fn fit_layered(
+    rows: &[(usize, usize)],
+    examples: &[Example],
+    embeddings: &[Vec<Vec<f32>>],
+    cats: &[Category],
+    dims: usize,
+    config: &ContextualConfig,
+    rng: &mut crate::train::Rng,
+) -> (Hidden, Vec<(Vec<f32>, f32)>) {
+    let width = config.hidden;
+    let heads = cats.len();
+    // Labels per row and category: 1, 0, or not used (None).
+    let labels: Vec<Vec<Option<bool>>> = rows
+        .iter()
+        .map(|&(i, _)| {
+            cats.iter()
+                .map(|&c| examples.get(i).and_then(|e| e.label(c)))
+                .collect()
+        })
+        .collect();
+    let pos_weight: Vec<f32> = (0..heads)
+        .map(|k| {
+            let pos = labels
+                .iter()
+                .filter(|l| l.get(k) == Some(&Some(true)))
+                .count();
+            let neg = labels
+                .iter()
+                .filter(|l| l.get(k) == Some(&Some(false)))
+                .count();
+            #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+            let w = if pos == 0 {
+                1.0
+            } else {
+                (neg as f32 / pos as f32).clamp(1.0, config.max_positive_weight)
+            };
+            w
+        })
+        .collect();
+    // Parameters, in one vector so that Adam's state is two more: the hidden layer's weights
+    // (unit after unit), its biases, the heads' weights (head after head), their biases.
+    let (w1, b1, w2, b2) = (width * dims, width, heads * width, heads);
+    let n = w1 + b1 + w2 + b2;
+    let mut p = vec![0f32; n];
+    #[expect(clippy::cast_precision_loss, reason = "layer sizes are small")]
+    let scale1 = (3.0 / dims.max(1) as f32).sqrt();
+    #[expect(clippy::cast_precision_loss, reason = "layer sizes are small")]
+    let scale2 = (3.0 / width.max(1) as f32).sqrt();
+    #[expect(clippy::cast_precision_loss, reason = "a uniform draw in [-1, 1)")]
+    let uniform =
+        |rng: &mut crate::train::Rng| (rng.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+    for (k, v) in p.iter_mut().enumerate() {
+        if k < w1 {
+            *v = scale1 * uniform(rng);
+        } else if (w1 + b1..w1 + b1 + w2).contains(&k) {
+            *v = scale2 * uniform(rng);
+        }
+    }
+    let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+    let mut grad = vec![0f32; n];
+    let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut t = 0i32;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut units = vec![0f32; width];
+    let mut d_units = vec![0f32; width];
+    for _ in 0..config.epochs {
+        for i in (1..order.len()).rev() {
+            #[expect(clippy::cast_possible_truncation, reason = "an index below len")]
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        for batch in order.chunks(config.batch.max(1)) {
+            grad.iter_mut().for_each(|g| *g = 0.0);
+            let mut total = 0f32;
+            for &r in batch {
+                let (Some(&(i, win)), Some(y)) = (rows.get(r), labels.get(r)) else {
+                    continue;
+                };
+                let Some(x) = embeddings.get(i).and_then(|e| e.get(win)) else {
+                    continue;
+                };
+                let (hw, rest) = p.split_at(w1);
+                let (hb, rest) = rest.split_at(b1);
+                let (ow, ob) = rest.split_at(w2);
+                for ((u, w), b) in units.iter_mut().zip(hw.chunks_exact(dims)).zip(hb) {
+                    *u = (b + w.iter().zip(x).map(|(a, xi)| a * xi).sum::<f32>()).max(0.0);
+                }
+                d_units.iter_mut().for_each(|d| *d = 0.0);
+                let (g_hw, g_rest) = grad.split_at_mut(w1);
+                let (g_hb, g_rest) = g_rest.split_at_mut(b1);
+                let (g_ow, g_ob) = g_rest.split_at_mut(w2);
+                for (k, ((wk, bk), yk)) in ow.chunks_exact(width).zip(ob).zip(y).enumerate() {
+                    let Some(yk) = *yk else { continue };
+                    let z = bk + wk.iter().zip(&units).map(|(a, u)| a * u).sum::<f32>();
+                    let weight = if yk {
+                        pos_weight.get(k).copied().unwrap_or(1.0)
+                    } else {
+                        1.0
+                    };
+                    let d = weight * (sigmoid(z) - f32::from(u8::from(yk)));
+                    if let Some(g) = g_ob.get_mut(k) {
+                        *g += d;
+                    }
+                    if let Some(gw) = g_ow.chunks_exact_mut(width).nth(k) {
+                        for (g, u) in gw.iter_mut().zip(&units) {
+                            *g += d * u;
+                        }
+                    }
+                    for (du, w) in d_units.iter_mut().zip(wk) {
+                        *du += d * w;
+                    }
+                    total += weight;
+                }
+                for ((du, u), (gw, gb)) in d_units
+                    .iter()
+                    .zip(&units)
+                    .zip(g_hw.chunks_exact_mut(dims).zip(g_hb.iter_mut()))
+                {
+                    if *u <= 0.0 || *du == 0.0 {
+                        continue;
+                    }
+                    *gb += du;
+                    for (g, xi) in gw.iter_mut().zip(x) {
+                        *g += du * xi;
+                    }
+                }
+            }
+            if total == 0.0 {
+                continue;
+            }
+            // The mean over the batch's labelled (row, head) pairs, per head on average.
+            #[expect(clippy::cast_precision_loss, reason = "head counts are small")]
+            let total = (total / heads.max(1) as f32).max(1.0);
+            t += 1;
+            let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+            for (k, ((pk, gk), (mk, vk))) in p
+                .iter_mut()
+                .zip(&grad)
+                .zip(m.iter_mut().zip(v.iter_mut()))
+                .enumerate()
+            {
+                let is_weight = k < w1 || (w1 + b1..w1 + b1 + w2).contains(&k);
+                let mut g = gk / total;
+                if is_weight {
+                    g += config.l2 * *pk;
+                }
+                *mk = beta1 * *mk + (1.0 - beta1) * g;
+                *vk = beta2 * *vk + (1.0 - beta2) * g * g;
+                *pk -= config.learning_rate * (*mk / c1) / ((*vk / c2).sqrt() + eps);
+            }
+        }
+    }
+    let (hw, rest) = p.split_at(w1);
+    let (hb, rest) = rest.split_at(b1);
+    let (ow, ob) = rest.split_at(w2);
+    let hidden = Hidden {
+        weights: hw.to_vec(),
+        bias: hb.to_vec(),
+    };
+    let fitted = ow
+        .chunks_exact(width)
+        .zip(ob)
+        .map(|(w, b)| (w.to_vec(), *b))
+        .collect();
+    (hidden, fitted)
+}
 
 /// Weighted logistic regression by mini-batch Adam with L2; deterministic.
 fn fit_head(
@@ -861,10 +1172,10 @@ mod tests {
         );
         let bytes = m.to_bytes();
         assert_eq!(ContextualModel::from_bytes(&bytes).unwrap(), m);
-        // A head's band outside the model's is refused (offset: magic, shape, band, name,
-        // four parameters).
+        // A head's band outside the model's is refused (offset: magic, shape, band, hidden
+        // width, name, four parameters).
         let mut outside = bytes.clone();
-        let at = 8 + 8 + 8 + 1 + "surveillance/us-persons".len() + 16;
+        let at = 8 + 8 + 8 + 4 + 1 + "surveillance/us-persons".len() + 16;
         outside.splice(at..at + 4, 0.05f32.to_le_bytes());
         assert!(ContextualModel::from_bytes(&outside).is_err());
         // The earlier format (one band for all heads) is refused by its magic.
@@ -881,6 +1192,53 @@ mod tests {
         let at = nan.len() - 4;
         nan.splice(at.., f32::NAN.to_le_bytes());
         assert!(ContextualModel::from_bytes(&nan).is_err());
+    }
+
+    #[test]
+    fn a_hidden_layer_round_trips_feeds_the_heads_and_hostile_shapes_are_refused() {
+        let head = DenseHead {
+            category: Category::Violence,
+            weights: vec![2.0, -1.0],
+            bias: 0.5,
+            fuse_inline: 0.5,
+            fuse_context: 1.0,
+            fuse_bias: 0.0,
+            band_lo: 0.2,
+        };
+        // Two units over a 3-d embedding: u0 = max(0, 0.1 + x0 - x1), u1 = max(0, -1 + x2).
+        let hidden = Hidden {
+            weights: vec![1.0, -1.0, 0.0, 0.0, 0.0, 1.0],
+            bias: vec![0.1, -1.0],
+        };
+        let m = ContextualModel::from_parts(3, 0.1, 0.9, vec![head.clone()]).with_hidden(hidden);
+        // x = (1, 0.5, 3): u = (0.6, 2); logit = 0.5 + 2·0.6 − 2 = −0.3.
+        let z = m.logits(&[1.0, 0.5, 3.0]);
+        assert!((z[0] + 0.3).abs() < 1e-6, "{z:?}");
+        // A negative pre-activation is cut at zero: x = (0, 1, 0) gives u = (0, 0), logit 0.5.
+        assert!((m.logits(&[0.0, 1.0, 0.0])[0] - 0.5).abs() < 1e-6);
+        let bytes = m.to_bytes();
+        assert_eq!(ContextualModel::from_bytes(&bytes).unwrap(), m);
+        for cut in 0..bytes.len() {
+            assert!(ContextualModel::from_bytes(bytes.get(..cut).unwrap()).is_err());
+        }
+        // An implausible width is refused before anything is allocated for it.
+        let mut wide = bytes.clone();
+        wide.splice(24..28, u32::MAX.to_le_bytes());
+        assert!(ContextualModel::from_bytes(&wide).is_err());
+        // The previous format (heads over the embedding, no width field) is still read.
+        let linear = ContextualModel::from_parts(
+            2,
+            0.1,
+            0.9,
+            vec![DenseHead {
+                weights: vec![1.0, 1.0],
+                ..head
+            }],
+        );
+        let mut old = linear.to_bytes();
+        old.splice(..8, *b"ENCCTX02");
+        old.drain(24..28);
+        assert_eq!(ContextualModel::from_bytes(&old).unwrap(), linear);
     }
 
     #[test]
