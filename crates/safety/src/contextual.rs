@@ -743,6 +743,61 @@ fn quantile(scores: &[Scores], category: Category, q: f32) -> f32 {
 /// at 0.2): the stage matters for a text where it lifts a positive to at least this.
 pub const BAND_REFERENCE: f32 = 0.2;
 
+/// Fisher–Yates with the seeded generator.
+fn shuffle(order: &mut [usize], rng: &mut crate::train::Rng) {
+    for i in (1..order.len()).rev() {
+        #[expect(clippy::cast_possible_truncation, reason = "an index below len")]
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
+/// Adam's state for one vector of parameters.
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    fn new(n: usize) -> Self {
+        Adam {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        }
+    }
+
+    /// One step on `params` down `grad` (summed over a batch of weight `total`), with L2 on
+    /// the parameters `decayed` names.
+    fn step(
+        &mut self,
+        params: &mut [f32],
+        grad: &[f32],
+        total: f32,
+        config: &ContextualConfig,
+        decayed: impl Fn(usize) -> bool,
+    ) {
+        let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        self.t += 1;
+        let (c1, c2) = (1.0 - beta1.powi(self.t), 1.0 - beta2.powi(self.t));
+        for (k, ((pk, gk), (mk, vk))) in params
+            .iter_mut()
+            .zip(grad)
+            .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+            .enumerate()
+        {
+            let mut g = gk / total;
+            if decayed(k) {
+                g += config.l2 * *pk;
+            }
+            *mk = beta1 * *mk + (1.0 - beta1) * g;
+            *vk = beta2 * *vk + (1.0 - beta2) * g * g;
+            *pk -= config.learning_rate * (*mk / c1) / ((*vk / c2).sqrt() + eps);
+        }
+    }
+}
+
 /// A hidden layer of `config.hidden` rectified linear units and one logistic head per category
 /// over it, trained jointly on `rows` (example, window) by mini-batch Adam with L2 on the
 /// weights: each head's loss counts only the examples labelled for its category, positives
@@ -810,19 +865,13 @@ fn fit_layered(
             *v = scale2 * uniform(rng);
         }
     }
-    let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+    let mut adam = Adam::new(n);
     let mut grad = vec![0f32; n];
-    let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let mut t = 0i32;
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut units = vec![0f32; width];
     let mut d_units = vec![0f32; width];
     for _ in 0..config.epochs {
-        for i in (1..order.len()).rev() {
-            #[expect(clippy::cast_possible_truncation, reason = "an index below len")]
-            let j = (rng.next() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
+        shuffle(&mut order, rng);
         for batch in order.chunks(config.batch.max(1)) {
             grad.iter_mut().for_each(|g| *g = 0.0);
             let mut total = 0f32;
@@ -885,23 +934,9 @@ fn fit_layered(
             // The mean over the batch's labelled (row, head) pairs, per head on average.
             #[expect(clippy::cast_precision_loss, reason = "head counts are small")]
             let total = (total / heads.max(1) as f32).max(1.0);
-            t += 1;
-            let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-            for (k, ((pk, gk), (mk, vk))) in p
-                .iter_mut()
-                .zip(&grad)
-                .zip(m.iter_mut().zip(v.iter_mut()))
-                .enumerate()
-            {
-                let is_weight = k < w1 || (w1 + b1..w1 + b1 + w2).contains(&k);
-                let mut g = gk / total;
-                if is_weight {
-                    g += config.l2 * *pk;
-                }
-                *mk = beta1 * *mk + (1.0 - beta1) * g;
-                *vk = beta2 * *vk + (1.0 - beta2) * g * g;
-                *pk -= config.learning_rate * (*mk / c1) / ((*vk / c2).sqrt() + eps);
-            }
+            adam.step(&mut p, &grad, total, config, |k| {
+                k < w1 || (w1 + b1..w1 + b1 + w2).contains(&k)
+            });
         }
     }
     let (hw, rest) = p.split_at(w1);
@@ -930,18 +965,11 @@ fn fit_head(
 ) -> (Vec<f32>, f32) {
     let n = dims + 1;
     let mut w = vec![0f32; n];
-    let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
-    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let mut t = 0i32;
+    let mut adam = Adam::new(n);
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut grad = vec![0f32; n];
     for _ in 0..config.epochs {
-        // Fisher–Yates with the seeded generator.
-        for i in (1..order.len()).rev() {
-            #[expect(clippy::cast_possible_truncation, reason = "an index below len")]
-            let j = (rng.next() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
+        shuffle(&mut order, rng);
         for batch in order.chunks(config.batch.max(1)) {
             grad.iter_mut().for_each(|g| *g = 0.0);
             let mut total = 0f32;
@@ -967,22 +995,7 @@ fn fit_head(
             if total == 0.0 {
                 continue;
             }
-            t += 1;
-            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-            for k in 0..n {
-                let (Some(wk), Some(gk), Some(mk), Some(vk)) =
-                    (w.get_mut(k), grad.get(k), m.get_mut(k), v.get_mut(k))
-                else {
-                    continue;
-                };
-                let mut g = gk / total;
-                if k < dims {
-                    g += config.l2 * *wk;
-                }
-                *mk = b1 * *mk + (1.0 - b1) * g;
-                *vk = b2 * *vk + (1.0 - b2) * g * g;
-                *wk -= config.learning_rate * (*mk / c1) / ((*vk / c2).sqrt() + eps);
-            }
+            adam.step(&mut w, &grad, total, config, |k| k < dims);
         }
     }
     let bias = w.pop().unwrap_or(0.0);
