@@ -583,50 +583,49 @@ pub fn train_contextual(
         }
     }
     let mut rng = crate::train::Rng::new(config.seed);
-    let mut heads = Vec::new();
-    if config.hidden > 0 {
+    // Each head's (weights, bias), over the hidden layer when there is one.
+    let (hidden, fitted) = if config.hidden > 0 {
         let (hidden, fitted) =
             fit_layered(&rows, examples, embeddings, &cats, dims, config, &mut rng);
-        for (c, (weights, bias)) in cats.iter().zip(fitted) {
-            heads.push(DenseHead {
-                category: *c,
-                weights,
-                bias,
-                fuse_inline: 1.0,
-                fuse_context: 0.0,
-                fuse_bias: 0.0,
-                band_lo: config.band_lo,
-            });
+        (Some(hidden), fitted)
+    } else {
+        let mut fitted = Vec::new();
+        for &c in &cats {
+            let labelled: Vec<(usize, usize, bool)> = rows
+                .iter()
+                .filter_map(|&(i, w)| Some((i, w, examples.get(i)?.label(c)?)))
+                .collect();
+            let pos = labelled.iter().filter(|r| r.2).count();
+            let neg = labelled.len() - pos;
+            #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+            let pos_weight = if pos == 0 {
+                1.0
+            } else {
+                (neg as f32 / pos as f32).clamp(1.0, config.max_positive_weight)
+            };
+            fitted.push(fit_head(
+                &labelled, embeddings, dims, pos_weight, config, &mut rng,
+            ));
         }
-        let model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads)
-            .with_hidden(hidden);
-        return calibrate(model, examples, embeddings, inline, config);
-    }
-    for &c in &cats {
-        let labelled: Vec<(usize, usize, bool)> = rows
-            .iter()
-            .filter_map(|&(i, w)| Some((i, w, examples.get(i)?.label(c)?)))
-            .collect();
-        let pos = labelled.iter().filter(|r| r.2).count();
-        let neg = labelled.len() - pos;
-        #[expect(clippy::cast_precision_loss, reason = "counts are small")]
-        let pos_weight = if pos == 0 {
-            1.0
-        } else {
-            (neg as f32 / pos as f32).clamp(1.0, config.max_positive_weight)
-        };
-        let (weights, bias) = fit_head(&labelled, embeddings, dims, pos_weight, config, &mut rng);
-        heads.push(DenseHead {
-            category: c,
+        (None, fitted)
+    };
+    let heads = cats
+        .iter()
+        .zip(fitted)
+        .map(|(&category, (weights, bias))| DenseHead {
+            category,
             weights,
             bias,
             fuse_inline: 1.0,
             fuse_context: 0.0,
             fuse_bias: 0.0,
             band_lo: config.band_lo,
-        });
+        })
+        .collect();
+    let mut model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads);
+    if let Some(hidden) = hidden {
+        model = model.with_hidden(hidden);
     }
-    let model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads);
     calibrate(model, examples, embeddings, inline, config)
 }
 
@@ -701,17 +700,7 @@ fn calibrate(
             .map(|([zi, _], _)| sigmoid(*zi))
             .collect();
         raised.sort_by(f32::total_cmp);
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "an index into a short list"
-        )]
-        let at = (config.band_quantile.clamp(0.0, 1.0) * raised.len() as f32) as usize;
-        let rescue_from = raised
-            .get(at.min(raised.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(config.band_lo_max);
+        let rescue_from = quantile_of(&raised, config.band_quantile).unwrap_or(config.band_lo_max);
         head.band_lo = rescue_from
             .max(quantile(
                 &benign_inline,
@@ -727,16 +716,20 @@ fn calibrate(
 fn quantile(scores: &[Scores], category: Category, q: f32) -> f32 {
     let mut v: Vec<f32> = scores.iter().map(|s| s.get(category)).collect();
     v.sort_by(f32::total_cmp);
+    quantile_of(&v, q).unwrap_or(0.0)
+}
+
+/// The `q` quantile of `sorted` (the value at index `⌊q · len⌋`, the last at `q = 1`); `None`
+/// when it is empty.
+fn quantile_of(sorted: &[f32], q: f32) -> Option<f32> {
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         clippy::cast_precision_loss,
         reason = "an index into a list"
     )]
-    let at = (q.clamp(0.0, 1.0) * v.len() as f32) as usize;
-    v.get(at.min(v.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0.0)
+    let at = (q.clamp(0.0, 1.0) * sorted.len() as f32) as usize;
+    sorted.get(at.min(sorted.len().saturating_sub(1))).copied()
 }
 
 /// The lowest threshold a pack puts on a learned category (`us-federal` floors its thresholds
@@ -749,6 +742,23 @@ fn shuffle(order: &mut [usize], rng: &mut crate::train::Rng) {
         #[expect(clippy::cast_possible_truncation, reason = "an index below len")]
         let j = (rng.next() % (i as u64 + 1)) as usize;
         order.swap(i, j);
+    }
+}
+
+/// Calls `step` on each mini-batch of `rows` row indices, for `config.epochs` epochs, each
+/// epoch in a new order drawn from `rng`.
+fn for_batches(
+    rows: usize,
+    config: &ContextualConfig,
+    rng: &mut crate::train::Rng,
+    mut step: impl FnMut(&[usize]),
+) {
+    let mut order: Vec<usize> = (0..rows).collect();
+    for _ in 0..config.epochs {
+        shuffle(&mut order, rng);
+        for batch in order.chunks(config.batch.max(1)) {
+            step(batch);
+        }
     }
 }
 
@@ -867,78 +877,74 @@ fn fit_layered(
     }
     let mut adam = Adam::new(n);
     let mut grad = vec![0f32; n];
-    let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut units = vec![0f32; width];
     let mut d_units = vec![0f32; width];
-    for _ in 0..config.epochs {
-        shuffle(&mut order, rng);
-        for batch in order.chunks(config.batch.max(1)) {
-            grad.iter_mut().for_each(|g| *g = 0.0);
-            let mut total = 0f32;
-            for &r in batch {
-                let (Some(&(i, win)), Some(y)) = (rows.get(r), labels.get(r)) else {
-                    continue;
-                };
-                let Some(x) = embeddings.get(i).and_then(|e| e.get(win)) else {
-                    continue;
-                };
-                let (hw, rest) = p.split_at(w1);
-                let (hb, rest) = rest.split_at(b1);
-                let (ow, ob) = rest.split_at(w2);
-                for ((u, w), b) in units.iter_mut().zip(hw.chunks_exact(dims)).zip(hb) {
-                    *u = (b + w.iter().zip(x).map(|(a, xi)| a * xi).sum::<f32>()).max(0.0);
-                }
-                d_units.iter_mut().for_each(|d| *d = 0.0);
-                let (g_hw, g_rest) = grad.split_at_mut(w1);
-                let (g_hb, g_rest) = g_rest.split_at_mut(b1);
-                let (g_ow, g_ob) = g_rest.split_at_mut(w2);
-                for (k, ((wk, bk), yk)) in ow.chunks_exact(width).zip(ob).zip(y).enumerate() {
-                    let Some(yk) = *yk else { continue };
-                    let z = bk + wk.iter().zip(&units).map(|(a, u)| a * u).sum::<f32>();
-                    let weight = if yk {
-                        pos_weight.get(k).copied().unwrap_or(1.0)
-                    } else {
-                        1.0
-                    };
-                    let d = weight * (sigmoid(z) - f32::from(u8::from(yk)));
-                    if let Some(g) = g_ob.get_mut(k) {
-                        *g += d;
-                    }
-                    if let Some(gw) = g_ow.chunks_exact_mut(width).nth(k) {
-                        for (g, u) in gw.iter_mut().zip(&units) {
-                            *g += d * u;
-                        }
-                    }
-                    for (du, w) in d_units.iter_mut().zip(wk) {
-                        *du += d * w;
-                    }
-                    total += weight;
-                }
-                for ((du, u), (gw, gb)) in d_units
-                    .iter()
-                    .zip(&units)
-                    .zip(g_hw.chunks_exact_mut(dims).zip(g_hb.iter_mut()))
-                {
-                    if *u <= 0.0 || *du == 0.0 {
-                        continue;
-                    }
-                    *gb += du;
-                    for (g, xi) in gw.iter_mut().zip(x) {
-                        *g += du * xi;
-                    }
-                }
-            }
-            if total == 0.0 {
+    for_batches(rows.len(), config, rng, |batch| {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let mut total = 0f32;
+        for &r in batch {
+            let (Some(&(i, win)), Some(y)) = (rows.get(r), labels.get(r)) else {
                 continue;
+            };
+            let Some(x) = embeddings.get(i).and_then(|e| e.get(win)) else {
+                continue;
+            };
+            let (hw, rest) = p.split_at(w1);
+            let (hb, rest) = rest.split_at(b1);
+            let (ow, ob) = rest.split_at(w2);
+            for ((u, w), b) in units.iter_mut().zip(hw.chunks_exact(dims)).zip(hb) {
+                *u = (b + w.iter().zip(x).map(|(a, xi)| a * xi).sum::<f32>()).max(0.0);
             }
-            // The mean over the batch's labelled (row, head) pairs, per head on average.
-            #[expect(clippy::cast_precision_loss, reason = "head counts are small")]
-            let total = (total / heads.max(1) as f32).max(1.0);
-            adam.step(&mut p, &grad, total, config, |k| {
-                k < w1 || (w1 + b1..w1 + b1 + w2).contains(&k)
-            });
+            d_units.iter_mut().for_each(|d| *d = 0.0);
+            let (g_hw, g_rest) = grad.split_at_mut(w1);
+            let (g_hb, g_rest) = g_rest.split_at_mut(b1);
+            let (g_ow, g_ob) = g_rest.split_at_mut(w2);
+            for (k, ((wk, bk), yk)) in ow.chunks_exact(width).zip(ob).zip(y).enumerate() {
+                let Some(yk) = *yk else { continue };
+                let z = bk + wk.iter().zip(&units).map(|(a, u)| a * u).sum::<f32>();
+                let weight = if yk {
+                    pos_weight.get(k).copied().unwrap_or(1.0)
+                } else {
+                    1.0
+                };
+                let d = weight * (sigmoid(z) - f32::from(u8::from(yk)));
+                if let Some(g) = g_ob.get_mut(k) {
+                    *g += d;
+                }
+                if let Some(gw) = g_ow.chunks_exact_mut(width).nth(k) {
+                    for (g, u) in gw.iter_mut().zip(&units) {
+                        *g += d * u;
+                    }
+                }
+                for (du, w) in d_units.iter_mut().zip(wk) {
+                    *du += d * w;
+                }
+                total += weight;
+            }
+            for ((du, u), (gw, gb)) in d_units
+                .iter()
+                .zip(&units)
+                .zip(g_hw.chunks_exact_mut(dims).zip(g_hb.iter_mut()))
+            {
+                if *u <= 0.0 || *du == 0.0 {
+                    continue;
+                }
+                *gb += du;
+                for (g, xi) in gw.iter_mut().zip(x) {
+                    *g += du * xi;
+                }
+            }
         }
-    }
+        if total == 0.0 {
+            return;
+        }
+        // The mean over the batch's labelled (row, head) pairs, per head on average.
+        #[expect(clippy::cast_precision_loss, reason = "head counts are small")]
+        let total = (total / heads.max(1) as f32).max(1.0);
+        adam.step(&mut p, &grad, total, config, |k| {
+            k < w1 || (w1 + b1..w1 + b1 + w2).contains(&k)
+        });
+    });
     let (hw, rest) = p.split_at(w1);
     let (hb, rest) = rest.split_at(b1);
     let (ow, ob) = rest.split_at(w2);
@@ -966,38 +972,34 @@ fn fit_head(
     let n = dims + 1;
     let mut w = vec![0f32; n];
     let mut adam = Adam::new(n);
-    let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut grad = vec![0f32; n];
-    for _ in 0..config.epochs {
-        shuffle(&mut order, rng);
-        for batch in order.chunks(config.batch.max(1)) {
-            grad.iter_mut().for_each(|g| *g = 0.0);
-            let mut total = 0f32;
-            for &r in batch {
-                let Some(&(i, win, y)) = rows.get(r) else {
-                    continue;
-                };
-                let Some(x) = embeddings.get(i).and_then(|e| e.get(win)) else {
-                    continue;
-                };
-                let z = w.last().copied().unwrap_or(0.0)
-                    + w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
-                let weight = if y { pos_weight } else { 1.0 };
-                let d = weight * (sigmoid(z) - f32::from(u8::from(y)));
-                for (g, xi) in grad.iter_mut().zip(x) {
-                    *g += d * xi;
-                }
-                if let Some(g) = grad.last_mut() {
-                    *g += d;
-                }
-                total += weight;
-            }
-            if total == 0.0 {
+    for_batches(rows.len(), config, rng, |batch| {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let mut total = 0f32;
+        for &r in batch {
+            let Some(&(i, win, y)) = rows.get(r) else {
                 continue;
+            };
+            let Some(x) = embeddings.get(i).and_then(|e| e.get(win)) else {
+                continue;
+            };
+            let z =
+                w.last().copied().unwrap_or(0.0) + w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+            let weight = if y { pos_weight } else { 1.0 };
+            let d = weight * (sigmoid(z) - f32::from(u8::from(y)));
+            for (g, xi) in grad.iter_mut().zip(x) {
+                *g += d * xi;
             }
-            adam.step(&mut w, &grad, total, config, |k| k < dims);
+            if let Some(g) = grad.last_mut() {
+                *g += d;
+            }
+            total += weight;
         }
-    }
+        if total == 0.0 {
+            return;
+        }
+        adam.step(&mut w, &grad, total, config, |k| k < dims);
+    });
     let bias = w.pop().unwrap_or(0.0);
     (w, bias)
 }
