@@ -41,11 +41,7 @@ pub(crate) fn load_embedder(dir: Option<&Path>) -> Result<Arc<LocalEmbed>, Failu
 
 /// The contextual weights: `file`, or the committed ones.
 pub(crate) fn load_model(file: Option<&PathBuf>) -> Result<ContextualModel, Failure> {
-    let bytes = match file {
-        Some(path) => std::fs::read(path)
-            .map_err(|e| Failure::machinery(format!("reading {}: {e}", path.display())))?,
-        None => enclave_safety::BUILTIN_CONTEXTUAL_MODEL.to_vec(),
-    };
+    let bytes = crate::safety::weight_bytes(file, enclave_safety::BUILTIN_CONTEXTUAL_MODEL)?;
     ContextualModel::from_bytes(&bytes).map_err(|e| Failure::machinery(e.to_string()))
 }
 

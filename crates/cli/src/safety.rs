@@ -239,13 +239,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
         } => {
             let examples = load(&data)?;
             let pack = load_pack(pack.as_deref(), pack_file.as_ref())?;
-            let bytes = match model {
-                Some(path) => std::fs::read(&path)
-                    .map_err(|e| Failure::machinery(format!("reading {}: {e}", path.display())))?,
-                None => enclave_safety::BUILTIN_NGRAM_MODEL.to_vec(),
-            };
-            let ngram =
-                NgramModel::from_bytes(&bytes).map_err(|e| Failure::machinery(e.to_string()))?;
+            let ngram = load_ngram(model.as_ref())?;
             let engine = match models_arg(models.as_ref()) {
                 Some(dir) => Engine::with_contextual(
                     pack,
@@ -265,4 +259,19 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
             Ok(train::evaluate_split(&engine, &examples, split).to_markdown())
         }
     }
+}
+
+/// The bytes of `file`, or `builtin` (weights compiled in) when there is none.
+pub(crate) fn weight_bytes(file: Option<&PathBuf>, builtin: &[u8]) -> Result<Vec<u8>, Failure> {
+    match file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| Failure::machinery(format!("reading {}: {e}", path.display()))),
+        None => Ok(builtin.to_vec()),
+    }
+}
+
+/// The n-gram weights in `file`, or the committed ones.
+pub(crate) fn load_ngram(file: Option<&PathBuf>) -> Result<NgramModel, Failure> {
+    let bytes = weight_bytes(file, enclave_safety::BUILTIN_NGRAM_MODEL)?;
+    NgramModel::from_bytes(&bytes).map_err(|e| Failure::machinery(e.to_string()))
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use enclave_safety::{Direction, Embed, Engine, Pack};
+use enclave_safety::{Direction, Embed, Engine, EngineError, Pack};
 use serde_json::{Map, Value, json};
 
 use crate::{Failure, Outcome};
@@ -39,6 +39,14 @@ pub(crate) struct ScreenArgs {
     /// Screen with the inline stages only (no sentence model).
     #[arg(long)]
     no_contextual: bool,
+    /// n-gram weights to screen with instead of the committed ones (as `enclave safety train
+    /// --out` writes them), to try retrained weights before building them in.
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Contextual heads to screen with instead of the committed ones (as `enclave safety train
+    /// --contextual-out` writes them).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_contextual")]
+    contextual: Option<PathBuf>,
 }
 
 /// `--direction`.
@@ -92,8 +100,22 @@ pub(crate) fn run(args: &ScreenArgs) -> Outcome {
             }
         }
     };
-    let engine =
-        Engine::with_committed(pack, embed).map_err(|e| Failure::machinery(e.to_string()))?;
+    let engine = if args.model.is_none() && args.contextual.is_none() {
+        Engine::with_committed(pack, embed)
+    } else {
+        let ngram = crate::safety::load_ngram(args.model.as_ref())?;
+        match embed {
+            Some(embed) => Engine::with_contextual(
+                pack,
+                vec![Box::new(ngram)],
+                crate::contextual::load_model(args.contextual.as_ref())?,
+                embed,
+            ),
+            None if !pack.denied_topics().is_empty() => Err(EngineError::TopicsUnscored),
+            None => Ok(Engine::new(pack, vec![Box::new(ngram)])),
+        }
+    }
+    .map_err(|e| Failure::machinery(e.to_string()))?;
     let direction = Direction::from(args.direction);
     let stdin = io::stdin();
     let mut input = stdin.lock();
