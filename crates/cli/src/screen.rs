@@ -91,9 +91,10 @@ pub(crate) fn run(args: &ScreenArgs) -> Outcome {
     } else {
         match crate::contextual::load_embedder(args.models.as_deref()) {
             Ok(embed) => Some(embed),
-            // An explicit directory without the model is a usage error; the default one is
-            // optional (a pack that denies topics then fails below).
-            Err(e) if args.models.is_some() => return Err(e),
+            // An explicit directory without the model is a usage error, and so are contextual
+            // weights that would go unused; the default directory is optional (a pack that
+            // denies topics then fails below).
+            Err(e) if args.models.is_some() || args.contextual.is_some() => return Err(e),
             Err(e) => {
                 eprintln!("enclave screen: contextual stage off: {}", e.message());
                 None

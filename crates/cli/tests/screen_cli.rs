@@ -206,6 +206,24 @@ fn weights_from_files_screen_like_the_committed_ones_and_bad_files_are_refused()
         input.as_bytes(),
     );
     assert_eq!(out.status.code(), Some(2));
+    // Contextual weights asked for where the sentence model is not found would go unused: a
+    // usage error, not an inline-only screen.
+    let empty = dir.path().join("no-models");
+    std::fs::create_dir_all(&empty).unwrap();
+    let heads = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../safety/models/contextual.bin"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .args(["screen", "--contextual", heads])
+        .current_dir(dir.path())
+        .env_remove("ENCLAVE_CONFIG")
+        .env("ENCLAVE_MODELS_DIR", &empty)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all-MiniLM-L6-v2"));
 }
 
 #[test]

@@ -109,12 +109,13 @@ struct ChatJob {
     events: mpsc::Sender<ChatEvent>,
 }
 
-/// Texts to embed, and where the vectors and the token count go.
 /// What the embedding worker answers: the vectors and the tokens read, or why not.
 type EmbedAnswer = Result<(Vec<Vec<f32>>, usize), String>;
 
+/// Where an embedding job's answer goes.
 type EmbedReply = oneshot::Sender<EmbedAnswer>;
 
+/// Texts to embed, and where the vectors and the token count go.
 struct EmbedJob {
     texts: Vec<String>,
     reply: EmbedReply,

@@ -59,7 +59,8 @@ impl Hidden {
 
     /// The units' outputs for one embedding: `max(0, b + w · x)`.
     pub fn forward(&self, embedding: &[f32]) -> Vec<f32> {
-        let dims = embedding.len().max(1);
+        // Each unit's row is as long as the embeddings the layer was made for.
+        let dims = (self.weights.len() / self.width().max(1)).max(1);
         self.weights
             .chunks_exact(dims)
             .zip(&self.bias)
@@ -137,11 +138,6 @@ impl ContextualModel {
     pub fn with_hidden(mut self, hidden: Hidden) -> Self {
         self.hidden = Some(hidden);
         self
-    }
-
-    /// The shared hidden layer, if the heads read one.
-    pub fn hidden(&self) -> Option<&Hidden> {
-        self.hidden.as_ref()
     }
 
     /// Length of the embeddings the heads read.
