@@ -57,6 +57,14 @@ pub(crate) enum SafetyCommand {
         /// embedding).
         #[arg(long, default_value_t = ContextualConfig::default().hidden)]
         hidden: usize,
+        /// Members of the contextual ensemble (each its own hidden layer and heads; the
+        /// logits are averaged), 1 to 16.
+        #[arg(
+            long,
+            default_value_t = u16::try_from(ContextualConfig::default().members).unwrap_or(1),
+            value_parser = clap::value_parser!(u16).range(1..=16)
+        )]
+        members: u16,
         /// Seed of the contextual heads' initialization and shuffle (to see how much a figure
         /// moves with it).
         #[arg(long, default_value_t = ContextualConfig::default().seed)]
@@ -156,6 +164,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
             band_hi,
             benign_quantile,
             hidden,
+            members,
             seed,
         } => {
             let examples = load(&data)?;
@@ -175,6 +184,7 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                     band_hi,
                     benign_quantile,
                     hidden,
+                    members: usize::from(members),
                     seed,
                     ..ContextualConfig::default()
                 };
@@ -185,8 +195,9 @@ pub(crate) fn run(cmd: SafetyCommand) -> Outcome {
                 })?;
                 let _ = writeln!(
                     report,
-                    "trained {} contextual heads (band {band_lo}..{band_hi}); wrote {} bytes to {}",
+                    "trained {} contextual heads, {} members (band {band_lo}..{band_hi}); wrote {} bytes to {}",
                     ctx.heads().len(),
+                    ctx.member_count(),
                     bytes.len(),
                     contextual_out.display()
                 );

@@ -34,13 +34,20 @@ pub const WINDOW_OVERLAP: usize = 200;
 /// by their inline score and the highest embedded (the inline stages still read all of it).
 pub const MAX_WINDOWS: usize = 32;
 
-const MAGIC: &[u8; 8] = b"ENCCTX03";
+const MAGIC: &[u8; 8] = b"ENCCTX04";
+
+/// The previous format: one member (the heads and the hidden layer), no further members. Still
+/// read.
+const MAGIC_SINGLE: &[u8; 8] = b"ENCCTX03";
 
 /// The previous format: the heads read the embedding directly (no hidden layer). Still read.
 const MAGIC_LINEAR: &[u8; 8] = b"ENCCTX02";
 
 /// Most units of the shared hidden layer a weights file may declare.
 const MAX_HIDDEN: usize = 4096;
+
+/// Most members of the ensemble a weights file may declare (the first included).
+pub const MAX_MEMBERS: usize = 16;
 
 /// A hidden layer the heads share: `width` rectified linear units over the embedding.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,6 +72,34 @@ impl Hidden {
             .chunks_exact(dims)
             .zip(&self.bias)
             .map(|(w, b)| (b + w.iter().zip(embedding).map(|(a, x)| a * x).sum::<f32>()).max(0.0))
+            .collect()
+    }
+}
+
+/// A further member of the ensemble: its own hidden layer (or none) and, per head in the
+/// model's head order, the head's weights over that layer's units (or the embedding) and bias.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// The member's hidden layer, if any.
+    pub hidden: Option<Hidden>,
+    /// Per head: weights and bias.
+    pub heads: Vec<(Vec<f32>, f32)>,
+}
+
+impl Member {
+    /// The member's logit for each head.
+    fn logits(&self, embedding: &[f32]) -> Vec<f32> {
+        let units;
+        let features = match &self.hidden {
+            Some(h) => {
+                units = h.forward(embedding);
+                units.as_slice()
+            }
+            None => embedding,
+        };
+        self.heads
+            .iter()
+            .map(|(w, b)| b + w.iter().zip(features).map(|(a, x)| a * x).sum::<f32>())
             .collect()
     }
 }
@@ -104,6 +139,9 @@ pub struct ContextualModel {
     /// The hidden layer the heads read, if any (else they read the embedding).
     hidden: Option<Hidden>,
     heads: Vec<DenseHead>,
+    /// Further members of the ensemble (the heads' own weights over `hidden` are the first):
+    /// a head's logit is the mean of the members' logits.
+    members: Vec<Member>,
 }
 
 /// Why contextual weights could not be read.
@@ -129,7 +167,21 @@ impl ContextualModel {
             band_hi,
             hidden: None,
             heads,
+            members: Vec::new(),
         }
+    }
+
+    /// The same model with further ensemble members (each with a weight row and bias per head,
+    /// in head order); a head's logit becomes the mean over all members.
+    #[must_use]
+    pub fn with_members(mut self, members: Vec<Member>) -> Self {
+        self.members = members;
+        self
+    }
+
+    /// Members of the ensemble, the first (the heads' own weights) included.
+    pub fn member_count(&self) -> usize {
+        1 + self.members.len()
     }
 
     /// The same heads reading `hidden`'s units instead of the embedding (each head's weights
@@ -172,7 +224,8 @@ impl ContextualModel {
             }
             None => embedding,
         };
-        self.heads
+        let mut z: Vec<f32> = self
+            .heads
             .iter()
             .map(|h| {
                 h.bias
@@ -182,7 +235,18 @@ impl ContextualModel {
                         .map(|(w, x)| w * x)
                         .sum::<f32>()
             })
-            .collect()
+            .collect();
+        if !self.members.is_empty() {
+            for m in &self.members {
+                for (a, b) in z.iter_mut().zip(m.logits(embedding)) {
+                    *a += b;
+                }
+            }
+            #[expect(clippy::cast_precision_loss, reason = "at most MAX_MEMBERS")]
+            let n = self.member_count() as f32;
+            z.iter_mut().for_each(|a| *a /= n);
+        }
+        z
     }
 
     /// The fused scores: `inline` with every head's category replaced by the fusion of its
@@ -218,20 +282,7 @@ impl ContextualModel {
         for v in [self.band_lo, self.band_hi] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        let width = self.hidden.as_ref().map_or(0, Hidden::width);
-        out.extend_from_slice(&u32::try_from(width).unwrap_or(u32::MAX).to_le_bytes());
-        if let Some(hidden) = &self.hidden {
-            for (b, w) in hidden
-                .bias
-                .iter()
-                .zip(hidden.weights.chunks_exact(self.dims.max(1)))
-            {
-                out.extend_from_slice(&b.to_le_bytes());
-                for x in w {
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-        }
+        write_hidden(&mut out, self.hidden.as_ref(), self.dims);
         for h in &self.heads {
             let name = h.category.as_str().as_bytes();
             out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
@@ -249,6 +300,20 @@ impl ContextualModel {
                 out.extend_from_slice(&w.to_le_bytes());
             }
         }
+        out.extend_from_slice(
+            &u32::try_from(self.members.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        for m in &self.members {
+            write_hidden(&mut out, m.hidden.as_ref(), self.dims);
+            for (w, b) in &m.heads {
+                out.extend_from_slice(&b.to_le_bytes());
+                for x in w {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
         out
     }
 
@@ -261,10 +326,12 @@ impl ContextualModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<ContextualModel, ContextualError> {
         let mut r = Reader(bytes);
         let magic = r.take(MAGIC.len())?;
-        let layered = if magic == MAGIC {
-            true
+        let (layered, ensemble) = if magic == MAGIC {
+            (true, true)
+        } else if magic == MAGIC_SINGLE {
+            (true, false)
         } else if magic == MAGIC_LINEAR {
-            false
+            (false, false)
         } else {
             return Err(ContextualError("not contextual weights (bad magic)".into()));
         };
@@ -277,27 +344,8 @@ impl ContextualModel {
         }
         let band_lo = r.f32()?;
         let band_hi = r.f32()?;
-        let width = if layered { r.u32()? as usize } else { 0 };
-        if width > MAX_HIDDEN {
-            return Err(ContextualError(format!(
-                "implausible hidden layer: {width} units"
-            )));
-        }
-        let hidden = if width > 0 {
-            let mut bias = Vec::with_capacity(width);
-            // Bounded by what the bytes can hold, so a hostile header cannot make it allocate.
-            let mut weights = Vec::with_capacity(width.saturating_mul(dims).min(bytes.len() / 4));
-            for _ in 0..width {
-                bias.push(r.f32()?);
-                for _ in 0..dims {
-                    weights.push(r.f32()?);
-                }
-            }
-            Some(Hidden { weights, bias })
-        } else {
-            None
-        };
-        let inputs = if width > 0 { width } else { dims };
+        let hidden = if layered { r.hidden(dims)? } else { None };
+        let inputs = hidden.as_ref().map_or(dims, Hidden::width);
         let mut heads = Vec::with_capacity(count);
         for _ in 0..count {
             let len = usize::from(*r.take(1)?.first().unwrap_or(&0));
@@ -325,6 +373,32 @@ impl ContextualModel {
                 band_lo: head_lo,
             });
         }
+        let mut members = Vec::new();
+        if ensemble {
+            let more = r.u32()? as usize;
+            if more >= MAX_MEMBERS {
+                return Err(ContextualError(format!(
+                    "implausible ensemble: {} members",
+                    more.saturating_add(1)
+                )));
+            }
+            for _ in 0..more {
+                let hidden = r.hidden(dims)?;
+                let inputs = hidden.as_ref().map_or(dims, Hidden::width);
+                let mut rows = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let bias = r.f32()?;
+                    let weights = (0..inputs)
+                        .map(|_| r.f32())
+                        .collect::<Result<Vec<_>, _>>()?;
+                    rows.push((weights, bias));
+                }
+                members.push(Member {
+                    hidden,
+                    heads: rows,
+                });
+            }
+        }
         if !r.0.is_empty() {
             return Err(ContextualError(format!("{} trailing bytes", r.0.len())));
         }
@@ -334,7 +408,27 @@ impl ContextualModel {
             band_hi,
             hidden,
             heads,
+            members,
         })
+    }
+}
+
+/// Writes a hidden layer as the weights format has it: its width (0 for none), then per unit its
+/// bias and its `dims` weights.
+fn write_hidden(out: &mut Vec<u8>, hidden: Option<&Hidden>, dims: usize) {
+    let width = hidden.map_or(0, Hidden::width);
+    out.extend_from_slice(&u32::try_from(width).unwrap_or(u32::MAX).to_le_bytes());
+    if let Some(hidden) = hidden {
+        for (b, w) in hidden
+            .bias
+            .iter()
+            .zip(hidden.weights.chunks_exact(dims.max(1)))
+        {
+            out.extend_from_slice(&b.to_le_bytes());
+            for x in w {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
     }
 }
 
@@ -357,6 +451,28 @@ impl<'a> Reader<'a> {
             *b.get(2).unwrap_or(&0),
             *b.get(3).unwrap_or(&0),
         ]))
+    }
+    /// A hidden layer as [`write_hidden`] writes it.
+    fn hidden(&mut self, dims: usize) -> Result<Option<Hidden>, ContextualError> {
+        let width = self.u32()? as usize;
+        if width > MAX_HIDDEN {
+            return Err(ContextualError(format!(
+                "implausible hidden layer: {width} units"
+            )));
+        }
+        if width == 0 {
+            return Ok(None);
+        }
+        let mut bias = Vec::with_capacity(width);
+        // Bounded by what the bytes can hold, so a hostile header cannot make it allocate.
+        let mut weights = Vec::with_capacity(width.saturating_mul(dims).min(self.0.len() / 4));
+        for _ in 0..width {
+            bias.push(self.f32()?);
+            for _ in 0..dims {
+                weights.push(self.f32()?);
+            }
+        }
+        Ok(Some(Hidden { weights, bias }))
     }
     fn f32(&mut self) -> Result<f32, ContextualError> {
         let v = f32::from_bits(self.u32()?);
@@ -493,6 +609,10 @@ pub struct ContextualConfig {
     /// Units of a hidden layer (rectified linear) the heads share and train with, jointly; 0
     /// for heads that read the embedding directly (logistic regressions).
     pub hidden: usize,
+    /// Members of the ensemble: each a hidden layer and heads (or heads alone) trained from
+    /// its own initialization and shuffle; a head's logit is the mean of theirs. Averaging
+    /// cancels much of what one fit learns from its draw rather than from the data.
+    pub members: usize,
 }
 
 impl Default for ContextualConfig {
@@ -512,6 +632,7 @@ impl Default for ContextualConfig {
             benign_quantile: 0.98,
             min_positives: 20,
             hidden: 128,
+            members: 5,
         }
     }
 }
@@ -579,32 +700,13 @@ pub fn train_contextual(
         }
     }
     let mut rng = crate::train::Rng::new(config.seed);
-    // Each head's (weights, bias), over the hidden layer when there is one.
-    let (hidden, fitted) = if config.hidden > 0 {
-        let (hidden, fitted) =
-            fit_layered(&rows, examples, embeddings, &cats, dims, config, &mut rng);
-        (Some(hidden), fitted)
-    } else {
-        let mut fitted = Vec::new();
-        for &c in &cats {
-            let labelled: Vec<(usize, usize, bool)> = rows
-                .iter()
-                .filter_map(|&(i, w)| Some((i, w, examples.get(i)?.label(c)?)))
-                .collect();
-            let pos = labelled.iter().filter(|r| r.2).count();
-            let neg = labelled.len() - pos;
-            #[expect(clippy::cast_precision_loss, reason = "counts are small")]
-            let pos_weight = if pos == 0 {
-                1.0
-            } else {
-                (neg as f32 / pos as f32).clamp(1.0, config.max_positive_weight)
-            };
-            fitted.push(fit_head(
-                &labelled, embeddings, dims, pos_weight, config, &mut rng,
-            ));
-        }
-        (None, fitted)
-    };
+    // Each member: its hidden layer (when the heads have one) and each head's (weights, bias).
+    // The members draw from one generator in turn, so each has its own start and shuffle.
+    let mut members: Vec<Member> = (0..config.members.clamp(1, MAX_MEMBERS))
+        .map(|_| fit_member(&rows, examples, embeddings, &cats, dims, config, &mut rng))
+        .collect();
+    let first = members.remove(0);
+    let (hidden, fitted) = (first.hidden, first.heads);
     let heads = cats
         .iter()
         .zip(fitted)
@@ -618,7 +720,8 @@ pub fn train_contextual(
             band_lo: config.band_lo,
         })
         .collect();
-    let mut model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads);
+    let mut model = ContextualModel::from_parts(dims, config.band_lo, config.band_hi, heads)
+        .with_members(members);
     if let Some(hidden) = hidden {
         model = model.with_hidden(hidden);
     }
@@ -956,6 +1059,48 @@ fn fit_layered(
     (hidden, fitted)
 }
 
+/// One member of the ensemble: a hidden layer and heads trained jointly, or (with no hidden
+/// units) one logistic regression per category.
+fn fit_member(
+    rows: &[(usize, usize)],
+    examples: &[Example],
+    embeddings: &[Vec<Vec<f32>>],
+    cats: &[Category],
+    dims: usize,
+    config: &ContextualConfig,
+    rng: &mut crate::train::Rng,
+) -> Member {
+    if config.hidden > 0 {
+        let (hidden, heads) = fit_layered(rows, examples, embeddings, cats, dims, config, rng);
+        return Member {
+            hidden: Some(hidden),
+            heads,
+        };
+    }
+    let mut heads = Vec::new();
+    for &c in cats {
+        let labelled: Vec<(usize, usize, bool)> = rows
+            .iter()
+            .filter_map(|&(i, w)| Some((i, w, examples.get(i)?.label(c)?)))
+            .collect();
+        let pos = labelled.iter().filter(|r| r.2).count();
+        let neg = labelled.len() - pos;
+        #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+        let pos_weight = if pos == 0 {
+            1.0
+        } else {
+            (neg as f32 / pos as f32).clamp(1.0, config.max_positive_weight)
+        };
+        heads.push(fit_head(
+            &labelled, embeddings, dims, pos_weight, config, rng,
+        ));
+    }
+    Member {
+        hidden: None,
+        heads,
+    }
+}
+
 /// Weighted logistic regression by mini-batch Adam with L2; deterministic.
 fn fit_head(
     rows: &[(usize, usize, bool)],
@@ -1199,9 +1344,10 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(ContextualModel::from_bytes(&extra).is_err());
+        // The last head weight (before the count of further members).
         let mut nan = bytes;
-        let at = nan.len() - 4;
-        nan.splice(at.., f32::NAN.to_le_bytes());
+        let at = nan.len() - 8;
+        nan.splice(at..at + 4, f32::NAN.to_le_bytes());
         assert!(ContextualModel::from_bytes(&nan).is_err());
     }
 
@@ -1249,7 +1395,49 @@ mod tests {
         let mut old = linear.to_bytes();
         old.splice(..8, *b"ENCCTX02");
         old.drain(24..28);
+        old.truncate(old.len() - 4);
         assert_eq!(ContextualModel::from_bytes(&old).unwrap(), linear);
+    }
+
+    #[test]
+    fn an_ensemble_averages_its_members_and_round_trips() {
+        let head = DenseHead {
+            category: Category::Violence,
+            weights: vec![2.0, -1.0],
+            bias: 0.5,
+            fuse_inline: 0.5,
+            fuse_context: 1.0,
+            fuse_bias: 0.0,
+            band_lo: 0.2,
+        };
+        let single = ContextualModel::from_parts(2, 0.1, 0.9, vec![head]);
+        // A second member over a hidden layer of one unit, u = max(0, x0 + x1 − 1).
+        let m = single.clone().with_members(vec![Member {
+            hidden: Some(Hidden {
+                weights: vec![1.0, 1.0],
+                bias: vec![-1.0],
+            }),
+            heads: vec![(vec![3.0], -0.5)],
+        }]);
+        assert_eq!(m.member_count(), 2);
+        // x = (1, 1): the first member 0.5 + 2 − 1 = 1.5, the second −0.5 + 3·1 = 2.5.
+        let z = m.logits(&[1.0, 1.0]);
+        assert!((z[0] - 2.0).abs() < 1e-6, "{z:?}");
+        let bytes = m.to_bytes();
+        assert_eq!(ContextualModel::from_bytes(&bytes).unwrap(), m);
+        for cut in 0..bytes.len() {
+            assert!(ContextualModel::from_bytes(bytes.get(..cut).unwrap()).is_err());
+        }
+        // A count of members past MAX_MEMBERS is refused before anything is read for them.
+        let mut many = single.to_bytes();
+        let at = many.len() - 4;
+        many.splice(at.., u32::try_from(MAX_MEMBERS).unwrap().to_le_bytes());
+        assert!(ContextualModel::from_bytes(&many).is_err());
+        // The previous format (one member, no count) is still read.
+        let mut old = single.to_bytes();
+        old.splice(..8, *b"ENCCTX03");
+        old.truncate(old.len() - 4);
+        assert_eq!(ContextualModel::from_bytes(&old).unwrap(), single);
     }
 
     #[test]
