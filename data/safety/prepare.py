@@ -340,3 +340,4 @@ def written(folder, files):
 
 written("enclave_written", sorted(n for n in os.listdir(os.path.join(OUT, "enclave_written")) if n.endswith(".txt")))
 written("benign_gov_heldout", ["heldout.txt"])
+written("benign_gov_heldout2", ["heldout.txt"])
