@@ -897,11 +897,7 @@ async fn a_slow_extractor_does_not_hold_up_remembering_statements() {
 
 #[tokio::test]
 async fn an_extractor_accredited_below_the_session_is_never_sent_the_turn() {
-    let (gw, up, ex) = with_extractor("CONFIDENTIAL").await;
-    // A plain answer: the mock's default echo ("echo: I work at the harbor office, room
-    // S-7") reads to the safety stack's weights of 2026-12-07 (night) as locating a person
-    // (0.32 `surveillance/us-persons`, over the 0.3 block), which is not what this test is about.
-    up.set_behavior(replying("Noted."));
+    let (gw, _up, ex) = with_extractor("CONFIDENTIAL").await;
     let alice = gw.user("alice", "agency-a", "SECRET", "USA").await;
     ex.set_behavior(replying(
         r#"{"facts": [{"text": "The user works at the harbor office."}]}"#,
