@@ -78,6 +78,8 @@ impl Hidden {
 
 /// A further member of the ensemble: its own hidden layer (or none) and, per head in the
 /// model's head order, the head's weights over that layer's units (or the embedding) and bias.
+/// `heads` has one row per head of the model it joins (the weights reader and the trainer
+/// make it so).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
     /// The member's hidden layer, if any.
@@ -89,19 +91,32 @@ pub struct Member {
 impl Member {
     /// The member's logit for each head.
     fn logits(&self, embedding: &[f32]) -> Vec<f32> {
-        let units;
-        let features = match &self.hidden {
-            Some(h) => {
-                units = h.forward(embedding);
-                units.as_slice()
-            }
-            None => embedding,
-        };
-        self.heads
-            .iter()
-            .map(|(w, b)| b + w.iter().zip(features).map(|(a, x)| a * x).sum::<f32>())
-            .collect()
+        member_logits(
+            self.hidden.as_ref(),
+            self.heads.iter().map(|(w, b)| (w.as_slice(), *b)),
+            embedding,
+        )
     }
+}
+
+/// One member's logits: each head's `(weights, bias)` over `hidden`'s units for `embedding`
+/// (over the embedding itself without a layer).
+fn member_logits<'a>(
+    hidden: Option<&Hidden>,
+    heads: impl Iterator<Item = (&'a [f32], f32)>,
+    embedding: &[f32],
+) -> Vec<f32> {
+    let units;
+    let features = match hidden {
+        Some(h) => {
+            units = h.forward(embedding);
+            units.as_slice()
+        }
+        None => embedding,
+    };
+    heads
+        .map(|(w, b)| b + w.iter().zip(features).map(|(a, x)| a * x).sum::<f32>())
+        .collect()
 }
 
 /// One category's head and fusion weights.
@@ -216,26 +231,11 @@ impl ContextualModel {
 
     /// The heads' raw logits for one embedding (through the hidden layer when there is one).
     pub fn logits(&self, embedding: &[f32]) -> Vec<f32> {
-        let units;
-        let features = match &self.hidden {
-            Some(h) => {
-                units = h.forward(embedding);
-                units.as_slice()
-            }
-            None => embedding,
-        };
-        let mut z: Vec<f32> = self
-            .heads
-            .iter()
-            .map(|h| {
-                h.bias
-                    + h.weights
-                        .iter()
-                        .zip(features)
-                        .map(|(w, x)| w * x)
-                        .sum::<f32>()
-            })
-            .collect();
+        let mut z = member_logits(
+            self.hidden.as_ref(),
+            self.heads.iter().map(|h| (h.weights.as_slice(), h.bias)),
+            embedding,
+        );
         if !self.members.is_empty() {
             for m in &self.members {
                 for (a, b) in z.iter_mut().zip(m.logits(embedding)) {
