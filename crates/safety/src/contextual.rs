@@ -703,7 +703,16 @@ pub fn train_contextual(
     // Each member: its hidden layer (when the heads have one) and each head's (weights, bias).
     // The members draw from one generator in turn, so each has its own start and shuffle.
     let mut members: Vec<Member> = (0..config.members.clamp(1, MAX_MEMBERS))
-        .map(|_| fit_member(&rows, examples, embeddings, &cats, dims, config, &mut rng))
+        .map(|_| {
+            let data = FitData {
+                rows: &rows,
+                examples,
+                embeddings,
+                cats: &cats,
+                dims,
+            };
+            fit_member(&data, config, &mut rng)
+        })
         .collect();
     let first = members.remove(0);
     let (hidden, fitted) = (first.hidden, first.heads);
@@ -917,14 +926,17 @@ impl Adam {
     reason = "one training loop: forward, backward and the Adam step read best together"
 )]
 fn fit_layered(
-    rows: &[(usize, usize)],
-    examples: &[Example],
-    embeddings: &[Vec<Vec<f32>>],
-    cats: &[Category],
-    dims: usize,
+    data: &FitData<'_>,
     config: &ContextualConfig,
     rng: &mut crate::train::Rng,
 ) -> (Hidden, Vec<(Vec<f32>, f32)>) {
+    let FitData {
+        rows,
+        examples,
+        embeddings,
+        cats,
+        dims,
+    } = *data;
     let width = config.hidden;
     let heads = cats.len();
     // Labels per row and category: 1, 0, or not used (None).
@@ -1059,29 +1071,39 @@ fn fit_layered(
     (hidden, fitted)
 }
 
+/// What every member of the ensemble is trained on.
+#[derive(Clone, Copy)]
+struct FitData<'a> {
+    /// The training rows: (example, window).
+    rows: &'a [(usize, usize)],
+    examples: &'a [Example],
+    embeddings: &'a [Vec<Vec<f32>>],
+    /// The categories that get a head, in head order.
+    cats: &'a [Category],
+    /// Length of an embedding.
+    dims: usize,
+}
+
 /// One member of the ensemble: a hidden layer and heads trained jointly, or (with no hidden
 /// units) one logistic regression per category.
 fn fit_member(
-    rows: &[(usize, usize)],
-    examples: &[Example],
-    embeddings: &[Vec<Vec<f32>>],
-    cats: &[Category],
-    dims: usize,
+    data: &FitData<'_>,
     config: &ContextualConfig,
     rng: &mut crate::train::Rng,
 ) -> Member {
     if config.hidden > 0 {
-        let (hidden, heads) = fit_layered(rows, examples, embeddings, cats, dims, config, rng);
+        let (hidden, heads) = fit_layered(data, config, rng);
         return Member {
             hidden: Some(hidden),
             heads,
         };
     }
     let mut heads = Vec::new();
-    for &c in cats {
-        let labelled: Vec<(usize, usize, bool)> = rows
+    for &c in data.cats {
+        let labelled: Vec<(usize, usize, bool)> = data
+            .rows
             .iter()
-            .filter_map(|&(i, w)| Some((i, w, examples.get(i)?.label(c)?)))
+            .filter_map(|&(i, w)| Some((i, w, data.examples.get(i)?.label(c)?)))
             .collect();
         let pos = labelled.iter().filter(|r| r.2).count();
         let neg = labelled.len() - pos;
@@ -1092,7 +1114,12 @@ fn fit_member(
             (neg as f32 / pos as f32).clamp(1.0, config.max_positive_weight)
         };
         heads.push(fit_head(
-            &labelled, embeddings, dims, pos_weight, config, rng,
+            &labelled,
+            data.embeddings,
+            data.dims,
+            pos_weight,
+            config,
+            rng,
         ));
     }
     Member {
@@ -1351,9 +1378,9 @@ mod tests {
         assert!(ContextualModel::from_bytes(&nan).is_err());
     }
 
-    #[test]
-    fn a_hidden_layer_round_trips_feeds_the_heads_and_hostile_shapes_are_refused() {
-        let head = DenseHead {
+    /// A `violence` head over two inputs: logit `0.5 + 2·x0 − x1`.
+    fn violence_head() -> DenseHead {
+        DenseHead {
             category: Category::Violence,
             weights: vec![2.0, -1.0],
             bias: 0.5,
@@ -1361,7 +1388,12 @@ mod tests {
             fuse_context: 1.0,
             fuse_bias: 0.0,
             band_lo: 0.2,
-        };
+        }
+    }
+
+    #[test]
+    fn a_hidden_layer_round_trips_feeds_the_heads_and_hostile_shapes_are_refused() {
+        let head = violence_head();
         // Two units over a 3-d embedding: u0 = max(0, 0.1 + x0 - x1), u1 = max(0, -1 + x2).
         let hidden = Hidden {
             weights: vec![1.0, -1.0, 0.0, 0.0, 0.0, 1.0],
@@ -1401,15 +1433,7 @@ mod tests {
 
     #[test]
     fn an_ensemble_averages_its_members_and_round_trips() {
-        let head = DenseHead {
-            category: Category::Violence,
-            weights: vec![2.0, -1.0],
-            bias: 0.5,
-            fuse_inline: 0.5,
-            fuse_context: 1.0,
-            fuse_bias: 0.0,
-            band_lo: 0.2,
-        };
+        let head = violence_head();
         let single = ContextualModel::from_parts(2, 0.1, 0.9, vec![head]);
         // A second member over a hidden layer of one unit, u = max(0, x0 + x1 − 1).
         let m = single.clone().with_members(vec![Member {
