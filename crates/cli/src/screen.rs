@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use enclave_safety::{Direction, Embed, Engine, EngineError, Pack};
+use enclave_safety::{Direction, Embed, Engine, Pack};
 use serde_json::{Map, Value, json};
 
 use crate::{Failure, Outcome};
@@ -101,21 +101,13 @@ pub(crate) fn run(args: &ScreenArgs) -> Outcome {
             }
         }
     };
-    let engine = if args.model.is_none() && args.contextual.is_none() {
-        Engine::with_committed(pack, embed)
-    } else {
-        let ngram = crate::safety::load_ngram(args.model.as_ref())?;
-        match embed {
-            Some(embed) => Engine::with_contextual(
-                pack,
-                vec![Box::new(ngram)],
-                crate::contextual::load_model(args.contextual.as_ref())?,
-                embed,
-            ),
-            None if !pack.denied_topics().is_empty() => Err(EngineError::TopicsUnscored),
-            None => Ok(Engine::new(pack, vec![Box::new(ngram)])),
-        }
-    }
+    // The committed weights unless files are given (`load_*` fall back to them).
+    let engine = Engine::with_weights(
+        pack,
+        crate::safety::load_ngram(args.model.as_ref())?,
+        crate::contextual::load_model(args.contextual.as_ref())?,
+        embed,
+    )
     .map_err(|e| Failure::machinery(e.to_string()))?;
     let direction = Direction::from(args.direction);
     let stdin = io::stdin();

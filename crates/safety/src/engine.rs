@@ -223,11 +223,25 @@ impl Engine {
         embed: Option<Arc<dyn Embed>>,
     ) -> Result<Engine, EngineError> {
         let ngram = NgramModel::from_bytes(BUILTIN_NGRAM_MODEL)?;
+        let heads = ContextualModel::from_bytes(BUILTIN_CONTEXTUAL_MODEL)?;
+        Engine::with_weights(pack, ngram, heads, embed)
+    }
+
+    /// `pack` with these weights: the n-gram model, and with `embed` the contextual stage's
+    /// `heads` over it (without `embed` the heads go unused).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::TopicsUnscored`] when the pack denies topics and `embed` is `None`;
+    /// [`EngineError::Embed`] when the topics cannot be embedded.
+    pub fn with_weights(
+        pack: Pack,
+        ngram: NgramModel,
+        heads: ContextualModel,
+        embed: Option<Arc<dyn Embed>>,
+    ) -> Result<Engine, EngineError> {
         match embed {
-            Some(embed) => {
-                let heads = ContextualModel::from_bytes(BUILTIN_CONTEXTUAL_MODEL)?;
-                Engine::with_contextual(pack, vec![Box::new(ngram)], heads, embed)
-            }
+            Some(embed) => Engine::with_contextual(pack, vec![Box::new(ngram)], heads, embed),
             None if !pack.denied_topics().is_empty() => Err(EngineError::TopicsUnscored),
             None => Ok(Engine::new(pack, vec![Box::new(ngram)])),
         }
